@@ -1,0 +1,1 @@
+"""Reproducible benchmarks that compare side by side in one run, and print figures."""

@@ -1,0 +1,11 @@
+"""The pure, deterministic matching engine: no I/O, no clock, no randomness.
+
+``Engine.apply(command) -> list[Event]``. The matching rules are in :mod:`matchbox.engine.engine`,
+the tick ladders in :mod:`matchbox.engine.schemes`, the vocabulary in :mod:`matchbox.engine.types`.
+"""
+
+from matchbox.engine.engine import Engine
+from matchbox.engine.queries import BookDepth, BookIntegrityError, OrderStatus, PriceLevel
+from matchbox.engine.snapshot import SnapshotError
+
+__all__ = ["BookDepth", "BookIntegrityError", "Engine", "OrderStatus", "PriceLevel", "SnapshotError"]

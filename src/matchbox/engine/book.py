@@ -1,0 +1,215 @@
+"""One market's order book: a slot per tick on each side, a FIFO queue per slot.
+
+Ticks are small bounded integers (99 for binary markets, 350 on the odds ladder), so each side is
+a plain list indexed by tick, and the best price on each side is kept as an integer. When the
+best level empties, the next one is found by stepping outward to the next non-empty slot.
+
+A level's queue is a deque of :class:`Order`. Cancelling an order takes it off at once in every
+count (level total, order count, the engine's index) but leaves its husk in the deque with
+``remaining == 0``. Husks are dropped as soon as they reach the head, so the head of a non-empty
+level is always the next maker, and a level compacts itself when husks outnumber live orders.
+The empty-ask sentinel is ``max_tick + 1`` and the empty-bid sentinel is ``0``, so the crossing
+test is a single comparison.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from matchbox.engine.types import (
+    MarketState,
+    OrderState,
+    SelfTradePrevention,
+    Side,
+    TickScheme,
+    TimeInForce,
+)
+
+
+class Order:
+    """A live (resting) order. Mutable, engine-internal; the outside sees events."""
+
+    __slots__ = (
+        "order_id",
+        "account",
+        "side",
+        "price",
+        "qty",
+        "remaining",
+        "filled",
+        "tif",
+        "expires_at",
+        "book",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        side: Side,
+        price: int,
+        qty: int,
+        remaining: int,
+        filled: int,
+        tif: TimeInForce,
+        expires_at: int,
+        book: Book,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price
+        self.qty = qty
+        self.remaining = remaining
+        self.filled = filled
+        self.tif = tif
+        self.expires_at = expires_at
+        self.book = book
+
+    @property
+    def state(self) -> OrderState:
+        return OrderState.PARTIALLY_FILLED if self.filled else OrderState.OPEN
+
+
+class Level:
+    """Orders resting at one tick on one side, oldest first."""
+
+    __slots__ = ("price", "orders", "total", "count")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.total = 0  # sum of live orders' remaining quantity
+        self.count = 0  # number of live orders
+
+    def live(self) -> Iterator[Order]:
+        return (order for order in self.orders if order.remaining)
+
+    def compact(self) -> None:
+        """Drop cancelled husks, in place (a matcher may hold the deque)."""
+        live = list(self.live())
+        self.orders.clear()
+        self.orders.extend(live)
+
+
+class Book:
+    """A market: its spec, its lifecycle state, and both sides of its book."""
+
+    __slots__ = (
+        "market_id",
+        "scheme",
+        "min_tick",
+        "max_tick",
+        "max_qty",
+        "stp",
+        "state",
+        "outcome",
+        "levels",
+        "best_bid",
+        "best_ask",
+    )
+
+    def __init__(
+        self,
+        market_id: str,
+        scheme: TickScheme,
+        min_tick: int,
+        max_tick: int,
+        max_qty: int,
+        stp: SelfTradePrevention,
+    ) -> None:
+        self.market_id = market_id
+        self.scheme = scheme
+        self.min_tick = min_tick
+        self.max_tick = max_tick
+        self.max_qty = max_qty
+        self.stp = stp
+        self.state = MarketState.OPEN
+        self.outcome = ""
+        # levels[Side.BUY] and levels[Side.SELL], each indexed by tick
+        self.levels: tuple[list[Level | None], list[Level | None]] = (
+            [None] * (max_tick + 2),
+            [None] * (max_tick + 2),
+        )
+        self.best_bid = 0
+        self.best_ask = max_tick + 1
+
+    # ------------------------------------------------------------------ resting
+
+    def rest(self, order: Order) -> None:
+        side_levels = self.levels[order.side]
+        price = order.price
+        level = side_levels[price]
+        if level is None:
+            level = side_levels[price] = Level(price)
+        level.orders.append(order)
+        level.total += order.remaining
+        level.count += 1
+        if order.side is Side.BUY:
+            if price > self.best_bid:
+                self.best_bid = price
+        elif price < self.best_ask:
+            self.best_ask = price
+
+    def take_off(self, order: Order) -> int:
+        """Remove a live order from its level (not from the engine's index); return its remainder."""
+        remaining = order.remaining
+        level = self.levels[order.side][order.price]
+        assert level is not None
+        order.remaining = 0
+        level.total -= remaining
+        level.count -= 1
+        orders = level.orders
+        if level.count == 0:
+            orders.clear()
+            self.level_emptied(order.side, order.price)
+        elif orders[0] is order:  # keep a live order at the head, so the head is the next maker
+            orders.popleft()
+            while not orders[0].remaining:
+                orders.popleft()
+        elif len(orders) > 2 * level.count + 16:
+            level.compact()
+        return remaining
+
+    def level_emptied(self, side: Side, price: int) -> None:
+        """Move the best price past a level that just emptied, if it was the best."""
+        levels = self.levels[side]
+        if side is Side.BUY:
+            if price == self.best_bid:
+                tick = price - 1
+                while tick > 0:
+                    level = levels[tick]
+                    if level is not None and level.count:
+                        break
+                    tick -= 1
+                self.best_bid = tick
+        elif price == self.best_ask:
+            tick = price + 1
+            end = self.max_tick + 1
+            while tick < end:
+                level = levels[tick]
+                if level is not None and level.count:
+                    break
+                tick += 1
+            self.best_ask = tick
+
+    # ------------------------------------------------------------------ queries
+
+    def side_levels(self, side: Side) -> Iterator[Level]:
+        """Non-empty levels of one side, best price first."""
+        levels = self.levels[side]
+        if side is Side.BUY:
+            ticks: range = range(self.best_bid, 0, -1)
+        else:
+            ticks = range(self.best_ask, self.max_tick + 1)
+        for tick in ticks:
+            level = levels[tick]
+            if level is not None and level.count:
+                yield level
+
+    def live_orders(self) -> Iterator[Order]:
+        """Every live order: bids best first, then asks best first, each level oldest first."""
+        for side in (Side.BUY, Side.SELL):
+            for level in self.side_levels(side):
+                yield from level.live()

@@ -1,0 +1,570 @@
+"""The matcher: ``Engine.apply(command) -> list[Event]``, deterministic and pure.
+
+Rules
+=====
+Priority
+    Price first, then time. A buy takes the lowest ask first, a sell the highest bid first; at
+    one price, the order that rested first fills first. Every trade executes at the resting
+    (maker) order's price. An incoming order trades while it crosses (buy price >= best ask,
+    sell price <= best bid); what is left of a GTC or GTD order then rests at its own price,
+    behind every order already at that price.
+Time in force
+    GTC rests until cancelled. GTD rests until the engine's time reaches ``expires_at``: engine
+    time is the ``ts`` of the command being applied, and before applying a command every GTD
+    order with ``expires_at <= ts`` is cancelled (reason EXPIRED), oldest expiry first, then
+    lowest order id. IOC trades what it can and cancels the rest (reason UNFILLED). FOK trades
+    its whole quantity at once or is rejected (FOK_CANNOT_FILL) with nothing executed.
+    Post-only (GTC/GTD only) is rejected (POST_ONLY_WOULD_TAKE) if it would trade at all.
+    A market order is an IOC or FOK whose limit is the worst tick of the market.
+Amending
+    ReduceOrder lowers an order's remaining quantity and keeps its place in the queue; reducing
+    by the whole remainder cancels it. There is no amend up and no price change: that is a
+    cancel and a new order, which queues behind everything already at its price.
+Self-trade prevention (per market)
+    An order never trades with an order of the same account. CANCEL_TAKER: on reaching such a
+    resting order, the incoming order's remainder is cancelled (reason SELF_TRADE); if it is the
+    very first order it would meet, the incoming order is rejected (SELF_TRADE) instead.
+    CANCEL_RESTING: the account's resting order is cancelled (reason SELF_TRADE) and matching
+    goes on. A FOK counts only the liquidity it could really take under these rules.
+Order ids
+    Order ids are allocated by the input journal in strictly increasing order. A new order whose
+    id is not above every id the engine has accepted is rejected (DUPLICATE_ORDER_ID). A cancel
+    or reduce of an id above that mark is UNKNOWN_ORDER; of one at or below it that is not live
+    is ORDER_NOT_OPEN. A cancel or reduce naming an account must be that order's account, or it
+    is UNKNOWN_ORDER (one account never learns of another's orders).
+Markets
+    OPEN <-> SUSPENDED -> CLOSED -> SETTLED, and OPEN or SUSPENDED -> SETTLED directly. A
+    suspended market rejects new orders (MARKET_NOT_OPEN) but keeps its book and accepts
+    cancels and reduces. Closing or settling cancels every resting order (MARKET_CLOSED).
+Rejections
+    Bad input is never an exception: it is one ``Rejected`` event with a reason code, and the
+    book is exactly as it was (GTD expiries due at the command's time still happen first).
+
+Events for one order, in order: ``OrderAccepted``; then a ``TradeExecuted`` for each fill (and
+an ``OrderCancelled`` for each resting order removed by self-trade prevention); then
+``OrderRested`` if a remainder rests, or ``OrderCancelled`` if a remainder is cancelled; nothing
+more if it filled completely (the last trade shows ``taker_remaining == 0``).
+
+Limits: one slot per tick per side, so a ``ticks`` market has at most 100,000 ticks. Only live
+orders are kept: the status of a finished order is in the event stream, not the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from heapq import heappop, heappush
+from typing import Any
+
+from matchbox.engine import queries, snapshot
+from matchbox.engine.book import Book, Level, Order
+from matchbox.engine.queries import BookDepth, OrderStatus
+from matchbox.engine.schemes import tick_range
+from matchbox.engine.types import (
+    AdvanceTime,
+    CancelAll,
+    CancelOrder,
+    CancelReason,
+    CloseMarket,
+    Command,
+    CreateMarket,
+    Event,
+    MarketCreated,
+    MarketState,
+    MarketStateChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderKind,
+    OrderReduced,
+    OrderRested,
+    PlaceOrder,
+    ReduceOrder,
+    Rejected,
+    RejectReason,
+    ResumeMarket,
+    SelfTradePrevention,
+    SettleMarket,
+    Side,
+    SuspendMarket,
+    TimeInForce,
+    TradeExecuted,
+)
+
+_BUY = Side.BUY
+_SELL = Side.SELL
+_GTD = TimeInForce.GTD
+_FOK = TimeInForce.FOK
+_OPEN = MarketState.OPEN
+_CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+_RESTING_TIFS = (TimeInForce.GTC, TimeInForce.GTD)
+
+
+class Engine:
+    """Many markets, one sequence of commands, one list of events per command."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, Book] = {}
+        self.orders: dict[int, Order] = {}  # every live order, by id
+        self.last_order_id = 0  # the highest order id accepted
+        self.last_trade_id = 0
+        self._expiries: list[tuple[int, int]] = []  # heap of (expires_at, order_id); may hold husks
+        self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            ReduceOrder: self._reduce,
+            CancelAll: self._cancel_all,
+            CreateMarket: self._create_market,
+            SuspendMarket: self._suspend,
+            ResumeMarket: self._resume,
+            CloseMarket: self._close,
+            SettleMarket: self._settle,
+            AdvanceTime: _ignore,
+        }
+
+    # ------------------------------------------------------------------ entry point
+
+    def apply(self, command: Command) -> list[Event]:
+        events: list[Event] = []
+        expiries = self._expiries
+        if expiries and expiries[0][0] <= command.ts:
+            self._expire(command, events)
+        self._handlers[type(command)](command, events)
+        return events
+
+    # ------------------------------------------------------------------ orders
+
+    def _place(self, cmd: PlaceOrder, events: list[Event]) -> None:
+        book = self.books.get(cmd.market_id)
+        reason = self._check_order(cmd, book)
+        if reason is not None:
+            events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
+            return
+        assert book is not None
+        side = cmd.side
+        if cmd.kind is OrderKind.MARKET:
+            price = book.max_tick if side is _BUY else book.min_tick
+        else:
+            price = cmd.price
+        crosses = price >= book.best_ask if side is _BUY else price <= book.best_bid
+        if crosses:
+            reason = self._check_taker(cmd, book, side, price)
+            if reason is not None:
+                events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
+                return
+        elif cmd.tif is _FOK:
+            events.append(_reject(cmd, RejectReason.FOK_CANNOT_FILL, cmd.market_id, cmd.account))
+            return
+
+        order_id = cmd.order_id
+        self.last_order_id = order_id
+        seq = cmd.seq
+        ts = cmd.ts
+        events.append(
+            OrderAccepted(
+                seq=seq,
+                ts=ts,
+                market_id=book.market_id,
+                order_id=order_id,
+                account=cmd.account,
+                side=side,
+                price=price,
+                qty=cmd.qty,
+                tif=cmd.tif,
+                kind=cmd.kind,
+                post_only=cmd.post_only,
+                expires_at=cmd.expires_at,
+            )
+        )
+        remaining = cmd.qty
+        stopped = False
+        if crosses:
+            remaining, stopped = self._match(cmd, book, side, price, events)
+        if not remaining:
+            return
+        if stopped or cmd.tif not in _RESTING_TIFS:
+            reason_c = CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED
+            events.append(
+                OrderCancelled(
+                    seq=seq,
+                    ts=ts,
+                    market_id=book.market_id,
+                    order_id=order_id,
+                    account=cmd.account,
+                    cancelled_qty=remaining,
+                    reason=reason_c,
+                )
+            )
+            return
+        order = Order(
+            order_id, cmd.account, side, price, cmd.qty, remaining, cmd.qty - remaining, cmd.tif, cmd.expires_at, book
+        )
+        book.rest(order)
+        self.orders[order_id] = order
+        if cmd.tif is _GTD:
+            heappush(self._expiries, (cmd.expires_at, order_id))
+        events.append(
+            OrderRested(
+                seq=seq, ts=ts, market_id=book.market_id, order_id=order_id, side=side, price=price, remaining=remaining
+            )
+        )
+
+    def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
+        """The reason a new order is refused before it meets the book, or None."""
+        if book is None:
+            return RejectReason.UNKNOWN_MARKET
+        if book.state is not _OPEN:
+            return RejectReason.MARKET_NOT_OPEN
+        if cmd.order_id <= self.last_order_id:
+            return RejectReason.DUPLICATE_ORDER_ID
+        qty = cmd.qty
+        if qty <= 0:
+            return RejectReason.INVALID_QUANTITY
+        if qty > book.max_qty:
+            return RejectReason.QUANTITY_OVER_MAX
+        tif = cmd.tif
+        if cmd.kind is OrderKind.MARKET:
+            if tif in _RESTING_TIFS or cmd.post_only:
+                return RejectReason.INVALID_ORDER_TYPE
+        elif not book.min_tick <= cmd.price <= book.max_tick:
+            return RejectReason.INVALID_PRICE
+        if cmd.post_only and tif not in _RESTING_TIFS:
+            return RejectReason.INVALID_ORDER_TYPE
+        if (tif is _GTD) != (cmd.expires_at != 0) or (tif is _GTD and cmd.expires_at <= cmd.ts):
+            return RejectReason.INVALID_EXPIRY
+        return None
+
+    def _check_taker(self, cmd: PlaceOrder, book: Book, side: Side, price: int) -> RejectReason | None:
+        """The reason a crossing order is refused before it trades, or None."""
+        if cmd.post_only:
+            return RejectReason.POST_ONLY_WOULD_TAKE
+        first = _first_live(book, side)
+        if first.account == cmd.account and book.stp is _CANCEL_TAKER:
+            return RejectReason.SELF_TRADE
+        if cmd.tif is _FOK and _fillable(book, side, price, cmd.account, cmd.qty) < cmd.qty:
+            return RejectReason.FOK_CANNOT_FILL
+        return None
+
+    def _match(self, cmd: PlaceOrder, book: Book, side: Side, price: int, events: list[Event]) -> tuple[int, bool]:
+        """Trade an incoming order against the book; return (remaining, stopped by self-trade)."""
+        remaining = cmd.qty
+        if side is _BUY:
+            levels = book.levels[_SELL]
+            while remaining and book.best_ask <= price:
+                best = book.best_ask
+                level = levels[best]
+                assert level is not None
+                remaining, stopped = self._take_level(cmd, book, level, remaining, events)
+                if not level.count:
+                    level.orders.clear()
+                    book.level_emptied(_SELL, best)
+                if stopped:
+                    return remaining, True
+        else:
+            levels = book.levels[_BUY]
+            while remaining and book.best_bid >= price:
+                best = book.best_bid
+                level = levels[best]
+                assert level is not None
+                remaining, stopped = self._take_level(cmd, book, level, remaining, events)
+                if not level.count:
+                    level.orders.clear()
+                    book.level_emptied(_BUY, best)
+                if stopped:
+                    return remaining, True
+        return remaining, False
+
+    def _take_level(
+        self, cmd: PlaceOrder, book: Book, level: Level, remaining: int, events: list[Event]
+    ) -> tuple[int, bool]:
+        """Fill against one level, oldest first, until the level or the taker is exhausted."""
+        queue = level.orders
+        taker_account = cmd.account
+        seq = cmd.seq
+        ts = cmd.ts
+        price = level.price
+        index = self.orders
+        while remaining and level.count:
+            maker = queue[0]  # live: the head of a non-empty level always is
+            maker_remaining = maker.remaining
+            if maker.account == taker_account:
+                if book.stp is _CANCEL_TAKER:
+                    return remaining, True
+                # CANCEL_RESTING: take the account's own order off right here, in the queue
+                # being walked, rather than through Book.take_off (which may compact it)
+                queue.popleft()
+                maker.remaining = 0
+                level.total -= maker_remaining
+                level.count -= 1
+                del index[maker.order_id]
+                while queue and not queue[0].remaining:
+                    queue.popleft()
+                events.append(
+                    OrderCancelled(
+                        seq=seq,
+                        ts=ts,
+                        market_id=book.market_id,
+                        order_id=maker.order_id,
+                        account=maker.account,
+                        cancelled_qty=maker_remaining,
+                        reason=CancelReason.SELF_TRADE,
+                    )
+                )
+                continue
+            qty = remaining if remaining < maker_remaining else maker_remaining
+            remaining -= qty
+            maker_remaining -= qty
+            maker.remaining = maker_remaining
+            maker.filled += qty
+            level.total -= qty
+            if not maker_remaining:
+                queue.popleft()
+                level.count -= 1
+                del index[maker.order_id]
+                while queue and not queue[0].remaining:  # keep the head live
+                    queue.popleft()
+            self.last_trade_id += 1
+            events.append(
+                TradeExecuted(
+                    seq=seq,
+                    ts=ts,
+                    market_id=book.market_id,
+                    trade_id=self.last_trade_id,
+                    price=price,
+                    qty=qty,
+                    taker_side=cmd.side,
+                    maker_order_id=maker.order_id,
+                    taker_order_id=cmd.order_id,
+                    maker_account=maker.account,
+                    taker_account=taker_account,
+                    maker_remaining=maker_remaining,
+                    taker_remaining=remaining,
+                )
+            )
+        return remaining, False
+
+    def _cancel_resting(self, order: Order, reason: CancelReason, seq: int, ts: int, events: list[Event]) -> None:
+        book = order.book
+        del self.orders[order.order_id]
+        cancelled = book.take_off(order)
+        events.append(
+            OrderCancelled(
+                seq=seq,
+                ts=ts,
+                market_id=book.market_id,
+                order_id=order.order_id,
+                account=order.account,
+                cancelled_qty=cancelled,
+                reason=reason,
+            )
+        )
+
+    def _find_live(self, order_id: int, account: str) -> Order | RejectReason:
+        order = self.orders.get(order_id)
+        if order is None:
+            return RejectReason.UNKNOWN_ORDER if order_id > self.last_order_id else RejectReason.ORDER_NOT_OPEN
+        if account and order.account != account:
+            return RejectReason.UNKNOWN_ORDER
+        return order
+
+    def _cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason):
+            events.append(_reject(cmd, found, "", cmd.account, cmd.order_id))
+            return
+        self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
+
+    def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason) or cmd.reduce_by <= 0:
+            reason = found if isinstance(found, RejectReason) else RejectReason.INVALID_QUANTITY
+            events.append(_reject(cmd, reason, "", cmd.account, cmd.order_id))
+            return
+        if cmd.reduce_by >= found.remaining:
+            self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
+            return
+        found.remaining -= cmd.reduce_by
+        level = found.book.levels[found.side][found.price]
+        assert level is not None
+        level.total -= cmd.reduce_by
+        events.append(
+            OrderReduced(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=found.book.market_id,
+                order_id=found.order_id,
+                reduced_by=cmd.reduce_by,
+                remaining=found.remaining,
+            )
+        )
+
+    def _cancel_all(self, cmd: CancelAll, events: list[Event]) -> None:
+        book = self.books.get(cmd.market_id)
+        if book is None:
+            events.append(_reject(cmd, RejectReason.UNKNOWN_MARKET, cmd.market_id, cmd.account))
+            return
+        mine = sorted((o for o in book.live_orders() if o.account == cmd.account), key=_by_id)
+        for order in mine:
+            self._cancel_resting(order, CancelReason.CANCEL_ALL, cmd.seq, cmd.ts, events)
+
+    def _expire(self, cmd: Command, events: list[Event]) -> None:
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= cmd.ts:
+            expires_at, order_id = heappop(expiries)
+            order = self.orders.get(order_id)
+            if order is not None and order.expires_at == expires_at:
+                self._cancel_resting(order, CancelReason.EXPIRED, cmd.seq, cmd.ts, events)
+
+    # ------------------------------------------------------------------ markets
+
+    def _create_market(self, cmd: CreateMarket, events: list[Event]) -> None:
+        ticks = tick_range(cmd.scheme, cmd.max_tick)
+        if cmd.market_id in self.books:
+            events.append(_reject(cmd, RejectReason.MARKET_EXISTS, cmd.market_id))
+            return
+        if ticks is None or not cmd.market_id or cmd.max_qty <= 0:
+            events.append(_reject(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id))
+            return
+        min_tick, max_tick = ticks
+        self.books[cmd.market_id] = Book(cmd.market_id, cmd.scheme, min_tick, max_tick, cmd.max_qty, cmd.stp)
+        events.append(
+            MarketCreated(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=cmd.market_id,
+                scheme=cmd.scheme,
+                min_tick=min_tick,
+                max_tick=max_tick,
+                max_qty=cmd.max_qty,
+                stp=cmd.stp,
+            )
+        )
+
+    def _suspend(self, cmd: SuspendMarket, events: list[Event]) -> None:
+        self._transition(cmd, cmd.market_id, (MarketState.OPEN,), MarketState.SUSPENDED, "", events)
+
+    def _resume(self, cmd: ResumeMarket, events: list[Event]) -> None:
+        self._transition(cmd, cmd.market_id, (MarketState.SUSPENDED,), MarketState.OPEN, "", events)
+
+    def _close(self, cmd: CloseMarket, events: list[Event]) -> None:
+        live = (MarketState.OPEN, MarketState.SUSPENDED)
+        self._transition(cmd, cmd.market_id, live, MarketState.CLOSED, "", events)
+
+    def _settle(self, cmd: SettleMarket, events: list[Event]) -> None:
+        before = (MarketState.OPEN, MarketState.SUSPENDED, MarketState.CLOSED)
+        self._transition(cmd, cmd.market_id, before, MarketState.SETTLED, cmd.outcome, events)
+
+    def _transition(
+        self,
+        cmd: Command,
+        market_id: str,
+        allowed: tuple[MarketState, ...],
+        target: MarketState,
+        outcome: str,
+        events: list[Event],
+    ) -> None:
+        book = self.books.get(market_id)
+        if book is None or book.state not in allowed:
+            reason = RejectReason.UNKNOWN_MARKET if book is None else RejectReason.ILLEGAL_TRANSITION
+            events.append(_reject(cmd, reason, market_id))
+            return
+        book.state = target
+        book.outcome = outcome
+        events.append(MarketStateChanged(seq=cmd.seq, ts=cmd.ts, market_id=market_id, state=target, outcome=outcome))
+        if target in (MarketState.CLOSED, MarketState.SETTLED):
+            for order in sorted(book.live_orders(), key=_by_id):
+                self._cancel_resting(order, CancelReason.MARKET_CLOSED, cmd.seq, cmd.ts, events)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> bytes:
+        """The whole state as versioned, canonical bytes (see :mod:`matchbox.engine.snapshot`)."""
+        return snapshot.encode(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        """An engine in exactly the state a snapshot recorded; SnapshotError if it is not one."""
+        return snapshot.decode(data, cls())
+
+    def state_hash(self) -> str:
+        """SHA-256 of the canonical snapshot: equal hashes mean equal books, order for order."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    # ------------------------------------------------------------------ queries
+
+    def market(self, market_id: str) -> Book | None:
+        return self.books.get(market_id)
+
+    def depth(self, market_id: str, max_levels: int = 10) -> BookDepth | None:
+        """L2 depth: per side, up to ``max_levels`` of (price, total quantity, order count)."""
+        book = self.books.get(market_id)
+        return None if book is None else queries.depth(book, max_levels)
+
+    def best_bid_ask(self, market_id: str) -> tuple[int | None, int | None]:
+        book = self.books[market_id]
+        return (book.best_bid or None, book.best_ask if book.best_ask <= book.max_tick else None)
+
+    def order_status(self, order_id: int) -> OrderStatus | None:
+        """Status of a live order; finished orders live in the event stream, not here."""
+        return queries.order_status(self, order_id)
+
+    def check_invariants(self) -> None:
+        queries.check_invariants(self)
+
+    def add_restored(self, order: Order) -> None:
+        """Put a live order back while restoring a snapshot (in priority order)."""
+        order.book.rest(order)
+        self.orders[order.order_id] = order
+        if order.tif is _GTD:
+            heappush(self._expiries, (order.expires_at, order.order_id))
+
+
+def _ignore(command: Command, events: list[Event]) -> None:
+    """AdvanceTime does its work (expiries) before dispatch."""
+
+
+def _by_id(order: Order) -> int:
+    return order.order_id
+
+
+def _reject(
+    cmd: Command, reason: RejectReason, market_id: str = "", account: str = "", order_id: int | None = None
+) -> Rejected:
+    if order_id is None:
+        order_id = getattr(cmd, "order_id", 0)
+    return Rejected(
+        seq=cmd.seq,
+        ts=cmd.ts,
+        command=type(cmd).__name__,
+        reason=reason,
+        market_id=market_id,
+        order_id=order_id,
+        account=account,
+    )
+
+
+def _first_live(book: Book, taker_side: Side) -> Order:
+    """The first resting order an incoming order of ``taker_side`` would meet."""
+    if taker_side is _BUY:
+        level = book.levels[_SELL][book.best_ask]
+    else:
+        level = book.levels[_BUY][book.best_bid]
+    assert level is not None
+    return level.orders[0]  # the head of a non-empty level is live (see Book.take_off)
+
+
+def _fillable(book: Book, taker_side: Side, limit: int, account: str, wanted: int) -> int:
+    """How much a FOK could take at ``limit`` under self-trade prevention, up to ``wanted``."""
+    maker_side = _SELL if taker_side is _BUY else _BUY
+    total = 0
+    for level in book.side_levels(maker_side):
+        if (level.price > limit) if taker_side is _BUY else (level.price < limit):
+            break
+        for order in level.live():
+            if order.account == account:
+                if book.stp is _CANCEL_TAKER:
+                    return total
+                continue
+            total += order.remaining
+            if total >= wanted:
+                return total
+    return total

@@ -1,0 +1,108 @@
+"""Read-only views of the engine: L2 depth, best prices, an order's status, and the invariants."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from matchbox.engine.types import OrderState, Side
+
+if TYPE_CHECKING:
+    from matchbox.engine.book import Book
+    from matchbox.engine.engine import Engine
+
+
+class PriceLevel(msgspec.Struct, frozen=True, array_like=True):
+    price: int
+    qty: int
+    orders: int
+
+
+class BookDepth(msgspec.Struct, frozen=True):
+    market_id: str
+    bids: list[PriceLevel]  # highest price first
+    asks: list[PriceLevel]  # lowest price first
+
+
+class OrderStatus(msgspec.Struct, frozen=True):
+    order_id: int
+    market_id: str
+    account: str
+    side: Side
+    price: int
+    qty: int
+    remaining: int
+    filled: int
+    state: OrderState
+
+
+class BookIntegrityError(AssertionError):
+    """The engine's state broke one of its invariants: a bug, never bad input."""
+
+
+def depth(book: Book, max_levels: int) -> BookDepth:
+    sides: list[list[PriceLevel]] = []
+    for side in (Side.BUY, Side.SELL):
+        levels: list[PriceLevel] = []
+        for level in book.side_levels(side):
+            if len(levels) == max_levels:
+                break
+            levels.append(PriceLevel(level.price, level.total, level.count))
+        sides.append(levels)
+    return BookDepth(book.market_id, sides[0], sides[1])
+
+
+def order_status(engine: Engine, order_id: int) -> OrderStatus | None:
+    order = engine.orders.get(order_id)
+    if order is None:
+        return None
+    return OrderStatus(
+        order.order_id,
+        order.book.market_id,
+        order.account,
+        order.side,
+        order.price,
+        order.qty,
+        order.remaining,
+        order.filled,
+        OrderState.PARTIALLY_FILLED if order.filled else OrderState.OPEN,
+    )
+
+
+def check_invariants(engine: Engine) -> None:
+    """Raise BookIntegrityError unless every book is sound and the id index matches the levels."""
+    seen: set[int] = set()
+    for book in engine.books.values():
+        for side in (Side.BUY, Side.SELL):
+            _check_side(book, side, seen)
+        if book.best_bid >= book.best_ask:
+            _fail(f"{book.market_id}: crossed book, bid {book.best_bid} >= ask {book.best_ask}")
+    if seen != engine.orders.keys():
+        _fail(f"id index and levels disagree: {sorted(seen ^ engine.orders.keys())[:10]}")
+
+
+def _check_side(book: Book, side: Side, seen: set[int]) -> None:
+    best = 0 if side is Side.BUY else book.max_tick + 1
+    for tick, level in enumerate(book.levels[side]):
+        if level is None:
+            continue
+        live = list(level.live())
+        if level.orders and not level.orders[0].remaining:
+            _fail(f"{book.market_id} {side.name} {tick}: the head of the level is a cancelled order")
+        if level.price != tick or level.count != len(live) or level.total != sum(o.remaining for o in live):
+            _fail(f"{book.market_id} {side.name} {tick}: level totals do not match its orders")
+        for order in live:
+            if order.side is not side or order.price != tick or order.book is not book:
+                _fail(f"order {order.order_id} sits at the wrong level")
+            if order.remaining + order.filled > order.qty or order.remaining <= 0:
+                _fail(f"order {order.order_id}: remaining {order.remaining} filled {order.filled} of {order.qty}")
+            seen.add(order.order_id)
+        if live and (tick > best if side is Side.BUY else tick < best):
+            best = tick
+    if best != (book.best_bid if side is Side.BUY else book.best_ask):
+        _fail(f"{book.market_id} {side.name}: best price is stale")
+
+
+def _fail(message: str) -> None:
+    raise BookIntegrityError(message)

@@ -1,0 +1,247 @@
+"""Commands in, events out: the engine's whole vocabulary.
+
+Every command carries ``seq`` (its position in the input journal) and ``ts`` (its time in
+nanoseconds, stamped at the edge); the engine never reads a clock. Every event repeats the
+``seq`` and ``ts`` of the command that caused it. Commands are named in the imperative,
+events in the past tense. All are frozen msgspec Structs: slotted, immutable, cheap to build,
+and ready for the bus codec. Prices are integer ticks, quantities integer units.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import msgspec
+
+
+class Side(IntEnum):
+    """Which side of the book an order rests on.
+
+    Odds markets name them differently: a *lay* is a bid (it wants low odds) and a *back* is an
+    ask (it wants high odds); see :mod:`matchbox.engine.schemes`.
+    """
+
+    BUY = 0
+    SELL = 1
+
+
+class TimeInForce(IntEnum):
+    GTC = 0  # good till cancelled: the remainder rests
+    GTD = 1  # good till date: rests until ``expires_at`` (engine time), then is cancelled
+    IOC = 2  # immediate or cancel: the remainder is cancelled
+    FOK = 3  # fill or kill: fills completely at once, or is rejected with nothing executed
+
+
+class OrderKind(IntEnum):
+    LIMIT = 0
+    MARKET = 1  # an IOC or FOK at the worst tick the market allows
+
+
+class TickScheme(IntEnum):
+    BINARY = 0  # ticks 1..99 are cents for a YES contract
+    ODDS = 1  # ticks 1..350 index the decimal odds ladder 1.01..1000
+    TICKS = 2  # ticks 1..max_tick, plain integers
+
+
+class SelfTradePrevention(IntEnum):
+    CANCEL_TAKER = 0  # the incoming order's remainder is cancelled
+    CANCEL_RESTING = 1  # the account's resting order is cancelled and matching goes on
+
+
+class MarketState(IntEnum):
+    OPEN = 0
+    SUSPENDED = 1  # orders are rejected, the book is kept, cancels still work
+    CLOSED = 2  # resting orders were cancelled; nothing trades again
+    SETTLED = 3  # the outcome is known; final
+
+
+class OrderState(IntEnum):
+    OPEN = 0  # resting, nothing filled yet
+    PARTIALLY_FILLED = 1  # resting, something filled
+    FILLED = 2
+    CANCELLED = 3
+
+
+class RejectReason(IntEnum):
+    """Why a command changed nothing. Grouped in ranges by area, as result codes."""
+
+    # 1xx: markets
+    UNKNOWN_MARKET = 100
+    MARKET_NOT_OPEN = 101
+    MARKET_EXISTS = 102
+    INVALID_MARKET_SPEC = 103
+    ILLEGAL_TRANSITION = 104
+    # 2xx: an order's own fields
+    INVALID_PRICE = 200  # off the market's ladder
+    INVALID_QUANTITY = 201  # zero or negative
+    QUANTITY_OVER_MAX = 202  # above the market's maximum order size
+    DUPLICATE_ORDER_ID = 203  # not above every order id the engine has accepted
+    INVALID_EXPIRY = 204  # GTD without a future expiry, or an expiry on another TIF
+    INVALID_ORDER_TYPE = 205  # a market order that is GTC/GTD or post-only
+    # 3xx: matching
+    POST_ONLY_WOULD_TAKE = 300
+    FOK_CANNOT_FILL = 301
+    SELF_TRADE = 302  # the first match would be against the same account (CANCEL_TAKER)
+    # 4xx: managing an order
+    UNKNOWN_ORDER = 400  # never accepted (or another account's)
+    ORDER_NOT_OPEN = 401  # already filled, cancelled or expired
+
+
+class CancelReason(IntEnum):
+    USER = 0  # CancelOrder, or ReduceOrder down to nothing
+    CANCEL_ALL = 1
+    UNFILLED = 2  # the remainder of an IOC or market order
+    SELF_TRADE = 3  # self-trade prevention
+    EXPIRED = 4  # a GTD order reached its expiry
+    MARKET_CLOSED = 5  # the market was closed or settled
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    seq: int
+    ts: int
+
+
+class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    scheme: TickScheme
+    max_tick: int = 0  # only for TickScheme.TICKS
+    max_qty: int = 1_000_000_000
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
+
+
+class SuspendMarket(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+
+
+class ResumeMarket(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+
+
+class CloseMarket(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+
+
+class SettleMarket(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    outcome: str = ""
+
+
+class PlaceOrder(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    order_id: int
+    account: str
+    side: Side
+    price: int  # a tick; ignored for market orders
+    qty: int
+    tif: TimeInForce = TimeInForce.GTC
+    kind: OrderKind = OrderKind.LIMIT
+    post_only: bool = False
+    expires_at: int = 0  # engine time (ns) for GTD
+
+
+class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
+    order_id: int
+    account: str = ""  # when given, must own the order
+
+
+class ReduceOrder(Command, frozen=True, gc=False, kw_only=True):
+    order_id: int
+    reduce_by: int  # reducing by the whole remainder cancels the order
+    account: str = ""
+
+
+class CancelAll(Command, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    account: str
+
+
+class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
+    """Moves engine time forward so GTD orders expire when no other command arrives."""
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Event(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    seq: int
+    ts: int
+
+
+class MarketCreated(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    scheme: TickScheme
+    min_tick: int
+    max_tick: int
+    max_qty: int
+    stp: SelfTradePrevention
+
+
+class MarketStateChanged(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    state: MarketState
+    outcome: str = ""
+
+
+class OrderAccepted(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    order_id: int
+    account: str
+    side: Side
+    price: int  # for market orders, the worst tick it may trade at
+    qty: int
+    tif: TimeInForce
+    kind: OrderKind
+    post_only: bool
+    expires_at: int
+
+
+class OrderRested(Event, frozen=True, gc=False, kw_only=True):
+    """The order's remainder now rests on the book at ``price``."""
+
+    market_id: str
+    order_id: int
+    side: Side
+    price: int
+    remaining: int
+
+
+class TradeExecuted(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    trade_id: int
+    price: int  # always the maker's price
+    qty: int
+    taker_side: Side
+    maker_order_id: int
+    taker_order_id: int
+    maker_account: str
+    taker_account: str
+    maker_remaining: int  # zero: the maker is filled
+    taker_remaining: int  # zero: the taker is filled
+
+
+class OrderCancelled(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    order_id: int
+    account: str
+    cancelled_qty: int  # the remainder taken off (or never rested)
+    reason: CancelReason
+
+
+class OrderReduced(Event, frozen=True, gc=False, kw_only=True):
+    market_id: str
+    order_id: int
+    reduced_by: int
+    remaining: int
+
+
+class Rejected(Event, frozen=True, gc=False, kw_only=True):
+    """A command refused; the engine's state is exactly as before it."""
+
+    command: str  # the command's type name
+    reason: RejectReason
+    market_id: str = ""
+    order_id: int = 0
+    account: str = ""
