@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
+import msgspec
+
 from matchbox.engine.types import (
     MarketState,
     OrderState,
@@ -27,45 +29,24 @@ from matchbox.engine.types import (
 )
 
 
-class Order:
-    """A live (resting) order. Mutable, engine-internal; the outside sees events."""
+class Order(msgspec.Struct):
+    """A live (resting) order. Mutable, engine-internal; the outside sees events.
 
-    __slots__ = (
-        "order_id",
-        "account",
-        "side",
-        "price",
-        "qty",
-        "remaining",
-        "filled",
-        "tif",
-        "expires_at",
-        "book",
-    )
+    A msgspec Struct rather than a slotted class: it is built for every order that rests, and a
+    Struct is built in well under half the time (the book is a cycle through ``book``, so it
+    stays tracked by the garbage collector).
+    """
 
-    def __init__(
-        self,
-        order_id: int,
-        account: str,
-        side: Side,
-        price: int,
-        qty: int,
-        remaining: int,
-        filled: int,
-        tif: TimeInForce,
-        expires_at: int,
-        book: Book,
-    ) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.side = side
-        self.price = price
-        self.qty = qty
-        self.remaining = remaining
-        self.filled = filled
-        self.tif = tif
-        self.expires_at = expires_at
-        self.book = book
+    order_id: int
+    account: str
+    side: Side
+    price: int
+    qty: int
+    remaining: int
+    filled: int
+    tif: TimeInForce
+    expires_at: int
+    book: Book
 
     @property
     def state(self) -> OrderState:

@@ -92,7 +92,9 @@ from matchbox.engine.types import (
 
 _BUY = Side.BUY
 _SELL = Side.SELL
+_GTC = TimeInForce.GTC
 _GTD = TimeInForce.GTD
+_LIMIT = OrderKind.LIMIT
 _FOK = TimeInForce.FOK
 _OPEN = MarketState.OPEN
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
@@ -128,18 +130,32 @@ class Engine:
         expiries = self._expiries
         if expiries and expiries[0][0] <= command.ts:
             self._expire(command, events)
-        self._handlers[type(command)](command, events)
+        if type(command) is PlaceOrder:  # the most frequent command skips the dispatch table
+            self._place(command, events)
+        else:
+            self._handlers[type(command)](command, events)
         return events
 
     # ------------------------------------------------------------------ orders
 
     def _place(self, cmd: PlaceOrder, events: list[Event]) -> None:
         book = self.books.get(cmd.market_id)
-        reason = self._check_order(cmd, book)
-        if reason is not None:
-            events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
-            return
-        assert book is not None
+        if (  # the plain, valid GTC limit order skips the full check
+            book is None
+            or book.state is not _OPEN
+            or cmd.kind is not _LIMIT
+            or cmd.tif is not _GTC
+            or cmd.post_only
+            or cmd.expires_at
+            or not self.last_order_id < cmd.order_id
+            or not 0 < cmd.qty <= book.max_qty
+            or not book.min_tick <= cmd.price <= book.max_tick
+        ):
+            reason = self._check_order(cmd, book)
+            if reason is not None:
+                events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
+                return
+            assert book is not None
         side = cmd.side
         if cmd.kind is OrderKind.MARKET:
             price = book.max_tick if side is _BUY else book.min_tick
@@ -159,20 +175,21 @@ class Engine:
         self.last_order_id = order_id
         seq = cmd.seq
         ts = cmd.ts
+        # hot path: events built positionally, fields in declared order (see types.py)
         events.append(
             OrderAccepted(
-                seq=seq,
-                ts=ts,
-                market_id=book.market_id,
-                order_id=order_id,
-                account=cmd.account,
-                side=side,
-                price=price,
-                qty=cmd.qty,
-                tif=cmd.tif,
-                kind=cmd.kind,
-                post_only=cmd.post_only,
-                expires_at=cmd.expires_at,
+                seq,
+                ts,
+                book.market_id,
+                order_id,
+                cmd.account,
+                side,
+                price,
+                cmd.qty,
+                cmd.tif,
+                cmd.kind,
+                cmd.post_only,
+                cmd.expires_at,
             )
         )
         remaining = cmd.qty
@@ -183,30 +200,28 @@ class Engine:
             return
         if stopped or cmd.tif not in _RESTING_TIFS:
             reason_c = CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED
-            events.append(
-                OrderCancelled(
-                    seq=seq,
-                    ts=ts,
-                    market_id=book.market_id,
-                    order_id=order_id,
-                    account=cmd.account,
-                    cancelled_qty=remaining,
-                    reason=reason_c,
-                )
-            )
+            events.append(OrderCancelled(seq, ts, book.market_id, order_id, cmd.account, remaining, reason_c))
             return
         order = Order(
             order_id, cmd.account, side, price, cmd.qty, remaining, cmd.qty - remaining, cmd.tif, cmd.expires_at, book
         )
-        book.rest(order)
+        # Book.rest, inlined: this is the most frequent path of all
+        side_levels = book.levels[side]
+        level = side_levels[price]
+        if level is None:
+            level = side_levels[price] = Level(price)
+        level.orders.append(order)
+        level.total += remaining
+        level.count += 1
+        if side is _BUY:
+            if price > book.best_bid:
+                book.best_bid = price
+        elif price < book.best_ask:
+            book.best_ask = price
         self.orders[order_id] = order
         if cmd.tif is _GTD:
             heappush(self._expiries, (cmd.expires_at, order_id))
-        events.append(
-            OrderRested(
-                seq=seq, ts=ts, market_id=book.market_id, order_id=order_id, side=side, price=price, remaining=remaining
-            )
-        )
+        events.append(OrderRested(seq, ts, book.market_id, order_id, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
         """The reason a new order is refused before it meets the book, or None."""
@@ -325,19 +340,19 @@ class Engine:
             self.last_trade_id += 1
             events.append(
                 TradeExecuted(
-                    seq=seq,
-                    ts=ts,
-                    market_id=book.market_id,
-                    trade_id=self.last_trade_id,
-                    price=price,
-                    qty=qty,
-                    taker_side=cmd.side,
-                    maker_order_id=maker.order_id,
-                    taker_order_id=cmd.order_id,
-                    maker_account=maker.account,
-                    taker_account=taker_account,
-                    maker_remaining=maker_remaining,
-                    taker_remaining=remaining,
+                    seq,
+                    ts,
+                    book.market_id,
+                    self.last_trade_id,
+                    price,
+                    qty,
+                    cmd.side,
+                    maker.order_id,
+                    cmd.order_id,
+                    maker.account,
+                    taker_account,
+                    maker_remaining,
+                    remaining,
                 )
             )
         return remaining, False
@@ -346,17 +361,7 @@ class Engine:
         book = order.book
         del self.orders[order.order_id]
         cancelled = book.take_off(order)
-        events.append(
-            OrderCancelled(
-                seq=seq,
-                ts=ts,
-                market_id=book.market_id,
-                order_id=order.order_id,
-                account=order.account,
-                cancelled_qty=cancelled,
-                reason=reason,
-            )
-        )
+        events.append(OrderCancelled(seq, ts, book.market_id, order.order_id, order.account, cancelled, reason))
 
     def _find_live(self, order_id: int, account: str) -> Order | RejectReason:
         order = self.orders.get(order_id)
@@ -367,6 +372,10 @@ class Engine:
         return order
 
     def _cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
+        order = self.orders.get(cmd.order_id)
+        if order is not None and not cmd.account:  # the common case, without the checks' detour
+            self._cancel_resting(order, CancelReason.USER, cmd.seq, cmd.ts, events)
+            return
         found = self._find_live(cmd.order_id, cmd.account)
         if isinstance(found, RejectReason):
             events.append(_reject(cmd, found, "", cmd.account, cmd.order_id))
