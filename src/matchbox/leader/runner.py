@@ -1,0 +1,334 @@
+"""The engine leader: win the lock, recover, then match the input journal batch by batch.
+
+One loop, one thread, one engine (see :mod:`matchbox.engine`). As a candidate it tries the lock
+every few hundred milliseconds. On winning it INCRs the fencing epoch, checks that Redis has not
+gone back in time, rebuilds the engine (the newest snapshot, then the journal from the snapshot's
+offset up to the committed offset, output suppressed, checked against the committed state hash
+and counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset,
+state hash and books in one script under the epoch check, snapshot now and then, renew the lock.
+
+Anything that makes the leader unsure of its standing (a refused commit, a lost lock, a lease
+that ran out locally, a Redis error) makes it drop its engine and become a candidate again: it
+never retries a commit, it recovers from what Redis holds, so nothing is committed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from matchbox.bus.codec import CodecError, decode_command, encode_book, encode_event
+from matchbox.bus.commit import (
+    Batch,
+    CommitRefused,
+    Offset,
+    StoredSnapshot,
+    commit,
+    latest_snapshot,
+    read_offset,
+    store_snapshot,
+)
+from matchbox.bus.connection import Bus, Entry
+from matchbox.engine import Engine
+from matchbox.engine.types import Event, Rejected, RejectReason
+from matchbox.leader.election import Lease
+
+log = logging.getLogger(__name__)
+
+REPLAY_CHUNK = 5000
+
+
+class RollbackDetected(RuntimeError):
+    """Redis holds an older state than the engine once committed. Matching must not go on."""
+
+
+class LeadershipLost(RuntimeError):
+    """The lock was lost or the lease ran out: stop matching at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderConfig:
+    lock_ttl_ms: int = 3000
+    batch: int = 2000  # input entries per XREAD, at most
+    block_ms: int = 50  # XREAD BLOCK
+    snapshot_every: int = 50_000  # input entries between snapshots
+    snapshot_seconds: float = 60.0  # and at least this often while anything happens
+    snapshots_kept: int = 3
+    trim_input: bool = True  # trim the journal behind the oldest kept snapshot
+    book_depth: int = 50  # levels per side in the stored L2 books
+    name: str = ""  # how this candidate calls itself; host:pid by default
+    watermark: Path | None = None  # a local file recording the highest state committed
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often a candidate tries the lock."""
+        return min(0.2, self.lock_ttl_ms / 10_000)
+
+
+@dataclass(slots=True)
+class LeaderStats:
+    terms: int = 0  # times this process won the lock
+    commits: int = 0
+    inputs: int = 0  # entries applied live (not replayed)
+    events: int = 0
+    largest_batch: int = 0
+    replayed: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class EngineLeader:
+    def __init__(self, bus: Bus, config: LeaderConfig | None = None, stop: threading.Event | None = None) -> None:
+        self.bus = bus
+        self.config = config or LeaderConfig()
+        self.stop = stop or threading.Event()
+        self.lease = Lease(bus, self.config.lock_ttl_ms, self.config.name)
+        self.stats = LeaderStats()
+        self.epoch = 0
+        self._watermark_written = 0.0
+
+    # ------------------------------------------------------------------ candidate
+
+    def run(self) -> None:
+        """Be a candidate until ``stop`` is set. Raises :class:`RollbackDetected` (do not restart)."""
+        backoff = 0.1
+        while not self.stop.is_set():
+            try:
+                if self.lease.acquire():
+                    self.stats.terms += 1
+                    try:
+                        self._lead()
+                    finally:
+                        self._step_down()
+                else:
+                    self.stop.wait(self.config.poll_seconds)
+                backoff = 0.1
+            except (CommitRefused, LeadershipLost) as exc:
+                log.warning("stepped down: %s", exc, extra={"epoch": self.epoch})
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _step_down(self) -> None:
+        try:
+            self.lease.release()
+        except redis.RedisError:
+            self.lease.expires = 0.0  # it will lapse on its own
+
+    # ------------------------------------------------------------------ leader
+
+    def _lead(self) -> None:
+        client, keys, config = self.bus.client, self.bus.keys, self.config
+        self.epoch = epoch = int(client.incr(keys.epoch))
+        offset = read_offset(self.bus) or Offset()
+        snapshot = latest_snapshot(self.bus)
+        self._check_rollback(epoch, offset, snapshot)
+        engine = self._recover(offset, snapshot)
+        client.hset(
+            keys.leader_info,
+            mapping={"name": self.lease.name, "epoch": epoch, "since_ms": int(time.time() * 1000), "pid": os.getpid()},
+        )
+        log.info(
+            "leading",
+            extra={"epoch": epoch, "offset": offset.id, "inputs": offset.inputs, "candidate": self.lease.name},
+        )
+        snapshot_inputs = snapshot.offset.inputs if snapshot else 0
+        snapshot_time = time.monotonic()
+        renew_every = config.lock_ttl_ms / 3000
+        renew_at = time.monotonic() + renew_every
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now >= renew_at:
+                if not self.lease.renew():
+                    raise LeadershipLost("the lock is held by another candidate")
+                renew_at = now + renew_every
+            block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
+            entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
+            if not entries:
+                continue
+            if not self.lease.held:
+                raise LeadershipLost("the lease ran out before the batch could be committed")
+            batch = self._apply_batch(engine, offset, entries, epoch)
+            commit(self.bus, epoch, batch)
+            offset = batch.offset
+            self._count(batch)
+            if offset.inputs - snapshot_inputs >= config.snapshot_every or (
+                offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
+            ):
+                self._snapshot(engine, offset, epoch)
+                snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
+            self._write_watermark(offset, force=False)
+        self._write_watermark(offset, force=True)
+
+    def _count(self, batch: Batch) -> None:
+        self.stats.commits += 1
+        self.stats.events += len(batch.events)
+
+    def _apply_batch(self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int) -> Batch:
+        inputs, n = offset.inputs, offset.events
+        out: list[tuple[str, bytes]] = []
+        touched: set[str] = set()
+        entry_id = offset.id
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            ms = entry_id.partition("-")[0]
+            inputs += 1
+            for event in apply_entry(engine, entry_id, fields, inputs):
+                n += 1
+                out.append((f"{ms}-{n}", encode_event(event, n, entry_id)))
+                market = getattr(event, "market_id", "")
+                if market:
+                    touched.add(market)
+        books = {}
+        for market in touched:
+            depth = engine.depth(market, self.config.book_depth)
+            if depth is not None:
+                books[market] = encode_book(depth, n)
+        self.stats.inputs += len(entries)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(entries))
+        self.stats.batch_sizes.append(len(entries))
+        last_event = out[-1][0] if out else offset.last_event
+        after = Offset(entry_id, inputs, n, engine.state_hash(), epoch, last_event)
+        return Batch(follows=offset.id, offset=after, events=out, books=books)
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, offset: Offset, snapshot: StoredSnapshot | None) -> Engine:
+        """The engine as of the committed offset: the newest snapshot plus the journal after it."""
+        started = time.monotonic()
+        if snapshot is not None:
+            engine = Engine.restore(snapshot.data)
+            position = snapshot.offset
+        else:
+            engine, position = Engine(), Offset()
+        inputs, n = position.inputs, position.events
+        cursor = position.id
+        while offset.id and cursor != offset.id:
+            low = f"({cursor}" if cursor else "-"
+            entries = self.bus.range(self.bus.keys.input, low, offset.id, count=REPLAY_CHUNK)
+            if not entries:
+                break
+            for raw_id, fields in entries:
+                inputs += 1
+                cursor = raw_id.decode()
+                n += len(apply_entry(engine, cursor, fields, inputs, quiet=True))
+            self.stats.replayed += len(entries)
+        if (inputs, n) != (offset.inputs, offset.events) or (offset.id and engine.state_hash() != offset.hash):
+            raise RollbackDetected(
+                f"replaying the journal to {offset.id!r} gave {inputs} inputs, {n} events, hash "
+                f"{engine.state_hash()[:12]}; the commit says {offset.inputs}, {offset.events}, {offset.hash[:12]}. "
+                "The journal or a snapshot was changed or trimmed under the engine; restore Redis from a "
+                "backup that holds the whole journal"
+            )
+        log.info(
+            "recovered",
+            extra={
+                "from_snapshot": position.id or None,
+                "replayed": inputs - position.inputs,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return engine
+
+    def _check_rollback(self, epoch: int, offset: Offset, snapshot: StoredSnapshot | None) -> None:
+        """Halt if Redis holds an older state than the one committed: it would reuse ids."""
+        keys = self.bus.keys
+        problems = []
+        input_last = self.bus.last_generated_id(keys.input)
+        events_last = self.bus.last_generated_id(keys.events)
+        if offset.id:
+            if epoch <= offset.epoch:
+                problems.append(f"the fencing epoch went back ({epoch} after a commit under {offset.epoch})")
+            if _id_key(input_last) < _id_key(offset.id):
+                problems.append(f"the input journal ends at {input_last}, before the committed offset {offset.id}")
+            if offset.last_event and events_last != offset.last_event:
+                problems.append(f"the output stream ends at {events_last}, the commit says {offset.last_event}")
+        elif events_last != "0-0" or snapshot is not None:
+            problems.append("events or snapshots exist but no committed offset does")
+        if snapshot is not None and _id_key(snapshot.offset.id) > _id_key(offset.id or "0-0"):
+            problems.append(f"the newest snapshot ({snapshot.offset.id}) is ahead of the committed offset")
+        mark = self._read_watermark()
+        if mark is not None and mark.inputs > offset.inputs:
+            problems.append(
+                f"this leader once saw {mark.inputs} inputs committed (offset {mark.id}); Redis now holds "
+                f"{offset.inputs} (offset {offset.id or 'none'})"
+            )
+        if problems:
+            raise RollbackDetected(
+                "Redis went back in time: "
+                + "; ".join(problems)
+                + ". Matching is halted so that no order id, trade id or event number is reused. "
+                "Restore the newest Redis data (AOF), or, to start a new history on purpose, clear the "
+                "Redis keys mb:{0}:* and the watermark file."
+            )
+
+    # ------------------------------------------------------------------ snapshots, watermark
+
+    def _snapshot(self, engine: Engine, offset: Offset, epoch: int) -> None:
+        started = time.monotonic()
+        data = engine.snapshot()
+        trimmed = store_snapshot(
+            self.bus, epoch, offset, data, keep=self.config.snapshots_kept, trim_input=self.config.trim_input
+        )
+        log.info(
+            "snapshot",
+            extra={
+                "offset": offset.id,
+                "bytes": len(data),
+                "trimmed": trimmed,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        self._write_watermark(offset, force=True)
+
+    def _write_watermark(self, offset: Offset, *, force: bool) -> None:
+        path = self.config.watermark
+        if path is None or not offset.id:
+            return
+        now = time.monotonic()
+        if not force and now - self._watermark_written < 1.0:
+            return
+        self._watermark_written = now
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"id": offset.id, "inputs": offset.inputs, "events": offset.events}))
+        os.replace(tmp, path)
+
+    def _read_watermark(self) -> Offset | None:
+        path = self.config.watermark
+        if path is None or not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return Offset(id=data["id"], inputs=int(data["inputs"]), events=int(data["events"]))
+
+
+def apply_entry(
+    engine: Engine, entry_id: str, fields: dict[bytes, bytes], seq: int, *, quiet: bool = False
+) -> list[Event]:
+    """Apply one input entry (the ``seq``-th of the journal) to ``engine``; return its events.
+
+    The command's time is the entry id's millisecond part, in ns. A malformed entry is one
+    ``Rejected`` event (MALFORMED_COMMAND) and changes nothing; it never stops the leader.
+    """
+    ts = int(entry_id.partition("-")[0]) * 1_000_000
+    oid = fields.get(b"oid")
+    try:
+        order_id = int(oid) if oid is not None else None
+        command = decode_command(fields.get(b"c", b""), seq=seq, ts=ts, order_id=order_id)
+    except (CodecError, ValueError) as exc:
+        if not quiet:
+            log.warning("malformed input entry %s: %s", entry_id, exc)
+        return [Rejected(seq=seq, ts=ts, command="", reason=RejectReason.MALFORMED_COMMAND)]
+    return engine.apply(command)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

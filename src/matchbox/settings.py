@@ -1,0 +1,33 @@
+"""Settings, from the environment (``MATCHBOX_*``, plus the usual ``REDIS_URL``) and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from matchbox.bus.journal import Durability
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MATCHBOX_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "MATCHBOX_REDIS_URL"),
+        description="A Redis >= 7 or Valkey to use; unset, `matchbox up` starts its own.",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Where the embedded Valkey and SQLite keep their files.")
+    shard: int = Field(default=0, ge=0)
+    durability: Durability = Field(
+        default=Durability.ALWAYS, description="always: acknowledged once fsynced; everysec: up to ~1 s can be lost."
+    )
+    lock_ttl_ms: int = Field(default=3000, ge=200, description="The engine leader lock's TTL.")
+    batch: int = Field(default=2000, ge=1, description="Input entries per engine commit, at most.")
+    snapshot_every: int = Field(default=50_000, ge=1, description="Input entries between engine snapshots.")
+    snapshot_seconds: float = Field(default=60.0, gt=0, description="Seconds between snapshots while busy.")
+    snapshots_kept: int = Field(default=3, ge=1)
+    trim_input: bool = Field(default=True, description="Trim the journal behind the oldest kept snapshot.")
+    log_level: str = Field(default="INFO")
+    log_format: str = Field(default="text", pattern="^(text|json)$")
