@@ -1,0 +1,360 @@
+"""The bus against a real Valkey: codec, submission, commits, fencing, recovery, poison input, restarts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import wait_until
+from matchbox.bus.codec import CodecError, decode_book, decode_command, decode_event, encode_command, encode_event
+from matchbox.bus.commit import Batch, CommitRefused, Offset, commit, latest_snapshot, read_offset
+from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.server import EmbeddedValkey
+from matchbox.engine import Engine, PriceLevel
+from matchbox.engine.types import (
+    CancelOrder,
+    CreateMarket,
+    MarketCreated,
+    OrderAccepted,
+    OrderRested,
+    PlaceOrder,
+    Rejected,
+    RejectReason,
+    Side,
+    TickScheme,
+    TradeExecuted,
+)
+from matchbox.leader.runner import EngineLeader, LeaderConfig, RollbackDetected, apply_entry
+
+
+def order(price: int, qty: int = 5, side: Side = Side.BUY, account: str = "a", market: str = "m") -> PlaceOrder:
+    return PlaceOrder(seq=0, ts=0, market_id=market, order_id=0, account=account, side=side, price=price, qty=qty)
+
+
+def binary_market(market: str = "m") -> CreateMarket:
+    return CreateMarket(seq=0, ts=0, market_id=market, scheme=TickScheme.BINARY)
+
+
+@contextmanager
+def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
+    """An engine leader candidate in a thread, stopped (and joined) on exit."""
+    stop = threading.Event()
+    leader_bus = Bus.connect(url)
+    leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            leader.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield leader
+    finally:
+        stop.set()
+        thread.join(10)
+        leader_bus.close()
+    if failure:
+        raise failure[0]
+
+
+def run_leader_for(url: str, seconds: float, **config: object) -> None:
+    """Run a leader candidate in this thread for at most ``seconds`` (it may raise before)."""
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        EngineLeader(Bus.connect(url), LeaderConfig(lock_ttl_ms=1000, **config), stop).run()  # type: ignore[arg-type]
+    finally:
+        timer.cancel()
+
+
+def committed_inputs(bus: Bus) -> int:
+    offset = read_offset(bus)
+    return offset.inputs if offset else 0
+
+
+def all_events(bus: Bus) -> list[tuple[str, bytes]]:
+    return [(entry_id.decode(), fields[b"event"]) for entry_id, fields in bus.range(bus.keys.events)]
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def test_command_round_trip_takes_seq_ts_and_order_id_from_the_journal() -> None:
+    raw = encode_command(
+        PlaceOrder(seq=99, ts=99, market_id="m", order_id=99, account="a", side=Side.SELL, price=7, qty=3)
+    )
+    command = decode_command(raw, seq=5, ts=6, order_id=42)
+    assert command == PlaceOrder(seq=5, ts=6, market_id="m", order_id=42, account="a", side=Side.SELL, price=7, qty=3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"type": "Teleport"}',
+        b'{"type": "CancelOrder"}',
+        b'{"type": "CancelOrder", "order_id": "7"}',
+        b'{"type": "CancelOrder", "order_id": 99999999999999999999999}',
+        b'{"type": "CancelOrder", "order_id": 1e999}',
+        b'{"type": "CancelAll", "market_id": "m", "account": "' + b"x" * 300 + b'"}',
+        b'{"type": "PlaceOrder", "market_id": "m", "account": "a", "side": 0, "price": 5, "qty": 1}',
+        b'{"type": "PlaceOrder", "market_id": "m", "account": "a", "side": 7, "price": 5, "qty": 1}',
+    ],
+)
+def test_malformed_commands_are_codec_errors(raw: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode_command(raw, seq=1, ts=1)
+
+
+def test_event_envelope_round_trip() -> None:
+    event = OrderRested(1, 2, "m", 3, Side.BUY, 40, 5)
+    decoded = decode_event(encode_event(event, 17, "1700000000000-3"))
+    assert (decoded.n, decoded.in_id, decoded.event) == (17, "1700000000000-3", event)
+
+
+# --------------------------------------------------------------------------- submission
+
+
+def test_submit_allocates_increasing_order_ids_and_appends(bus: Bus) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    first = journal.submit(order(40))
+    second = journal.submit(order(41))
+    cancel = journal.submit(CancelOrder(seq=0, ts=0, order_id=first.order_id))
+    assert (first.status, second.status, cancel.status) == ("new", "new", "new")
+    assert second.order_id == first.order_id + 1
+    assert cancel.order_id == 0
+    entries = bus.range(bus.keys.input)
+    assert [e[0].decode() for e in entries] == [first.entry_id, second.entry_id, cancel.entry_id]
+    assert entries[1][1][b"oid"] == str(second.order_id).encode()
+    assert b"oid" not in entries[2][1]
+
+
+def test_client_order_id_is_idempotent_and_conflicts_are_refused(bus: Bus) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    first = journal.submit(order(40, account="ann"), client_order_id="c-1")
+    again = journal.submit(order(40, account="ann"), client_order_id="c-1")
+    changed = journal.submit(order(45, account="ann"), client_order_id="c-1")
+    other_account = journal.submit(order(40, account="bob"), client_order_id="c-1")
+    assert again == type(first)("dup", first.order_id, first.entry_id)
+    assert changed.status == "conflict"
+    assert changed.order_id == first.order_id
+    assert other_account.status == "new"
+    assert bus.client.xlen(bus.keys.input) == 2
+    ttl_ms = bus.client.pttl(bus.keys.client_order("ann", "c-1"))
+    assert 23 * 3600 * 1000 < ttl_ms <= 24 * 3600 * 1000
+
+
+def test_submit_many_is_one_call_with_an_outcome_each(bus: Bus) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    results = journal.submit_many([Request(order(30 + i), f"k{i % 3}") for i in range(6)])
+    assert [r.status for r in results] == ["new", "new", "new", "conflict", "conflict", "conflict"]
+    assert bus.client.xlen(bus.keys.input) == 3
+
+
+def test_always_durability_waits_for_the_aof_fsync(tmp_path: Path) -> None:
+    with EmbeddedValkey(tmp_path / "v", fsync="always") as server:
+        bus = Bus.connect(server.url)
+        submission = Journal(bus, Durability.ALWAYS).submit(order(40))
+        assert submission.status == "new"
+        server.kill()  # the power cord: what was acknowledged is on disk
+    with EmbeddedValkey(tmp_path / "v", fsync="always") as server:
+        bus = Bus.connect(server.url)
+        assert [e[0].decode() for e in bus.range(bus.keys.input)] == [submission.entry_id]
+
+
+def test_scripts_reload_after_script_flush(bus: Bus) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(order(40))
+    bus.client.script_flush()
+    assert journal.submit(order(41)).status == "new"
+    assert Journal(bus, Durability.ALWAYS).submit(order(42)).status == "new"  # inside a pipeline too
+
+
+# --------------------------------------------------------------------------- commits and fencing
+
+
+def test_a_fenced_or_stale_commit_writes_nothing(bus: Bus) -> None:
+    bus.client.set(bus.keys.epoch, 2)
+    batch = Batch(follows="", offset=Offset("5-0", 1, 1, "h", 2, "5-1"), events=[("5-1", b"{}")], books={"m": b"{}"})
+    with pytest.raises(CommitRefused) as fenced:
+        commit(bus, 1, batch)
+    assert fenced.value.fenced
+    with pytest.raises(CommitRefused) as stale:
+        commit(bus, 2, Batch(follows="4-0", offset=batch.offset, events=batch.events))
+    assert not stale.value.fenced
+    assert read_offset(bus) is None
+    assert bus.client.xlen(bus.keys.events) == 0
+    assert not bus.client.exists(bus.keys.book("m"))
+    commit(bus, 2, batch)
+    assert read_offset(bus) == batch.offset
+    with pytest.raises(CommitRefused):  # the same batch again: it no longer follows the offset
+        commit(bus, 2, batch)
+    assert bus.client.xlen(bus.keys.events) == 1
+
+
+def test_a_reemitted_event_id_is_refused_by_the_stream_itself(bus: Bus) -> None:
+    bus.client.xadd(bus.keys.events, {"event": b"{}"}, id="5-1")
+    with pytest.raises(redis.ResponseError, match="equal or smaller"):
+        bus.client.xadd(bus.keys.events, {"event": b"{}"}, id="5-1")
+
+
+# --------------------------------------------------------------------------- the leader
+
+
+def test_leader_matches_the_journal_and_commits_numbered_events(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    sell = journal.submit(order(55, qty=10, side=Side.SELL, account="s"))
+    buy = journal.submit(order(56, qty=4, side=Side.BUY, account="b"))
+    with running_leader(redis_url):
+        wait_until(lambda: committed_inputs(bus) == 3, message="3 inputs committed")
+    events = [decode_event(raw) for _, raw in all_events(bus)]
+    assert [e.n for e in events] == list(range(1, len(events) + 1))
+    assert [type(e.event) for e in events] == [MarketCreated, OrderAccepted, OrderRested, OrderAccepted, TradeExecuted]
+    trade = events[-1].event
+    assert isinstance(trade, TradeExecuted)
+    assert (trade.price, trade.qty, trade.maker_order_id, trade.taker_order_id) == (55, 4, sell.order_id, buy.order_id)
+    assert events[-1].in_id == buy.entry_id
+    stream_ids = [entry_id for entry_id, _ in all_events(bus)]
+    assert stream_ids[-1] == f"{buy.entry_id.split('-')[0]}-5"
+    book = decode_book(bus.client.get(bus.keys.book("m")))  # type: ignore[arg-type]
+    assert (book.sequence, book.bids, book.asks) == (5, [], [PriceLevel(55, 6, 1)])
+    offset = read_offset(bus)
+    assert offset is not None
+    assert (offset.id, offset.inputs, offset.events, offset.last_event) == (buy.entry_id, 3, 5, stream_ids[-1])
+
+
+def test_poison_input_is_rejected_and_the_leader_goes_on(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    poison = [
+        {"c": b"\xff\xfe garbage"},
+        {"c": b'{"type":"PlaceOrder","market_id":"m","account":"a","side":0,"price":"high","qty":1}', "oid": b"2"},
+        {"c": b'{"type":"CancelOrder","order_id":123456789012345678901234567890}'},
+        {"nothing": b"here"},
+        {"c": encode_command(order(40)), "oid": b"not a number"},
+    ]
+    poison_ids = [bus.client.xadd(bus.keys.input, fields).decode() for fields in poison]  # type: ignore[arg-type]
+    huge = journal.submit(order(40, qty=2**62))  # well-formed, but over the market's maximum
+    good = journal.submit(order(40))
+    with running_leader(redis_url) as leader:
+        wait_until(lambda: committed_inputs(bus) == 8, message="every entry committed")
+        assert leader.stats.terms == 1
+    outcomes = {e.in_id: e.event for e in (decode_event(raw) for _, raw in all_events(bus))}
+    for entry_id in poison_ids:
+        rejected = outcomes[entry_id]
+        assert isinstance(rejected, Rejected)
+        assert rejected.reason is RejectReason.MALFORMED_COMMAND
+    assert isinstance(outcomes[huge.entry_id], Rejected)
+    assert outcomes[huge.entry_id].reason is RejectReason.QUANTITY_OVER_MAX  # type: ignore[attr-defined]
+    assert isinstance(outcomes[good.entry_id], OrderRested)
+
+
+def test_recovery_from_snapshot_and_replay_gives_the_live_state_hash(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    for i in range(300):
+        journal.submit(order(40 + i % 20, side=Side(i % 2), account=f"a{i % 5}"))
+    with running_leader(redis_url, snapshot_every=100, batch=50, trim_input=False):
+        wait_until(lambda: committed_inputs(bus) == 301, message="all committed")
+    live = read_offset(bus)
+    snapshot = latest_snapshot(bus)
+    assert live is not None
+    assert snapshot is not None
+    assert 0 < snapshot.offset.inputs < 301  # so that recovery must replay part of the journal
+    journal.submit(order(50))
+    with running_leader(redis_url) as successor:
+        wait_until(lambda: committed_inputs(bus) == 302, message="the successor commits")
+        assert successor.stats.replayed == 301 - snapshot.offset.inputs
+    # the successor checked the state hash at the committed offset; check it again from scratch
+    engine = Engine()
+    for seq, (entry_id, fields) in enumerate(bus.range(bus.keys.input), start=1):
+        apply_entry(engine, entry_id.decode(), fields, seq)
+        if seq == 301:
+            assert engine.state_hash() == live.hash
+    final = read_offset(bus)
+    assert final is not None
+    assert engine.state_hash() == final.hash
+
+
+def test_journal_is_trimmed_only_behind_the_oldest_kept_snapshot(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    for i in range(400):
+        journal.submit(order(40 + i % 10, side=Side(i % 2)))
+    with running_leader(redis_url, snapshot_every=100, batch=50, snapshots_kept=2, trim_input=True):
+        wait_until(lambda: committed_inputs(bus) == 401, message="all committed")
+    snapshots = bus.range(bus.keys.snapshot)
+    assert len(snapshots) == 2
+    oldest_kept = snapshots[0][1][b"in"].decode()
+    first_entry = bus.range(bus.keys.input, count=1)[0][0].decode()
+    assert first_entry == oldest_kept
+    with running_leader(redis_url) as successor:  # recovery still works from what is left
+        wait_until(lambda: successor.stats.terms == 1 and successor.lease.held, message="successor leads")
+
+
+def test_rollback_is_detected_and_halts(bus: Bus, redis_url: str, tmp_path: Path) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    journal.submit(order(40))
+    watermark = tmp_path / "watermark.json"
+    with running_leader(redis_url, watermark=watermark):
+        wait_until(lambda: committed_inputs(bus) == 2, message="committed")
+    wait_until(watermark.exists, message="the watermark file")
+    # Redis "restored from an older backup": the whole history is gone, but the leader remembers
+    bus.client.flushdb()
+    journal.submit(binary_market())
+    with pytest.raises(RollbackDetected, match="this leader once saw 2 inputs committed"):
+        run_leader_for(redis_url, 5, watermark=watermark)
+    assert bus.client.xlen(bus.keys.events) == 0  # it halted before matching anything
+
+
+def test_inconsistent_streams_are_detected(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    with running_leader(redis_url):
+        wait_until(lambda: committed_inputs(bus) == 1, message="committed")
+    bus.client.delete(bus.keys.events)  # the output stream lost its history
+    with pytest.raises(RollbackDetected, match="the output stream ends at 0-0"):
+        run_leader_for(redis_url, 5)
+
+
+def test_valkey_restart_with_aof_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "valkey"
+    with EmbeddedValkey(data, fsync="always") as server:
+        bus = Bus.connect(server.url)
+        journal = Journal(bus, Durability.ALWAYS)
+        journal.submit(binary_market())
+        for i in range(50):
+            journal.submit(order(40 + i % 10, side=Side(i % 2)))
+        with running_leader(server.url):
+            wait_until(lambda: committed_inputs(bus) == 51, message="committed before the restart")
+        before = read_offset(bus)
+        port = server.port
+        server.kill()
+    with EmbeddedValkey(data, port=port, fsync="always") as server:
+        bus = Bus.connect(server.url)
+        assert read_offset(bus) == before
+        journal = Journal(bus, Durability.ALWAYS)
+        for i in range(50):
+            journal.submit(order(40 + i % 10, side=Side(i % 2)))
+        with running_leader(server.url):
+            wait_until(lambda: committed_inputs(bus) == 101, message="committed after the restart")
+        events = [decode_event(raw) for _, raw in all_events(bus)]
+        assert [e.n for e in events] == list(range(1, len(events) + 1))
+        inputs = [entry_id.decode() for entry_id, _ in bus.range(bus.keys.input)]
+        outcomes = [e.in_id for e in events if isinstance(e.event, (OrderAccepted, MarketCreated, Rejected))]
+        assert outcomes == inputs  # one outcome per input entry, in order
