@@ -123,5 +123,21 @@ def bench_engine(
     raise typer.Exit(run(ops=ops, seed=seed, repeat=repeat, json_output=json_output))
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    orders: Annotated[int, typer.Option(min=1_000, help="Orders preloaded in the journal.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the flow (the engine benchmark's).")] = 7,
+    lpop_sample: Annotated[int, typer.Option(min=100, help="Orders through the seed's LPOP loop.")] = 20_000,
+    submits: Annotated[int, typer.Option(min=10, help="Single submissions timed per durability mode.")] = 2_000,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
+    ] = False,
+) -> None:
+    """Time one engine leader draining a preloaded journal on an embedded Valkey, against raw XADD."""
+    from matchbox.bench.pipeline import run
+
+    raise typer.Exit(run(orders=orders, seed=seed, lpop_sample=lpop_sample, submits=submits, json_output=json_output))
+
+
 def main() -> None:
     app()

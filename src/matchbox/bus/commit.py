@@ -78,11 +78,9 @@ def commit(bus: Bus, epoch: int, batch: Batch) -> None:
         offset.inputs,
         offset.events,
         offset.hash,
-        len(batch.events),
+        b"".join(b"%s %s\n" % (event_id.encode(), payload) for event_id, payload in batch.events),
+        *(batch.books[m] for m in markets),
     ]
-    for event_id, payload in batch.events:
-        args += (event_id, payload)
-    args += (batch.books[m] for m in markets)
     try:
         bus.commit_script(keys=script_keys, args=args)
     except redis.ResponseError as exc:

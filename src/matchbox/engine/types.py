@@ -15,6 +15,7 @@ path, where a keyword call costs two to three times as much; everyone else shoul
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Annotated
 
 import msgspec
 
@@ -105,64 +106,69 @@ class CancelReason(IntEnum):
 
 # --------------------------------------------------------------------------- commands
 
+# Limits that decoding enforces (constructors do not validate): integers fit in 64 bits, as
+# every store downstream needs; names and accounts are short texts.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Text = Annotated[str, msgspec.Meta(max_length=256)]
+
 
 class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True):
-    seq: int
-    ts: int
+    seq: Int64
+    ts: Int64
 
 
 class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
+    market_id: Text
     scheme: TickScheme
-    max_tick: int = 0  # only for TickScheme.TICKS
-    max_qty: int = 1_000_000_000
+    max_tick: Int64 = 0  # only for TickScheme.TICKS
+    max_qty: Int64 = 1_000_000_000
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
 
 
 class SuspendMarket(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
+    market_id: Text
 
 
 class ResumeMarket(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
+    market_id: Text
 
 
 class CloseMarket(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
+    market_id: Text
 
 
 class SettleMarket(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
-    outcome: str = ""
+    market_id: Text
+    outcome: Text = ""
 
 
 class PlaceOrder(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
-    order_id: int
-    account: str
+    market_id: Text
+    order_id: Int64
+    account: Text
     side: Side
-    price: int  # a tick; ignored for market orders
-    qty: int
+    price: Int64  # a tick; ignored for market orders
+    qty: Int64
     tif: TimeInForce = TimeInForce.GTC
     kind: OrderKind = OrderKind.LIMIT
     post_only: bool = False
-    expires_at: int = 0  # engine time (ns) for GTD
+    expires_at: Int64 = 0  # engine time (ns) for GTD
 
 
 class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
-    order_id: int
-    account: str = ""  # when given, must own the order
+    order_id: Int64
+    account: Text = ""  # when given, must own the order
 
 
 class ReduceOrder(Command, frozen=True, gc=False, kw_only=True):
-    order_id: int
-    reduce_by: int  # reducing by the whole remainder cancels the order
-    account: str = ""
+    order_id: Int64
+    reduce_by: Int64  # reducing by the whole remainder cancels the order
+    account: Text = ""
 
 
 class CancelAll(Command, frozen=True, gc=False, kw_only=True):
-    market_id: str
-    account: str
+    market_id: Text
+    account: Text
 
 
 class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -144,33 +145,42 @@ class EngineLeader:
         snapshot_time = time.monotonic()
         renew_every = config.lock_ttl_ms / 3000
         renew_at = time.monotonic() + renew_every
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now >= renew_at:
-                if not self.lease.renew():
-                    raise LeadershipLost("the lock is held by another candidate")
-                renew_at = now + renew_every
-            block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
-            entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
-            if not entries:
-                continue
-            if not self.lease.held:
-                raise LeadershipLost("the lease ran out before the batch could be committed")
-            batch = self._apply_batch(engine, offset, entries, epoch)
-            commit(self.bus, epoch, batch)
-            offset = batch.offset
-            self._count(batch)
-            if offset.inputs - snapshot_inputs >= config.snapshot_every or (
-                offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
-            ):
-                self._snapshot(engine, offset, epoch)
-                snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
-            self._write_watermark(offset, force=False)
-        self._write_watermark(offset, force=True)
+        committer = _Committer(self, epoch)
+        entries: list[Entry] = []
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= renew_at:
+                    if not self.lease.renew():
+                        raise LeadershipLost("the lock is held by another candidate")
+                    renew_at = now + renew_every
+                if not entries:
+                    block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
+                    entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
+                    if not entries:
+                        continue
+                if not self.lease.held:
+                    raise LeadershipLost("the lease ran out before the batch could be committed")
+                batch = self._apply_batch(engine, offset, entries, epoch)
+                offset = batch.offset
+                # Read ahead (without blocking) before handing the batch over: the server is free
+                # now, while during the commit a read would queue behind it.
+                entries = self.bus.read(keys.input, offset.id, count=config.batch)
+                committer.put(batch)
+                if offset.inputs - snapshot_inputs >= config.snapshot_every or (
+                    offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
+                ):
+                    committer.put((offset, engine.snapshot()))
+                    snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
+            committer.flush()  # a clean stop: everything applied is committed before the lock goes
+        finally:
+            committer.close()
 
-    def _count(self, batch: Batch) -> None:
+    def _committed(self, batch: Batch) -> None:
+        """Called by the committer after each successful commit."""
         self.stats.commits += 1
         self.stats.events += len(batch.events)
+        self._write_watermark(batch.offset, force=False)
 
     def _apply_batch(self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int) -> Batch:
         inputs, n = offset.inputs, offset.events
@@ -272,9 +282,8 @@ class EngineLeader:
 
     # ------------------------------------------------------------------ snapshots, watermark
 
-    def _snapshot(self, engine: Engine, offset: Offset, epoch: int) -> None:
+    def _snapshot(self, offset: Offset, data: bytes, epoch: int) -> None:
         started = time.monotonic()
-        data = engine.snapshot()
         trimmed = store_snapshot(
             self.bus, epoch, offset, data, keep=self.config.snapshots_kept, trim_input=self.config.trim_input
         )
@@ -307,6 +316,60 @@ class EngineLeader:
             return None
         data = json.loads(path.read_text())
         return Offset(id=data["id"], inputs=int(data["inputs"]), events=int(data["events"]))
+
+
+class _Committer:
+    """Commits batches and snapshots in order, on its own connection, while the leader applies the next batch.
+
+    The leader hands over batch k and goes on to read and apply batch k+1 while commit k is in
+    flight: the Redis round trip and the server's work overlap the matching. At most one item
+    waits behind the one being committed. After a failure nothing more is committed (every later
+    batch would be refused anyway: it follows an offset that was never committed), and the
+    leader learns of it at its next hand-over.
+    """
+
+    def __init__(self, leader: EngineLeader, epoch: int) -> None:
+        self.leader = leader
+        self.epoch = epoch
+        self.queue: queue.Queue[Batch | tuple[Offset, bytes] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="committer", daemon=True)
+        self.thread.start()
+
+    def put(self, item: Batch | tuple[Offset, bytes]) -> None:
+        self._raise()
+        self.queue.put(item)
+
+    def flush(self) -> None:
+        self.queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        leader = self.leader
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                if self.error is not None:
+                    continue
+                if isinstance(item, Batch):
+                    commit(leader.bus, self.epoch, item)
+                    leader._committed(item)
+                else:
+                    leader._snapshot(item[0], item[1], self.epoch)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                self.queue.task_done()
 
 
 def apply_entry(

@@ -9,8 +9,10 @@
 -- ARGV[3]      the new offset: id of the last input entry applied
 -- ARGV[4]      input entries applied in all, ARGV[5] events emitted in all
 -- ARGV[6]      the engine's state hash after the batch
--- ARGV[7]      how many events, then (stream id, event JSON) for each, then one book JSON per
---              book key
+-- ARGV[7]      the events, one line each: "<stream id> <event JSON>\n" (one argument rather
+--              than two per event is far cheaper to send and to parse; compact JSON holds no
+--              raw newline, so a line is an event)
+-- ARGV[8..]    one L2 book JSON per book key
 --
 -- Every check happens before the first write, so a refused commit writes nothing: a fenced
 -- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
@@ -24,16 +26,16 @@ local committed = redis.call("HGET", KEYS[2], "id") or ""
 if committed ~= ARGV[2] then
     return redis.error_reply("STALE committed offset is '" .. committed .. "', batch follows '" .. ARGV[2] .. "'")
 end
-local n = tonumber(ARGV[7])
 local last_event = redis.call("HGET", KEYS[2], "last_event") or ""
-for i = 0, n - 1 do
-    last_event = ARGV[8 + 2 * i]
-    redis.call("XADD", KEYS[3], last_event, "event", ARGV[9 + 2 * i])
+local count = 0
+for id, event in string.gmatch(ARGV[7], "(%S+) ([^\n]+)\n") do
+    redis.call("XADD", KEYS[3], id, "event", event)
+    last_event = id
+    count = count + 1
 end
 redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
     "epoch", ARGV[1], "last_event", last_event)
-local books = 8 + 2 * n
 for k = 4, #KEYS do
-    redis.call("SET", KEYS[k], ARGV[books + k - 4])
+    redis.call("SET", KEYS[k], ARGV[k + 4])
 end
-return n
+return count
