@@ -358,3 +358,30 @@ def test_valkey_restart_with_aof_loses_and_duplicates_nothing(tmp_path: Path) ->
         inputs = [entry_id.decode() for entry_id, _ in bus.range(bus.keys.input)]
         outcomes = [e.in_id for e in events if isinstance(e.event, (OrderAccepted, MarketCreated, Rejected))]
         assert outcomes == inputs  # one outcome per input entry, in order
+
+
+def test_leader_rides_out_a_valkey_restart(tmp_path: Path) -> None:
+    data = tmp_path / "valkey"
+    server = EmbeddedValkey(data, fsync="always").start()
+    port = server.port
+    try:
+        bus = Bus.connect(server.url)
+        journal = Journal(bus, Durability.ALWAYS)
+        journal.submit(binary_market())
+        with running_leader(server.url) as leader:
+            for i in range(20):
+                journal.submit(order(40 + i % 10, side=Side(i % 2)))
+            wait_until(lambda: committed_inputs(bus) == 21, message="committed before the restart")
+            server.kill()
+            server = EmbeddedValkey(data, port=port, fsync="always").start()
+            for i in range(20):
+                journal.submit(order(40 + i % 10, side=Side(i % 2)))
+            wait_until(lambda: committed_inputs(bus) == 41, timeout=20, message="committed after the restart")
+            assert leader.stats.terms >= 2  # it stepped down on the error and won again
+        events = [decode_event(raw) for _, raw in all_events(bus)]
+        assert [e.n for e in events] == list(range(1, len(events) + 1))
+        inputs = [entry_id.decode() for entry_id, _ in bus.range(bus.keys.input)]
+        outcomes = [e.in_id for e in events if isinstance(e.event, (OrderAccepted, MarketCreated, Rejected))]
+        assert outcomes == inputs  # one outcome per input entry, none lost, none twice
+    finally:
+        server.stop()

@@ -38,6 +38,7 @@ class Bus:
     def connect(cls, url: str, shard: int = 0, **options: Any) -> Bus:
         """A bus over a new client for ``url`` (bytes responses; a short connect timeout)."""
         options.setdefault("socket_connect_timeout", 2.0)
+        options.setdefault("socket_timeout", 10.0)  # a hung server is an error, not a hang
         options.setdefault("health_check_interval", 10)
         return cls(redis.Redis.from_url(url, **options), shard)
 
