@@ -139,5 +139,19 @@ def bench_pipeline(
     raise typer.Exit(run(orders=orders, seed=seed, lpop_sample=lpop_sample, submits=submits, json_output=json_output))
 
 
+@bench_app.command("failover")
+def bench_failover(
+    kills: Annotated[int, typer.Option(min=1, help="Leaders to SIGKILL, one after another.")] = 5,
+    lock_ttl_ms: Annotated[int, typer.Option(min=200, help="The candidates' lock TTL.")] = 3000,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
+    ] = False,
+) -> None:
+    """Kill the engine leader repeatedly under a trickle of orders; time each takeover against the lock TTL."""
+    from matchbox.bench.failover import run
+
+    raise typer.Exit(run(kills=kills, lock_ttl_ms=lock_ttl_ms, json_output=json_output))
+
+
 def main() -> None:
     app()

@@ -2,14 +2,15 @@
 
 A private Valkey (AOF everysec) in a temporary folder, three ``python -m matchbox engine``
 candidates, one binary market and a steady trickle of orders (a ``submit_many`` of 10 every
-5 ms). Then, ``kills`` times: SIGKILL the leader and time, from the kill, the first commit of
-its successor (the offset hash's ``epoch`` moving on, polled every 2 ms), then start a
-replacement candidate and let it settle.
+5 ms). Then, ``kills`` times: let the candidates settle (at least a TTL, plus a random part of
+the lock's renewal period), SIGKILL the leader and time, from the kill, the first commit of its
+successor (the offset hash's ``epoch`` moving on, polled every 2 ms), then start a replacement.
 
 The baseline is the lock TTL in the same run: a successor cannot win before the dead leader's
-lock lapses, which is at most one TTL after its last renewal (renewals come every TTL/3), so a
-failover shorter than two thirds of the TTL would be a fencing bug and one much longer than
-the TTL is time spent polling, recovering (snapshot and journal replay) or starting up.
+lock lapses, one TTL after its last renewal (renewals come every TTL/3, so between two thirds
+of a TTL and a whole TTL after the kill). A failover shorter than that would mean the lock was
+won before it lapsed; what it takes beyond is the candidates' polling (every TTL/10, at most
+200 ms), the successor's recovery (snapshot and journal replay) and its first commit.
 """
 
 from __future__ import annotations
@@ -216,15 +217,20 @@ def summarize(lock_ttl_ms: int, failovers: list[Failover], inputs: int) -> Figur
     )
 
 
-def measure(kills: int, lock_ttl_ms: int, console: Console) -> tuple[list[Failover], int]:
+def measure(kills: int, lock_ttl_ms: int, console: Console, seed: int = 7) -> tuple[list[Failover], int]:
     timeout = 10 + 10 * lock_ttl_ms / 1000
-    settle = max(0.5, lock_ttl_ms / 1000)  # a replacement imports and connects before the next kill
+    # Before each kill: time for a replacement to import and connect, plus a random part of the
+    # renewal period, so that kills fall at every phase of the lock's renewal cycle (a fixed pause
+    # after a takeover would always kill just after a renewal, when the lock has a whole TTL left).
+    settle = max(0.5, lock_ttl_ms / 1000)
+    renewal = lock_ttl_ms / 3000
+    jitter = random.Random(seed)
     with (
         tempfile.TemporaryDirectory(prefix="matchbox-bench-failover-") as tmp,
         EmbeddedValkey(Path(tmp) / "valkey", fsync="everysec") as server,
     ):
         fleet = Fleet(server.url, lock_ttl_ms, Path(tmp))
-        trickle = Trickle(server.url)
+        trickle = Trickle(server.url, seed)
         try:
             for _ in range(CANDIDATES):
                 fleet.spawn()
@@ -234,14 +240,15 @@ def measure(kills: int, lock_ttl_ms: int, console: Console) -> tuple[list[Failov
             trickle.start()
             failovers: list[Failover] = []
             for i in range(kills):
-                with console.status(f"kill {i + 1} of {kills}: waiting for a leader, then SIGKILL"):
+                with console.status(f"kill {i + 1} of {kills}: letting the candidates settle, then SIGKILL"):
+                    _wait_for_leader(fleet, timeout)
+                    time.sleep(settle + jitter.uniform(0, renewal))
+                    if trickle.error is not None:
+                        raise BenchError(f"submitting orders failed: {trickle.error!r}")
                     failover = fail_over(fleet, timeout)
                 failovers.append(failover)
                 console.print(f"kill {i + 1}: {failover.killed} -> {failover.successor} in {failover.ms:.1f} ms")
                 fleet.spawn()
-                if trickle.error is not None:
-                    raise BenchError(f"submitting orders failed: {trickle.error!r}")
-                time.sleep(settle)
             offset = read_offset(fleet.bus)
             return failovers, offset.inputs if offset else 0
         except BenchError:

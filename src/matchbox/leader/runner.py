@@ -151,6 +151,9 @@ class EngineLeader:
             while not self.stop.is_set():
                 now = time.monotonic()
                 if now >= renew_at:
+                    stuck = committer.in_flight_for()
+                    if stuck > config.lock_ttl_ms / 2000:  # let the lock lapse: a successor can do better
+                        raise LeadershipLost(f"a commit has been in flight for {stuck:.1f} s")
                     if not self.lease.renew():
                         raise LeadershipLost("the lock is held by another candidate")
                     renew_at = now + renew_every
@@ -333,8 +336,14 @@ class _Committer:
         self.epoch = epoch
         self.queue: queue.Queue[Batch | tuple[Offset, bytes] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.started = 0.0  # time.monotonic() when the item in hand was taken up; 0 when idle
         self.thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self.thread.start()
+
+    def in_flight_for(self) -> float:
+        """Seconds the current commit has been in flight (0 when idle)."""
+        started = self.started
+        return time.monotonic() - started if started else 0.0
 
     def put(self, item: Batch | tuple[Offset, bytes]) -> None:
         self._raise()
@@ -356,6 +365,7 @@ class _Committer:
         leader = self.leader
         while True:
             item = self.queue.get()
+            self.started = time.monotonic()
             try:
                 if item is None:
                     return
@@ -369,6 +379,7 @@ class _Committer:
             except BaseException as exc:
                 self.error = exc
             finally:
+                self.started = 0.0
                 self.queue.task_done()
 
 
