@@ -82,6 +82,44 @@ def engine(
 
 
 @app.command()
+def api(
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT, else 8080).")] = None,
+) -> None:
+    """Serve the HTTP and WebSocket API. Run as many as you like over one Redis."""
+    import uvicorn
+
+    from matchbox.api.app import create_app
+    from matchbox.bus.server import port_in_use
+    from matchbox.logs import configure
+    from matchbox.settings import Settings
+
+    settings = Settings()
+    if redis_url:
+        settings.redis_url = redis_url
+    if not settings.redis_url:
+        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
+        raise typer.Exit(2)
+    configure(settings.log_level, settings.log_format)
+    bind_port = port or settings.port
+    if port_in_use(bind_port):
+        typer.echo(f"error: port {bind_port} is already in use: pick another with --port or PORT", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=bind_port,
+        log_config=None,
+        access_log=False,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+
+
+@app.command()
 def valkey(
     data_dir: Annotated[Path, typer.Option(help="Where the server keeps its AOF.")] = Path("data/valkey"),
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6390,

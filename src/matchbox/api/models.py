@@ -1,0 +1,159 @@
+"""Request and response bodies (pydantic), as the OpenAPI schema shows them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, in words.")
+    field: str | None = Field(default=None, description="The request field at fault, if one is.")
+    reason: str | None = Field(default=None, description="The engine's reason code name, for rejections.")
+    code: int | None = Field(default=None, description="The engine's reason code number, for rejections.")
+    order_id: int | None = None
+
+
+class MarketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    market_id: str = Id
+    scheme: Literal["binary", "odds", "ticks"]
+    max_tick: int | None = Field(default=None, ge=1, le=100_000, description="ticks markets only: prices 1..max_tick")
+    max_qty: int = Field(default=1_000_000_000, ge=1, le=2**62, description="largest order quantity (or stake)")
+    self_trade: Literal["cancel_taker", "cancel_resting"] = "cancel_taker"
+
+
+class SettleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: str = Field(default="", max_length=64)
+
+
+class MarketOut(BaseModel):
+    market_id: str
+    scheme: str
+    state: str
+    min_tick: int
+    max_tick: int
+    max_qty: int
+    self_trade: str
+    outcome: str
+    best_bid: float | int | None
+    best_ask: float | int | None
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    market_id: str | None = Field(default=None, max_length=64, description="default: the default market")
+    side: Literal["buy", "sell", "back", "lay"] = Field(description="buy/sell; back/lay on odds markets")
+    price: int | None = Field(default=None, description="cents (binary) or ticks (ticks markets)")
+    odds: Decimal | None = Field(default=None, description="decimal odds on the ladder (odds markets)")
+    qty: int | None = Field(default=None, description="contracts or units")
+    stake: int | None = Field(default=None, description="the stake (odds markets; same as qty)")
+    type: Literal["limit", "market"] = "limit"
+    tif: Literal["GTC", "GTD", "IOC", "FOK"] = "GTC"
+    post_only: bool = False
+    expires_at: int | None = Field(default=None, description="GTD only: unix time in milliseconds")
+    client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
+    account: str | None = Field(
+        default=None, min_length=1, max_length=64, description="default: a fresh anonymous account per order"
+    )
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    orders: list[OrderIn] = Field(min_length=1, max_length=100)
+
+
+class ReduceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reduce_by: int | None = Field(default=None, description="lower the remaining quantity by this much")
+    qty: int | None = Field(default=None, description="or: the new remaining quantity (lower than now)")
+    account: str | None = Field(default=None, max_length=64)
+
+
+class FillOut(BaseModel):
+    trade_id: int
+    price: float | int
+    qty: int
+    role: Literal["maker", "taker"]
+    timestamp: int
+
+
+class OrderOut(BaseModel):
+    order_id: int
+    market_id: str
+    account: str
+    side: str | None
+    price: float | int | None
+    qty: int
+    remaining: int
+    filled: int
+    status: str = Field(description="accepted, open, partially_filled, filled, cancelled, rejected or pending")
+    tif: str | None = None
+    type: str | None = None
+    post_only: bool = False
+    fills: list[FillOut] = []
+    reject_reason: str | None = None
+    cancel_reason: str | None = None
+    client_order_id: str | None = None
+    entry_id: str | None = Field(default=None, description="the input journal entry; events carry it as 'in'")
+
+
+class BatchItemOut(BaseModel):
+    status: int = Field(description="the HTTP status this order alone would have had")
+    order: OrderOut | None = None
+    error: ErrorBody | None = None
+
+
+class LevelOut(BaseModel):
+    price: float | int
+    qty: int
+    orders: int | None = None
+
+
+class BookOut(BaseModel):
+    market_id: str
+    bids: list[LevelOut]
+    asks: list[LevelOut]
+    sequence: int
+
+
+class TradeOut(BaseModel):
+    trade_id: int
+    price: float | int
+    qty: int
+    taker_side: str
+    maker_order_id: int
+    taker_order_id: int
+    timestamp: int
+
+
+class TickerOut(BaseModel):
+    market_id: str
+    best_bid: float | int | None
+    best_ask: float | int | None
+    mid: float | None
+    spread: float | int | None
+    last_price: float | int | None
+    last_qty: int | None
+    sequence: int
+
+
+class EngineOut(BaseModel):
+    leader: str | None
+    epoch: int | None
+    committed_offset: str | None
+    inputs: int
+    events: int
+    state_hash: str | None
+    tail_position: str
+
+
+class CancelAllOut(BaseModel):
+    market_id: str
+    account: str
+    cancelled: list[int]

@@ -1,0 +1,297 @@
+"""What an API instance knows: the output stream folded into markets, orders, books and trades.
+
+Every instance tails the whole output stream and folds every event into the same projection, so
+all instances answer alike and a fill caused through one is seen through all. Folding an event
+returns the updates it caused (a trade, a changed book level, an order's new state), which the
+WebSocket hub fans out. No I/O here: the tail feeds it.
+
+Finished orders are kept for lookups up to a limit (oldest dropped first); live orders always.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from matchbox.engine.types import (
+    CancelReason,
+    Event,
+    MarketCreated,
+    MarketState,
+    MarketStateChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderKind,
+    OrderReduced,
+    OrderRested,
+    Rejected,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TickScheme,
+    TimeInForce,
+    TradeExecuted,
+)
+
+OrderStatus = Literal["accepted", "open", "partially_filled", "filled", "cancelled", "rejected"]
+RECENT_TRADES = 1000
+
+
+@dataclass(slots=True)
+class MarketView:
+    market_id: str
+    scheme: TickScheme
+    min_tick: int
+    max_tick: int
+    max_qty: int
+    stp: SelfTradePrevention
+    state: MarketState = MarketState.OPEN
+    outcome: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    trade_id: int
+    price: int
+    qty: int
+    role: Literal["maker", "taker"]
+    ts: int
+
+
+@dataclass(slots=True)
+class OrderView:
+    order_id: int
+    market_id: str
+    account: str
+    side: Side
+    price: int
+    qty: int
+    tif: TimeInForce
+    kind: OrderKind
+    post_only: bool
+    expires_at: int
+    entry_id: str
+    ts: int
+    remaining: int = 0
+    filled: int = 0
+    status: OrderStatus = "accepted"
+    resting: bool = False
+    cancel_reason: CancelReason | None = None
+    reject_reason: RejectReason | None = None
+    fills: list[Fill] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeView:
+    trade_id: int
+    market_id: str
+    price: int
+    qty: int
+    taker_side: Side
+    maker_order_id: int
+    taker_order_id: int
+    maker_account: str
+    taker_account: str
+    ts: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    market_id: str
+    side: Side
+    price: int
+    qty: int  # the level's new total; 0 = gone
+    orders: int
+
+
+@dataclass(slots=True)
+class BookView:
+    bids: dict[int, list[int]] = field(default_factory=dict)  # price -> [qty, orders]
+    asks: dict[int, list[int]] = field(default_factory=dict)
+
+    def side(self, side: Side) -> dict[int, list[int]]:
+        return self.bids if side is Side.BUY else self.asks
+
+    def levels(self, side: Side, depth: int | None = None) -> list[tuple[int, int, int]]:
+        """(price, qty, orders), best first: bids highest first, asks lowest first."""
+        levels = self.side(side)
+        prices = sorted(levels, reverse=side is Side.BUY)
+        if depth is not None:
+            prices = prices[:depth]
+        return [(price, levels[price][0], levels[price][1]) for price in prices]
+
+    def best(self, side: Side) -> int | None:
+        levels = self.side(side)
+        if not levels:
+            return None
+        return max(levels) if side is Side.BUY else min(levels)
+
+
+Update = TradeView | LevelChange | OrderView | MarketView
+
+
+@dataclass(slots=True)
+class Projection:
+    keep_finished: int = 100_000
+    markets: dict[str, MarketView] = field(default_factory=dict)
+    books: dict[str, BookView] = field(default_factory=dict)
+    orders: dict[int, OrderView] = field(default_factory=dict)
+    trades: dict[str, deque[TradeView]] = field(default_factory=dict)
+    last_n: int = 0  # the n of the last event folded
+    last_id: str = "0-0"  # its stream id
+    _finished: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+    def apply(self, event: Event, n: int, stream_id: str, entry_id: str) -> list[Update]:
+        """Fold one event in; return what it changed."""
+        self.last_n, self.last_id = n, stream_id
+        handler = _HANDLERS.get(type(event))
+        return handler(self, event, n, entry_id) if handler else []
+
+    # ------------------------------------------------------------------ folds
+
+    def _market_created(self, e: MarketCreated, n: int, entry_id: str) -> list[Update]:
+        market = MarketView(e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp)
+        self.markets[e.market_id] = market
+        self.books[e.market_id] = BookView()
+        self.trades[e.market_id] = deque(maxlen=RECENT_TRADES)
+        return [market]
+
+    def _market_state(self, e: MarketStateChanged, n: int, entry_id: str) -> list[Update]:
+        market = self.markets[e.market_id]
+        market.state, market.outcome = e.state, e.outcome
+        return [market]
+
+    def _accepted(self, e: OrderAccepted, n: int, entry_id: str) -> list[Update]:
+        order = OrderView(
+            e.order_id,
+            e.market_id,
+            e.account,
+            e.side,
+            e.price,
+            e.qty,
+            e.tif,
+            e.kind,
+            e.post_only,
+            e.expires_at,
+            entry_id,
+            e.ts,
+            remaining=e.qty,
+        )
+        self.orders[e.order_id] = order
+        return [order]
+
+    def _rested(self, e: OrderRested, n: int, entry_id: str) -> list[Update]:
+        order = self.orders[e.order_id]
+        order.resting, order.price, order.remaining = True, e.price, e.remaining
+        order.status = "partially_filled" if order.filled else "open"
+        return [order, self._level(e.market_id, e.side, e.price, e.remaining, 1)]
+
+    def _trade(self, e: TradeExecuted, n: int, entry_id: str) -> list[Update]:
+        trade = TradeView(
+            e.trade_id,
+            e.market_id,
+            e.price,
+            e.qty,
+            e.taker_side,
+            e.maker_order_id,
+            e.taker_order_id,
+            e.maker_account,
+            e.taker_account,
+            e.ts,
+            n,
+        )
+        self.trades[e.market_id].append(trade)
+        updates: list[Update] = [trade]
+        maker_side = Side.SELL if e.taker_side is Side.BUY else Side.BUY
+        updates.append(self._level(e.market_id, maker_side, e.price, -e.qty, 0 if e.maker_remaining else -1))
+        for order_id, remaining, role in (
+            (e.maker_order_id, e.maker_remaining, "maker"),
+            (e.taker_order_id, e.taker_remaining, "taker"),
+        ):
+            order = self.orders.get(order_id)
+            if order is None:  # finished long ago and dropped: cannot happen for a live maker
+                continue
+            order.filled += e.qty
+            order.remaining = remaining
+            order.fills.append(Fill(e.trade_id, e.price, e.qty, role, e.ts))  # type: ignore[arg-type]
+            if remaining == 0:
+                order.resting = False
+                order.status = "filled"
+                self._finish(order_id)
+            else:
+                order.status = "partially_filled"
+            updates.append(order)
+        return updates
+
+    def _cancelled(self, e: OrderCancelled, n: int, entry_id: str) -> list[Update]:
+        order = self.orders.get(e.order_id)
+        if order is None:
+            return []
+        updates: list[Update] = [order]
+        if order.resting:
+            updates.append(self._level(order.market_id, order.side, order.price, -e.cancelled_qty, -1))
+        order.resting, order.remaining, order.status, order.cancel_reason = False, 0, "cancelled", e.reason
+        self._finish(e.order_id)
+        return updates
+
+    def _reduced(self, e: OrderReduced, n: int, entry_id: str) -> list[Update]:
+        order = self.orders[e.order_id]
+        order.remaining = e.remaining
+        return [order, self._level(order.market_id, order.side, order.price, -e.reduced_by, 0)]
+
+    def _rejected(self, e: Rejected, n: int, entry_id: str) -> list[Update]:
+        if e.command != "PlaceOrder" or not e.order_id:
+            return []
+        order = OrderView(
+            e.order_id,
+            e.market_id,
+            e.account,
+            Side.BUY,
+            0,
+            0,
+            TimeInForce.GTC,
+            OrderKind.LIMIT,
+            False,
+            0,
+            entry_id,
+            e.ts,
+            status="rejected",
+            reject_reason=e.reason,
+        )
+        self.orders[e.order_id] = order
+        self._finish(e.order_id)
+        return [order]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _level(self, market_id: str, side: Side, price: int, qty: int, orders: int) -> LevelChange:
+        levels = self.books[market_id].side(side)
+        level = levels.setdefault(price, [0, 0])
+        level[0] += qty
+        level[1] += orders
+        if level[1] <= 0 or level[0] <= 0:
+            del levels[price]
+            return LevelChange(market_id, side, price, 0, 0)
+        return LevelChange(market_id, side, price, level[0], level[1])
+
+    def _finish(self, order_id: int) -> None:
+        finished = self._finished
+        finished[order_id] = None
+        while len(finished) > self.keep_finished:
+            old, _ = finished.popitem(last=False)
+            self.orders.pop(old, None)
+
+
+_HANDLERS: dict[type[Event], Callable[[Projection, Any, int, str], list[Update]]] = {
+    MarketCreated: Projection._market_created,
+    MarketStateChanged: Projection._market_state,
+    OrderAccepted: Projection._accepted,
+    OrderRested: Projection._rested,
+    TradeExecuted: Projection._trade,
+    OrderCancelled: Projection._cancelled,
+    OrderReduced: Projection._reduced,
+    Rejected: Projection._rejected,
+}
