@@ -1,0 +1,282 @@
+"""The HTTP and WebSocket API in process, over a real Valkey and a real engine leader (in a thread)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from fastapi.testclient import TestClient
+
+from matchbox.api.app import create_app
+from matchbox.bus.connection import Bus
+from matchbox.bus.server import EmbeddedValkey
+from matchbox.leader.runner import EngineLeader, LeaderConfig
+from matchbox.settings import Settings
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Valkey and an engine leader; yields the Redis URL."""
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server:
+        stop = threading.Event()
+        leader = EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop)
+        thread = threading.Thread(target=leader.run, daemon=True)
+        thread.start()
+        yield server.url
+        stop.set()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def client(exchange: str) -> Iterator[TestClient]:
+    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec", outcome_timeout=5.0)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def new_market(client: TestClient, scheme: str = "binary", **fields: Any) -> str:
+    market_id = f"m{next(_names)}"
+    response = client.post("/markets", json={"market_id": market_id, "scheme": scheme, **fields}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return market_id
+
+
+def place(client: TestClient, **body: Any) -> Any:
+    return client.post("/orders", json=body)
+
+
+# --------------------------------------------------------------------------- the seed's walk-through
+
+
+def test_seed_orders_trade_on_the_default_market(client: TestClient) -> None:
+    sell = place(client, side="sell", price=50, qty=10)
+    assert sell.status_code == 201, sell.text
+    assert sell.json()["status"] == "open"
+    buy = place(client, side="buy", price=50, qty=10)
+    assert buy.status_code == 201
+    body = buy.json()
+    assert (body["status"], body["filled"], body["remaining"]) == ("filled", 10, 0)
+    assert body["fills"] == [
+        {
+            "trade_id": body["fills"][0]["trade_id"],
+            "price": 50,
+            "qty": 10,
+            "role": "taker",
+            "timestamp": body["fills"][0]["timestamp"],
+        }
+    ]
+    book = client.get("/orderbook").json()
+    assert (book["bids"], book["asks"]) == ([], [])
+    assert book["sequence"] > 0
+
+
+def test_seed_validation_statuses(client: TestClient) -> None:
+    zero_qty = place(client, side="buy", price=50, qty=0)
+    assert (zero_qty.status_code, zero_qty.json()["field"]) == (400, "qty")
+    zero_price = place(client, side="buy", price=0, qty=5)
+    assert (zero_price.status_code, zero_price.json()["field"]) == (400, "price")
+    bad_side = place(client, side="up", price=50, qty=5)
+    assert (bad_side.status_code, bad_side.json()["field"]) == (422, "side")
+
+
+# --------------------------------------------------------------------------- markets
+
+
+def test_binary_market_orders_book_trades_and_ticker(client: TestClient) -> None:
+    market = new_market(client)
+    for price, qty in ((40, 5), (42, 3)):
+        assert place(client, market_id=market, side="buy", price=price, qty=qty, account="ann").status_code == 201
+    assert place(client, market_id=market, side="sell", price=45, qty=7, account="ann").status_code == 201
+    taker = place(client, market_id=market, side="sell", price=41, qty=4, account="bob").json()
+    assert [(f["price"], f["qty"]) for f in taker["fills"]] == [(42, 3)]
+    assert (taker["status"], taker["remaining"]) == ("partially_filled", 1)  # the rest rests at 41
+    book = client.get(f"/markets/{market}/book", params={"depth": 5}).json()
+    assert book["bids"] == [{"price": 40, "qty": 5, "orders": 1}]
+    assert book["asks"] == [{"price": 41, "qty": 1, "orders": 1}, {"price": 45, "qty": 7, "orders": 1}]
+    trades = client.get(f"/markets/{market}/trades").json()
+    assert [(t["price"], t["qty"], t["taker_side"]) for t in trades] == [(42, 3, "sell")]
+    ticker = client.get(f"/markets/{market}/ticker").json()
+    assert (ticker["best_bid"], ticker["best_ask"], ticker["mid"], ticker["spread"]) == (40, 41, 40.5, 1)
+    assert (ticker["last_price"], ticker["last_qty"]) == (42, 3)
+    listed = {m["market_id"]: m for m in client.get("/markets").json()}
+    assert listed[market]["scheme"] == "binary"
+    assert (listed[market]["best_bid"], listed[market]["best_ask"]) == (40, 41)
+
+
+def test_odds_market_takes_odds_stake_and_back_lay(client: TestClient) -> None:
+    market = new_market(client, "odds")
+    back = place(client, market_id=market, side="back", odds="2.5", stake=10, account="ann")
+    assert back.status_code == 201, back.text
+    lay = place(client, market_id=market, side="lay", odds=2.6, stake=4, account="bob").json()
+    assert lay["fills"][0]["price"] == 2.5  # the maker's odds, better for the layer than 2.6
+    assert lay["status"] == "filled"
+    off_ladder = place(client, market_id=market, side="back", odds=2.51, stake=1, account="ann")
+    assert (off_ladder.status_code, off_ladder.json()["field"]) == (400, "odds")
+    wrong_word = place(client, market_id=market, side="buy", odds=2.5, stake=1, account="ann")
+    assert (wrong_word.status_code, wrong_word.json()["field"]) == (400, "side")
+    book = client.get(f"/markets/{market}/book").json()
+    assert book["asks"] == [{"price": 2.5, "qty": 6, "orders": 1}]
+
+
+def test_market_admin_needs_the_token_and_lifecycle_works(client: TestClient) -> None:
+    refused = client.post("/markets", json={"market_id": "nope", "scheme": "binary"})
+    assert refused.status_code == 403
+    market = new_market(client)
+    assert client.post(f"/markets/{market}/suspend").status_code == 403
+    assert client.post(f"/markets/{market}/suspend", headers=ADMIN).json()["state"] == "suspended"
+    suspended = place(client, market_id=market, side="buy", price=40, qty=1, account="ann")
+    assert (suspended.status_code, suspended.json()["field"]) == (409, "market_id")
+    assert client.post(f"/markets/{market}/resume", headers=ADMIN).json()["state"] == "open"
+    resting = place(client, market_id=market, side="buy", price=40, qty=1, account="ann").json()
+    assert client.post(f"/markets/{market}/close", headers=ADMIN).json()["state"] == "closed"
+    assert client.get(f"/orders/{resting['order_id']}").json()["status"] == "cancelled"
+    settled = client.post(f"/markets/{market}/settle", json={"outcome": "yes"}, headers=ADMIN).json()
+    assert (settled["state"], settled["outcome"]) == ("settled", "yes")
+    again = client.post("/markets", json={"market_id": market, "scheme": "binary"}, headers=ADMIN)
+    assert (again.status_code, again.json()["field"]) == (409, "market_id")
+
+
+# --------------------------------------------------------------------------- managing orders
+
+
+def test_cancel_reduce_and_cancel_all(client: TestClient) -> None:
+    market = new_market(client)
+    first = place(client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
+    second = place(client, market_id=market, side="buy", price=31, qty=10, account="ann").json()
+    reduced = client.patch(f"/orders/{first['order_id']}", json={"reduce_by": 4})
+    assert (reduced.status_code, reduced.json()["remaining"]) == (200, 6)
+    raise_attempt = client.patch(f"/orders/{first['order_id']}", json={"qty": 20})
+    assert (raise_attempt.status_code, raise_attempt.json()["field"]) == (400, "qty")
+    cancelled = client.delete(f"/orders/{second['order_id']}")
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    twice = client.delete(f"/orders/{second['order_id']}")
+    assert twice.status_code == 409
+    third = place(client, market_id=market, side="sell", price=60, qty=1, account="ann").json()
+    everything = client.delete("/orders", params={"market_id": market, "account": "ann"})
+    assert everything.status_code == 200
+    assert sorted(everything.json()["cancelled"]) == sorted([first["order_id"], third["order_id"]])
+    assert client.get(f"/markets/{market}/book").json()["bids"] == []
+
+
+def test_client_order_id_is_idempotent_and_conflicts_are_409(client: TestClient) -> None:
+    market = new_market(client)
+    body = {"market_id": market, "side": "buy", "price": 20, "qty": 2, "account": "ann", "client_order_id": "c-1"}
+    first = place(client, **body)
+    again = place(client, **body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["order_id"] == again.json()["order_id"]
+    changed = place(client, **{**body, "qty": 3})
+    assert (changed.status_code, changed.json()["field"]) == (409, "client_order_id")
+    assert client.get(f"/markets/{market}/book").json()["bids"] == [{"price": 20, "qty": 2, "orders": 1}]
+
+
+def test_engine_rejections_are_422_with_the_reason(client: TestClient) -> None:
+    market = new_market(client)
+    place(client, market_id=market, side="sell", price=50, qty=5, account="ann")
+    post_only = place(client, market_id=market, side="buy", price=50, qty=1, account="bob", post_only=True)
+    assert post_only.status_code == 422
+    assert (post_only.json()["reason"], post_only.json()["code"]) == ("POST_ONLY_WOULD_TAKE", 300)
+    fok = place(client, market_id=market, side="buy", price=50, qty=9, account="bob", tif="FOK")
+    assert (fok.status_code, fok.json()["reason"]) == (422, "FOK_CANNOT_FILL")
+    assert client.get(f"/orders/{fok.json()['order_id']}").json()["status"] == "rejected"
+
+
+def test_batch_gives_each_order_its_outcome(client: TestClient) -> None:
+    market = new_market(client)
+    orders = [
+        {"market_id": market, "side": "sell", "price": 55, "qty": 2, "account": "ann"},
+        {"market_id": market, "side": "buy", "price": 55, "qty": 2, "account": "bob"},
+        {"market_id": market, "side": "buy", "price": 0, "qty": 2, "account": "bob"},
+        {"market_id": "no-such-market", "side": "buy", "price": 5, "qty": 2, "account": "bob"},
+    ]
+    response = client.post("/orders/batch", json={"orders": orders})
+    assert response.status_code == 200
+    items = response.json()
+    assert [item["status"] for item in items] == [201, 201, 400, 404]
+    assert items[1]["order"]["status"] == "filled"
+    assert items[2]["error"]["field"] == "price"
+    too_many = client.post("/orders/batch", json={"orders": orders * 26})
+    assert too_many.status_code == 422
+
+
+def test_error_bodies_name_the_field_and_never_500(client: TestClient) -> None:
+    assert client.get("/orders/999999999").status_code == 404
+    assert client.get("/markets/absent").status_code == 404
+    not_json = client.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
+    assert (not_json.status_code, not_json.json()["field"]) == (400, "body")
+    huge = client.post("/orders", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
+    assert (huge.status_code, huge.json()["field"]) == (413, "body")
+    unknown = place(client, market_id="absent", side="buy", price=5, qty=1)
+    assert (unknown.status_code, unknown.json()["field"]) == (404, "market_id")
+    wrong_type = place(client, side="buy", price="fifty", qty=1)
+    assert (wrong_type.status_code, wrong_type.json()["field"]) == (422, "price")
+    extra = place(client, side="buy", price=5, qty=1, colour="red")
+    assert (extra.status_code, extra.json()["field"]) == (422, "colour")
+
+
+def test_engine_health_ready_and_metrics(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    wait_until(lambda: client.get("/ready").status_code == 200, message="ready")
+    engine = client.get("/engine").json()
+    assert engine["epoch"] >= 1
+    assert len(engine["state_hash"]) == 64
+    assert engine["inputs"] >= 1
+    metrics = client.get("/metrics").text
+    assert "matchbox_http_requests_total" in metrics
+    assert "matchbox_engine_lag_entries" in metrics
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+
+def test_websocket_plain_feed_trades_book_and_orders(client: TestClient) -> None:
+    market = new_market(client)
+    with client.websocket_connect("/ws") as plain, client.websocket_connect("/ws") as subscriber:
+        for channel, key, value in (
+            ("trades", "market_id", market),
+            ("book", "market_id", market),
+            ("orders", "account", "bob"),
+        ):
+            subscriber.send_json({"op": "subscribe", "channel": channel, key: value})
+        received = [subscriber.receive_json() for _ in range(4)]
+        assert {m.get("op") for m in received} >= {"subscribed"}
+        image = next(m for m in received if m.get("type") == "image")
+        assert (image["bids"], image["asks"]) == ([], [])
+        place(client, market_id=market, side="sell", price=60, qty=3, account="ann")
+        place(client, market_id=market, side="buy", price=60, qty=2, account="bob")
+        fill = plain.receive_json()
+        assert (fill["price"], fill["qty"], fill["market_id"]) == (60, 2, market)
+        messages = [subscriber.receive_json() for _ in range(5)]  # 2 book deltas, a trade, 2 of bob's events
+        channels = [m["channel"] for m in messages]
+        assert "trades" in channels
+        assert "orders" in channels
+        deltas = [m for m in messages if m.get("type") == "delta"]
+        assert deltas[0]["qty"] == 3  # the ask rested
+        assert deltas[-1]["qty"] == 1  # then the trade took 2
+        assert all(a["sequence"] < b["sequence"] for a, b in itertools.pairwise(deltas))
+
+
+def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        ws.send_text("not json")
+        assert ws.receive_json()["op"] == "error"
+        ws.send_json({"op": "subscribe", "channel": "candles", "market_id": "x"})
+        assert ws.receive_json()["op"] == "error"
+        ws.send_json({"op": "ping"})
+        assert ws.receive_json() == {"op": "pong"}
+
+
+def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange: str) -> None:
+    market = new_market(client)
+    order = place(client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
+    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec")
+    with TestClient(create_app(settings)) as other:
+        assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
+        assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
