@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
 from fastapi.testclient import TestClient
 
+from conftest import wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
