@@ -14,7 +14,7 @@ ALLOWED = {
     "engine": set(),
     "bus": {"engine"},
     "leader": {"engine", "bus"},
-    "api": {"engine", "bus"},
+    "api": {"engine", "bus", "settings"},
     "consumers": {"engine", "bus"},
     "web": set(),
     "bench": {"engine", "bus", "leader"},

@@ -120,7 +120,7 @@ def test_malformed_commands_are_codec_errors(raw: bytes) -> None:
 
 
 def test_event_envelope_round_trip() -> None:
-    event = OrderRested(1, 2, "m", 3, Side.BUY, 40, 5)
+    event = OrderRested(1, 2, "m", 3, "ann", Side.BUY, 40, 5)
     decoded = decode_event(encode_event(event, 17, "1700000000000-3"))
     assert (decoded.n, decoded.in_id, decoded.event) == (17, "1700000000000-3", event)
 

@@ -146,6 +146,56 @@ def valkey(
         server.stop()
 
 
+@app.command()
+def loadgen(
+    url: Annotated[
+        list[str] | None, typer.Option("--url", help="An API instance; repeat for several (round robin).")
+    ] = None,
+    orders: Annotated[int | None, typer.Option(min=1, help="Orders to send (default 10,000 without --seconds).")] = (
+        None
+    ),
+    seconds: Annotated[float | None, typer.Option(min=0.1, help="Send for this long (with --orders: first wins).")] = (
+        None
+    ),
+    rate: Annotated[
+        float, typer.Option(min=0, help="Offered orders/s, open loop (latency counted from each due time); 0 = max.")
+    ] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent workers (and keep-alive connections).")] = 64,
+    market: Annotated[str, typer.Option(help="The market of the flow.")] = "default",
+    create_market: Annotated[
+        str | None, typer.Option(help="First create this binary market (admin) and send the flow there.")
+    ] = None,
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="MATCHBOX_ADMIN_TOKEN", help="The admin token, for --create-market.")
+    ] = None,
+    crossing: Annotated[float, typer.Option(min=0, max=1, help="Share of orders that cross the spread.")] = 0.4,
+    mid: Annotated[int, typer.Option(min=10, max=90, help="Where the flow's mid starts (it drifts in 10..90).")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the flow.")] = 7,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
+    ] = False,
+) -> None:
+    """Send an order flow to API instances over HTTP; print throughput and latency (POST /orders, order-to-fill)."""
+    from matchbox.loadgen import Config, run
+
+    config = Config(
+        urls=tuple(u.rstrip("/") for u in url or ["http://127.0.0.1:8080"]),
+        orders=orders if orders is not None or seconds is not None else 10_000,
+        seconds=seconds,
+        rate=rate,
+        concurrency=concurrency,
+        market=create_market or market,
+        crossing=crossing,
+        mid=mid,
+        seed=seed,
+        create_market=create_market,
+        admin_token=admin_token,
+        progress=progress,
+    )
+    raise typer.Exit(run(config, json_output=json_output))
+
+
 @bench_app.command("engine")
 def bench_engine(
     ops: Annotated[int, typer.Option(min=1_000, help="Commands in the generated flow.")] = 200_000,

@@ -221,7 +221,7 @@ class Engine:
         self.orders[order_id] = order
         if cmd.tif is _GTD:
             heappush(self._expiries, (cmd.expires_at, order_id))
-        events.append(OrderRested(seq, ts, book.market_id, order_id, side, price, remaining))
+        events.append(OrderRested(seq, ts, book.market_id, order_id, cmd.account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
         """The reason a new order is refused before it meets the book, or None."""
@@ -401,6 +401,7 @@ class Engine:
                 ts=cmd.ts,
                 market_id=found.book.market_id,
                 order_id=found.order_id,
+                account=found.account,
                 reduced_by=cmd.reduce_by,
                 remaining=found.remaining,
             )

@@ -216,6 +216,7 @@ class OrderRested(Event, frozen=True, gc=False):
 
     market_id: str
     order_id: int
+    account: str
     side: Side
     price: int
     remaining: int
@@ -246,6 +247,7 @@ class OrderCancelled(Event, frozen=True, gc=False):
 class OrderReduced(Event, frozen=True, gc=False):
     market_id: str
     order_id: int
+    account: str
     reduced_by: int
     remaining: int
 

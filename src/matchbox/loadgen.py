@@ -1,0 +1,394 @@
+"""``matchbox loadgen``: an HTTP load generator for ``POST /orders`` on one or more API instances.
+
+The flow is seeded, on one market: about 60 % passive limit orders one to five ticks either side
+of a slowly drifting mid, and 40 % crossing limit orders three ticks through the mid, which take
+what rests there. Buyers and sellers use disjoint accounts, so self-trade prevention never fires.
+Orders go round robin to the ``--url`` instances over HTTP/1.1 keep-alive connections, from
+``--concurrency`` workers sharing one ``httpx.AsyncClient``.
+
+Two ways to offer load:
+
+- ``--rate 0`` (closed loop): each worker sends its next order as soon as the previous one is
+  answered; this finds the maximum sustained throughput.
+- ``--rate R`` (open loop): order ``i`` is due at ``start + i / R``, whether or not earlier orders
+  were answered, and its latency is counted from that due time, not from when a worker got round to
+  sending it. A server that stalls therefore shows its stall in every order queued behind it,
+  instead of hiding it by slowing the client down (coordinated omission).
+
+Reported: orders sent, their HTTP statuses, the order statuses in the answers, achieved orders/s,
+the latency of ``POST /orders`` (p50/p90/p99/max) and the order-to-fill latency: from sending a
+crossing order to its answer saying ``filled`` (the answer carries the fills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import os
+import random
+import ssl
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import httpx
+import msgspec
+import uvloop
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+MID_LOW, MID_HIGH = 10, 90  # the mid drifts within these, so the flow fits binary markets (1..99) too
+CROSS_THROUGH = 3  # ticks a crossing order reaches past the mid
+ACCOUNTS_PER_SIDE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    urls: tuple[str, ...]
+    orders: int | None = None  # stop after this many orders ...
+    seconds: float | None = None  # ... or after this long, whichever comes first
+    rate: float = 0.0  # offered orders/s (open loop); 0 = closed loop, as fast as answers come
+    concurrency: int = 64
+    market: str = "default"
+    crossing: float = 0.4  # share of crossing orders
+    mid: int = 50
+    seed: int = 7
+    timeout: float = 10.0
+    create_market: str | None = None
+    admin_token: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    body: bytes
+    crossing: bool
+
+
+class Flow:
+    """The seeded order flow, one order body at a time (the i-th call gives the i-th order)."""
+
+    def __init__(self, market: str, *, crossing: float, mid: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.market = market
+        self.crossing = crossing
+        self.mid = min(MID_HIGH, max(MID_LOW, mid))
+        tag = f"{seed:x}{os.getpid():x}{time.time_ns() % 1_000_000:x}"  # fresh accounts for every run
+        self.buyers = [f"lg{tag}-b{i}" for i in range(ACCOUNTS_PER_SIDE)]
+        self.sellers = [f"lg{tag}-s{i}" for i in range(ACCOUNTS_PER_SIDE)]
+
+    def next(self) -> Order:
+        rng = self.rng
+        is_buy = rng.random() < 0.5
+        crossing = rng.random() < self.crossing
+        if crossing:
+            price = self.mid + CROSS_THROUGH if is_buy else self.mid - CROSS_THROUGH
+            qty = rng.randint(1, 5)
+        else:
+            self.mid = min(MID_HIGH, max(MID_LOW, self.mid + rng.choice((-1, 0, 0, 0, 0, 0, 0, 1))))
+            offset = rng.randint(1, 5)
+            price = self.mid - offset if is_buy else self.mid + offset
+            qty = rng.randint(1, 10)
+        account = rng.choice(self.buyers if is_buy else self.sellers)
+        body = {
+            "market_id": self.market,
+            "side": "buy" if is_buy else "sell",
+            "price": price,
+            "qty": qty,
+            "account": account,
+        }
+        return Order(msgspec.json.encode(body), crossing)
+
+
+@dataclass(slots=True)
+class Results:
+    latencies: list[float] = field(default_factory=list)  # seconds, every answered POST
+    fill_latencies: list[float] = field(default_factory=list)  # seconds, crossing orders answered "filled"
+    http_statuses: Counter[str] = field(default_factory=Counter)  # "201", "422", or an exception's name
+    order_statuses: Counter[str] = field(default_factory=Counter)  # "filled", "open", ... from the answers
+    sent: int = 0
+    late: int = 0  # open loop: orders sent more than 1 ms after they were due (all workers were busy)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    urls: list[str]
+    market: str
+    concurrency: int
+    offered_rate: float
+    orders: int
+    ok: int
+    pending: int
+    errors: int
+    http_statuses: dict[str, int]
+    order_statuses: dict[str, int]
+    late: int
+    seconds: float
+    orders_per_s: float
+    latency_p50_ms: float | None
+    latency_p90_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    fills: int
+    fill_p50_ms: float | None
+    fill_p99_ms: float | None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
+    if not values:
+        return None
+    rank = max(1, min(len(values), int(-(-q * len(values) // 100))))  # ceil(q/100 * n), at least 1
+    return values[rank - 1]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 3)
+
+
+def summarize(config: Config, results: Results) -> Figures:
+    latencies = sorted(results.latencies)
+    fills = sorted(results.fill_latencies)
+    statuses = dict(sorted(results.http_statuses.items()))
+    ok = results.http_statuses["200"] + results.http_statuses["201"]
+    pending = results.http_statuses["202"]
+    elapsed = max(results.finished - results.started, 1e-9)
+    return Figures(
+        urls=list(config.urls),
+        market=config.market,
+        concurrency=config.concurrency,
+        offered_rate=config.rate,
+        orders=results.sent,
+        ok=ok,
+        pending=pending,
+        errors=results.sent - ok - pending,
+        http_statuses=statuses,
+        order_statuses=dict(sorted(results.order_statuses.items())),
+        late=results.late,
+        seconds=round(elapsed, 3),
+        orders_per_s=round(results.sent / elapsed, 1),
+        latency_p50_ms=_ms(percentile(latencies, 50)),
+        latency_p90_ms=_ms(percentile(latencies, 90)),
+        latency_p99_ms=_ms(percentile(latencies, 99)),
+        latency_max_ms=_ms(latencies[-1] if latencies else None),
+        fills=len(fills),
+        fill_p50_ms=_ms(percentile(fills, 50)),
+        fill_p99_ms=_ms(percentile(fills, 99)),
+    )
+
+
+# --------------------------------------------------------------------------- the load
+
+
+class SetupError(Exception):
+    """The instances cannot take the load (unreachable, no such market, market creation refused)."""
+
+
+def _client(config: Config, connections: int, tls: ssl.SSLContext) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(
+        limits=limits,
+        verify=tls,  # one context for all clients: loading the CA bundle once per client takes ~15 ms
+        timeout=httpx.Timeout(config.timeout),
+        headers={"content-type": "application/json"},
+    )
+
+
+async def _setup(client: httpx.AsyncClient, config: Config) -> None:
+    """Create the market if asked, then wait (bounded) until every instance knows it."""
+    if config.create_market:
+        token = config.admin_token
+        if not token:
+            raise SetupError("--create-market needs the admin token: --admin-token or MATCHBOX_ADMIN_TOKEN")
+        body = {"market_id": config.create_market, "scheme": "binary"}
+        try:
+            response = await client.post(
+                f"{config.urls[0]}/markets", json=body, headers={"authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise SetupError(f"cannot reach {config.urls[0]}: {exc!r}") from None
+        if response.status_code not in (201, 409):  # 409: it exists already, which is as good
+            raise SetupError(f"creating market {config.create_market!r}: {response.status_code} {response.text}")
+    deadline = time.monotonic() + 10.0
+    for url in config.urls:
+        while True:
+            try:
+                response = await client.get(f"{url}/markets/{config.market}")
+                if response.status_code == 200:
+                    break
+                problem = f"{url} answers {response.status_code} for market {config.market!r}"
+            except httpx.HTTPError as exc:
+                problem = f"cannot reach {url}: {exc!r}"
+            if time.monotonic() > deadline:
+                raise SetupError(problem)
+            await asyncio.sleep(0.05)
+
+
+async def _drive(
+    clients: Sequence[httpx.AsyncClient], config: Config, results: Results, progress: Progress | None
+) -> None:
+    flow = Flow(config.market, crossing=config.crossing, mid=config.mid, seed=config.seed)
+    total = config.orders
+    if config.rate > 0 and config.seconds is not None:
+        by_time = max(1, int(config.rate * config.seconds))
+        total = by_time if total is None else min(total, by_time)
+    urls = [f"{url}/orders" for url in config.urls]
+    task = progress.add_task("orders", total=total, info="") if progress is not None else None
+    counter = itertools.count()
+    clock = time.perf_counter
+    results.started = start = clock()
+    deadline = start + config.seconds if config.seconds is not None else None
+    rate = config.rate
+    latencies, fill_latencies = results.latencies, results.fill_latencies
+    http_statuses, order_statuses = results.http_statuses, results.order_statuses
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while True:
+            i = next(counter)
+            if total is not None and i >= total:
+                return
+            order = flow.next()  # right after taking the index: bodies keep the flow's order
+            if rate > 0:
+                due = start + i / rate
+                wait = due - clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -0.001:
+                    results.late += 1
+            else:
+                due = clock()
+                if deadline is not None and due >= deadline:
+                    return
+            results.sent += 1
+            try:
+                response = await client.post(urls[i % len(urls)], content=order.body)
+            except httpx.HTTPError as exc:
+                http_statuses[type(exc).__name__] += 1
+            else:
+                done = clock()
+                latencies.append(done - due)
+                http_statuses[str(response.status_code)] += 1
+                if response.status_code < 300:
+                    status = msgspec.json.decode(response.content).get("status", "?")
+                    order_statuses[status] += 1
+                    if order.crossing and status == "filled":
+                        fill_latencies.append(done - due)
+            if progress is not None and task is not None:
+                progress.advance(task)
+
+    workers = [asyncio.create_task(worker(client)) for client in clients]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for pending in workers:
+            pending.cancel()
+        results.finished = clock()
+
+
+async def _run(config: Config, results: Results, console: Console) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        # one client per worker, each with a connection per instance: httpx's pool looks at every
+        # connection it holds on every request, so one shared pool of 64 costs more than the requests
+        tls = ssl.create_default_context()
+        clients = [
+            await stack.enter_async_context(_client(config, len(config.urls), tls)) for _ in range(config.concurrency)
+        ]
+        await _setup(clients[0], config)
+        if not config.progress:
+            await _drive(clients, config, results, None)
+            return
+        columns = (
+            TextColumn("[bold]loadgen[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            refresher = asyncio.create_task(_refresh(progress, results))
+            try:
+                await _drive(clients, config, results, progress)
+            finally:
+                refresher.cancel()
+
+
+async def _refresh(progress: Progress, results: Results) -> None:
+    """Keep the progress line's figures current: orders/s so far and the errors."""
+    while True:
+        elapsed = max(time.perf_counter() - results.started, 1e-9)
+        errors = sum(n for status, n in results.http_statuses.items() if status not in ("200", "201", "202"))
+        info = f"{results.sent / elapsed:,.0f} orders/s  errors {errors:,}"
+        for task in progress.tasks:
+            progress.update(task.id, info=info)
+        await asyncio.sleep(0.25)
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    """On uvloop (uvicorn[standard] brings it): the client then costs less CPU per request."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        # httpcore tries ``import sniffio`` for every lock it sets up; without sniffio installed each
+        # failed attempt searches sys.path again. None in sys.modules makes the attempt fail at once
+        # (and httpcore then assumes asyncio, which is what runs here).
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(figures: Figures, console: Console) -> None:
+    mode = f"{figures.offered_rate:,.0f} orders/s offered" if figures.offered_rate else "as fast as possible"
+    table = Table(
+        title=f"matchbox loadgen: {figures.orders:,} orders, {mode}, concurrency {figures.concurrency}, "
+        f"{len(figures.urls)} instance(s)"
+    )
+    table.add_column("")
+    table.add_column("", justify="right")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f} ms"
+
+    table.add_row("orders sent", f"{figures.orders:,}")
+    table.add_row("ok (200/201)", f"{figures.ok:,}")
+    table.add_row("pending (202)", f"{figures.pending:,}")
+    table.add_row("errors", f"{figures.errors:,}")
+    table.add_row("by HTTP status", ", ".join(f"{k}: {v:,}" for k, v in figures.http_statuses.items()) or "-")
+    table.add_row("by order status", ", ".join(f"{k}: {v:,}" for k, v in figures.order_statuses.items()) or "-")
+    table.add_row("achieved", f"{figures.orders_per_s:,.0f} orders/s over {figures.seconds:,.2f} s")
+    if figures.offered_rate:
+        table.add_row("sent late (> 1 ms)", f"{figures.late:,}")
+    table.add_row("POST /orders p50", ms(figures.latency_p50_ms))
+    table.add_row("POST /orders p90", ms(figures.latency_p90_ms))
+    table.add_row("POST /orders p99", ms(figures.latency_p99_ms))
+    table.add_row("POST /orders max", ms(figures.latency_max_ms))
+    table.add_row(f"order-to-fill p50 ({figures.fills:,} filled crossing orders)", ms(figures.fill_p50_ms))
+    table.add_row("order-to-fill p99", ms(figures.fill_p99_ms))
+    console.print(table)
+
+
+def run(config: Config, *, json_output: bool) -> int:
+    """Offer the load, print the table (and the JSON line); 0 if any order went through, else 1; 2 on setup."""
+    console = Console(stderr=json_output)
+    results = Results()
+    try:
+        with _event_loop_runner() as runner:
+            runner.run(_run(config, results, console))
+    except SetupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    figures = summarize(config, results)
+    render(figures, console)
+    if json_output:
+        sys.stdout.write(msgspec.json.encode(asdict(figures)).decode() + "\n")
+    if figures.ok + figures.pending == 0:
+        console.print("[red]no order was accepted[/]")
+        return 1
+    return 0
