@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from conftest import wait_until
 from matchbox.api.app import create_app
+from matchbox.api.hub import Client
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -280,3 +282,70 @@ def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange:
     with TestClient(create_app(settings)) as other:
         assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
         assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
+
+
+# --------------------------------------------------------------------------- failure modes
+
+
+def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with EmbeddedValkey(tmp_path_factory.mktemp("lonely"), fsync="everysec") as server:
+        settings = Settings(
+            redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1
+        )
+        with TestClient(create_app(settings)) as lonely:
+            response = lonely.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
+            # the default market is not there yet either: no engine has created it
+            assert (response.status_code, response.json()["field"]) == (404, "market_id")
+            assert lonely.get("/ready").status_code == 503
+        journal_length = Bus.connect(server.url).client.xlen("mb:{0}:in")
+        assert journal_length == 1  # the default market's creation waits in the journal for an engine
+
+
+def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server:
+        stop = threading.Event()
+        leader = EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop)
+        thread = threading.Thread(target=leader.run, daemon=True)
+        thread.start()
+        settings = Settings(redis_url=server.url, durability="everysec", outcome_timeout=0.3)
+        with TestClient(create_app(settings)) as api:
+            assert api.post("/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
+            stop.set()  # the only engine goes away
+            thread.join(10)
+            pending = api.post("/orders", json={"side": "buy", "price": 7, "qty": 1})
+            assert pending.status_code == 202
+            assert pending.json()["status"] == "pending"
+            order_id = pending.json()["order_id"]
+            stop2 = threading.Event()
+            successor = threading.Thread(
+                target=EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop2).run, daemon=True
+            )
+            successor.start()
+            wait_until(lambda: api.get(f"/orders/{order_id}").status_code == 200, message="the successor's outcome")
+            assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
+            stop2.set()
+            successor.join(10)
+
+
+def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = EmbeddedValkey(tmp_path_factory.mktemp("down"), fsync="everysec").start()
+    settings = Settings(redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        server.kill()
+        response = api.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
+        assert response.status_code in (404, 503)  # no market known, or Redis refused the submission
+        assert api.get("/engine").status_code == 503
+        assert api.get("/ready").status_code == 503
+
+
+def test_a_slow_websocket_client_is_cut_off_not_waited_for() -> None:
+    client = Client()
+    client.queue = asyncio.Queue(3)
+    for i in range(3):
+        client.offer({"i": i})
+    assert not client.overflowed
+    client.offer({"i": 3})
+    assert client.overflowed
+    assert client.queue.get_nowait() is None  # the sender's cue to close with a reason
+    client.offer({"i": 4})  # ignored from now on
+    assert client.queue.empty()
