@@ -411,7 +411,7 @@ def _json(status: int, model: Any) -> JSONResponse:
 
 
 async def _submit_one(services: Services, command: Command, client_order_id: str | None = None) -> Submission:
-    return (await services.bus.submit_many([JournalRequest(command, client_order_id)]))[0]
+    return await services.bus.submit(JournalRequest(command, client_order_id))
 
 
 async def _engine_outcome(services: Services, command: Command) -> list[Event]:
