@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -349,3 +350,18 @@ def test_a_slow_websocket_client_is_cut_off_not_waited_for() -> None:
     assert client.queue.get_nowait() is None  # the sender's cue to close with a reason
     client.offer({"i": 4})  # ignored from now on
     assert client.queue.empty()
+
+
+def test_a_gtd_order_expires_on_time_with_no_other_traffic(client: TestClient) -> None:
+    market = new_market(client)
+    expires_at = int(time.time() * 1000) + 300
+    body = {"market_id": market, "side": "buy", "price": 20, "qty": 1, "tif": "GTD", "expires_at": expires_at}
+    order = place(client, account="ann", **body).json()
+    assert order["status"] == "open"
+
+    def expired() -> bool:
+        return client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled"
+
+    wait_until(expired, timeout=5, message="the GTD order to expire")
+    assert client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
+    assert client.get(f"/markets/{market}/book").json()["bids"] == []

@@ -32,12 +32,11 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import httpx
 import msgspec
-import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -221,13 +220,12 @@ async def _setup(client: httpx.AsyncClient, config: Config) -> None:
         while True:
             try:
                 response = await client.get(f"{url}/markets/{config.market}")
-                if response.status_code == 200:
-                    break
-                problem = f"{url} answers {response.status_code} for market {config.market!r}"
             except httpx.HTTPError as exc:
-                problem = f"cannot reach {url}: {exc!r}"
-            if time.monotonic() > deadline:
-                raise SetupError(problem)
+                raise SetupError(f"cannot reach {url}: {exc!r}") from None
+            if response.status_code == 200:
+                break
+            if time.monotonic() > deadline:  # a market just created may take a moment to reach every instance
+                raise SetupError(f"{url} answers {response.status_code} for market {config.market!r}")
             await asyncio.sleep(0.05)
 
 
@@ -323,6 +321,9 @@ async def _run(config: Config, results: Results, console: Console) -> None:
 async def _refresh(progress: Progress, results: Results) -> None:
     """Keep the progress line's figures current: orders/s so far and the errors."""
     while True:
+        if not results.started:  # not sending yet
+            await asyncio.sleep(0.05)
+            continue
         elapsed = max(time.perf_counter() - results.started, 1e-9)
         errors = sum(n for status, n in results.http_statuses.items() if status not in ("200", "201", "202"))
         info = f"{results.sent / elapsed:,.0f} orders/s  errors {errors:,}"
@@ -332,13 +333,18 @@ async def _refresh(progress: Progress, results: Results) -> None:
 
 
 def _event_loop_runner() -> asyncio.Runner:
-    """On uvloop (uvicorn[standard] brings it): the client then costs less CPU per request."""
+    """On uvloop where there is one (uvicorn[standard] brings it, but not on Windows): less CPU per request."""
     if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
         # httpcore tries ``import sniffio`` for every lock it sets up; without sniffio installed each
         # failed attempt searches sys.path again. None in sys.modules makes the attempt fail at once
         # (and httpcore then assumes asyncio, which is what runs here).
         sys.modules["sniffio"] = None  # type: ignore[assignment]
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return asyncio.Runner()
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return asyncio.Runner(loop_factory=factory)
 
 
 # --------------------------------------------------------------------------- output

@@ -501,6 +501,13 @@ class Engine:
 
     # ------------------------------------------------------------------ queries
 
+    def next_expiry(self) -> int | None:
+        """The engine time (ns) at which the next GTD order expires, if any is resting."""
+        expiries = self._expiries
+        while expiries and self.orders.get(expiries[0][1]) is None:
+            heappop(expiries)  # the order went before its time: drop the stale entry
+        return expiries[0][0] if expiries else None
+
     def market(self, market_id: str) -> Book | None:
         return self.books.get(market_id)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from matchbox.bus.codec import CodecError, decode_command, encode_book, encode_event
+from matchbox.bus.codec import CodecError, decode_command, encode_book, encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
     CommitRefused,
@@ -39,7 +39,7 @@ from matchbox.bus.commit import (
 )
 from matchbox.bus.connection import Bus, Entry
 from matchbox.engine import Engine
-from matchbox.engine.types import Event, Rejected, RejectReason
+from matchbox.engine.types import AdvanceTime, Event, Rejected, RejectReason
 from matchbox.leader.election import Lease
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class EngineLeader:
         self.stats = LeaderStats()
         self.epoch = 0
         self._watermark_written = 0.0
+        self._clock_ticked = 0.0
 
     # ------------------------------------------------------------------ candidate
 
@@ -161,6 +162,7 @@ class EngineLeader:
                     block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
                     entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
                     if not entries:
+                        self._tick_clock(engine)
                         continue
                 if not self.lease.held:
                     raise LeadershipLost("the lease ran out before the batch could be committed")
@@ -178,6 +180,18 @@ class EngineLeader:
             committer.flush()  # a clean stop: everything applied is committed before the lock goes
         finally:
             committer.close()
+
+    def _tick_clock(self, engine: Engine) -> None:
+        """When the journal is idle and a GTD order is due, journal an AdvanceTime so it expires.
+
+        Engine time only moves with commands, so the leader writes the clock's tick into the
+        journal like any command: replays see the same tick at the same place.
+        """
+        due = engine.next_expiry()
+        if due is None or due > time.time_ns() or time.monotonic() - self._clock_ticked < 0.1:
+            return
+        self._clock_ticked = time.monotonic()
+        self.bus.client.xadd(self.bus.keys.input, {"c": encode_command(AdvanceTime(seq=0, ts=0))})
 
     def _committed(self, batch: Batch) -> None:
         """Called by the committer after each successful commit."""
