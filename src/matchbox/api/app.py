@@ -367,6 +367,9 @@ async def _order_result(
                 order_id=submission.order_id,
             ),
         )
+    known = services.projection.orders.get(submission.order_id)
+    if submission.status == "dup" and known is not None and known.status not in ("accepted", "rejected"):
+        return 200, _order_out(services, known, body.client_order_id), None  # a retry: the first outcome
     events = await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
     if events is None:
         return 202, _pending(submission, body, market_id), None
