@@ -14,7 +14,8 @@ Time in force
     order with ``expires_at <= ts`` is cancelled (reason EXPIRED), oldest expiry first, then
     lowest order id. IOC trades what it can and cancels the rest (reason UNFILLED). FOK trades
     its whole quantity at once or is rejected (FOK_CANNOT_FILL) with nothing executed.
-    Post-only (GTC/GTD only) is rejected (POST_ONLY_WOULD_TAKE) if it would trade at all.
+    Post-only (GTC/GTD only) is rejected (POST_ONLY_WOULD_TAKE) if its price crosses the book
+    at all, even where the only orders it crosses are the account's own.
     A market order is an IOC or FOK whose limit is the worst tick of the market.
 Amending
     ReduceOrder lowers an order's remaining quantity and keeps its place in the queue; reducing
@@ -517,7 +518,10 @@ class Engine:
         return None if book is None else queries.depth(book, max_levels)
 
     def best_bid_ask(self, market_id: str) -> tuple[int | None, int | None]:
-        book = self.books[market_id]
+        """Best bid and ask ticks; (None, None) for an empty book or an unknown market."""
+        book = self.books.get(market_id)
+        if book is None:
+            return None, None
         return (book.best_bid or None, book.best_ask if book.best_ask <= book.max_tick else None)
 
     def order_status(self, order_id: int) -> OrderStatus | None:

@@ -89,8 +89,8 @@ class RejectReason(IntEnum):
     FOK_CANNOT_FILL = 301
     SELF_TRADE = 302  # the first match would be against the same account (CANCEL_TAKER)
     # 4xx: managing an order
-    UNKNOWN_ORDER = 400  # never accepted (or another account's)
-    ORDER_NOT_OPEN = 401  # already filled, cancelled or expired
+    UNKNOWN_ORDER = 400  # above every id accepted so far, or another account's live order
+    ORDER_NOT_OPEN = 401  # at or below that mark and not live: filled, cancelled, expired, never accepted
     # 5xx: the input itself (found by the bus before the engine sees it)
     MALFORMED_COMMAND = 500  # not a command: bad JSON, unknown type, wrong field types
 

@@ -1,0 +1,470 @@
+"""A deliberately naive reference matcher, written from the rules, to check the engine against.
+
+Nothing here is clever or fast. Each market keeps a plain list of its resting orders; to match,
+the opposite side is filtered and sorted by (price, arrival) from scratch. Expiry scans every
+resting order before each command. Rejections are a flat list of ``if`` checks, in the order the
+engine applies them. It shares only the command and event vocabulary (and the depth/status
+structs) with the engine, none of its logic.
+
+Rules followed (see the module docstring of :mod:`matchbox.engine.engine`):
+
+- before any command, every resting GTD order with ``expires_at <= ts`` is cancelled (EXPIRED),
+  by (expires_at, order id);
+- price-time priority, trades at the maker's price, trade ids count up from 1 across markets;
+- GTC/GTD remainders rest, IOC remainders are cancelled (UNFILLED), FOK fills whole or is
+  rejected, post-only is rejected if it would trade, a market order is an IOC/FOK at the worst tick;
+- self-trade prevention: CANCEL_TAKER stops the taker (or rejects it if its first maker is its
+  own), CANCEL_RESTING cancels the account's resting order and goes on;
+- reduce keeps queue position, reducing by the whole remainder cancels; cancel-all by order id;
+- market lifecycle OPEN <-> SUSPENDED -> CLOSED -> SETTLED; closing/settling cancels the book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from matchbox.engine.queries import BookDepth, OrderStatus, PriceLevel
+from matchbox.engine.types import (
+    AdvanceTime,
+    CancelAll,
+    CancelOrder,
+    CancelReason,
+    CloseMarket,
+    Command,
+    CreateMarket,
+    Event,
+    MarketCreated,
+    MarketState,
+    MarketStateChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderKind,
+    OrderReduced,
+    OrderRested,
+    OrderState,
+    PlaceOrder,
+    ReduceOrder,
+    Rejected,
+    RejectReason,
+    ResumeMarket,
+    SelfTradePrevention,
+    SettleMarket,
+    Side,
+    SuspendMarket,
+    TickScheme,
+    TimeInForce,
+    TradeExecuted,
+)
+
+BINARY_TICKS = 99  # cents 1..99
+ODDS_TICKS = 350  # decimal odds 1.01..1000: 100 + 50 + 20 + 20 + 20 + 20 + 10 + 10 + 10 + 90 ticks
+TICKS_LIMIT = 100_000  # the largest ``max_tick`` of a TICKS market
+
+
+@dataclass
+class RefOrder:
+    order_id: int
+    market_id: str
+    account: str
+    side: Side
+    price: int
+    qty: int
+    remaining: int
+    filled: int
+    tif: TimeInForce
+    expires_at: int
+    arrival: int  # when it started resting: its time priority
+
+
+@dataclass
+class RefMarket:
+    market_id: str
+    scheme: TickScheme
+    min_tick: int
+    max_tick: int
+    max_qty: int
+    stp: SelfTradePrevention
+    state: MarketState = MarketState.OPEN
+    resting: list[RefOrder] = field(default_factory=list)
+
+
+class ReferenceBook:
+    """``apply(command) -> list[Event]``, like the engine, the slow and obvious way."""
+
+    def __init__(self) -> None:
+        self.markets: dict[str, RefMarket] = {}
+        self.highest_accepted_id = 0
+        self.trades_so_far = 0
+        self.arrivals = 0
+
+    # ------------------------------------------------------------------ entry point
+
+    def apply(self, cmd: Command) -> list[Event]:
+        events = self._expire(cmd)
+        if isinstance(cmd, CreateMarket):
+            events += self._create_market(cmd)
+        elif isinstance(cmd, PlaceOrder):
+            events += self._place(cmd)
+        elif isinstance(cmd, CancelOrder):
+            events += self._cancel(cmd)
+        elif isinstance(cmd, ReduceOrder):
+            events += self._reduce(cmd)
+        elif isinstance(cmd, CancelAll):
+            events += self._cancel_all(cmd)
+        elif isinstance(cmd, SuspendMarket):
+            events += self._transition(cmd, cmd.market_id, [MarketState.OPEN], MarketState.SUSPENDED)
+        elif isinstance(cmd, ResumeMarket):
+            events += self._transition(cmd, cmd.market_id, [MarketState.SUSPENDED], MarketState.OPEN)
+        elif isinstance(cmd, CloseMarket):
+            allowed = [MarketState.OPEN, MarketState.SUSPENDED]
+            events += self._transition(cmd, cmd.market_id, allowed, MarketState.CLOSED)
+        elif isinstance(cmd, SettleMarket):
+            allowed = [MarketState.OPEN, MarketState.SUSPENDED, MarketState.CLOSED]
+            events += self._transition(cmd, cmd.market_id, allowed, MarketState.SETTLED, cmd.outcome)
+        elif isinstance(cmd, AdvanceTime):
+            pass
+        else:
+            raise TypeError(f"unknown command {cmd!r}")
+        return events
+
+    # ------------------------------------------------------------------ queries
+
+    def all_resting(self) -> list[RefOrder]:
+        return [order for market in self.markets.values() for order in market.resting]
+
+    def find(self, order_id: int) -> RefOrder | None:
+        for order in self.all_resting():
+            if order.order_id == order_id:
+                return order
+        return None
+
+    def order_statuses(self) -> dict[int, OrderStatus]:
+        """The status of every live order, by id."""
+        statuses = {}
+        for order in self.all_resting():
+            state = OrderState.PARTIALLY_FILLED if order.filled > 0 else OrderState.OPEN
+            statuses[order.order_id] = OrderStatus(
+                order.order_id,
+                order.market_id,
+                order.account,
+                order.side,
+                order.price,
+                order.qty,
+                order.remaining,
+                order.filled,
+                state,
+            )
+        return statuses
+
+    def depth(self, market_id: str, max_levels: int = 10) -> BookDepth | None:
+        market = self.markets.get(market_id)
+        if market is None:
+            return None
+        bids = self._levels([o for o in market.resting if o.side == Side.BUY], highest_first=True)
+        asks = self._levels([o for o in market.resting if o.side == Side.SELL], highest_first=False)
+        return BookDepth(market_id, bids[:max_levels], asks[:max_levels])
+
+    def best_bid_ask(self, market_id: str) -> tuple[int | None, int | None]:
+        resting = self.markets[market_id].resting
+        bids = [o.price for o in resting if o.side == Side.BUY]
+        asks = [o.price for o in resting if o.side == Side.SELL]
+        return (max(bids) if bids else None, min(asks) if asks else None)
+
+    @staticmethod
+    def _levels(orders: list[RefOrder], highest_first: bool) -> list[PriceLevel]:
+        prices = sorted({o.price for o in orders}, reverse=highest_first)
+        levels = []
+        for price in prices:
+            at_price = [o for o in orders if o.price == price]
+            levels.append(PriceLevel(price, sum(o.remaining for o in at_price), len(at_price)))
+        return levels
+
+    # ------------------------------------------------------------------ time
+
+    def _expire(self, cmd: Command) -> list[Event]:
+        due = [o for o in self.all_resting() if o.tif == TimeInForce.GTD and o.expires_at <= cmd.ts]
+        due.sort(key=lambda o: (o.expires_at, o.order_id))
+        return [self._take_off(order, CancelReason.EXPIRED, cmd) for order in due]
+
+    # ------------------------------------------------------------------ orders
+
+    def _place(self, cmd: PlaceOrder) -> list[Event]:
+        reason = self._check_fields(cmd)
+        if reason is not None:
+            return [self._rejected(cmd, reason, cmd.market_id, cmd.order_id, cmd.account)]
+        market = self.markets[cmd.market_id]
+
+        limit = cmd.price
+        if cmd.kind == OrderKind.MARKET:
+            limit = market.max_tick if cmd.side == Side.BUY else market.min_tick
+        makers = self._makers_in_priority(market, cmd.side, limit)
+
+        if makers:  # the order crosses the book
+            if cmd.post_only:
+                reason = RejectReason.POST_ONLY_WOULD_TAKE
+            elif makers[0].account == cmd.account and market.stp == SelfTradePrevention.CANCEL_TAKER:
+                reason = RejectReason.SELF_TRADE
+            elif cmd.tif == TimeInForce.FOK and self._could_take(market, makers, cmd.account) < cmd.qty:
+                reason = RejectReason.FOK_CANNOT_FILL
+        elif cmd.tif == TimeInForce.FOK:
+            reason = RejectReason.FOK_CANNOT_FILL
+        if reason is not None:
+            return [self._rejected(cmd, reason, cmd.market_id, cmd.order_id, cmd.account)]
+
+        self.highest_accepted_id = cmd.order_id
+        events: list[Event] = [
+            OrderAccepted(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=cmd.market_id,
+                order_id=cmd.order_id,
+                account=cmd.account,
+                side=cmd.side,
+                price=limit,
+                qty=cmd.qty,
+                tif=cmd.tif,
+                kind=cmd.kind,
+                post_only=cmd.post_only,
+                expires_at=cmd.expires_at,
+            )
+        ]
+
+        remaining = cmd.qty
+        stopped_by_self_trade = False
+        for maker in makers:
+            if remaining == 0:
+                break
+            if maker.account == cmd.account:
+                if market.stp == SelfTradePrevention.CANCEL_TAKER:
+                    stopped_by_self_trade = True
+                    break
+                events.append(self._take_off(maker, CancelReason.SELF_TRADE, cmd))
+                continue
+            qty = min(remaining, maker.remaining)
+            remaining -= qty
+            maker.remaining -= qty
+            maker.filled += qty
+            if maker.remaining == 0:
+                market.resting.remove(maker)
+            self.trades_so_far += 1
+            events.append(
+                TradeExecuted(
+                    seq=cmd.seq,
+                    ts=cmd.ts,
+                    market_id=cmd.market_id,
+                    trade_id=self.trades_so_far,
+                    price=maker.price,
+                    qty=qty,
+                    taker_side=cmd.side,
+                    maker_order_id=maker.order_id,
+                    taker_order_id=cmd.order_id,
+                    maker_account=maker.account,
+                    taker_account=cmd.account,
+                    maker_remaining=maker.remaining,
+                    taker_remaining=remaining,
+                )
+            )
+
+        if remaining == 0:
+            return events
+        if stopped_by_self_trade or cmd.tif in (TimeInForce.IOC, TimeInForce.FOK):
+            why = CancelReason.SELF_TRADE if stopped_by_self_trade else CancelReason.UNFILLED
+            events.append(self._cancelled(cmd, cmd.market_id, cmd.order_id, cmd.account, remaining, why))
+            return events
+        self.arrivals += 1
+        market.resting.append(
+            RefOrder(
+                order_id=cmd.order_id,
+                market_id=cmd.market_id,
+                account=cmd.account,
+                side=cmd.side,
+                price=limit,
+                qty=cmd.qty,
+                remaining=remaining,
+                filled=cmd.qty - remaining,
+                tif=cmd.tif,
+                expires_at=cmd.expires_at,
+                arrival=self.arrivals,
+            )
+        )
+        events.append(
+            OrderRested(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=cmd.market_id,
+                order_id=cmd.order_id,
+                account=cmd.account,
+                side=cmd.side,
+                price=limit,
+                remaining=remaining,
+            )
+        )
+        return events
+
+    def _check_fields(self, cmd: PlaceOrder) -> RejectReason | None:
+        """Refusals that do not depend on the book, in the engine's order."""
+        market = self.markets.get(cmd.market_id)
+        if market is None:
+            return RejectReason.UNKNOWN_MARKET
+        if market.state != MarketState.OPEN:
+            return RejectReason.MARKET_NOT_OPEN
+        if cmd.order_id <= self.highest_accepted_id:
+            return RejectReason.DUPLICATE_ORDER_ID
+        if cmd.qty <= 0:
+            return RejectReason.INVALID_QUANTITY
+        if cmd.qty > market.max_qty:
+            return RejectReason.QUANTITY_OVER_MAX
+        resting_tif = cmd.tif in (TimeInForce.GTC, TimeInForce.GTD)
+        if cmd.kind == OrderKind.MARKET and (resting_tif or cmd.post_only):
+            return RejectReason.INVALID_ORDER_TYPE
+        if cmd.kind == OrderKind.LIMIT and not market.min_tick <= cmd.price <= market.max_tick:
+            return RejectReason.INVALID_PRICE
+        if cmd.post_only and not resting_tif:
+            return RejectReason.INVALID_ORDER_TYPE
+        if cmd.tif == TimeInForce.GTD and (cmd.expires_at == 0 or cmd.expires_at <= cmd.ts):
+            return RejectReason.INVALID_EXPIRY
+        if cmd.tif != TimeInForce.GTD and cmd.expires_at != 0:
+            return RejectReason.INVALID_EXPIRY
+        return None
+
+    @staticmethod
+    def _makers_in_priority(market: RefMarket, side: Side, limit: int) -> list[RefOrder]:
+        """Resting orders an incoming order at ``limit`` may meet, in the order it meets them."""
+        if side == Side.BUY:
+            asks = [o for o in market.resting if o.side == Side.SELL and o.price <= limit]
+            return sorted(asks, key=lambda o: (o.price, o.arrival))
+        bids = [o for o in market.resting if o.side == Side.BUY and o.price >= limit]
+        return sorted(bids, key=lambda o: (-o.price, o.arrival))
+
+    @staticmethod
+    def _could_take(market: RefMarket, makers: list[RefOrder], account: str) -> int:
+        total = 0
+        for maker in makers:
+            if maker.account == account:
+                if market.stp == SelfTradePrevention.CANCEL_TAKER:
+                    break  # the taker would stop here
+                continue  # it would be cancelled, not traded with
+            total += maker.remaining
+        return total
+
+    def _find_live(self, order_id: int, account: str) -> RefOrder | RejectReason:
+        order = self.find(order_id)
+        if order is None:
+            if order_id > self.highest_accepted_id:
+                return RejectReason.UNKNOWN_ORDER
+            return RejectReason.ORDER_NOT_OPEN
+        if account not in ("", order.account):  # a named account must own the order
+            return RejectReason.UNKNOWN_ORDER
+        return order
+
+    def _cancel(self, cmd: CancelOrder) -> list[Event]:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason):
+            return [self._rejected(cmd, found, "", cmd.order_id, cmd.account)]
+        return [self._take_off(found, CancelReason.USER, cmd)]
+
+    def _reduce(self, cmd: ReduceOrder) -> list[Event]:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason):
+            return [self._rejected(cmd, found, "", cmd.order_id, cmd.account)]
+        if cmd.reduce_by <= 0:
+            return [self._rejected(cmd, RejectReason.INVALID_QUANTITY, "", cmd.order_id, cmd.account)]
+        if cmd.reduce_by >= found.remaining:
+            return [self._take_off(found, CancelReason.USER, cmd)]
+        found.remaining -= cmd.reduce_by
+        return [
+            OrderReduced(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=found.market_id,
+                order_id=found.order_id,
+                account=found.account,
+                reduced_by=cmd.reduce_by,
+                remaining=found.remaining,
+            )
+        ]
+
+    def _cancel_all(self, cmd: CancelAll) -> list[Event]:
+        market = self.markets.get(cmd.market_id)
+        if market is None:
+            return [self._rejected(cmd, RejectReason.UNKNOWN_MARKET, cmd.market_id, 0, cmd.account)]
+        mine = sorted((o for o in market.resting if o.account == cmd.account), key=lambda o: o.order_id)
+        return [self._take_off(order, CancelReason.CANCEL_ALL, cmd) for order in mine]
+
+    # ------------------------------------------------------------------ markets
+
+    def _create_market(self, cmd: CreateMarket) -> list[Event]:
+        if cmd.market_id in self.markets:
+            return [self._rejected(cmd, RejectReason.MARKET_EXISTS, cmd.market_id)]
+        if cmd.scheme == TickScheme.BINARY:
+            max_tick = BINARY_TICKS
+        elif cmd.scheme == TickScheme.ODDS:
+            max_tick = ODDS_TICKS
+        else:
+            max_tick = cmd.max_tick
+        if not 1 <= max_tick <= TICKS_LIMIT or cmd.market_id == "" or cmd.max_qty <= 0:
+            return [self._rejected(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id)]
+        self.markets[cmd.market_id] = RefMarket(cmd.market_id, cmd.scheme, 1, max_tick, cmd.max_qty, cmd.stp)
+        return [
+            MarketCreated(
+                seq=cmd.seq,
+                ts=cmd.ts,
+                market_id=cmd.market_id,
+                scheme=cmd.scheme,
+                min_tick=1,
+                max_tick=max_tick,
+                max_qty=cmd.max_qty,
+                stp=cmd.stp,
+            )
+        ]
+
+    def _transition(
+        self, cmd: Command, market_id: str, allowed: list[MarketState], target: MarketState, outcome: str = ""
+    ) -> list[Event]:
+        market = self.markets.get(market_id)
+        if market is None:
+            return [self._rejected(cmd, RejectReason.UNKNOWN_MARKET, market_id)]
+        if market.state not in allowed:
+            return [self._rejected(cmd, RejectReason.ILLEGAL_TRANSITION, market_id)]
+        market.state = target
+        events: list[Event] = [
+            MarketStateChanged(seq=cmd.seq, ts=cmd.ts, market_id=market_id, state=target, outcome=outcome)
+        ]
+        if target in (MarketState.CLOSED, MarketState.SETTLED):
+            for order in sorted(market.resting, key=lambda o: o.order_id):
+                events.append(self._take_off(order, CancelReason.MARKET_CLOSED, cmd))
+        return events
+
+    # ------------------------------------------------------------------ helpers
+
+    def _take_off(self, order: RefOrder, reason: CancelReason, cmd: Command) -> OrderCancelled:
+        self.markets[order.market_id].resting.remove(order)
+        return self._cancelled(cmd, order.market_id, order.order_id, order.account, order.remaining, reason)
+
+    @staticmethod
+    def _cancelled(
+        cmd: Command, market_id: str, order_id: int, account: str, qty: int, reason: CancelReason
+    ) -> OrderCancelled:
+        return OrderCancelled(
+            seq=cmd.seq,
+            ts=cmd.ts,
+            market_id=market_id,
+            order_id=order_id,
+            account=account,
+            cancelled_qty=qty,
+            reason=reason,
+        )
+
+    @staticmethod
+    def _rejected(
+        cmd: Command, reason: RejectReason, market_id: str = "", order_id: int = 0, account: str = ""
+    ) -> Rejected:
+        return Rejected(
+            seq=cmd.seq,
+            ts=cmd.ts,
+            command=type(cmd).__name__,
+            reason=reason,
+            market_id=market_id,
+            order_id=order_id,
+            account=account,
+        )
