@@ -1,0 +1,214 @@
+"""The API against its own OpenAPI schema, with Schemathesis: no 5xx, every status documented, every body valid.
+
+The app runs in-process (Schemathesis's ASGI transport, lifespan included) on a private Valkey,
+with an engine leader in a thread, so orders really are matched and the answers are real ones.
+Each operation gets a bounded number of generated requests, valid and invalid; the admin
+operations get them a second time with the admin token, to reach past the token check.
+
+Two known bugs are excluded from the generated runs (only the failing check, only on the
+operations concerned) and pinned by strict xfail tests, which start passing once they are fixed:
+the admin operations answer an undocumented 403, and order answers leave out ``price`` (market
+orders) or ``side`` and ``price`` (rejected orders), which the schema says are required.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.core.failures import FailureGroup
+from schemathesis.python import asgi
+
+from matchbox.api.app import create_app
+from matchbox.bus.connection import Bus
+from matchbox.bus.server import EmbeddedValkey
+from matchbox.leader.runner import EngineLeader, LeaderConfig
+from matchbox.settings import Settings
+
+ADMIN_TOKEN = "t"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_headers_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
+EXAMPLES = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+ADMIN_OPERATIONS = [
+    "POST /markets",
+    "POST /markets/{market_id}/suspend",
+    "POST /markets/{market_id}/resume",
+    "POST /markets/{market_id}/close",
+    "POST /markets/{market_id}/settle",
+]
+UNDOCUMENTED_403 = (
+    "BUG: admin operations answer 403 (no or wrong admin token) but their OpenAPI responses list only "
+    "201/200, 400, 404, 409, 422, 503 (ERRORS in api/app.py has no 403)"
+)
+MISSING_NULLABLE_FIELDS = (
+    "BUG: OrderOut declares side and price as required (nullable, no default), but the order routes answer "
+    "with exclude_none, so a market order's answer has no 'price' and a rejected order's state has no 'side' "
+    "nor 'price'"
+)
+KNOWN_BUGS = {  # operation -> the check that fails on it, excluded from the generated runs
+    **dict.fromkeys(ADMIN_OPERATIONS, schemathesis.checks.status_code_conformance),
+    "POST /orders": schemathesis.checks.response_schema_conformance,
+    "GET /orders/{order_id}": schemathesis.checks.response_schema_conformance,
+}
+
+
+def app_settings(redis_url: str | None) -> Settings:
+    return Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, durability="everysec", outcome_timeout=2.0)
+
+
+# the schema needs no Redis: an app that is never started describes it
+schema = schemathesis.openapi.from_dict(create_app(app_settings(None)).openapi())
+
+
+class Exchange:
+    """A private Valkey, an engine leader thread and the app, for the module."""
+
+    def __init__(self, folder: Path) -> None:
+        self.server = EmbeddedValkey(folder, fsync="everysec")
+        self.stop = threading.Event()
+        self.leader: EngineLeader | None = None
+        self.thread: threading.Thread | None = None
+        self.app = create_app(app_settings(None))
+
+    def start(self) -> None:
+        url = self.server.start().url
+        self.leader = EngineLeader(Bus.connect(url), LeaderConfig(lock_ttl_ms=1000, name="schema"), self.stop)
+        self.thread = threading.Thread(target=self.leader.run, name="engine-leader", daemon=True)
+        self.thread.start()
+        self.app = create_app(app_settings(url))
+
+    def close(self) -> None:
+        try:
+            asgi.shutdown_lifespans()  # the app's lifespan, which the first request started
+        finally:
+            self.stop.set()
+            if self.thread is not None:
+                self.thread.join(10)
+            if self.leader is not None:
+                self.leader.bus.close()
+            self.server.stop()
+
+    def market(self, market_id: str) -> str:
+        """A binary market of one test's own: no generated order rests there."""
+        body = {"market_id": market_id, "scheme": "binary"}
+        _case, response = self.call("POST /markets", body=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return market_id
+
+    def call(self, label: str, **parts: Any) -> Any:
+        """A hand-made case of the operation ``label`` ("POST /orders"), sent to the app."""
+        method, path = label.split(" ")
+        case = schema[path][method].Case(**parts)
+        return case, case.call(app=self.app)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    running = Exchange(tmp_path_factory.mktemp("valkey"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+    assert running.thread is not None
+    assert not running.thread.is_alive(), "the engine leader did not stop"
+
+
+def checks_for(case: schemathesis.Case) -> list[Any]:
+    known = KNOWN_BUGS.get(f"{case.method.upper()} {case.path}")
+    return [check for check in CHECKS if check is not known]
+
+
+# --------------------------------------------------------------------------- generated
+
+
+@schema.parametrize()
+@EXAMPLES
+def test_api_conforms_to_its_schema(case: schemathesis.Case, exchange: Exchange) -> None:
+    case.call_and_validate(app=exchange.app, checks=checks_for(case))
+
+
+@schema.include(method="POST", path_regex="^/markets").parametrize()
+@EXAMPLES
+def test_admin_operations_with_the_token_conform(case: schemathesis.Case, exchange: Exchange) -> None:
+    if (case.path_parameters or {}).get("market_id") == "default":  # the other tests trade there
+        case.path_parameters = {"market_id": "not-default"}
+    case.call_and_validate(app=exchange.app, headers=ADMIN, checks=CHECKS)
+
+
+# --------------------------------------------------------------------------- by hand
+
+
+def test_limit_order_answers_conform(exchange: Exchange) -> None:
+    """What the generated runs leave out on the order routes, checked on orders that are not affected."""
+    market = exchange.market("limits")
+    case, response = exchange.call("POST /orders", body={"market_id": market, "side": "sell", "price": 70, "qty": 10})
+    assert (response.status_code, response.json()["status"]) == (201, "open")
+    case.validate_response(response, checks=CHECKS)
+    resting = response.json()["order_id"]
+    case, response = exchange.call("POST /orders", body={"market_id": market, "side": "buy", "price": 70, "qty": 4})
+    assert (response.status_code, response.json()["status"]) == (201, "filled")
+    case.validate_response(response, checks=CHECKS)
+    for order_id in (resting, response.json()["order_id"]):
+        case, response = exchange.call("GET /orders/{order_id}", path_parameters={"order_id": order_id})
+        assert response.status_code == 200
+        case.validate_response(response, checks=CHECKS)
+    path = {"order_id": resting}
+    case, response = exchange.call("PATCH /orders/{order_id}", path_parameters=path, body={"reduce_by": 1})
+    assert (response.status_code, response.json()["remaining"]) == (200, 5)
+    case.validate_response(response, checks=CHECKS)
+    case, response = exchange.call("DELETE /orders/{order_id}", path_parameters=path)
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    case.validate_response(response, checks=CHECKS)
+
+
+@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=UNDOCUMENTED_403)
+@pytest.mark.parametrize("label", ADMIN_OPERATIONS)
+def test_admin_refusal_is_documented(exchange: Exchange, label: str) -> None:
+    parts: dict[str, Any] = {"path_parameters": {"market_id": "default"}} if "{market_id}" in label else {}
+    if label == "POST /markets":
+        parts["body"] = {"market_id": "refused", "scheme": "binary"}
+    case, response = exchange.call(label, **parts)  # no token
+    assert response.status_code == 403
+    case.validate_response(response, checks=[schemathesis.checks.status_code_conformance])
+
+
+@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=MISSING_NULLABLE_FIELDS)
+def test_market_order_answer_conforms(exchange: Exchange) -> None:
+    market = exchange.market("market-orders")
+    _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "buy", "price": 40, "qty": 1})
+    assert response.status_code == 201
+    case, response = exchange.call(
+        "POST /orders", body={"market_id": market, "side": "sell", "qty": 1, "type": "market"}
+    )
+    assert (response.status_code, response.json()["status"], response.json()["type"]) == (201, "filled", "market")
+    case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])
+
+
+@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=MISSING_NULLABLE_FIELDS)
+def test_rejected_order_state_conforms(exchange: Exchange) -> None:
+    market = exchange.market("rejections")
+    _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "sell", "price": 60, "qty": 1})
+    assert response.status_code == 201
+    taking = {"market_id": market, "side": "buy", "price": 60, "qty": 1, "post_only": True}
+    _case, response = exchange.call("POST /orders", body=taking)
+    assert (response.status_code, response.json()["reason"]) == (422, "POST_ONLY_WOULD_TAKE")
+    path = {"order_id": response.json()["order_id"]}
+    case, response = exchange.call("GET /orders/{order_id}", path_parameters=path)
+    assert (response.status_code, response.json()["status"]) == (200, "rejected")
+    case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])
