@@ -89,6 +89,7 @@ class Book:
         "levels",
         "best_bid",
         "best_ask",
+        "occupied",
     )
 
     def __init__(
@@ -115,6 +116,9 @@ class Book:
         )
         self.best_bid = 0
         self.best_ask = max_tick + 1
+        # the ticks of each side's non-empty levels: queries and best-price moves stay in
+        # proportion to the levels there are, not to the width of the ladder (100,000 ticks)
+        self.occupied: tuple[set[int], set[int]] = (set(), set())
 
     # ------------------------------------------------------------------ resting
 
@@ -127,6 +131,8 @@ class Book:
         level.orders.append(order)
         level.total += order.remaining
         level.count += 1
+        if level.count == 1:
+            self.occupied[order.side].add(price)
         if order.side is Side.BUY:
             if price > self.best_bid:
                 self.best_bid = price
@@ -154,40 +160,45 @@ class Book:
         return remaining
 
     def level_emptied(self, side: Side, price: int) -> None:
-        """Move the best price past a level that just emptied, if it was the best."""
+        """Forget a level that just emptied; move the best price past it if it was the best.
+
+        The next best is usually a tick or two away, so a few ticks are stepped first; past
+        that (a sparse book on a wide ladder) the occupied set gives it directly.
+        """
+        occupied = self.occupied[side]
+        occupied.discard(price)
         levels = self.levels[side]
         if side is Side.BUY:
             if price == self.best_bid:
-                tick = price - 1
-                while tick > 0:
+                if not occupied:
+                    self.best_bid = 0
+                    return
+                for tick in range(price - 1, max(price - 9, 0), -1):
                     level = levels[tick]
                     if level is not None and level.count:
-                        break
-                    tick -= 1
-                self.best_bid = tick
+                        self.best_bid = tick
+                        return
+                self.best_bid = max(occupied)
         elif price == self.best_ask:
-            tick = price + 1
-            end = self.max_tick + 1
-            while tick < end:
+            if not occupied:
+                self.best_ask = self.max_tick + 1
+                return
+            for tick in range(price + 1, min(price + 9, self.max_tick + 1)):
                 level = levels[tick]
                 if level is not None and level.count:
-                    break
-                tick += 1
-            self.best_ask = tick
+                    self.best_ask = tick
+                    return
+            self.best_ask = min(occupied)
 
     # ------------------------------------------------------------------ queries
 
     def side_levels(self, side: Side) -> Iterator[Level]:
         """Non-empty levels of one side, best price first."""
         levels = self.levels[side]
-        if side is Side.BUY:
-            ticks: range = range(self.best_bid, 0, -1)
-        else:
-            ticks = range(self.best_ask, self.max_tick + 1)
-        for tick in ticks:
+        for tick in sorted(self.occupied[side], reverse=side is Side.BUY):
             level = levels[tick]
-            if level is not None and level.count:
-                yield level
+            assert level is not None
+            yield level
 
     def live_orders(self) -> Iterator[Order]:
         """Every live order: bids best first, then asks best first, each level oldest first."""

@@ -214,6 +214,8 @@ class Engine:
         level.orders.append(order)
         level.total += remaining
         level.count += 1
+        if level.count == 1:
+            book.occupied[side].add(price)
         if side is _BUY:
             if price > book.best_bid:
                 book.best_bid = price

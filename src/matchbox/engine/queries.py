@@ -84,6 +84,7 @@ def check_invariants(engine: Engine) -> None:
 
 def _check_side(book: Book, side: Side, seen: set[int]) -> None:
     best = 0 if side is Side.BUY else book.max_tick + 1
+    occupied = set()
     for tick, level in enumerate(book.levels[side]):
         if level is None:
             continue
@@ -98,10 +99,14 @@ def _check_side(book: Book, side: Side, seen: set[int]) -> None:
             if order.remaining + order.filled > order.qty or order.remaining <= 0:
                 _fail(f"order {order.order_id}: remaining {order.remaining} filled {order.filled} of {order.qty}")
             seen.add(order.order_id)
+        if live:
+            occupied.add(tick)
         if live and (tick > best if side is Side.BUY else tick < best):
             best = tick
     if best != (book.best_bid if side is Side.BUY else book.best_ask):
         _fail(f"{book.market_id} {side.name}: best price is stale")
+    if occupied != book.occupied[side]:
+        _fail(f"{book.market_id} {side.name}: the set of occupied ticks does not match the levels")
 
 
 def _fail(message: str) -> None:
