@@ -5,10 +5,8 @@ with an engine leader in a thread, so orders really are matched and the answers 
 Each operation gets a bounded number of generated requests, valid and invalid; the admin
 operations get them a second time with the admin token, to reach past the token check.
 
-Two known bugs are excluded from the generated runs (only the failing check, only on the
-operations concerned) and pinned by strict xfail tests, which start passing once they are fixed:
-the admin operations answer an undocumented 403, and order answers leave out ``price`` (market
-orders) or ``side`` and ``price`` (rejected orders), which the schema says are required.
+Three hand-written cases pin what the generated runs once found: the admin operations' 403 is
+documented, and a market order's answer and a rejected order's state (no price, no side) conform.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi
 
 from matchbox.api.app import create_app
@@ -51,20 +48,6 @@ ADMIN_OPERATIONS = [
     "POST /markets/{market_id}/close",
     "POST /markets/{market_id}/settle",
 ]
-UNDOCUMENTED_403 = (
-    "BUG: admin operations answer 403 (no or wrong admin token) but their OpenAPI responses list only "
-    "201/200, 400, 404, 409, 422, 503 (ERRORS in api/app.py has no 403)"
-)
-MISSING_NULLABLE_FIELDS = (
-    "BUG: OrderOut declares side and price as required (nullable, no default), but the order routes answer "
-    "with exclude_none, so a market order's answer has no 'price' and a rejected order's state has no 'side' "
-    "nor 'price'"
-)
-KNOWN_BUGS = {  # operation -> the check that fails on it, excluded from the generated runs
-    **dict.fromkeys(ADMIN_OPERATIONS, schemathesis.checks.status_code_conformance),
-    "POST /orders": schemathesis.checks.response_schema_conformance,
-    "GET /orders/{order_id}": schemathesis.checks.response_schema_conformance,
-}
 
 
 def app_settings(redis_url: str | None) -> Settings:
@@ -130,8 +113,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
 
 
 def checks_for(case: schemathesis.Case) -> list[Any]:
-    known = KNOWN_BUGS.get(f"{case.method.upper()} {case.path}")
-    return [check for check in CHECKS if check is not known]
+    return CHECKS
 
 
 # --------------------------------------------------------------------------- generated
@@ -177,7 +159,6 @@ def test_limit_order_answers_conform(exchange: Exchange) -> None:
     case.validate_response(response, checks=CHECKS)
 
 
-@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=UNDOCUMENTED_403)
 @pytest.mark.parametrize("label", ADMIN_OPERATIONS)
 def test_admin_refusal_is_documented(exchange: Exchange, label: str) -> None:
     parts: dict[str, Any] = {"path_parameters": {"market_id": "default"}} if "{market_id}" in label else {}
@@ -188,7 +169,6 @@ def test_admin_refusal_is_documented(exchange: Exchange, label: str) -> None:
     case.validate_response(response, checks=[schemathesis.checks.status_code_conformance])
 
 
-@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=MISSING_NULLABLE_FIELDS)
 def test_market_order_answer_conforms(exchange: Exchange) -> None:
     market = exchange.market("market-orders")
     _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "buy", "price": 40, "qty": 1})
@@ -200,7 +180,6 @@ def test_market_order_answer_conforms(exchange: Exchange) -> None:
     case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])
 
 
-@pytest.mark.xfail(strict=True, raises=FailureGroup, reason=MISSING_NULLABLE_FIELDS)
 def test_rejected_order_state_conforms(exchange: Exchange) -> None:
     market = exchange.market("rejections")
     _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "sell", "price": 60, "qty": 1})

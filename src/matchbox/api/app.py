@@ -90,6 +90,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody},
     503: {"model": ErrorBody},
 }
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorBody}}
 
 
 class ApiError(Exception):
@@ -262,7 +263,7 @@ def _order_out(services: Services, order: OrderView, client_order_id: str | None
         account=order.account,
         side=None if rejected else side_word(scheme, order.side),
         price=None if rejected or order.kind is OrderKind.MARKET else price_out(scheme, order.price),
-        qty=order.qty,
+        qty=None if rejected else order.qty,
         remaining=order.remaining,
         filled=order.filled,
         status=order.status,
@@ -516,7 +517,7 @@ def _routes(app: FastAPI) -> None:
 
     # ------------------------------------------------------------------ markets
 
-    @app.post("/markets", status_code=201, response_model=MarketOut, responses=ERRORS)
+    @app.post("/markets", status_code=201, response_model=MarketOut, responses=ADMIN_ERRORS)
     async def create_market(request: Request, body: MarketIn, authorization: AdminToken = None) -> MarketOut:
         """Create a market (admin)."""
         services = services_of(request)
@@ -558,22 +559,22 @@ def _routes(app: FastAPI) -> None:
         await _engine_outcome(services, command)
         return _market_out(services, services.projection.markets[market_id])
 
-    @app.post("/markets/{market_id}/suspend", response_model=MarketOut, responses=ERRORS)
+    @app.post("/markets/{market_id}/suspend", response_model=MarketOut, responses=ADMIN_ERRORS)
     async def suspend(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
         """Suspend trading (admin): new orders are refused, the book stays, cancels still work."""
         return await transition(request, market_id, authorization, SuspendMarket(seq=0, ts=0, market_id=market_id))
 
-    @app.post("/markets/{market_id}/resume", response_model=MarketOut, responses=ERRORS)
+    @app.post("/markets/{market_id}/resume", response_model=MarketOut, responses=ADMIN_ERRORS)
     async def resume(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
         """Resume trading (admin)."""
         return await transition(request, market_id, authorization, ResumeMarket(seq=0, ts=0, market_id=market_id))
 
-    @app.post("/markets/{market_id}/close", response_model=MarketOut, responses=ERRORS)
+    @app.post("/markets/{market_id}/close", response_model=MarketOut, responses=ADMIN_ERRORS)
     async def close(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
         """Close the market (admin): every resting order is cancelled."""
         return await transition(request, market_id, authorization, CloseMarket(seq=0, ts=0, market_id=market_id))
 
-    @app.post("/markets/{market_id}/settle", response_model=MarketOut, responses=ERRORS)
+    @app.post("/markets/{market_id}/settle", response_model=MarketOut, responses=ADMIN_ERRORS)
     async def settle(
         request: Request, market_id: str, body: SettleIn | None = None, authorization: AdminToken = None
     ) -> MarketOut:

@@ -87,9 +87,9 @@ class OrderOut(BaseModel):
     order_id: int
     market_id: str
     account: str
-    side: str | None
-    price: float | int | None
-    qty: int
+    side: str | None = Field(default=None, description="absent for an order the engine rejected")
+    price: float | int | None = Field(default=None, description="absent for market orders and rejected orders")
+    qty: int | None = Field(default=None, description="absent for an order the engine rejected")
     remaining: int
     filled: int
     status: str = Field(description="accepted, open, partially_filled, filled, cancelled, rejected or pending")

@@ -41,11 +41,12 @@ class AsyncBus:
     def connect(cls, url: str, shard: int = 0, durability: Durability = Durability.ALWAYS, **options: Any) -> AsyncBus:
         options.setdefault("socket_connect_timeout", 2.0)
         options.setdefault("socket_timeout", 10.0)
-        options.setdefault("max_connections", 64)
-        return cls(aioredis.Redis.from_url(url, **options), shard, durability)
+        # a burst waits for a free connection (up to 5 s) instead of failing with "too many"
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
+        return cls(aioredis.Redis(connection_pool=pool), shard, durability)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
     async def submit(self, request: Request) -> Submission:
         """One command, coalesced with whatever else this process submits meanwhile.
