@@ -162,32 +162,42 @@ class Book:
     def level_emptied(self, side: Side, price: int) -> None:
         """Forget a level that just emptied; move the best price past it if it was the best.
 
-        The next best is usually a tick or two away, so a few ticks are stepped first; past
-        that (a sparse book on a wide ladder) the occupied set gives it directly.
+        The next best is usually a tick or two away, so up to eight ticks are stepped first;
+        past that (a sparse book on a wide ladder) the occupied set gives it directly.
         """
         occupied = self.occupied[side]
         occupied.discard(price)
-        levels = self.levels[side]
         if side is Side.BUY:
-            if price == self.best_bid:
-                if not occupied:
-                    self.best_bid = 0
+            if price != self.best_bid:
+                return
+            if not occupied:
+                self.best_bid = 0
+                return
+            levels = self.levels[side]
+            tick = price - 1
+            stop = max(price - 9, 0)
+            while tick > stop:
+                level = levels[tick]
+                if level is not None and level.count:
+                    self.best_bid = tick
                     return
-                for tick in range(price - 1, max(price - 9, 0), -1):
-                    level = levels[tick]
-                    if level is not None and level.count:
-                        self.best_bid = tick
-                        return
-                self.best_bid = max(occupied)
-        elif price == self.best_ask:
+                tick -= 1
+            self.best_bid = max(occupied)
+        else:
+            if price != self.best_ask:
+                return
             if not occupied:
                 self.best_ask = self.max_tick + 1
                 return
-            for tick in range(price + 1, min(price + 9, self.max_tick + 1)):
+            levels = self.levels[side]
+            tick = price + 1
+            stop = min(price + 9, self.max_tick + 1)
+            while tick < stop:
                 level = levels[tick]
                 if level is not None and level.count:
                     self.best_ask = tick
                     return
+                tick += 1
             self.best_ask = min(occupied)
 
     # ------------------------------------------------------------------ queries
