@@ -551,3 +551,21 @@ def test_the_head_of_a_level_is_always_live(driver: Driver) -> None:
     )
     with pytest.raises(BookIntegrityError, match="head of the level"):
         driver.engine.check_invariants()
+
+
+def test_sparse_levels_on_a_wide_ladder_keep_the_best_prices_right() -> None:
+    driver = Driver()
+    driver.market("wide", max_tick=100_000)
+    for price in (60_000, 70_000, 99_990):
+        driver.place(SELL, price, 1, account="s", market_id="wide")
+    for price in (2, 40_000):
+        driver.place(BUY, price, 1, account="b", market_id="wide")
+    assert driver.engine.best_bid_ask("wide") == (40_000, 60_000)
+    driver.place(BUY, 75_000, 2, account="t", market_id="wide")  # takes 60,000 and 70,000
+    assert driver.engine.best_bid_ask("wide") == (40_000, 99_990)
+    driver.place(SELL, 1, 2, account="t2", market_id="wide")  # takes 40,000 and 2
+    assert driver.engine.best_bid_ask("wide") == (None, 99_990)
+    depth = driver.engine.depth("wide")
+    assert depth is not None
+    assert [(level.price, level.qty) for level in depth.asks] == [(99_990, 1)]
+    assert depth.bids == []
