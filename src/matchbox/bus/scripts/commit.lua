@@ -28,10 +28,17 @@ if committed ~= ARGV[2] then
 end
 local last_event = redis.call("HGET", KEYS[2], "last_event") or ""
 local count = 0
-for id, event in string.gmatch(ARGV[7], "(%S+) ([^\n]+)\n") do
-    redis.call("XADD", KEYS[3], id, "event", event)
-    last_event = id
+local blob = ARGV[7]
+local find, sub = string.find, string.sub
+local pos = 1
+while true do
+    local space = find(blob, " ", pos, true)  -- plain finds: no pattern matching per character
+    if not space then break end
+    local newline = find(blob, "\n", space, true)
+    last_event = sub(blob, pos, space - 1)
+    redis.call("XADD", KEYS[3], last_event, "event", sub(blob, space + 1, newline - 1))
     count = count + 1
+    pos = newline + 1
 end
 redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
     "epoch", ARGV[1], "last_event", last_event)
