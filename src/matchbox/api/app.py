@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
@@ -216,23 +217,45 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _install_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    app.add_middleware(LimitAndMeasure)
+
+
+class LimitAndMeasure:
+    """Refuses bodies over 64 KiB (by their Content-Length) and counts requests and latencies.
+
+    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` wraps every request in a
+    task group and a streamed response, which was the API's largest single cost under load.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        length = request.headers.get("content-length")
+        status = 500
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            response: Response = JSONResponse(
-                {"error": f"the body is over {MAX_BODY // 1024} KiB", "field": "body"}, status_code=413
-            )
+            status = 413
+            body = {"error": f"the body is over {MAX_BODY // 1024} KiB", "field": "body"}
+            await JSONResponse(body, status_code=413)(scope, receive, send)
         else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        services: Services | None = getattr(request.app.state, "services", None)
+
+            async def send_and_see(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            await self.app(scope, receive, send_and_see)
+        services: Services | None = getattr(scope["app"].state, "services", None)
         if services is not None:
-            services.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-            services.metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+            path = getattr(scope.get("route"), "path", "other")
+            method = scope["method"]
+            services.metrics.requests.labels(method, path, str(status)).inc()
+            services.metrics.latency.labels(method, path).observe(time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- helpers
