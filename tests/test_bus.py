@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,10 +12,11 @@ import pytest
 import redis
 
 from conftest import wait_until
+from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_book, decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.commit import Batch, CommitRefused, Offset, commit, latest_snapshot, read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.journal import Durability, Journal, Request, Submission
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine, PriceLevel
 from matchbox.engine.types import (
@@ -385,3 +387,20 @@ def test_leader_rides_out_a_valkey_restart(tmp_path: Path) -> None:
         assert outcomes == inputs  # one outcome per input entry, none lost, none twice
     finally:
         server.stop()
+
+
+def test_async_submission_coalesces_and_reloads_after_script_flush(bus: Bus, redis_url: str) -> None:
+    async def scenario() -> list[Submission]:
+        async_bus = AsyncBus.connect(redis_url, durability=Durability.ALWAYS)
+        try:
+            first = await async_bus.submit(Request(order(40)))
+            bus.client.script_flush()
+            together = await asyncio.gather(*(async_bus.submit(Request(order(41 + i))) for i in range(20)))
+            return [first, *together]
+        finally:
+            await async_bus.close()
+
+    submissions = asyncio.run(scenario())
+    assert [s.status for s in submissions] == ["new"] * 21
+    assert [s.order_id for s in submissions] == list(range(1, 22))
+    assert bus.client.xlen(bus.keys.input) == 21
