@@ -81,8 +81,9 @@ def run_leader_for(url: str, seconds: float, **config: object) -> None:
 
 
 def committed_inputs(bus: Bus) -> int:
+    """Input entries committed, counted once the committed state hash is taken at the offset."""
     offset = read_offset(bus)
-    return offset.inputs if offset else 0
+    return offset.inputs if offset and offset.hash_at == offset.id else 0
 
 
 def all_events(bus: Bus) -> list[tuple[str, bytes]]:
@@ -404,3 +405,20 @@ def test_async_submission_coalesces_and_reloads_after_script_flush(bus: Bus, red
     assert [s.status for s in submissions] == ["new"] * 21
     assert [s.order_id for s in submissions] == list(range(1, 22))
     assert bus.client.xlen(bus.keys.input) == 21
+
+
+def test_a_throttled_state_hash_is_brought_up_to_date_when_idle(bus: Bus, redis_url: str) -> None:
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    with running_leader(redis_url, hash_every_seconds=3600.0):
+        for i in range(40):
+            journal.submit(order(40 + i % 10, side=Side(i % 2), account=f"a{i % 3}"))
+        wait_until(lambda: committed_inputs(bus) == 41, message="the hash taken at the offset")
+    offset = read_offset(bus)
+    assert offset is not None
+    engine = Engine()
+    for seq, (entry_id, fields) in enumerate(bus.range(bus.keys.input), start=1):
+        apply_entry(engine, entry_id.decode(), fields, seq)
+    assert (offset.hash_at, offset.hash) == (offset.id, engine.state_hash())
+    with running_leader(redis_url) as successor:  # recovery checks the hash where it was taken
+        wait_until(lambda: successor.lease.held, message="the successor leads")

@@ -535,6 +535,7 @@ def _routes(app: FastAPI) -> None:
             inputs=offset.inputs if offset else 0,
             events=offset.events if offset else 0,
             state_hash=offset.hash if offset else None,
+            state_hash_at=offset.hash_at if offset else None,
             tail_position=services.tail.position,
         )
 

@@ -150,6 +150,7 @@ class EngineOut(BaseModel):
     inputs: int
     events: int
     state_hash: str | None
+    state_hash_at: str | None = Field(default=None, description="the input id the state hash was taken at")
     tail_position: str
 
 

@@ -34,9 +34,10 @@ class Offset:
     id: str = ""  # "" before the first commit
     inputs: int = 0  # input entries applied since the beginning (the last one's seq)
     events: int = 0  # events emitted since the beginning (the last one's n)
-    hash: str = ""
+    hash: str = ""  # the engine's state hash at ``hash_at``
     epoch: int = 0
     last_event: str = ""  # stream id of the last event emitted
+    hash_at: str = ""  # the input id the hash was taken at: ``id``, or a little behind it under load
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Offset:
@@ -48,6 +49,7 @@ class Offset:
             hash=text.get("hash", ""),
             epoch=int(text.get("epoch", 0)),
             last_event=text.get("last_event", ""),
+            hash_at=text.get("hash_at", text.get("id", "")),
         )
 
 
@@ -78,6 +80,7 @@ def commit(bus: Bus, epoch: int, batch: Batch) -> None:
         offset.inputs,
         offset.events,
         offset.hash,
+        offset.hash_at,
         b"".join(b"%s %s\n" % (event_id.encode(), payload) for event_id, payload in batch.events),
         *(batch.books[m] for m in markets),
     ]

@@ -8,11 +8,12 @@
 -- ARGV[2]      the offset this batch follows ("" for the first batch ever)
 -- ARGV[3]      the new offset: id of the last input entry applied
 -- ARGV[4]      input entries applied in all, ARGV[5] events emitted in all
--- ARGV[6]      the engine's state hash after the batch
--- ARGV[7]      the events, one line each: "<stream id> <event JSON>\n" (one argument rather
+-- ARGV[6]      the engine's state hash, ARGV[7] the input id it was taken at (the batch's last,
+--              or an earlier one: hashing the whole state is throttled under load)
+-- ARGV[8]      the events, one line each: "<stream id> <event JSON>\n" (one argument rather
 --              than two per event is far cheaper to send and to parse; compact JSON holds no
 --              raw newline, so a line is an event)
--- ARGV[8..]    one L2 book JSON per book key
+-- ARGV[9..]    one L2 book JSON per book key
 --
 -- Every check happens before the first write, so a refused commit writes nothing: a fenced
 -- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
@@ -28,7 +29,7 @@ if committed ~= ARGV[2] then
 end
 local last_event = redis.call("HGET", KEYS[2], "last_event") or ""
 local count = 0
-local blob = ARGV[7]
+local blob = ARGV[8]
 local find, sub = string.find, string.sub
 local pos = 1
 while true do
@@ -41,8 +42,8 @@ while true do
     pos = newline + 1
 end
 redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
-    "epoch", ARGV[1], "last_event", last_event)
+    "epoch", ARGV[1], "last_event", last_event, "hash_at", ARGV[7])
 for k = 4, #KEYS do
-    redis.call("SET", KEYS[k], ARGV[k + 4])
+    redis.call("SET", KEYS[k], ARGV[k + 5])
 end
 return count
