@@ -96,6 +96,7 @@ _SELL = Side.SELL
 _GTC = TimeInForce.GTC
 _GTD = TimeInForce.GTD
 _LIMIT = OrderKind.LIMIT
+_MARKET = OrderKind.MARKET
 _FOK = TimeInForce.FOK
 _OPEN = MarketState.OPEN
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
@@ -158,7 +159,8 @@ class Engine:
                 return
             assert book is not None
         side = cmd.side
-        if cmd.kind is OrderKind.MARKET:
+        tif = cmd.tif
+        if cmd.kind is _MARKET:
             price = book.max_tick if side is _BUY else book.min_tick
         else:
             price = cmd.price
@@ -168,7 +170,7 @@ class Engine:
             if reason is not None:
                 events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
                 return
-        elif cmd.tif is _FOK:
+        elif tif is _FOK:
             events.append(_reject(cmd, RejectReason.FOK_CANNOT_FILL, cmd.market_id, cmd.account))
             return
 
@@ -176,36 +178,26 @@ class Engine:
         self.last_order_id = order_id
         seq = cmd.seq
         ts = cmd.ts
+        account = cmd.account
+        qty = cmd.qty
+        market_id = book.market_id
         # hot path: events built positionally, fields in declared order (see types.py)
         events.append(
             OrderAccepted(
-                seq,
-                ts,
-                book.market_id,
-                order_id,
-                cmd.account,
-                side,
-                price,
-                cmd.qty,
-                cmd.tif,
-                cmd.kind,
-                cmd.post_only,
-                cmd.expires_at,
+                seq, ts, market_id, order_id, account, side, price, qty, tif, cmd.kind, cmd.post_only, cmd.expires_at
             )
         )
-        remaining = cmd.qty
+        remaining = qty
         stopped = False
         if crosses:
             remaining, stopped = self._match(cmd, book, side, price, events)
         if not remaining:
             return
-        if stopped or cmd.tif not in _RESTING_TIFS:
+        if stopped or tif not in _RESTING_TIFS:
             reason_c = CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED
-            events.append(OrderCancelled(seq, ts, book.market_id, order_id, cmd.account, remaining, reason_c))
+            events.append(OrderCancelled(seq, ts, market_id, order_id, account, remaining, reason_c))
             return
-        order = Order(
-            order_id, cmd.account, side, price, cmd.qty, remaining, cmd.qty - remaining, cmd.tif, cmd.expires_at, book
-        )
+        order = Order(order_id, account, side, price, qty, remaining, qty - remaining, tif, cmd.expires_at, book)
         # Book.rest, inlined: this is the most frequent path of all
         side_levels = book.levels[side]
         level = side_levels[price]
@@ -213,8 +205,9 @@ class Engine:
             level = side_levels[price] = Level(price)
         level.orders.append(order)
         level.total += remaining
-        level.count += 1
-        if level.count == 1:
+        count = level.count + 1
+        level.count = count
+        if count == 1:
             book.occupied[side].add(price)
         if side is _BUY:
             if price > book.best_bid:
@@ -222,9 +215,9 @@ class Engine:
         elif price < book.best_ask:
             book.best_ask = price
         self.orders[order_id] = order
-        if cmd.tif is _GTD:
+        if tif is _GTD:
             heappush(self._expiries, (cmd.expires_at, order_id))
-        events.append(OrderRested(seq, ts, book.market_id, order_id, cmd.account, side, price, remaining))
+        events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
         """The reason a new order is refused before it meets the book, or None."""
