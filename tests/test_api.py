@@ -365,3 +365,11 @@ def test_a_gtd_order_expires_on_time_with_no_other_traffic(client: TestClient) -
     wait_until(expired, timeout=5, message="the GTD order to expire")
     assert client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
     assert client.get(f"/markets/{market}/book").json()["bids"] == []
+
+
+def test_cancel_all_with_nothing_to_cancel_answers_at_once(client: TestClient) -> None:
+    market = new_market(client)
+    started = time.monotonic()
+    response = client.delete("/orders", params={"market_id": market, "account": "nobody"})
+    assert (response.status_code, response.json()["cancelled"]) == (200, [])
+    assert time.monotonic() - started < 3.0  # it did not wait out the outcome timeout (5 s here)

@@ -443,7 +443,7 @@ async def _submit_one(services: Services, command: Command, client_order_id: str
 
 async def _engine_outcome(services: Services, command: Command) -> list[Event]:
     submission = await _submit_one(services, command)
-    events = await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+    events = await _outcome_or_nothing(services, submission.entry_id)
     if events is None:
         raise ApiError(503, "the engine has not answered yet (failing over?); the outcome will be on the feed")
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
@@ -456,6 +456,26 @@ async def _engine_outcome(services: Services, command: Command) -> list[Event]:
             code=int(rejected.reason),
         )
     return events
+
+
+async def _outcome_or_nothing(services: Services, entry_id: str) -> list[Event] | None:
+    """The entry's events; ``[]`` if the engine committed past it with none (a cancel-all of
+    nothing); None if the engine has not got that far within the timeout."""
+    deadline = time.monotonic() + services.settings.outcome_timeout
+    while True:
+        events = await services.tail.outcome(entry_id, min(0.05, max(0.0, deadline - time.monotonic())))
+        if events is not None:
+            return events
+        offset = await services.bus.offset()
+        if offset is not None and _stream_key(offset.id) >= _stream_key(entry_id):
+            return await services.tail.outcome(entry_id, 0.2) or []  # its events, if any, are committed
+        if time.monotonic() >= deadline:
+            return None
+
+
+def _stream_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 def _market_out(services: Services, market: MarketView) -> MarketOut:
