@@ -103,9 +103,7 @@ def api(
     from matchbox.logs import configure
     from matchbox.settings import Settings
 
-    settings = Settings()
-    if redis_url:
-        settings.redis_url = redis_url
+    settings = Settings(redis_url=redis_url) if redis_url else Settings()
     if not settings.redis_url:
         typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
         raise typer.Exit(2)

@@ -11,7 +11,7 @@ from matchbox.bus.journal import Durability
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MATCHBOX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MATCHBOX_", extra="ignore", frozen=True)
 
     redis_url: str | None = Field(
         default=None,

@@ -1,0 +1,208 @@
+"""Markets (admin: create, suspend, resume, close, settle) and market data (book, trades, ticker)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+
+from matchbox.api.errors import ADMIN_ERRORS, ERRORS, ApiError
+from matchbox.api.models import (
+    BookOut,
+    LevelOut,
+    MarketIn,
+    MarketOut,
+    SettleIn,
+    TickerOut,
+    TradeOut,
+)
+from matchbox.api.prices import price_out, side_word
+from matchbox.api.projection import MarketView
+from matchbox.api.services import Services, engine_outcome, market_of, services_of
+from matchbox.engine.types import (
+    CloseMarket,
+    Command,
+    CreateMarket,
+    MarketCreated,
+    ResumeMarket,
+    SelfTradePrevention,
+    SettleMarket,
+    Side,
+    SuspendMarket,
+    TickScheme,
+)
+
+SCHEMES = {"binary": TickScheme.BINARY, "odds": TickScheme.ODDS, "ticks": TickScheme.TICKS}
+STP = {"cancel_taker": SelfTradePrevention.CANCEL_TAKER, "cancel_resting": SelfTradePrevention.CANCEL_RESTING}
+_BUY, _SELL = Side.BUY, Side.SELL
+AdminToken = Annotated[str | None, Header(alias="Authorization", description="Bearer <admin token>")]
+router = APIRouter(tags=["markets"])
+
+
+def require_admin(services: Services, token: str | None) -> None:
+    expected = services.settings.admin_token
+    if not expected:
+        raise ApiError(403, "admin operations are disabled: set MATCHBOX_ADMIN_TOKEN")
+    if token not in (f"Bearer {expected}", expected):
+        raise ApiError(403, "admin token missing or wrong (Authorization: Bearer <MATCHBOX_ADMIN_TOKEN>)")
+
+
+def _market_out(services: Services, market: MarketView) -> MarketOut:
+    book = services.projection.books[market.market_id]
+    bid, ask = book.best(_BUY), book.best(_SELL)
+    return MarketOut(
+        market_id=market.market_id,
+        scheme=market.scheme.name.lower(),
+        state=market.state.name.lower(),
+        min_tick=market.min_tick,
+        max_tick=market.max_tick,
+        max_qty=market.max_qty,
+        self_trade=market.stp.name.lower(),
+        outcome=market.outcome,
+        best_bid=None if bid is None else price_out(market.scheme, bid),
+        best_ask=None if ask is None else price_out(market.scheme, ask),
+    )
+
+
+def _book_out(services: Services, market: MarketView, depth: int | None, with_orders: bool = True) -> BookOut:
+    book = services.projection.books[market.market_id]
+
+    def levels(side: Any) -> list[LevelOut]:
+        return [
+            LevelOut(price=price_out(market.scheme, p), qty=q, orders=o if with_orders else None)
+            for p, q, o in book.levels(side, depth)
+        ]
+
+    return BookOut(
+        market_id=market.market_id, bids=levels(_BUY), asks=levels(_SELL), sequence=services.projection.last_n
+    )
+
+
+@router.post("/markets", status_code=201, response_model=MarketOut, responses=ADMIN_ERRORS)
+async def create_market(request: Request, body: MarketIn, authorization: AdminToken = None) -> MarketOut:
+    """Create a market (admin)."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    scheme = SCHEMES[body.scheme]
+    if scheme is TickScheme.TICKS and body.max_tick is None:
+        raise ApiError(400, "a ticks market needs max_tick", "max_tick")
+    if scheme is not TickScheme.TICKS and body.max_tick is not None:
+        raise ApiError(400, "max_tick is for ticks markets only", "max_tick")
+    if body.market_id in services.projection.markets:
+        raise ApiError(409, f"market {body.market_id!r} exists", "market_id")
+    command = CreateMarket(
+        seq=0,
+        ts=0,
+        market_id=body.market_id,
+        scheme=scheme,
+        max_tick=body.max_tick or 0,
+        max_qty=body.max_qty,
+        stp=STP[body.self_trade],
+    )
+    events = await engine_outcome(services, command)
+    assert any(isinstance(e, MarketCreated) for e in events)
+    return _market_out(services, services.projection.markets[body.market_id])
+
+
+@router.get("/markets", response_model=list[MarketOut])
+async def list_markets(request: Request) -> list[MarketOut]:
+    services = services_of(request)
+    return [_market_out(services, m) for m in services.projection.markets.values()]
+
+
+@router.get("/markets/{market_id}", response_model=MarketOut, responses=ERRORS)
+async def get_market(request: Request, market_id: str) -> MarketOut:
+    services = services_of(request)
+    return _market_out(services, market_of(services, market_id))
+
+
+async def transition(request: Request, market_id: str, token: str | None, command: Command) -> MarketOut:
+    services = services_of(request)
+    require_admin(services, token)
+    market_of(services, market_id)
+    await engine_outcome(services, command)
+    return _market_out(services, services.projection.markets[market_id])
+
+
+@router.post("/markets/{market_id}/suspend", response_model=MarketOut, responses=ADMIN_ERRORS)
+async def suspend(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+    """Suspend trading (admin): new orders are refused, the book stays, cancels still work."""
+    return await transition(request, market_id, authorization, SuspendMarket(seq=0, ts=0, market_id=market_id))
+
+
+@router.post("/markets/{market_id}/resume", response_model=MarketOut, responses=ADMIN_ERRORS)
+async def resume(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+    """Resume trading (admin)."""
+    return await transition(request, market_id, authorization, ResumeMarket(seq=0, ts=0, market_id=market_id))
+
+
+@router.post("/markets/{market_id}/close", response_model=MarketOut, responses=ADMIN_ERRORS)
+async def close(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+    """Close the market (admin): every resting order is cancelled."""
+    return await transition(request, market_id, authorization, CloseMarket(seq=0, ts=0, market_id=market_id))
+
+
+@router.post("/markets/{market_id}/settle", response_model=MarketOut, responses=ADMIN_ERRORS)
+async def settle(
+    request: Request, market_id: str, body: SettleIn | None = None, authorization: AdminToken = None
+) -> MarketOut:
+    """Settle the market with its outcome (admin)."""
+    outcome = body.outcome if body else ""
+    command = SettleMarket(seq=0, ts=0, market_id=market_id, outcome=outcome)
+    return await transition(request, market_id, authorization, command)
+
+
+@router.get("/orderbook", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
+async def orderbook(request: Request, market_id: str | None = Query(default=None, max_length=64)) -> BookOut:
+    """The seed's book: bids highest first, asks lowest first, and the sequence."""
+    services = services_of(request)
+    market = market_of(services, market_id or services.settings.default_market)
+    return _book_out(services, market, None, with_orders=False)
+
+
+@router.get("/markets/{market_id}/book", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
+async def book(request: Request, market_id: str, depth: int = Query(default=10, ge=1, le=1000)) -> BookOut:
+    services = services_of(request)
+    return _book_out(services, market_of(services, market_id), depth)
+
+
+@router.get("/markets/{market_id}/trades", response_model=list[TradeOut], responses=ERRORS)
+async def trades(request: Request, market_id: str, limit: int = Query(default=50, ge=1, le=1000)) -> list[TradeOut]:
+    """Recent trades, newest first."""
+    services = services_of(request)
+    market = market_of(services, market_id)
+    recent = list(services.projection.trades[market_id])[-limit:]
+    return [
+        TradeOut(
+            trade_id=t.trade_id,
+            price=price_out(market.scheme, t.price),
+            qty=t.qty,
+            taker_side=side_word(market.scheme, t.taker_side),
+            maker_order_id=t.maker_order_id,
+            taker_order_id=t.taker_order_id,
+            timestamp=t.ts,
+        )
+        for t in reversed(recent)
+    ]
+
+
+@router.get("/markets/{market_id}/ticker", response_model=TickerOut, responses=ERRORS)
+async def ticker(request: Request, market_id: str) -> TickerOut:
+    services = services_of(request)
+    market = market_of(services, market_id)
+    book = services.projection.books[market_id]
+    bid, ask = book.best(_BUY), book.best(_SELL)
+    last = services.projection.trades[market_id][-1] if services.projection.trades[market_id] else None
+    bid_out = None if bid is None else price_out(market.scheme, bid)
+    ask_out = None if ask is None else price_out(market.scheme, ask)
+    both = bid_out is not None and ask_out is not None
+    return TickerOut(
+        market_id=market_id,
+        best_bid=bid_out,
+        best_ask=ask_out,
+        mid=(float(bid_out) + float(ask_out)) / 2 if both else None,  # type: ignore[arg-type]
+        spread=round(ask_out - bid_out, 2) if both else None,  # type: ignore[operator]
+        last_price=None if last is None else price_out(market.scheme, last.price),
+        last_qty=None if last is None else last.qty,
+        sequence=services.projection.last_n,
+    )

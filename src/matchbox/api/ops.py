@@ -1,0 +1,68 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the engine's identity and state hash."""
+
+from __future__ import annotations
+
+import contextlib
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from matchbox.api.errors import ERRORS
+from matchbox.api.models import (
+    EngineOut,
+)
+from matchbox.api.services import services_of
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses=ERRORS)
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: Redis answers and a leader holds the lock."""
+    services = services_of(request)
+    try:
+        await services.bus.client.ping()
+        holder = await services.bus.leader_holder()
+    except redis.RedisError:
+        return JSONResponse({"status": "unavailable", "error": "Redis does not answer"}, status_code=503)
+    if holder is None:
+        return JSONResponse({"status": "unavailable", "error": "no engine leader holds the lock"}, status_code=503)
+    return JSONResponse({"status": "ready", "leader": holder.rsplit(":", 1)[0]})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    services = services_of(request)
+    with contextlib.suppress(redis.RedisError):
+        offset = await services.bus.offset()
+        length = await services.bus.client.xlen(services.bus.keys.input)
+        services.metrics.engine_lag.set(max(0, int(length) - (offset.inputs if offset else 0)))
+    services.metrics.ws_clients.set(len(services.hub.clients))
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/engine", response_model=EngineOut)
+async def engine(request: Request) -> EngineOut:
+    """The leader, its fencing epoch, the committed offset and state hash (two replays agree iff hashes do)."""
+    services = services_of(request)
+    offset = await services.bus.offset()
+    holder = await services.bus.leader_holder()
+    return EngineOut(
+        leader=holder.rsplit(":", 1)[0] if holder else None,
+        epoch=offset.epoch if offset else None,
+        committed_offset=offset.id if offset else None,
+        inputs=offset.inputs if offset else 0,
+        events=offset.events if offset else 0,
+        state_hash=offset.hash if offset else None,
+        state_hash_at=offset.hash_at if offset else None,
+        tail_position=services.tail.position,
+    )

@@ -1,0 +1,300 @@
+"""Orders: place (one or a batch), look up, cancel, reduce, cancel all. A placement waits, bounded,
+for the engine's outcome and answers with the order's state and fills, or 202 pending."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from matchbox.api.errors import ERRORS, ApiError
+from matchbox.api.models import (
+    BatchIn,
+    BatchItemOut,
+    CancelAllOut,
+    ErrorBody,
+    FillOut,
+    OrderIn,
+    OrderOut,
+    ReduceIn,
+)
+from matchbox.api.prices import PriceError, price_out, side_of, side_word, tick_of
+from matchbox.api.projection import OrderView
+from matchbox.api.services import Services, engine_outcome, json_response, market_of, services_of, submit_one
+from matchbox.bus.journal import Request as JournalRequest
+from matchbox.bus.journal import Submission
+from matchbox.engine.types import (
+    CancelAll,
+    CancelOrder,
+    MarketState,
+    OrderCancelled,
+    OrderKind,
+    PlaceOrder,
+    ReduceOrder,
+    Rejected,
+    RejectReason,
+    TickScheme,
+    TimeInForce,
+)
+
+router = APIRouter(tags=["orders"])
+
+
+def _order_out(services: Services, order: OrderView, client_order_id: str | None = None) -> OrderOut:
+    market = services.projection.markets.get(order.market_id)
+    scheme = market.scheme if market else TickScheme.TICKS
+    rejected = order.status == "rejected"
+    return OrderOut(
+        order_id=order.order_id,
+        market_id=order.market_id,
+        account=order.account,
+        side=None if rejected else side_word(scheme, order.side),
+        price=None if rejected or order.kind is OrderKind.MARKET else price_out(scheme, order.price),
+        qty=None if rejected else order.qty,
+        remaining=order.remaining,
+        filled=order.filled,
+        status=order.status,
+        tif=None if rejected else order.tif.name,
+        type=None if rejected else order.kind.name.lower(),
+        post_only=order.post_only,
+        fills=[
+            FillOut(trade_id=f.trade_id, price=price_out(scheme, f.price), qty=f.qty, role=f.role, timestamp=f.ts)
+            for f in order.fills
+        ],
+        reject_reason=order.reject_reason.name if order.reject_reason is not None else None,
+        cancel_reason=order.cancel_reason.name if order.cancel_reason is not None else None,
+        client_order_id=client_order_id,
+        entry_id=order.entry_id,
+    )
+
+
+def _pending(submission: Submission, body: OrderIn, market_id: str) -> OrderOut:
+    qty = body.qty if body.qty is not None else (body.stake or 0)
+    return OrderOut(
+        order_id=submission.order_id,
+        market_id=market_id,
+        account=body.account or "",
+        side=body.side,
+        price=body.price if body.odds is None else float(body.odds),
+        qty=qty,
+        remaining=qty,
+        filled=0,
+        status="pending",
+        client_order_id=body.client_order_id,
+        entry_id=submission.entry_id,
+    )
+
+
+def _place_command(services: Services, body: OrderIn) -> tuple[PlaceOrder, str]:
+    """The engine command for an order request, or an ApiError naming the field at fault."""
+    market_id = body.market_id or services.settings.default_market
+    market = market_of(services, market_id)
+    try:
+        side = side_of(market.scheme, body.side)
+        if body.qty is not None and body.stake is not None:
+            raise PriceError("stake", "give qty or stake, not both")
+        qty = body.qty if body.qty is not None else body.stake
+        field = "stake" if body.qty is None and market.scheme is TickScheme.ODDS else "qty"
+        if qty is None:
+            raise PriceError(field, f"{field} is required")
+        if qty <= 0:
+            raise PriceError(field, f"{field} must be > 0")
+        if qty > market.max_qty:
+            raise PriceError(field, f"{field} {qty} is over this market's maximum of {market.max_qty}")
+        kind = OrderKind.MARKET if body.type == "market" else OrderKind.LIMIT
+        tif = TimeInForce[body.tif]
+        if kind is OrderKind.MARKET:
+            if tif not in (TimeInForce.IOC, TimeInForce.FOK):
+                tif = TimeInForce.IOC
+            if body.post_only:
+                raise PriceError("post_only", "a market order cannot be post-only")
+            price = 0
+        else:
+            price = tick_of(market.scheme, market.max_tick, body.price, body.odds)
+        if body.post_only and tif not in (TimeInForce.GTC, TimeInForce.GTD):
+            raise PriceError("post_only", "post-only needs GTC or GTD")
+        expires_at = 0
+        if tif is TimeInForce.GTD:
+            if body.expires_at is None or body.expires_at <= time.time() * 1000:
+                raise PriceError("expires_at", "GTD needs expires_at, a future unix time in milliseconds")
+            expires_at = body.expires_at * 1_000_000
+        elif body.expires_at is not None:
+            raise PriceError("expires_at", "expires_at is for GTD orders only")
+    except PriceError as exc:
+        raise ApiError(400, exc.message, exc.field) from None
+    if market.state is not MarketState.OPEN:
+        raise ApiError(409, f"market {market_id!r} is {market.state.name.lower()}: it takes no orders", "market_id")
+    command = PlaceOrder(
+        seq=0,
+        ts=0,
+        market_id=market_id,
+        order_id=0,
+        account=body.account or f"anon-{secrets.token_hex(6)}",
+        side=side,
+        price=price,
+        qty=qty,
+        tif=tif,
+        kind=kind,
+        post_only=body.post_only,
+        expires_at=expires_at,
+    )
+    return command, market_id
+
+
+async def _order_result(
+    services: Services, submission: Submission, body: OrderIn, market_id: str
+) -> tuple[int, OrderOut | None, ErrorBody | None]:
+    """(status, order, error) once the engine has spoken, or 202 pending after the timeout."""
+    if submission.status == "conflict":
+        return (
+            409,
+            None,
+            ErrorBody(
+                error="this client_order_id was used with different content",
+                field="client_order_id",
+                order_id=submission.order_id,
+            ),
+        )
+    known = services.projection.orders.get(submission.order_id)
+    if submission.status == "dup" and known is not None and known.status not in ("accepted", "rejected"):
+        return 200, _order_out(services, known, body.client_order_id), None  # a retry: the first outcome
+    events = await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+    if events is None:
+        return 202, _pending(submission, body, market_id), None
+    order = services.projection.orders.get(submission.order_id)
+    rejected = next((e for e in events if isinstance(e, Rejected)), None)
+    if rejected is not None:
+        services.metrics.orders.labels("rejected").inc()
+        return (
+            422,
+            None,
+            ErrorBody(
+                error=f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
+                reason=rejected.reason.name,
+                code=int(rejected.reason),
+                order_id=submission.order_id,
+                field=_REJECT_FIELDS.get(rejected.reason),
+            ),
+        )
+    services.metrics.orders.labels("accepted").inc()
+    if order is None:  # folded and already dropped from the projection: cannot happen within the timeout
+        return 202, _pending(submission, body, market_id), None
+    status = 200 if submission.status == "dup" else 201
+    return status, _order_out(services, order, body.client_order_id), None
+
+
+_REJECT_FIELDS = {
+    RejectReason.UNKNOWN_MARKET: "market_id",
+    RejectReason.MARKET_NOT_OPEN: "market_id",
+    RejectReason.INVALID_PRICE: "price",
+    RejectReason.INVALID_QUANTITY: "qty",
+    RejectReason.QUANTITY_OVER_MAX: "qty",
+    RejectReason.INVALID_EXPIRY: "expires_at",
+    RejectReason.INVALID_ORDER_TYPE: "type",
+    RejectReason.POST_ONLY_WOULD_TAKE: "post_only",
+    RejectReason.FOK_CANNOT_FILL: "tif",
+    RejectReason.SELF_TRADE: "account",
+}
+
+
+@router.post("/orders", status_code=201, response_model=OrderOut, responses={**ERRORS, 202: {"model": OrderOut}})
+async def place_order(request: Request, body: OrderIn) -> JSONResponse:
+    """Place an order; answers with its state and fills once the engine has matched it (202 if it is slow)."""
+    services = services_of(request)
+    command, market_id = _place_command(services, body)
+    submission = await submit_one(services, command, body.client_order_id)
+    status, order, error = await _order_result(services, submission, body, market_id)
+    return json_response(status, error if error is not None else order)
+
+
+@router.post("/orders/batch", response_model=list[BatchItemOut], responses=ERRORS)
+async def place_batch(request: Request, body: BatchIn) -> list[BatchItemOut]:
+    """Up to 100 orders in one request and one round trip to Redis; each has its own outcome."""
+    services = services_of(request)
+    prepared: list[tuple[OrderIn, PlaceOrder, str] | ApiError] = []
+    for item in body.orders:
+        try:
+            command, market_id = _place_command(services, item)
+            prepared.append((item, command, market_id))
+        except ApiError as exc:
+            prepared.append(exc)
+    valid = [p for p in prepared if not isinstance(p, ApiError)]
+    submissions = iter(await services.bus.submit_many([JournalRequest(c, i.client_order_id) for i, c, _ in valid]))
+    pending: list[asyncio.Task[tuple[int, OrderOut | None, ErrorBody | None]] | ApiError] = []
+    for p in prepared:
+        if isinstance(p, ApiError):
+            pending.append(p)
+        else:
+            item, _command, market_id = p
+            pending.append(asyncio.create_task(_order_result(services, next(submissions), item, market_id)))
+    results = []
+    for outcome in pending:
+        if isinstance(outcome, ApiError):
+            results.append(BatchItemOut(status=outcome.status, error=outcome.body))
+        else:
+            status, order, error = await outcome
+            results.append(BatchItemOut(status=status, order=order, error=error))
+    return results
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
+async def get_order(request: Request, order_id: int) -> OrderOut:
+    """An order's state, remaining quantity and fills."""
+    services = services_of(request)
+    order = services.projection.orders.get(order_id)
+    if order is None:
+        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    return _order_out(services, order)
+
+
+@router.delete("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
+async def cancel_order(
+    request: Request, order_id: int, account: str | None = Query(default=None, max_length=64)
+) -> OrderOut:
+    """Cancel a resting order."""
+    services = services_of(request)
+    order = services.projection.orders.get(order_id)
+    if order is None or (account and order.account != account):
+        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    if order.status not in ("open", "partially_filled"):
+        raise ApiError(409, f"order {order_id} is {order.status}: nothing to cancel", "order_id")
+    await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
+    return _order_out(services, services.projection.orders[order_id])
+
+
+@router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
+async def reduce_order(request: Request, order_id: int, body: ReduceIn) -> OrderOut:
+    """Reduce a resting order's quantity, keeping its place in the queue (raising it is a new order)."""
+    services = services_of(request)
+    order = services.projection.orders.get(order_id)
+    if order is None or (body.account and order.account != body.account):
+        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    if (body.reduce_by is None) == (body.qty is None):
+        raise ApiError(400, "give reduce_by or qty (the new remaining quantity)", "reduce_by")
+    reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
+    field = "reduce_by" if body.reduce_by is not None else "qty"
+    if reduce_by <= 0:
+        raise ApiError(400, "an order can only be reduced; to raise it, cancel and place a new one", field)
+    if order.status not in ("open", "partially_filled"):
+        raise ApiError(409, f"order {order_id} is {order.status}: nothing to reduce", "order_id")
+    command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=body.account or "")
+    await engine_outcome(services, command)
+    return _order_out(services, services.projection.orders[order_id])
+
+
+@router.delete("/orders", response_model=CancelAllOut, responses=ERRORS)
+async def cancel_all(
+    request: Request,
+    market_id: Annotated[str, Query(max_length=64)],
+    account: Annotated[str, Query(min_length=1, max_length=64)],
+) -> CancelAllOut:
+    """Cancel every resting order of an account in a market."""
+    services = services_of(request)
+    market_of(services, market_id)
+    events = await engine_outcome(services, CancelAll(seq=0, ts=0, market_id=market_id, account=account))
+    cancelled = [e.order_id for e in events if isinstance(e, OrderCancelled)]
+    return CancelAllOut(market_id=market_id, account=account, cancelled=cancelled)

@@ -1,0 +1,118 @@
+"""What a running API instance holds (bus, projection, tail, hub, metrics) and the helpers every
+route uses to reach the engine: submit a command, wait for its outcome."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import Request, WebSocket
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from matchbox.api.errors import ApiError
+from matchbox.api.hub import Hub
+from matchbox.api.projection import MarketView, Projection
+from matchbox.api.tail import EventTail
+from matchbox.bus.aio import AsyncBus
+from matchbox.bus.journal import Request as JournalRequest
+from matchbox.bus.journal import Submission
+from matchbox.engine.types import (
+    Command,
+    Event,
+    Rejected,
+    RejectReason,
+)
+from matchbox.settings import Settings
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "matchbox_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "matchbox_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.orders = Counter(
+            "matchbox_orders", "Order outcomes seen by this instance", ["outcome"], registry=self.registry
+        )
+        self.ws_clients = Gauge("matchbox_ws_clients", "Connected WebSocket clients", registry=self.registry)
+        self.engine_lag = Gauge(
+            "matchbox_engine_lag_entries", "Input entries not yet committed by the engine", registry=self.registry
+        )
+
+
+class Services:
+    """What a running API instance holds."""
+
+    def __init__(self, settings: Settings, bus: AsyncBus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.projection = Projection()
+        self.tail = EventTail(bus, self.projection)
+        self.hub = Hub(self.projection)
+        self.tail.listeners.append(self.hub.publish)
+        self.metrics = Metrics()
+
+
+def services_of(request: Request | WebSocket) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def market_of(services: Services, market_id: str) -> MarketView:
+    market = services.projection.markets.get(market_id)
+    if market is None:
+        raise ApiError(404, f"unknown market {market_id!r}", "market_id")
+    return market
+
+
+def json_response(status: int, model: Any) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True), status_code=status)
+
+
+async def submit_one(services: Services, command: Command, client_order_id: str | None = None) -> Submission:
+    return await services.bus.submit(JournalRequest(command, client_order_id))
+
+
+async def engine_outcome(services: Services, command: Command) -> list[Event]:
+    submission = await submit_one(services, command)
+    events = await outcome_or_nothing(services, submission.entry_id)
+    if events is None:
+        raise ApiError(503, "the engine has not answered yet (failing over?); the outcome will be on the feed")
+    rejected = next((e for e in events if isinstance(e, Rejected)), None)
+    if rejected is not None:
+        status = 404 if rejected.reason in (RejectReason.UNKNOWN_ORDER, RejectReason.UNKNOWN_MARKET) else 409
+        raise ApiError(
+            status,
+            f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
+            reason=rejected.reason.name,
+            code=int(rejected.reason),
+        )
+    return events
+
+
+async def outcome_or_nothing(services: Services, entry_id: str) -> list[Event] | None:
+    """The entry's events; ``[]`` if the engine committed past it with none (a cancel-all of
+    nothing); None if the engine has not got that far within the timeout."""
+    deadline = time.monotonic() + services.settings.outcome_timeout
+    while True:
+        events = await services.tail.outcome(entry_id, min(0.05, max(0.0, deadline - time.monotonic())))
+        if events is not None:
+            return events
+        offset = await services.bus.offset()
+        if offset is not None and stream_key(offset.id) >= stream_key(entry_id):
+            return await services.tail.outcome(entry_id, 0.2) or []  # its events, if any, are committed
+        if time.monotonic() >= deadline:
+            return None
+
+
+def stream_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms or 0), int(seq or 0)

@@ -1,0 +1,120 @@
+"""The WebSocket feed at /ws: subscriptions by message or query, resume from a stream id, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+import redis
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from matchbox.api.feed import channel_messages
+from matchbox.api.hub import Client, Hub
+from matchbox.api.services import Services, services_of
+from matchbox.bus.codec import CodecError, decode_event
+
+router = APIRouter()
+
+
+@router.websocket("/ws")
+async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | None = None) -> None:
+    """The feed. With no subscription: the seed's plain fills. Messages:
+    {"op":"subscribe"|"unsubscribe","channel":"trades"|"book","market_id":..} or
+    {"op":"subscribe","channel":"orders","account":..}; {"op":"ping"}.
+    ``?subscribe=trades:m,orders:ann`` subscribes at once; ``?last_id=<event stream id>``
+    first sends what was missed after that id (no gap, no duplicate), then live events.
+    """
+    services = services_of(websocket)
+    hub = services.hub
+    client = hub.register()  # before the handshake completes: nothing published meanwhile is lost
+    for channel in (subscribe or "").split(","):
+        if channel.partition(":")[0] in ("trades", "book", "orders") and channel.partition(":")[2]:
+            hub.subscribe(client, channel)
+    client.replaying = last_id is not None
+    try:
+        await websocket.accept()
+        sender = asyncio.create_task(_send_loop(websocket, client))
+        try:
+            if last_id is not None:
+                await _resume(services, client, last_id)
+            await _receive_loop(websocket, hub, client)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.unregister(client)
+
+
+async def _send_loop(websocket: WebSocket, client: Client) -> None:
+    while True:
+        message = await client.queue.get()
+        if message is None:  # overflowed
+            await websocket.close(code=1008, reason="slow consumer: the feed outran this client")
+            return
+        await websocket.send_text(msgspec.json.encode(message).decode())
+
+
+async def _receive_loop(websocket: WebSocket, hub: Hub, client: Client) -> None:
+    while True:
+        text = await websocket.receive_text()
+        try:
+            message = msgspec.json.decode(text)
+            op, kind = message.get("op"), message.get("channel")
+        except (msgspec.DecodeError, AttributeError):
+            client.offer({"op": "error", "error": "messages are JSON objects with an op"})
+            continue
+        if op == "ping":
+            client.offer({"op": "pong"})
+            continue
+        if op not in ("subscribe", "unsubscribe") or kind not in ("trades", "book", "orders"):
+            client.offer({"op": "error", "error": "op is subscribe|unsubscribe|ping; channel is trades|book|orders"})
+            continue
+        key = "account" if kind == "orders" else "market_id"
+        target = message.get(key)
+        if not isinstance(target, str) or not target:
+            client.offer({"op": "error", "error": f"channel {kind} needs {key}"})
+            continue
+        channel = f"{kind}:{target}"
+        if op == "subscribe":
+            hub.subscribe(client, channel)
+        else:
+            hub.unsubscribe(client, channel)
+        client.offer({"op": op + "d", "channel": channel})
+
+
+async def _resume(services: Services, client: Client, last_id: str) -> None:
+    """Send what the client missed after ``last_id``, then release the live messages held meanwhile."""
+    keys = services.bus.keys
+    cursor = last_id
+    try:
+        while True:
+            entries = await services.bus.range(keys.events, f"({cursor}", "+", count=1000)
+            for raw_id, fields in entries:
+                stream_id = raw_id.decode()
+                try:
+                    decoded = decode_event(fields.get(b"event", b""))
+                except CodecError:
+                    continue
+                for channel, message in channel_messages(decoded.event, stream_id, decoded.n):
+                    if channel in client.channels:
+                        client.offer(message)
+                cursor = stream_id
+            if len(entries) < 1000:
+                break
+    except redis.ResponseError:
+        client.offer({"op": "error", "error": f"last_id {last_id!r} is not a stream id"})
+    for stream_id, message in client.held:
+        if _after(stream_id, cursor):
+            client.offer(message)
+    client.held.clear()
+    client.replaying = False
+
+
+def _after(a: str, b: str) -> bool:
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
