@@ -32,7 +32,8 @@ from matchbox.engine.types import (
     TickScheme,
     TradeExecuted,
 )
-from matchbox.leader.runner import EngineLeader, LeaderConfig, RollbackDetected, apply_entry
+from matchbox.leader.recovery import RollbackDetected, apply_entry
+from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 
 def order(price: int, qty: int = 5, side: Side = Side.BUY, account: str = "a", market: str = "m") -> PlaceOrder:

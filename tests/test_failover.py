@@ -41,7 +41,8 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 from matchbox.leader import runner
-from matchbox.leader.runner import EngineLeader, LeaderConfig, apply_entry
+from matchbox.leader.recovery import apply_entry
+from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 LOCK_TTL_MS = 1000
 MARKET = "m"

@@ -56,7 +56,8 @@ def engine(
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
     """
     from matchbox.bus.connection import Bus
-    from matchbox.leader.runner import EngineLeader, LeaderConfig, RollbackDetected
+    from matchbox.leader.recovery import RollbackDetected
+    from matchbox.leader.runner import EngineLeader, LeaderConfig
     from matchbox.logs import configure
     from matchbox.settings import Settings
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -28,12 +27,11 @@ from pathlib import Path
 
 import redis
 
-from matchbox.bus.codec import CodecError, decode_command, encode_book, encode_command, encode_event
+from matchbox.bus.codec import encode_book, encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
     CommitRefused,
     Offset,
-    StoredSnapshot,
     commit,
     latest_snapshot,
     read_offset,
@@ -41,16 +39,13 @@ from matchbox.bus.commit import (
 )
 from matchbox.bus.connection import Bus, Entry
 from matchbox.engine import Engine
-from matchbox.engine.types import AdvanceTime, Event, Rejected, RejectReason
+from matchbox.engine.types import AdvanceTime
 from matchbox.leader.election import Lease
+from matchbox.leader.recovery import Watermark, apply_entry, check_rollback, recover
 
 log = logging.getLogger(__name__)
 
 REPLAY_CHUNK = 5000
-
-
-class RollbackDetected(RuntimeError):
-    """Redis holds an older state than the engine once committed. Matching must not go on."""
 
 
 class LeadershipLost(RuntimeError):
@@ -96,7 +91,7 @@ class EngineLeader:
         self.lease = Lease(bus, self.config.lock_ttl_ms, self.config.name)
         self.stats = LeaderStats()
         self.epoch = 0
-        self._watermark_written = 0.0
+        self.watermark = Watermark(self.config.watermark)
         self._clock_ticked = 0.0
         self._hash, self._hash_at, self._hashed = "", "", 0.0  # the last state hash taken, where, when
 
@@ -136,8 +131,9 @@ class EngineLeader:
         self.epoch = epoch = int(client.incr(keys.epoch))
         offset = read_offset(self.bus) or Offset()
         snapshot = latest_snapshot(self.bus)
-        self._check_rollback(epoch, offset, snapshot)
-        engine = self._recover(offset, snapshot)
+        check_rollback(self.bus, epoch, offset, snapshot, self.watermark.read())
+        engine, replayed = recover(self.bus, offset, snapshot)
+        self.stats.replayed += replayed
         self._hash, self._hash_at, self._hashed = offset.hash, offset.hash_at, time.monotonic()
         client.hset(
             keys.leader_info,
@@ -207,7 +203,7 @@ class EngineLeader:
         """Called by the committer after each successful commit."""
         self.stats.commits += 1
         self.stats.events += len(batch.events)
-        self._write_watermark(batch.offset, force=False)
+        self.watermark.write(batch.offset, force=False)
 
     def _apply_batch(self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int) -> Batch:
         inputs, n = offset.inputs, offset.events
@@ -243,94 +239,6 @@ class EngineLeader:
         self._hash, self._hash_at, self._hashed = engine.state_hash(), offset.id, time.monotonic()
         return dataclasses.replace(offset, hash=self._hash, hash_at=offset.id)
 
-    # ------------------------------------------------------------------ recovery
-
-    def _recover(self, offset: Offset, snapshot: StoredSnapshot | None) -> Engine:
-        """The engine as of the committed offset: the newest snapshot plus the journal after it."""
-        started = time.monotonic()
-        if snapshot is not None:
-            engine = Engine.restore(snapshot.data)
-            position = snapshot.offset
-        else:
-            engine, position = Engine(), Offset()
-        inputs, n = position.inputs, position.events
-        cursor = position.id
-        checked = self._check_hash(engine, offset, cursor)
-        while offset.id and cursor != offset.id:
-            low = f"({cursor}" if cursor else "-"
-            entries = self.bus.range(self.bus.keys.input, low, offset.id, count=REPLAY_CHUNK)
-            if not entries:
-                break
-            for raw_id, fields in entries:
-                inputs += 1
-                cursor = raw_id.decode()
-                n += len(apply_entry(engine, cursor, fields, inputs, quiet=True))
-                checked = checked or self._check_hash(engine, offset, cursor)
-            self.stats.replayed += len(entries)
-        if (inputs, n) != (offset.inputs, offset.events):
-            raise RollbackDetected(
-                f"replaying the journal to {offset.id!r} gave {inputs} inputs and {n} events; the commit says "
-                f"{offset.inputs} and {offset.events}. The journal or a snapshot was changed or trimmed under "
-                "the engine; restore Redis from a backup that holds the whole journal"
-            )
-        if offset.id and not checked:
-            log.warning("the committed state hash (at %s) predates the snapshot; not checked", offset.hash_at)
-        log.info(
-            "recovered",
-            extra={
-                "from_snapshot": position.id or None,
-                "replayed": inputs - position.inputs,
-                "seconds": round(time.monotonic() - started, 3),
-            },
-        )
-        return engine
-
-    @staticmethod
-    def _check_hash(engine: Engine, offset: Offset, position: str) -> bool:
-        """At the input id the committed hash was taken at, check the replayed state against it."""
-        if not offset.id or position != offset.hash_at:
-            return False
-        actual = engine.state_hash()
-        if actual != offset.hash:
-            raise RollbackDetected(
-                f"replaying the journal to {position} gave the state hash {actual[:12]}; the commit says "
-                f"{offset.hash[:12]}. The journal or a snapshot was changed under the engine; restore Redis "
-                "from a backup that holds the whole journal"
-            )
-        return True
-
-    def _check_rollback(self, epoch: int, offset: Offset, snapshot: StoredSnapshot | None) -> None:
-        """Halt if Redis holds an older state than the one committed: it would reuse ids."""
-        keys = self.bus.keys
-        problems = []
-        input_last = self.bus.last_generated_id(keys.input)
-        events_last = self.bus.last_generated_id(keys.events)
-        if offset.id:
-            if epoch <= offset.epoch:
-                problems.append(f"the fencing epoch went back ({epoch} after a commit under {offset.epoch})")
-            if _id_key(input_last) < _id_key(offset.id):
-                problems.append(f"the input journal ends at {input_last}, before the committed offset {offset.id}")
-            if offset.last_event and events_last != offset.last_event:
-                problems.append(f"the output stream ends at {events_last}, the commit says {offset.last_event}")
-        elif events_last != "0-0" or snapshot is not None:
-            problems.append("events or snapshots exist but no committed offset does")
-        if snapshot is not None and _id_key(snapshot.offset.id) > _id_key(offset.id or "0-0"):
-            problems.append(f"the newest snapshot ({snapshot.offset.id}) is ahead of the committed offset")
-        mark = self._read_watermark()
-        if mark is not None and mark.inputs > offset.inputs:
-            problems.append(
-                f"this leader once saw {mark.inputs} inputs committed (offset {mark.id}); Redis now holds "
-                f"{offset.inputs} (offset {offset.id or 'none'})"
-            )
-        if problems:
-            raise RollbackDetected(
-                "Redis went back in time: "
-                + "; ".join(problems)
-                + ". Matching is halted so that no order id, trade id or event number is reused. "
-                "Restore the newest Redis data (AOF), or, to start a new history on purpose, clear the "
-                "Redis keys mb:{0}:* and the watermark file."
-            )
-
     # ------------------------------------------------------------------ snapshots, watermark
 
     def _snapshot(self, offset: Offset, data: bytes, epoch: int) -> None:
@@ -347,26 +255,7 @@ class EngineLeader:
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
-        self._write_watermark(offset, force=True)
-
-    def _write_watermark(self, offset: Offset, *, force: bool) -> None:
-        path = self.config.watermark
-        if path is None or not offset.id:
-            return
-        now = time.monotonic()
-        if not force and now - self._watermark_written < 1.0:
-            return
-        self._watermark_written = now
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"id": offset.id, "inputs": offset.inputs, "events": offset.events}))
-        os.replace(tmp, path)
-
-    def _read_watermark(self) -> Offset | None:
-        path = self.config.watermark
-        if path is None or not path.exists():
-            return None
-        data = json.loads(path.read_text())
-        return Offset(id=data["id"], inputs=int(data["inputs"]), events=int(data["events"]))
+        self.watermark.write(offset, force=True)
 
 
 class _Committer:
@@ -429,28 +318,3 @@ class _Committer:
             finally:
                 self.started = 0.0
                 self.queue.task_done()
-
-
-def apply_entry(
-    engine: Engine, entry_id: str, fields: dict[bytes, bytes], seq: int, *, quiet: bool = False
-) -> list[Event]:
-    """Apply one input entry (the ``seq``-th of the journal) to ``engine``; return its events.
-
-    The command's time is the entry id's millisecond part, in ns. A malformed entry is one
-    ``Rejected`` event (MALFORMED_COMMAND) and changes nothing; it never stops the leader.
-    """
-    ts = int(entry_id.partition("-")[0]) * 1_000_000
-    oid = fields.get(b"oid")
-    try:
-        order_id = int(oid) if oid is not None else None
-        command = decode_command(fields.get(b"c", b""), seq=seq, ts=ts, order_id=order_id)
-    except (CodecError, ValueError) as exc:
-        if not quiet:
-            log.warning("malformed input entry %s: %s", entry_id, exc)
-        return [Rejected(seq=seq, ts=ts, command="", reason=RejectReason.MALFORMED_COMMAND)]
-    return engine.apply(command)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
