@@ -84,14 +84,21 @@ def valkey_server(tmp_path: Path) -> Iterator[EmbeddedValkey]:
         yield server
 
 
-@pytest.fixture
-def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """``REDIS_URL`` if set (flushed first: use a scratch database), else a private Valkey."""
+def external_redis_url() -> str | None:
+    """``REDIS_URL``, flushed first (point it at a scratch database), or None when it is unset."""
     external = os.environ.get("REDIS_URL")
     if external:
         client = redis.Redis.from_url(external)
         client.flushdb()
         client.close()
+    return external
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``REDIS_URL`` if set (flushed first: use a scratch database), else a private Valkey."""
+    external = external_redis_url()
+    if external:
         yield external
         return
     server: EmbeddedValkey = request.getfixturevalue("valkey_server")

@@ -23,10 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import wait_until
+from conftest import external_redis_url, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey, free_port
@@ -126,11 +125,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like conftest's ``redis_url``, for the whole module: ``REDIS_URL`` (flushed) or a private Valkey."""
-    external = os.environ.get("REDIS_URL")
+    external = external_redis_url()
     if external:
-        client = redis.Redis.from_url(external)
-        client.flushdb()
-        client.close()
         yield external
         return
     with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server:
