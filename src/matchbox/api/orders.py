@@ -9,7 +9,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from matchbox.api.errors import ERRORS, ApiError
 from matchbox.api.models import (
@@ -202,13 +202,15 @@ _REJECT_FIELDS = {
 
 
 @router.post("/orders", status_code=201, response_model=OrderOut, responses={**ERRORS, 202: {"model": OrderOut}})
-async def place_order(request: Request, body: OrderIn) -> JSONResponse:
+async def place_order(request: Request, body: OrderIn) -> Response:
     """Place an order; answers with its state and fills once the engine has matched it (202 if it is slow)."""
     services = services_of(request)
     command, market_id = _place_command(services, body)
     submission = await submit_one(services, command, body.client_order_id)
     status, order, error = await _order_result(services, submission, body, market_id)
-    return json_response(status, error if error is not None else order)
+    payload = error if error is not None else order
+    assert payload is not None  # _order_result gives an order or an error
+    return json_response(status, payload)
 
 
 @router.post("/orders/batch", response_model=list[BatchItemOut], responses=ERRORS)

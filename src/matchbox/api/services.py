@@ -4,11 +4,11 @@ route uses to reach the engine: submit a command, wait for its outcome."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel
 
 from matchbox.api.errors import ApiError
 from matchbox.api.hub import Hub
@@ -73,8 +73,9 @@ def market_of(services: Services, market_id: str) -> MarketView:
     return market
 
 
-def json_response(status: int, model: Any) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json", exclude_none=True), status_code=status)
+def json_response(status: int, model: BaseModel) -> Response:
+    """A model as JSON, serialized by pydantic-core in one step (no dict, no stdlib json)."""
+    return Response(model.model_dump_json(exclude_none=True), status_code=status, media_type="application/json")
 
 
 async def submit_one(services: Services, command: Command, client_order_id: str | None = None) -> Submission:
