@@ -14,9 +14,12 @@ from fastapi.testclient import TestClient
 
 from conftest import wait_until
 from matchbox.api.app import create_app
-from matchbox.api.hub import Client
+from matchbox.api.hub import Client, Hub
+from matchbox.api.projection import Projection
+from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
+from matchbox.engine.types import Side, TradeExecuted
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings
 
@@ -373,3 +376,17 @@ def test_cancel_all_with_nothing_to_cancel_answers_at_once(client: TestClient) -
     response = client.delete("/orders", params={"market_id": market, "account": "nobody"})
     assert (response.status_code, response.json()["cancelled"]) == (200, [])
     assert time.monotonic() - started < 3.0  # it did not wait out the outcome timeout (5 s here)
+
+
+def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() -> None:
+    hub = Hub(Projection())
+    client = hub.register()
+    client.skip_through = "1000-7"  # history went up to here; the tail is still behind it
+    trade = TradeExecuted(1, 1, "m", 1, 50, 2, Side.BUY, 1, 2, "ann", "bob", 0, 0)
+    for n, stream_id in ((6, "1000-6"), (7, "1000-7"), (8, "1001-8")):
+        hub.publish(stream_id, DecodedEvent(n, "1000-0", trade), [])
+    sent = []
+    while not client.queue.empty():
+        sent.append(client.queue.get_nowait())
+    assert [message["n"] for message in sent] == [8]  # 6 and 7 came from history already
+    assert client.skip_through == ""

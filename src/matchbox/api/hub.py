@@ -15,6 +15,7 @@ from matchbox.api.feed import FILLS, channel_messages
 from matchbox.api.prices import price_out
 from matchbox.api.projection import LevelChange, Projection, Update
 from matchbox.bus.codec import DecodedEvent
+from matchbox.bus.connection import id_order
 from matchbox.engine.types import Side
 
 QUEUE_LIMIT = 10_000
@@ -31,6 +32,7 @@ class Client:
     explicit: bool = False  # has subscribed to something: the plain fills feed stops
     overflowed: bool = False
     replaying: bool = False  # resuming: live messages wait in ``held`` until history is sent
+    skip_through: str = ""  # after a resume: live messages up to this stream id were sent already
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def offer(self, message: dict[str, Any]) -> None:
@@ -82,6 +84,10 @@ class Hub:
                 if channel in client.channels:
                     if client.replaying:
                         client.held.append((stream_id, message))
+                    elif client.skip_through:
+                        if id_order(stream_id) > id_order(client.skip_through):
+                            client.skip_through = ""
+                            client.offer(message)
                     else:
                         client.offer(message)
 

@@ -15,6 +15,7 @@ from matchbox.api.hub import Hub
 from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
 from matchbox.bus.aio import AsyncBus
+from matchbox.bus.connection import id_order
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
 from matchbox.engine.types import (
@@ -108,12 +109,7 @@ async def outcome_or_nothing(services: Services, entry_id: str) -> list[Event] |
         if events is not None:
             return events
         offset = await services.bus.offset()
-        if offset is not None and stream_key(offset.id) >= stream_key(entry_id):
+        if offset is not None and id_order(offset.id) >= id_order(entry_id):
             return await services.tail.outcome(entry_id, 0.2) or []  # its events, if any, are committed
         if time.monotonic() >= deadline:
             return None
-
-
-def stream_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms or 0), int(seq or 0)

@@ -13,6 +13,7 @@ from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
 from matchbox.api.services import Services, services_of
 from matchbox.bus.codec import CodecError, decode_event
+from matchbox.bus.connection import id_order
 
 router = APIRouter()
 
@@ -108,13 +109,10 @@ async def _resume(services: Services, client: Client, last_id: str) -> None:
     except redis.ResponseError:
         client.offer({"op": "error", "error": f"last_id {last_id!r} is not a stream id"})
     for stream_id, message in client.held:
-        if _after(stream_id, cursor):
+        if id_order(stream_id) > id_order(cursor):
             client.offer(message)
     client.held.clear()
+    # The tail may not have reached the end of what history just sent: its live messages up to
+    # ``cursor`` would come a second time, so they are skipped.
+    client.skip_through = cursor
     client.replaying = False
-
-
-def _after(a: str, b: str) -> bool:
-    ams, _, aseq = a.partition("-")
-    bms, _, bseq = b.partition("-")
-    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))

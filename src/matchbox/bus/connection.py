@@ -18,6 +18,12 @@ from matchbox.bus.keys import Keys
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields, as bytes
 
 
+def id_order(stream_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair: ``"1700-3"`` -> ``(1700, 3)``; ``""`` sorts first."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
 def script_source(name: str) -> str:
     return files("matchbox.bus").joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
 

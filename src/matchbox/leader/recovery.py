@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matchbox.bus.codec import CodecError, decode_command
 from matchbox.bus.commit import Offset, StoredSnapshot
-from matchbox.bus.connection import Bus
+from matchbox.bus.connection import Bus, id_order
 from matchbox.engine import Engine
 from matchbox.engine.types import Event, Rejected, RejectReason
 
@@ -91,13 +91,13 @@ def check_rollback(bus: Bus, epoch: int, offset: Offset, snapshot: StoredSnapsho
     if offset.id:
         if epoch <= offset.epoch:
             problems.append(f"the fencing epoch went back ({epoch} after a commit under {offset.epoch})")
-        if _id_key(input_last) < _id_key(offset.id):
+        if id_order(input_last) < id_order(offset.id):
             problems.append(f"the input journal ends at {input_last}, before the committed offset {offset.id}")
         if offset.last_event and events_last != offset.last_event:
             problems.append(f"the output stream ends at {events_last}, the commit says {offset.last_event}")
     elif events_last != "0-0" or snapshot is not None:
         problems.append("events or snapshots exist but no committed offset does")
-    if snapshot is not None and _id_key(snapshot.offset.id) > _id_key(offset.id or "0-0"):
+    if snapshot is not None and id_order(snapshot.offset.id) > id_order(offset.id or "0-0"):
         problems.append(f"the newest snapshot ({snapshot.offset.id}) is ahead of the committed offset")
     if mark is not None and mark.inputs > offset.inputs:
         problems.append(
@@ -159,8 +159,3 @@ def apply_entry(
             log.warning("malformed input entry %s: %s", entry_id, exc)
         return [Rejected(seq=seq, ts=ts, command="", reason=RejectReason.MALFORMED_COMMAND)]
     return engine.apply(command)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
