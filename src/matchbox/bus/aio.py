@@ -18,9 +18,9 @@ from matchbox.bus.connection import Entry, script_source
 from matchbox.bus.journal import (
     WAITAOF_TIMEOUT_MS,
     Durability,
-    DurabilityError,
     Request,
     Submission,
+    durable_submissions,
     parse_submit,
     submit_arguments,
 )
@@ -96,10 +96,7 @@ class AsyncBus:
                 if attempt == 2:
                     raise
                 await self.client.script_load(self._submit.script)
-        submissions = parse_submit(result)
-        if int(local) < 1 and any(s.status == "new" for s in submissions):
-            raise DurabilityError(f"the server did not confirm the AOF fsync within {WAITAOF_TIMEOUT_MS} ms")
-        return submissions
+        return durable_submissions(result, local)
 
     async def read(self, stream: str, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
         reply = await self.client.xread({stream: after}, count=count, block=block_ms)

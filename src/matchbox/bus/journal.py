@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from redis.exceptions import NoScriptError
+
 from matchbox.bus.codec import encode_command
 from matchbox.bus.connection import Bus
 from matchbox.bus.keys import Keys
@@ -80,6 +82,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def durable_submissions(result: Sequence[Sequence[Any]], fsynced_locally: int) -> list[Submission]:
+    """The submissions of a script reply whose WAITAOF answered ``fsynced_locally``; raises if a new
+    command was appended but the server did not confirm the fsync."""
+    submissions = parse_submit(result)
+    if int(fsynced_locally) < 1 and any(s.status == "new" for s in submissions):
+        raise DurabilityError(
+            f"the server did not confirm the AOF fsync within {WAITAOF_TIMEOUT_MS} ms: is appendonly on? "
+            "(CONFIG SET appendonly yes)"
+        )
+    return submissions
+
+
 class Journal:
     """The input side of one shard."""
 
@@ -97,14 +111,16 @@ class Journal:
         script_keys, args = submit_arguments(self.bus.keys, requests)
         if self.durability is Durability.EVERYSEC:
             return parse_submit(self.bus.submit_script(keys=script_keys, args=args))
-        pipe = self.bus.client.pipeline(transaction=False)
-        self.bus.submit_script(keys=script_keys, args=args, client=pipe)
-        pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-        result, (local, _replicas) = pipe.execute()
-        submissions = parse_submit(result)
-        if int(local) < 1 and any(s.status == "new" for s in submissions):
-            raise DurabilityError(
-                "the server did not confirm the AOF fsync within "
-                f"{WAITAOF_TIMEOUT_MS} ms: is appendonly on? (CONFIG SET appendonly yes)"
-            )
-        return submissions
+        script = self.bus.submit_script
+        for attempt in (1, 2):  # EVALSHA straight into the pipeline: see AsyncBus.submit_many
+            pipe = self.bus.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
+            try:
+                result, (local, _replicas) = pipe.execute()
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self.bus.client.script_load(script.script)
+        return durable_submissions(result, local)
