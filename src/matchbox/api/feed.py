@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
+from matchbox.bus.codec import to_builtins
 from matchbox.engine.types import (
     Event,
     OrderAccepted,
@@ -41,14 +40,14 @@ def channel_messages(event: Event, stream_id: str, n: int) -> list[tuple[str, di
         envelope = {"id": stream_id, "n": n}
         out.append((FILLS, {**envelope, **_seed_fill(event)}))
         out.append((f"trades:{event.market_id}", {"channel": "trades", **envelope, **trade}))
-        data = _event_data(event)
+        data = to_builtins(event)
         out.append((f"orders:{event.maker_account}", {"channel": "orders", **envelope, **data}))
         if event.taker_account != event.maker_account:
             out.append((f"orders:{event.taker_account}", {"channel": "orders", **envelope, **data}))
     elif type(event) in _ORDER_EVENTS:
         account = getattr(event, "account", None)
         if account:
-            out.append((f"orders:{account}", {"channel": "orders", "id": stream_id, "n": n, **_event_data(event)}))
+            out.append((f"orders:{account}", {"channel": "orders", "id": stream_id, "n": n, **to_builtins(event)}))
     return out
 
 
@@ -61,11 +60,6 @@ def _seed_fill(event: TradeExecuted) -> dict[str, Any]:
         "timestamp": event.ts,
         "market_id": event.market_id,
     }
-
-
-def _event_data(event: Event) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(event)
-    return data
 
 
 _ORDER_EVENTS = {OrderAccepted, OrderRested, OrderCancelled, OrderReduced, Rejected}

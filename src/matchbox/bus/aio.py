@@ -111,10 +111,6 @@ class AsyncBus:
         raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.offset))
         return Offset.from_hash(raw) if raw else None
 
-    async def leader_info(self) -> dict[str, str]:
-        raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.leader_info))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
     async def leader_holder(self) -> str | None:
         value = await self.client.get(self.keys.leader)
         return value.decode() if isinstance(value, bytes) else None

@@ -47,7 +47,3 @@ class Lease:
     def release(self) -> None:
         self.expires = 0.0
         self.bus.release_script(keys=[self.bus.keys.leader], args=[self.token])
-
-    def current_holder(self) -> str | None:
-        value = self.bus.client.get(self.bus.keys.leader)
-        return value.decode() if isinstance(value, bytes) else None

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +79,8 @@ class LeaderStats:
     commits: int = 0
     inputs: int = 0  # entries applied live (not replayed)
     events: int = 0
-    largest_batch: int = 0
     replayed: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest ones
 
 
 class EngineLeader:
@@ -226,7 +226,6 @@ class EngineLeader:
             if depth is not None:
                 books[market] = encode_book(depth, n)
         self.stats.inputs += len(entries)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(entries))
         self.stats.batch_sizes.append(len(entries))
         last_event = out[-1][0] if out else offset.last_event
         after = Offset(entry_id, inputs, n, self._hash, epoch, last_event, self._hash_at)
