@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from matchbox.engine.types import (
     Side,
     TickScheme,
 )
+from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 
 class Driver:
@@ -110,3 +113,29 @@ def bus(redis_url: str) -> Iterator[Bus]:
     connection = Bus.connect(redis_url)
     yield connection
     connection.close()
+
+
+@contextmanager
+def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
+    """An engine leader candidate in a thread, stopped (and joined) on exit."""
+    stop = threading.Event()
+    leader_bus = Bus.connect(url)
+    leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            leader.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield leader
+    finally:
+        stop.set()
+        thread.join(10)
+        leader_bus.close()
+    if failure:
+        raise failure[0]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import wait_until
+from conftest import running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
@@ -20,7 +20,6 @@ from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine.types import Side, TradeExecuted
-from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -30,14 +29,8 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Valkey and an engine leader; yields the Redis URL."""
-    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server:
-        stop = threading.Event()
-        leader = EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop)
-        thread = threading.Thread(target=leader.run, daemon=True)
-        thread.start()
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
         yield server.url
-        stop.set()
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -306,29 +299,19 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
 
 
 def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server:
-        stop = threading.Event()
-        leader = EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop)
-        thread = threading.Thread(target=leader.run, daemon=True)
-        thread.start()
+    with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server, ExitStack() as engine:
+        engine.enter_context(running_leader(server.url))
         settings = Settings(redis_url=server.url, durability="everysec", outcome_timeout=0.3)
         with TestClient(create_app(settings)) as api:
             assert api.post("/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
-            stop.set()  # the only engine goes away
-            thread.join(10)
+            engine.close()  # the only engine goes away
             pending = api.post("/orders", json={"side": "buy", "price": 7, "qty": 1})
             assert pending.status_code == 202
             assert pending.json()["status"] == "pending"
             order_id = pending.json()["order_id"]
-            stop2 = threading.Event()
-            successor = threading.Thread(
-                target=EngineLeader(Bus.connect(server.url), LeaderConfig(lock_ttl_ms=1000), stop2).run, daemon=True
-            )
-            successor.start()
-            wait_until(lambda: api.get(f"/orders/{order_id}").status_code == 200, message="the successor's outcome")
-            assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
-            stop2.set()
-            successor.join(10)
+            with running_leader(server.url):
+                wait_until(lambda: api.get(f"/orders/{order_id}").status_code == 200, message="the successor's outcome")
+                assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
 
 
 def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> None:

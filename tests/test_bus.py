@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import wait_until
+from conftest import running_leader, wait_until
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_book, decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.commit import Batch, CommitRefused, Offset, commit, latest_snapshot, read_offset
@@ -42,32 +40,6 @@ def order(price: int, qty: int = 5, side: Side = Side.BUY, account: str = "a", m
 
 def binary_market(market: str = "m") -> CreateMarket:
     return CreateMarket(seq=0, ts=0, market_id=market, scheme=TickScheme.BINARY)
-
-
-@contextmanager
-def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
-    """An engine leader candidate in a thread, stopped (and joined) on exit."""
-    stop = threading.Event()
-    leader_bus = Bus.connect(url)
-    leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            leader.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield leader
-    finally:
-        stop.set()
-        thread.join(10)
-        leader_bus.close()
-    if failure:
-        raise failure[0]
 
 
 def run_leader_for(url: str, seconds: float, **config: object) -> None:
