@@ -4,7 +4,7 @@ The flow is seeded, on one market: about 60 % passive limit orders one to five t
 of a slowly drifting mid, and 40 % crossing limit orders three ticks through the mid, which take
 what rests there. Buyers and sellers use disjoint accounts, so self-trade prevention never fires.
 Orders go round robin to the ``--url`` instances over HTTP/1.1 keep-alive connections, from
-``--concurrency`` workers sharing one ``httpx.AsyncClient``.
+``--concurrency`` workers sharing one ``aiohttp.ClientSession``.
 
 Two ways to offer load:
 
@@ -23,7 +23,6 @@ crossing order to its answer saying ``filled`` (the answer carries the fills).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import itertools
 import os
@@ -35,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-import httpx
+import aiohttp
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -190,17 +189,21 @@ class SetupError(Exception):
     """The instances cannot take the load (unreachable, no such market, market creation refused)."""
 
 
-def _client(config: Config, connections: int, tls: ssl.SSLContext) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(
-        limits=limits,
-        verify=tls,  # one context for all clients: loading the CA bundle once per client takes ~15 ms
-        timeout=httpx.Timeout(config.timeout),
+def _session(config: Config, tls: ssl.SSLContext) -> aiohttp.ClientSession:
+    """One session for every worker: keep-alive connections, at most one per worker and instance.
+
+    aiohttp rather than httpx: measured against the same two API instances, httpx spent 1.5 ms of
+    CPU per request and aiohttp 0.33 ms, and on a shared 2-core machine the load generator's CPU
+    is taken from the servers it measures."""
+    connector = aiohttp.TCPConnector(limit=config.concurrency * len(config.urls), ssl=tls)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=config.timeout),
         headers={"content-type": "application/json"},
     )
 
 
-async def _setup(client: httpx.AsyncClient, config: Config) -> None:
+async def _setup(session: aiohttp.ClientSession, config: Config) -> None:
     """Create the market if asked, then wait (bounded) until every instance knows it."""
     if config.create_market:
         token = config.admin_token
@@ -208,30 +211,30 @@ async def _setup(client: httpx.AsyncClient, config: Config) -> None:
             raise SetupError("--create-market needs the admin token: --admin-token or MATCHBOX_ADMIN_TOKEN")
         body = {"market_id": config.create_market, "scheme": "binary"}
         try:
-            response = await client.post(
+            async with session.post(
                 f"{config.urls[0]}/markets", json=body, headers={"authorization": f"Bearer {token}"}
-            )
-        except httpx.HTTPError as exc:
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise SetupError(f"cannot reach {config.urls[0]}: {exc!r}") from None
-        if response.status_code not in (201, 409):  # 409: it exists already, which is as good
-            raise SetupError(f"creating market {config.create_market!r}: {response.status_code} {response.text}")
+        if response.status not in (201, 409):  # 409: it exists already, which is as good
+            raise SetupError(f"creating market {config.create_market!r}: {response.status} {text}")
     deadline = time.monotonic() + 10.0
     for url in config.urls:
         while True:
             try:
-                response = await client.get(f"{url}/markets/{config.market}")
-            except httpx.HTTPError as exc:
+                async with session.get(f"{url}/markets/{config.market}") as response:
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SetupError(f"cannot reach {url}: {exc!r}") from None
-            if response.status_code == 200:
+            if response.status == 200:
                 break
             if time.monotonic() > deadline:  # a market just created may take a moment to reach every instance
-                raise SetupError(f"{url} answers {response.status_code} for market {config.market!r}")
+                raise SetupError(f"{url} answers {response.status} for market {config.market!r}")
             await asyncio.sleep(0.05)
 
 
-async def _drive(
-    clients: Sequence[httpx.AsyncClient], config: Config, results: Results, progress: Progress | None
-) -> None:
+async def _drive(session: aiohttp.ClientSession, config: Config, results: Results, progress: Progress | None) -> None:
     flow = Flow(config.market, crossing=config.crossing, mid=config.mid, seed=config.seed)
     total = config.orders
     if config.rate > 0 and config.seconds is not None:
@@ -247,7 +250,7 @@ async def _drive(
     latencies, fill_latencies = results.latencies, results.fill_latencies
     http_statuses, order_statuses = results.http_statuses, results.order_statuses
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         while True:
             i = next(counter)
             if total is not None and i >= total:
@@ -266,22 +269,23 @@ async def _drive(
                     return
             results.sent += 1
             try:
-                response = await client.post(urls[i % len(urls)], content=order.body)
-            except httpx.HTTPError as exc:
+                async with session.post(urls[i % len(urls)], data=order.body) as response:
+                    content = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 http_statuses[type(exc).__name__] += 1
             else:
                 done = clock()
                 latencies.append(done - due)
-                http_statuses[str(response.status_code)] += 1
-                if response.status_code < 300:
-                    status = msgspec.json.decode(response.content).get("status", "?")
+                http_statuses[str(response.status)] += 1
+                if response.status < 300:
+                    status = msgspec.json.decode(content).get("status", "?")
                     order_statuses[status] += 1
                     if order.crossing and status == "filled":
                         fill_latencies.append(done - due)
             if progress is not None and task is not None:
                 progress.advance(task)
 
-    workers = [asyncio.create_task(worker(client)) for client in clients]
+    workers = [asyncio.create_task(worker()) for _ in range(config.concurrency)]
     try:
         await asyncio.gather(*workers)
     finally:
@@ -291,16 +295,10 @@ async def _drive(
 
 
 async def _run(config: Config, results: Results, console: Console) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        # one client per worker, each with a connection per instance: httpx's pool looks at every
-        # connection it holds on every request, so one shared pool of 64 costs more than the requests
-        tls = ssl.create_default_context()
-        clients = [
-            await stack.enter_async_context(_client(config, len(config.urls), tls)) for _ in range(config.concurrency)
-        ]
-        await _setup(clients[0], config)
+    async with _session(config, ssl.create_default_context()) as session:
+        await _setup(session, config)
         if not config.progress:
-            await _drive(clients, config, results, None)
+            await _drive(session, config, results, None)
             return
         columns = (
             TextColumn("[bold]loadgen[/]"),
@@ -313,7 +311,7 @@ async def _run(config: Config, results: Results, console: Console) -> None:
         with Progress(*columns, console=console, transient=True) as progress:
             refresher = asyncio.create_task(_refresh(progress, results))
             try:
-                await _drive(clients, config, results, progress)
+                await _drive(session, config, results, progress)
             finally:
                 refresher.cancel()
 

@@ -58,8 +58,9 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         lifespan=lifespan,
     )
     install_errors(app)
+    app.add_middleware(orders.PlaceOrderFast)  # added first: the body limit and metrics wrap it
     app.add_middleware(LimitAndMeasure)
-    for router in (ops.router, markets.router, orders.router, ws.router):
+    for router in (orders.router, markets.router, ops.router, ws.router):
         app.include_router(router)
     return app
 

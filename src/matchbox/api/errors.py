@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from matchbox.api.models import (
@@ -26,6 +26,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody},
     503: {"model": ErrorBody},
 }
+REDIS_DOWN = b'{"error":"the exchange\'s Redis is unavailable; retry shortly"}'
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorBody}}
 
 
@@ -56,6 +57,6 @@ def install_errors(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(redis.RedisError)
-    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+    async def redis_down(request: Request, exc: redis.RedisError) -> Response:
         log.warning("redis error on %s: %s", request.url.path, exc)
-        return JSONResponse({"error": "the exchange's Redis is unavailable; retry shortly"}, status_code=503)
+        return Response(REDIS_DOWN, status_code=503, media_type="application/json")
