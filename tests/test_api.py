@@ -227,8 +227,9 @@ def test_engine_health_ready_and_metrics(client: TestClient) -> None:
     assert engine["epoch"] >= 1
     assert len(engine["state_hash"]) == 64
     assert engine["inputs"] >= 1
+    assert place(client, side="buy", price=5, qty=1).status_code == 201  # served ahead of FastAPI's routing
     metrics = client.get("/metrics").text
-    assert "matchbox_http_requests_total" in metrics
+    assert 'matchbox_http_requests_total{method="POST",route="/orders",status="201"}' in metrics
     assert "matchbox_engine_lag_entries" in metrics
 
 
