@@ -53,6 +53,10 @@ class Keys:
         """Stream: engine snapshots, newest last, capped at the configured retention."""
         return f"{self.prefix}snapshot"
 
+    def dead_letter(self, group: str) -> str:
+        """Stream: the entries a consumer group gave up on (delivered too often), with the reason."""
+        return f"{self.prefix}dead:{group}"
+
     @property
     def order_id(self) -> str:
         """String counter: the last order id allocated by ``submit``."""
