@@ -14,10 +14,10 @@ ALLOWED = {
     "engine": set(),
     "bus": {"engine"},
     "leader": {"engine", "bus"},
-    "api": {"engine", "bus", "settings"},
+    "api": {"engine", "bus", "settings", "consumers"},  # consumers.queries: candles and stats
     "consumers": {"engine", "bus"},
     "web": set(),
-    "bench": {"engine", "bus", "leader"},
+    "bench": {"engine", "bus", "leader", "consumers"},
 }
 IMPURE = {"asyncio", "redis", "valkey", "socket", "time", "random", "os", "threading", "datetime", "sqlalchemy"}
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from matchbox.consume import SinkKind
+    from matchbox.settings import Settings
 
 app = typer.Typer(
     help="Matchbox: an exchange core for prediction markets and betting exchanges.",
@@ -125,6 +130,95 @@ def api(
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )
+
+
+@app.command()
+def consume(
+    sink: Annotated[str, typer.Argument(help="persistence (markets, orders, trades) or analytics (candles, stats).")],
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the output stream.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")] = None,
+    group: Annotated[str | None, typer.Option(help="The consumer group (default: the sink's name).")] = None,
+    name: Annotated[str, typer.Option(help="This consumer's name in the group (default host:pid).")] = "",
+    burst: Annotated[bool, typer.Option(help="Drain what is there, then exit.")] = False,
+) -> None:
+    """Feed a SQL projection from the engine's output stream, exactly once per event.
+
+    Run several with one group to share the work, or different groups to each see everything.
+    SIGINT/SIGTERM: the batch in hand is committed and acknowledged, then it exits 0.
+    """
+    from matchbox.consume import run_consumer
+    from matchbox.logs import configure
+
+    settings = _consumer_settings(redis_url, database_url, data_dir)
+    configure(settings.log_level, settings.log_format)
+    kind = _sink_kind(sink)
+    run_consumer(settings, kind, group or kind.value, name, burst, _stop_on_signals())
+
+
+@app.command()
+def replay(
+    group: Annotated[str, typer.Option(help="The group to (re)create at 0, e.g. persistence or analytics.")],
+    sink: Annotated[
+        str | None, typer.Option(help="persistence or analytics (default: the group's name, if it is one).")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the output stream.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")] = None,
+) -> None:
+    """Rebuild a sink's tables from the whole output stream: the group starts again at 0.
+
+    Applying an event twice changes nothing, so replaying into a database that already holds the
+    tables converges to the same rows; point --database-url at an empty database for a clean copy.
+    """
+    from rich.console import Console
+
+    from matchbox.consume import replay as run_replay
+    from matchbox.logs import configure
+
+    settings = _consumer_settings(redis_url, database_url, data_dir)
+    configure(settings.log_level, settings.log_format)
+    kind = _sink_kind(sink or group)
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    applied = run_replay(settings, kind, group, console)
+    console.print(
+        f"replayed {applied:,} events into {kind.value} (group {group}) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _consumer_settings(redis_url: str | None, database_url: str | None, data_dir: Path | None) -> Settings:
+    from matchbox.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    if database_url:
+        overrides["database_url"] = database_url
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not settings.redis_url:
+        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def _sink_kind(name: str) -> SinkKind:
+    from matchbox.consume import SinkKind
+
+    try:
+        return SinkKind(name)
+    except ValueError:
+        raise typer.BadParameter(f"{name!r}: give persistence or analytics", param_hint="sink") from None
 
 
 @app.command()
@@ -247,6 +341,24 @@ def bench_failover(
     from matchbox.bench.failover import run
 
     raise typer.Exit(run(kills=kills, lock_ttl_ms=lock_ttl_ms, json_output=json_output))
+
+
+@bench_app.command("consumers")
+def bench_consumers(
+    events: Annotated[int, typer.Option(min=1_000, help="Events preloaded in the output stream.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the flow (the engine benchmark's).")] = 7,
+    batch: Annotated[int, typer.Option(min=1, help="Events per consumer transaction.")] = 1000,
+    postgres_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="A PostgreSQL to measure too (a scratch schema).")
+    ] = "postgresql://127.0.0.1:5432/test",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
+    ] = False,
+) -> None:
+    """Time the persistence consumer draining a preloaded output stream into SQLite and PostgreSQL."""
+    from matchbox.bench.consumers import run
+
+    raise typer.Exit(run(events=events, seed=seed, batch=batch, postgres_url=postgres_url, json_output=json_output))
 
 
 def main() -> None:

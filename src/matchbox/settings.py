@@ -29,6 +29,17 @@ class Settings(BaseSettings):
     snapshot_seconds: float = Field(default=60.0, gt=0, description="Seconds between snapshots while busy.")
     snapshots_kept: int = Field(default=3, ge=1)
     trim_input: bool = Field(default=True, description="Trim the journal behind the oldest kept snapshot.")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "MATCHBOX_DATABASE_URL"),
+        description="The consumers' SQL database (postgresql://…); unset, SQLite in the data folder.",
+    )
+    consumer_batch: int = Field(default=1000, ge=1, description="Events per consumer transaction, at most.")
+    claim_idle_ms: int = Field(default=30_000, ge=10, description="Reclaim a dead consumer's entries after this.")
+    max_deliveries: int = Field(default=5, ge=1, description="Deliveries before an entry is dead-lettered.")
+    trim_events: bool = Field(
+        default=False, description="Trim the output stream below what every group processed (no full replay then)."
+    )
     admin_token: str | None = Field(default=None, description="Bearer token for admin endpoints; unset = disabled.")
     default_market: str = Field(default="default", description="The market of orders that name none (the seed's).")
     outcome_timeout: float = Field(default=1.0, gt=0, description="How long POST /orders waits for the engine.")

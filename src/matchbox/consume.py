@@ -1,0 +1,111 @@
+"""``matchbox consume`` and ``matchbox replay``: the cold path's processes.
+
+Each builds one sink (persistence or analytics) over the SQL database and feeds it from a consumer
+group on the engine's output stream. ``consume`` runs until SIGINT/SIGTERM (or, with ``--burst``,
+until it has caught up); ``replay`` starts a group at ``0`` and rebuilds the sink's tables from
+the whole history, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from enum import StrEnum
+
+import redis
+import sqlalchemy as sa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from matchbox.bus.connection import Bus
+from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink, group_lag
+from matchbox.consumers.analytics import AnalyticsSink
+from matchbox.consumers.db import open_database
+from matchbox.consumers.persistence import PersistenceSink
+from matchbox.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SinkKind(StrEnum):
+    PERSISTENCE = "persistence"
+    ANALYTICS = "analytics"
+
+
+def make_sink(kind: SinkKind, database: sa.Engine, group: str) -> Sink:
+    if kind is SinkKind.PERSISTENCE:
+        return PersistenceSink(database, group=group)
+    return AnalyticsSink(database, group=group)
+
+
+def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerConfig:
+    config = ConsumerConfig(
+        group=group,
+        batch=settings.consumer_batch,
+        claim_idle_ms=settings.claim_idle_ms,
+        max_deliveries=settings.max_deliveries,
+        retention=settings.trim_events,
+    )
+    return dataclasses.replace(config, consumer=name) if name else config
+
+
+def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burst: bool, stop: threading.Event) -> int:
+    """Feed one sink until stopped (or caught up, in burst mode); the entries applied."""
+    database = open_database(settings.database_url, settings.data_dir)
+    bus = Bus.connect(settings.redis_url or "", settings.shard)
+    try:
+        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group, name), stop)
+        consumer.ensure_group()
+        log.info("consumer started", extra={"group": group, "sink": kind.value, "database": _where(database)})
+        if burst:
+            return consumer.drain()
+        consumer.run()
+        return 0
+    finally:
+        bus.close()
+        database.dispose()
+
+
+def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> int:
+    """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied."""
+    database = open_database(settings.database_url, settings.data_dir)
+    bus = Bus.connect(settings.redis_url or "", settings.shard)
+    stream = bus.keys.events
+    try:
+        with contextlib.suppress(redis.ResponseError):  # no stream yet
+            bus.client.xgroup_destroy(stream, group)
+        sink = make_sink(kind, database, group)
+        consumer = GroupConsumer(bus, sink, consumer_config(settings, group), threading.Event())
+        bus.client.xgroup_create(stream, group, id="0", mkstream=True)
+        total = int(bus.client.xlen(stream))
+        applied: list[int] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                applied.append(consumer.drain())
+            except BaseException as exc:
+                failure.append(exc)
+
+        columns = (TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"{group} ({kind.value})", total=total)
+            worker = threading.Thread(target=work, name="replay", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.2)
+                lag = next((g for g in group_lag(bus, stream) if g.name == group), None)
+                if lag is not None:
+                    progress.update(task, completed=max(0, total - lag.lag - lag.pending))
+        if failure:
+            raise failure[0]
+        return applied[0] if applied else 0
+    finally:
+        bus.close()
+        database.dispose()
+
+
+def _where(database: sa.Engine) -> str:
+    return database.url.render_as_string(hide_password=True)
