@@ -7,6 +7,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,9 @@ from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
+from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
+from matchbox.consumers.analytics import AnalyticsSink
+from matchbox.consumers.db import open_database
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
@@ -34,8 +38,16 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str) -> Iterator[TestClient]:
-    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec", outcome_timeout=5.0)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The API's data folder: where it finds the consumers' SQLite database."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        redis_url=exchange, admin_token="test-admin", durability="everysec", outcome_timeout=5.0, data_dir=data_dir
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -231,6 +243,48 @@ def test_engine_health_ready_and_metrics(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'matchbox_http_requests_total{method="POST",route="/orders",status="201"}' in metrics
     assert "matchbox_engine_lag_entries" in metrics
+
+
+# --------------------------------------------------------------------------- history (analytics consumer)
+
+
+def test_candles_and_stats_come_from_the_analytics_consumer(client: TestClient, exchange: str, data_dir: Path) -> None:
+    market = new_market(client)
+    assert place(client, market_id=market, side="sell", price=55, qty=4, account="s").status_code == 201
+    assert place(client, market_id=market, side="sell", price=57, qty=5, account="s").status_code == 201
+    assert place(client, market_id=market, side="buy", price=57, qty=6, account="b").json()["status"] == "filled"
+    assert place(client, market_id=market, side="buy", price=52, qty=3, account="b").status_code == 201
+    database = open_database(None, data_dir)
+    bus = Bus.connect(exchange)
+    try:
+        consumer = GroupConsumer(bus, AnalyticsSink(database), ConsumerConfig(group="analytics", block_ms=10))
+        consumer.ensure_group()
+        assert consumer.drain() > 0
+    finally:
+        bus.close()
+        database.dispose()
+    candles = client.get(f"/markets/{market}/candles", params={"interval": "1h"}).json()
+    assert len(candles) == 1  # both trades within the same hour, unless the test straddles one
+    (candle,) = candles
+    assert (candle["open"], candle["high"], candle["low"], candle["close"]) == (55, 57, 55, 57)
+    assert (candle["volume"], candle["trades"]) == (6, 2)
+    assert candle["vwap"] == pytest.approx((55 * 4 + 57 * 2) / 6, abs=1e-4)
+    stats = client.get(f"/markets/{market}/stats").json()
+    assert (stats["last_price"], stats["last_qty"], stats["volume_24h"], stats["trades_24h"]) == (57, 2, 6, 2)
+    assert (stats["best_bid"], stats["best_ask"], stats["spread"], stats["mid"]) == (52, 57, 5, 54.5)
+    metrics = client.get("/metrics").text
+    assert 'matchbox_consumer_pending_entries{group="analytics"} 0.0' in metrics
+    assert 'matchbox_consumer_lag_entries{group="analytics"}' in metrics
+
+
+def test_history_errors_name_the_field(client: TestClient) -> None:
+    market = new_market(client)
+    assert client.get("/markets/absent/candles").status_code == 404
+    bad_interval = client.get(f"/markets/{market}/candles", params={"interval": "7m"})
+    assert (bad_interval.status_code, bad_interval.json()["field"]) == (422, "interval")
+    backwards = client.get(f"/markets/{market}/candles", params={"from": 2000, "to": 1000})
+    assert (backwards.status_code, backwards.json()["field"]) == (400, "to")
+    assert client.get(f"/markets/{market}/stats").json()["volume_24h"] == 0  # not seen by analytics yet
 
 
 # --------------------------------------------------------------------------- WebSocket

@@ -50,8 +50,10 @@ ADMIN_OPERATIONS = [
 ]
 
 
-def app_settings(redis_url: str | None) -> Settings:
-    return Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, durability="everysec", outcome_timeout=2.0)
+def app_settings(redis_url: str | None, data_dir: Path = Path("data")) -> Settings:
+    return Settings(
+        redis_url=redis_url, admin_token=ADMIN_TOKEN, durability="everysec", outcome_timeout=2.0, data_dir=data_dir
+    )
 
 
 # the schema needs no Redis: an app that is never started describes it
@@ -62,6 +64,7 @@ class Exchange:
     """A private Valkey, an engine leader thread and the app, for the module."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.server = EmbeddedValkey(folder, fsync="everysec")
         self.stop = threading.Event()
         self.leader: EngineLeader | None = None
@@ -73,7 +76,7 @@ class Exchange:
         self.leader = EngineLeader(Bus.connect(url), LeaderConfig(lock_ttl_ms=1000, name="schema"), self.stop)
         self.thread = threading.Thread(target=self.leader.run, name="engine-leader", daemon=True)
         self.thread.start()
-        self.app = create_app(app_settings(url))
+        self.app = create_app(app_settings(url, self.folder / "data"))
 
     def close(self) -> None:
         try:

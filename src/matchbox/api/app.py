@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
-from matchbox.api import markets, ops, orders, ws
+from matchbox.api import history, markets, ops, orders, ws
 from matchbox.api.errors import install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await tail
             await services.bus.close()
+            services.close()
 
     app = FastAPI(
         title="Matchbox",
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
     install_errors(app)
     app.add_middleware(orders.PlaceOrderFast)  # added first: the body limit and metrics wrap it
     app.add_middleware(LimitAndMeasure)
-    for router in (orders.router, markets.router, ops.router, ws.router):
+    for router in (orders.router, markets.router, history.router, ops.router, ws.router):
         app.include_router(router)
     return app
 

@@ -158,3 +158,28 @@ class CancelAllOut(BaseModel):
     market_id: str
     account: str
     cancelled: list[int]
+
+
+class CandleOut(BaseModel):
+    start: int = Field(description="The candle's start, unix ms; it covers [start, start + interval).")
+    open: float | int
+    high: float | int
+    low: float | int
+    close: float | int
+    volume: int
+    trades: int
+    vwap: float | None = Field(description="Volume-weighted average price (ticks markets and binary cents).")
+
+
+class StatsOut(BaseModel):
+    market_id: str
+    last_price: float | int | None
+    last_qty: int | None
+    last_trade_at: int | None = Field(description="Unix ms of the last trade.")
+    vwap_24h: float | None
+    volume_24h: int
+    trades_24h: int
+    best_bid: float | int | None
+    best_ask: float | int | None
+    spread: float | int | None
+    mid: float | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import redis
@@ -13,7 +14,8 @@ from matchbox.api.errors import ERRORS
 from matchbox.api.models import (
     EngineOut,
 )
-from matchbox.api.services import services_of
+from matchbox.api.services import Services, services_of
+from matchbox.bus.consumer import GroupLag, group_lag
 
 router = APIRouter(tags=["operations"])
 
@@ -47,7 +49,16 @@ async def metrics(request: Request) -> Response:
         length = await services.bus.client.xlen(services.bus.keys.input)
         services.metrics.engine_lag.set(max(0, int(length) - (offset.inputs if offset else 0)))
     services.metrics.ws_clients.set(len(services.hub.clients))
+    with contextlib.suppress(redis.RedisError):
+        for group in await asyncio.to_thread(_group_lag, services):
+            services.metrics.group_lag.labels(group.name).set(group.lag)
+            services.metrics.group_pending.labels(group.name).set(group.pending)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _group_lag(services: Services) -> list[GroupLag]:
+    bus = services.sync_bus()
+    return [] if bus is None else group_lag(bus, bus.keys.events)
 
 
 @router.get("/engine", response_model=EngineOut)

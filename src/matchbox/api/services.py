@@ -3,8 +3,10 @@ route uses to reach the engine: submit a command, wait for its outcome."""
 
 from __future__ import annotations
 
+import threading
 import time
 
+import sqlalchemy as sa
 from fastapi import Request, WebSocket
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,9 +17,10 @@ from matchbox.api.hub import Hub
 from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
 from matchbox.bus.aio import AsyncBus
-from matchbox.bus.connection import id_order
+from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
+from matchbox.consumers.db import open_database
 from matchbox.engine.types import (
     Command,
     Event,
@@ -47,6 +50,18 @@ class Metrics:
         self.engine_lag = Gauge(
             "matchbox_engine_lag_entries", "Input entries not yet committed by the engine", registry=self.registry
         )
+        self.group_lag = Gauge(
+            "matchbox_consumer_lag_entries",
+            "Output-stream entries not yet delivered to a consumer group",
+            ["group"],
+            registry=self.registry,
+        )
+        self.group_pending = Gauge(
+            "matchbox_consumer_pending_entries",
+            "Entries delivered to a consumer group and not yet acknowledged",
+            ["group"],
+            registry=self.registry,
+        )
 
 
 class Services:
@@ -60,6 +75,31 @@ class Services:
         self.hub = Hub(self.projection)
         self.tail.listeners.append(self.hub.publish)
         self.metrics = Metrics()
+        self._database: sa.Engine | None = None
+        self._database_lock = threading.Lock()
+        self._sync_bus: Bus | None = None
+
+    def database(self) -> sa.Engine:
+        """The consumers' SQL database (candles, stats), opened on first use; call from a worker thread."""
+        with self._database_lock:
+            if self._database is None:
+                try:
+                    self._database = open_database(self.settings.database_url, self.settings.data_dir)
+                except sa.exc.SQLAlchemyError as exc:
+                    raise ApiError(503, f"the database is unavailable: {type(exc).__name__}") from None
+            return self._database
+
+    def sync_bus(self) -> Bus | None:
+        """A blocking client for the consumer-group figures in /metrics (None without a REDIS_URL)."""
+        if self._sync_bus is None and self.settings.redis_url:
+            self._sync_bus = Bus.connect(self.settings.redis_url, self.settings.shard)
+        return self._sync_bus
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.dispose()
+        if self._sync_bus is not None:
+            self._sync_bus.close()
 
 
 def services_of(request: Request | WebSocket) -> Services:
