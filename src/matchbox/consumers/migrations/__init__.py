@@ -1,0 +1,1 @@
+"""Alembic migrations of the consumers' schema, run by :func:`matchbox.consumers.db.migrate`."""

@@ -1,0 +1,320 @@
+"""The persistence sink: markets, orders and trades as SQL rows, exactly once in effect.
+
+One transaction per batch. The batch is decoded and folded in memory into one row per market,
+per order and per trade, then written with one multi-row statement per table, and the group's
+tracking row moves forward in the same transaction.
+
+Why a batch applied twice, or batches of two consumers committed in any order, leave the same
+tables as one in-order build:
+
+- A trade is inserted only if its ``trade_id`` is not there yet (ON CONFLICT DO NOTHING, with
+  RETURNING saying which rows this transaction inserted). On PostgreSQL a concurrent insert of
+  the same trade waits for the other transaction and then skips it.
+- An order's ``filled`` grows only by the trades this transaction inserted, so every trade is
+  counted once, by whichever transaction inserted it; addition does not care about order.
+- ``remaining`` (and ``updated_ts``, a market's ``state`` and ``outcome``) are last-writer-wins
+  by the event sequence number ``n``: the row keeps ``last_n`` and takes an incoming value only
+  from a newer event. The newest event of an order or a market wins whatever the order of
+  arrival, which is what an in-order build ends with.
+- The fields an event states once (an order's side, price, quantity…; a market's scheme and
+  ticks) are kept from whichever event brought them first; they never change.
+- Cancellation and rejection are terminal: once a reason is stored it stays.
+- ``status`` is derived from those merged values (rejected, cancelled, then filled when nothing
+  remains and something filled, partially filled, open) in the same statement.
+- The tracking row moves to max(stored, the batch's last id), comparing stream ids as
+  (milliseconds, sequence) integers.
+
+Rows are sorted by key in every statement, so two concurrent transactions lock rows in the same
+order; a deadlock or unique violation that still happens is retried by
+:func:`~matchbox.consumers.db.run_write`.
+
+A rejected new order gets a row with status ``rejected``, except for ``DUPLICATE_ORDER_ID``: that
+id belongs to another order. Other rejections (cancels, market commands) leave no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from matchbox.bus.connection import Entry
+from matchbox.consumers.batch import (
+    Insert,
+    Item,
+    Row,
+    decode_entries,
+    first_known,
+    insert,
+    newer,
+    read_position,
+    tracking_row,
+    tracking_statement,
+    write_rows,
+)
+from matchbox.consumers.db import run_write
+from matchbox.consumers.schema import OrderStatus, markets, orders, trades
+from matchbox.engine.types import (
+    MarketCreated,
+    MarketState,
+    MarketStateChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderReduced,
+    OrderRested,
+    Rejected,
+    RejectReason,
+    TradeExecuted,
+)
+
+MARKET_ONCE = ("scheme", "min_tick", "max_tick", "max_qty", "stp", "created_ts")
+MARKET_LATEST = ("state", "outcome", "updated_ts", "last_n")
+ORDER_ONCE = (
+    "side",
+    "price",
+    "qty",
+    "kind",
+    "tif",
+    "post_only",
+    "expires_at",
+    "created_ts",
+    "cancelled_qty",
+    "cancel_reason",
+    "reject_reason",
+)
+ORDER_LATEST = ("remaining", "updated_ts", "last_n")
+
+
+def order_status(reject_reason: int | None, cancel_reason: int | None, remaining: int, filled: int) -> OrderStatus:
+    """The rule :func:`_status_sql` states in SQL."""
+    if reject_reason is not None:
+        return OrderStatus.REJECTED
+    if cancel_reason is not None:
+        return OrderStatus.CANCELLED
+    if filled:
+        return OrderStatus.FILLED if remaining == 0 else OrderStatus.PARTIALLY_FILLED
+    return OrderStatus.OPEN
+
+
+class Fold:
+    """One batch folded in memory: a row per market and per order, the trades, the fills."""
+
+    def __init__(self) -> None:
+        self.markets: dict[str, Row] = {}
+        self.orders: dict[int, Row] = {}
+        self.trades: dict[int, Row] = {}
+
+    def add(self, item: Item) -> None:
+        n = item.n
+        match item.event:
+            case TradeExecuted() as event:
+                self._trade(item, event)
+            case OrderAccepted() as event:
+                self._accepted(n, event)
+            case OrderRested(order_id=order_id, market_id=market_id, account=account) as event:
+                _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
+            case OrderReduced(order_id=order_id, market_id=market_id, account=account) as event:
+                _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
+            case OrderCancelled() as event:
+                self._cancelled(n, event)
+            case Rejected() as event:
+                self._rejected(n, event)
+            case MarketCreated() as event:
+                self._market_created(n, event)
+            case MarketStateChanged() as event:
+                self._market_changed(n, event)
+
+    # ------------------------------------------------------------------ orders and trades
+
+    def _order(self, order_id: int, market_id: str, account: str) -> Row:
+        row = self.orders.get(order_id)
+        if row is None:
+            row = self.orders[order_id] = {
+                "order_id": order_id,
+                "market_id": market_id,
+                "account": account,
+                "side": None,
+                "price": None,
+                "qty": None,
+                "kind": None,
+                "tif": None,
+                "post_only": None,
+                "expires_at": None,
+                "created_ts": None,
+                "status": OrderStatus.OPEN.value,
+                "filled": 0,
+                "remaining": 0,
+                "cancelled_qty": None,
+                "cancel_reason": None,
+                "reject_reason": None,
+                "updated_ts": 0,
+                "last_n": 0,
+            }
+        return row
+
+    def _accepted(self, n: int, event: OrderAccepted) -> None:
+        row = self._order(event.order_id, event.market_id, event.account)
+        row["side"] = int(event.side)
+        row["price"] = event.price
+        row["qty"] = event.qty
+        row["kind"] = int(event.kind)
+        row["tif"] = int(event.tif)
+        row["post_only"] = event.post_only
+        row["expires_at"] = event.expires_at
+        row["created_ts"] = event.ts
+        _latest(row, n, event.ts, event.qty)
+
+    def _trade(self, item: Item, event: TradeExecuted) -> None:
+        n = item.n
+        self.trades[event.trade_id] = {
+            "trade_id": event.trade_id,
+            "market_id": event.market_id,
+            "price": event.price,
+            "qty": event.qty,
+            "taker_side": int(event.taker_side),
+            "maker_order_id": event.maker_order_id,
+            "taker_order_id": event.taker_order_id,
+            "maker_account": event.maker_account,
+            "taker_account": event.taker_account,
+            "ts": event.ts,
+            "n": n,
+            "stream_id": item.stream_id,
+        }
+        maker = self._order(event.maker_order_id, event.market_id, event.maker_account)
+        _latest(maker, n, event.ts, event.maker_remaining)
+        taker = self._order(event.taker_order_id, event.market_id, event.taker_account)
+        _latest(taker, n, event.ts, event.taker_remaining)
+
+    def _cancelled(self, n: int, event: OrderCancelled) -> None:
+        row = self._order(event.order_id, event.market_id, event.account)
+        row["cancelled_qty"] = event.cancelled_qty
+        row["cancel_reason"] = int(event.reason)
+        _latest(row, n, event.ts, 0)
+
+    def _rejected(self, n: int, event: Rejected) -> None:
+        if event.command != "PlaceOrder" or not event.order_id or event.reason is RejectReason.DUPLICATE_ORDER_ID:
+            return
+        row = self._order(event.order_id, event.market_id, event.account)
+        row["reject_reason"] = int(event.reason)
+        row["created_ts"] = event.ts
+        _latest(row, n, event.ts, 0)
+
+    # ------------------------------------------------------------------ markets
+
+    def _market(self, market_id: str) -> Row:
+        row = self.markets.get(market_id)
+        if row is None:
+            row = self.markets[market_id] = dict.fromkeys(("market_id", *MARKET_ONCE, *MARKET_LATEST))
+            row.update(market_id=market_id, last_n=0)
+        return row
+
+    def _market_created(self, n: int, event: MarketCreated) -> None:
+        row = self._market(event.market_id)
+        row.update(
+            scheme=int(event.scheme),
+            min_tick=event.min_tick,
+            max_tick=event.max_tick,
+            max_qty=event.max_qty,
+            stp=int(event.stp),
+            created_ts=event.ts,
+        )
+        if n > row["last_n"]:
+            row.update(state=int(MarketState.OPEN), outcome="", updated_ts=event.ts, last_n=n)
+
+    def _market_changed(self, n: int, event: MarketStateChanged) -> None:
+        row = self._market(event.market_id)
+        if n > row["last_n"]:
+            row.update(state=int(event.state), outcome=event.outcome, updated_ts=event.ts, last_n=n)
+
+    # ------------------------------------------------------------------ after the trades are in
+
+    def order_rows(self, inserted_trades: set[int]) -> list[Row]:
+        """The order rows, sorted by id, ``filled`` counting only ``inserted_trades``."""
+        rows = self.orders
+        for trade_id in inserted_trades:
+            trade = self.trades[trade_id]
+            rows[trade["maker_order_id"]]["filled"] += trade["qty"]
+            rows[trade["taker_order_id"]]["filled"] += trade["qty"]
+        for row in rows.values():
+            row["status"] = order_status(row["reject_reason"], row["cancel_reason"], row["remaining"], row["filled"])
+        return [rows[order_id] for order_id in sorted(rows)]
+
+
+def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
+    if n > row["last_n"]:
+        row["remaining"] = remaining
+        row["updated_ts"] = ts
+        row["last_n"] = n
+
+
+class PersistenceSink:
+    """Markets, orders and trades (see the module docstring); a :class:`~matchbox.bus.consumer.Sink`."""
+
+    def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
+        self.engine = engine
+        self.group = group
+        dialect = engine.dialect.name
+        self._insert_trades = (
+            insert(dialect, trades).on_conflict_do_nothing(index_elements=["trade_id"]).returning(trades.c.trade_id)
+        )
+        self._upsert_orders = _orders_upsert(insert(dialect, orders))
+        self._upsert_markets = _markets_upsert(insert(dialect, markets))
+        self._track = tracking_statement(dialect)
+
+    def position(self) -> str | None:
+        return read_position(self.engine, self.group)
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        items = decode_entries(entries)
+        if not items:
+            return
+        tracking = tracking_row(self.group, items)
+
+        def write(connection: sa.Connection) -> None:
+            fold = Fold()  # folded afresh on each attempt: order_rows adds the fills into the rows
+            for item in items:
+                fold.add(item)
+            if fold.markets:
+                write_rows(connection, self._upsert_markets, [fold.markets[key] for key in sorted(fold.markets)])
+            inserted: set[int] = set()
+            if fold.trades:
+                trade_rows = [fold.trades[key] for key in sorted(fold.trades)]
+                inserted.update(write_rows(connection, self._insert_trades, trade_rows).scalars())
+            if fold.orders:
+                write_rows(connection, self._upsert_orders, fold.order_rows(inserted))
+            write_rows(connection, self._track, [tracking])
+
+        run_write(self.engine, write)
+
+
+def _markets_upsert(statement: Insert) -> sa.Executable:
+    return statement.on_conflict_do_update(
+        index_elements=["market_id"],
+        set_={
+            **{column: first_known(statement, markets, column) for column in MARKET_ONCE},
+            **{column: newer(statement, markets, column) for column in MARKET_LATEST},
+        },
+    )
+
+
+def _orders_upsert(statement: Insert) -> sa.Executable:
+    merged: dict[str, sa.ColumnElement[Any]] = {
+        **{column: first_known(statement, orders, column) for column in ORDER_ONCE},
+        **{column: newer(statement, orders, column) for column in ORDER_LATEST},
+        "filled": orders.c.filled + statement.excluded.filled,
+    }
+    merged["status"] = _status_sql(merged)
+    return statement.on_conflict_do_update(index_elements=["order_id"], set_=merged)
+
+
+def _status_sql(merged: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
+    """:func:`order_status` over the merged values of an upsert."""
+    filled = merged["filled"]
+    return sa.case(
+        (merged["reject_reason"].is_not(None), sa.literal_column(f"'{OrderStatus.REJECTED}'")),
+        (merged["cancel_reason"].is_not(None), sa.literal_column(f"'{OrderStatus.CANCELLED}'")),
+        (sa.and_(filled > 0, merged["remaining"] == 0), sa.literal_column(f"'{OrderStatus.FILLED}'")),
+        (filled > 0, sa.literal_column(f"'{OrderStatus.PARTIALLY_FILLED}'")),
+        else_=sa.literal_column(f"'{OrderStatus.OPEN}'"),
+    )

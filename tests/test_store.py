@@ -1,0 +1,561 @@
+"""The consumers' SQL store: one suite, run against SQLite (a file) and PostgreSQL (a fresh schema).
+
+The events are real: the pure engine driven by a seeded random order flow (tests/store_support.py)
+or by hand-built sequences, encoded as the leader writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from matchbox.bus.codec import encode_event
+from matchbox.bus.connection import Entry
+from matchbox.bus.consumer import Poison, Sink
+from matchbox.consumers import queries
+from matchbox.consumers.analytics import AnalyticsSink
+from matchbox.consumers.db import create_engine, database_url, migrate, open_database
+from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.queries import Candle, Level
+from matchbox.consumers.schema import CANDLE_INTERVALS_MS, metadata
+from matchbox.engine.types import (
+    CancelOrder,
+    CreateMarket,
+    Event,
+    OrderAccepted,
+    OrderCancelled,
+    OrderReduced,
+    ReduceOrder,
+    Rejected,
+    RejectReason,
+    Side,
+    TickScheme,
+    TimeInForce,
+    TradeExecuted,
+)
+from store_support import START_MS, Stream, random_flow, split
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+TABLES = sorted(metadata.tables)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+class Databases:
+    """Fresh, empty databases of one backend: SQLite files, or PostgreSQL schemas dropped at the end."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.schemas: list[str] = []
+        self.engines: list[sa.Engine] = []
+
+    def location(self) -> tuple[str | None, Path]:
+        """(url, data_dir) for ``open_database``, naming a database nobody has opened yet."""
+        data_dir = self.tmp_path / f"db{len(self.schemas)}-{uuid.uuid4().hex[:6]}"
+        if self.backend == "sqlite":
+            self.schemas.append("")
+            return None, data_dir
+        schema = f"mbtest_{uuid.uuid4().hex[:12]}"
+        with _admin() as connection:
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        self.schemas.append(schema)
+        url = sa.make_url(POSTGRES_URL).update_query_dict(
+            {"options": f"-csearch_path={schema} -csynchronous_commit=off"}
+        )
+        return url.render_as_string(hide_password=False), data_dir
+
+    def open(self) -> sa.Engine:
+        engine = open_database(*self.location())
+        self.engines.append(engine)
+        return engine
+
+    def another_engine(self, engine: sa.Engine) -> sa.Engine:
+        """A second engine (its own pool) on the same database, as a second consumer process has."""
+        other = create_engine(engine.url.render_as_string(hide_password=False))
+        self.engines.append(other)
+        return other
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.dispose()
+        if self.backend == "postgresql":
+            with _admin() as connection:
+                for schema in self.schemas:
+                    connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _admin() -> sa.Connection:
+    engine = sa.create_engine(database_url(POSTGRES_URL), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    return engine.connect()
+
+
+def _require_postgres() -> None:
+    try:
+        with _admin() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
+    if request.param == "postgresql":
+        _require_postgres()
+    found = Databases(request.param, tmp_path)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def database(databases: Databases) -> sa.Engine:
+    return databases.open()
+
+
+# --------------------------------------------------------------------------- helpers
+
+FLOW = random_flow(seed=20240611, commands=700)
+
+
+def sinks(engine: sa.Engine) -> list[Sink]:
+    return [PersistenceSink(engine), AnalyticsSink(engine)]
+
+
+def build(engine: sa.Engine, batches: Sequence[Sequence[Entry]]) -> None:
+    """Both sinks fed the batches in the order given."""
+    consumers = sinks(engine)
+    for batch in batches:
+        for sink in consumers:
+            sink.apply(batch)
+
+
+def tables(engine: sa.Engine, ignore: frozenset[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    if ignore is None:
+        return {name: queries.table_rows(engine, name) for name in TABLES}
+    return {name: queries.table_rows(engine, name, ignore) for name in TABLES}
+
+
+def in_order(databases: Databases) -> dict[str, list[dict[str, Any]]]:
+    """The tables of the flow applied in one batch, in order: what every other build must equal."""
+    engine = databases.open()
+    build(engine, [FLOW.entries])
+    return tables(engine)
+
+
+def entry(stream_id: str, raw: bytes) -> Entry:
+    return stream_id.encode(), {b"event": raw}
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def test_migrations_match_the_schema_and_run_twice_as_a_no_op(database: sa.Engine) -> None:
+    migrate(database)
+    migrate(database)
+    with database.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+        assert set(sa.inspect(connection).get_table_names()) == {*TABLES, "alembic_version"}
+
+
+def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Databases) -> None:
+    url, data_dir = databases.location()
+    opened: list[sa.Engine] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def open_it() -> None:
+        try:
+            start.wait()
+            opened.append(open_database(url, data_dir))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    databases.engines.extend(opened)
+    assert not failures
+    with opened[0].connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+
+
+def test_sqlite_is_in_wal_mode_with_full_sync(databases: Databases) -> None:
+    if databases.backend != "sqlite":
+        pytest.skip("SQLite settings")
+    engine = databases.open()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_postgres_urls_get_the_psycopg_driver() -> None:
+    assert database_url("postgres://u@h/d").drivername == "postgresql+psycopg"
+    assert database_url("postgresql://u@h/d").drivername == "postgresql+psycopg"
+    assert database_url("sqlite:///x.db").drivername == "sqlite"
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+def test_batches_of_any_size_build_the_same_tables(databases: Databases) -> None:
+    expected = in_order(databases)
+    assert expected["trades"]
+    assert expected["candles"]
+    assert expected["orders"]
+    rng = random.Random(1)
+    for largest in (4, 50, 500):
+        engine = databases.open()
+        build(engine, list(split(FLOW.entries, rng, largest)))
+        assert tables(engine) == expected, f"batches of up to {largest}"
+
+
+def test_redelivered_batches_change_nothing(databases: Databases) -> None:
+    expected = in_order(databases)
+    engine = databases.open()
+    batches = list(split(FLOW.entries, random.Random(2), 150))
+    consumers = sinks(engine)
+    for batch in batches:
+        for sink in consumers:
+            sink.apply(batch)
+            sink.apply(batch)
+    assert tables(engine) == expected
+    everything = tables(engine, ignore=frozenset())  # the wall-clock columns too
+    build(engine, batches)  # the whole history delivered again
+    assert tables(engine, ignore=frozenset()) == everything
+
+
+def test_two_consumers_applying_batches_in_any_order_build_the_same_tables(databases: Databases) -> None:
+    expected = in_order(databases)
+    rng = random.Random(3)
+    engine = databases.open()
+    first, second = sinks(engine), sinks(databases.another_engine(engine))
+    deliveries = [batch for batch in split(FLOW.entries, rng, 120) for _ in range(rng.choice((1, 1, 1, 2)))]
+    rng.shuffle(deliveries)
+    for batch in deliveries:
+        for sink in rng.choice((first, second)):
+            sink.apply(batch)
+    assert tables(engine) == expected
+
+
+def test_two_consumers_running_concurrently_build_the_same_tables(databases: Databases) -> None:
+    expected = in_order(databases)
+    engine = databases.open()
+    batches = list(split(FLOW.entries, random.Random(4), 60))
+    failures: list[BaseException] = []
+
+    def consume(seed: int, sink_engine: sa.Engine) -> None:
+        rng = random.Random(seed)
+        mine = [batch for batch in batches if rng.random() < 0.7]  # overlapping: some batches twice
+        rng.shuffle(mine)
+        try:
+            build(sink_engine, mine)
+        except BaseException as exc:
+            failures.append(exc)
+
+    rng = random.Random(5)
+    covered = list(batches)  # every batch applied at least once, by someone
+    rng.shuffle(covered)
+    threads = [threading.Thread(target=consume, args=(seed, databases.another_engine(engine))) for seed in (10, 11, 12)]
+    for thread in threads:
+        thread.start()
+    build(engine, covered)
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    assert tables(engine) == expected
+
+
+# --------------------------------------------------------------------------- persistence vs the engine
+
+
+def test_trades_exactly_once_and_orders_as_the_engine_saw_them(database: sa.Engine) -> None:
+    build(database, list(split(FLOW.entries, random.Random(6), 250)))
+    events = [event for _, event in FLOW.events]
+    trades = [event for event in events if isinstance(event, TradeExecuted)]
+    rows = queries.table_rows(database, "trades")
+    assert [(r["trade_id"], r["price"], r["qty"], r["maker_order_id"], r["taker_order_id"]) for r in rows] == [
+        (t.trade_id, t.price, t.qty, t.maker_order_id, t.taker_order_id) for t in trades
+    ]
+    orders = {row["order_id"]: row for row in queries.table_rows(database, "orders")}
+
+    # the live orders, as the engine holds them now
+    live = FLOW.engine.orders
+    assert live, "the flow should leave some orders on the book"
+    for order_id, order in live.items():
+        row = orders[order_id]
+        assert (row["remaining"], row["filled"], row["price"], row["side"]) == (
+            order.remaining,
+            order.filled,
+            order.price,
+            int(order.side),
+        )
+        assert row["status"] == ("partially_filled" if order.filled else "open")
+
+    # every order, from its events in order
+    filled: dict[int, int] = defaultdict(int)
+    for trade in trades:
+        filled[trade.maker_order_id] += trade.qty
+        filled[trade.taker_order_id] += trade.qty
+    accepted = {event.order_id: event for event in events if isinstance(event, OrderAccepted)}
+    cancelled = {event.order_id: event for event in events if isinstance(event, OrderCancelled)}
+    reduced: dict[int, int] = defaultdict(int)
+    for event in events:
+        if isinstance(event, OrderReduced):
+            reduced[event.order_id] += event.reduced_by
+    rejected = {
+        event.order_id
+        for event in events
+        if isinstance(event, Rejected) and event.command == "PlaceOrder" and event.order_id
+    }
+    assert set(orders) == set(accepted) | rejected
+    for order_id, row in orders.items():
+        assert row["filled"] == filled[order_id]
+        if order_id in rejected:
+            assert row["status"] == "rejected"
+            assert row["reject_reason"] is not None
+        elif order_id in cancelled:
+            assert (row["status"], row["remaining"]) == ("cancelled", 0)
+            assert row["cancelled_qty"] == cancelled[order_id].cancelled_qty
+        elif order_id not in live:
+            done = ("filled", 0, accepted[order_id].qty - reduced[order_id])
+            assert (row["status"], row["remaining"], row["filled"]) == done
+
+
+def test_markets_follow_their_lifecycle(database: sa.Engine) -> None:
+    build(database, [FLOW.entries])
+    markets = {row["market_id"]: row for row in queries.table_rows(database, "markets")}
+    assert {name: (row["state"], row["outcome"]) for name, row in markets.items()} == {
+        "rain": (2, ""),  # closed
+        "derby": (3, "home"),  # settled
+        "chess": (int(FLOW.engine.books["chess"].state), ""),
+    }
+    assert (markets["derby"]["scheme"], markets["derby"]["min_tick"], markets["derby"]["max_tick"]) == (1, 1, 350)
+
+
+# --------------------------------------------------------------------------- analytics
+
+
+def reference_candles(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """The candles of the flow's trades, computed the plain way."""
+    groups: dict[tuple[str, str, int], list[TradeExecuted]] = defaultdict(list)
+    for event in events:
+        if isinstance(event, TradeExecuted):
+            ms = event.ts // 1_000_000
+            for interval, length in CANDLE_INTERVALS_MS.items():
+                groups[(event.market_id, interval, ms // length * length)].append(event)
+    return [
+        {
+            "market_id": market_id,
+            "interval": interval,
+            "start_ms": start_ms,
+            "open": trades[0].price,
+            "high": max(t.price for t in trades),
+            "low": min(t.price for t in trades),
+            "close": trades[-1].price,
+            "volume": sum(t.qty for t in trades),
+            "trade_count": len(trades),
+            "notional": sum(t.price * t.qty for t in trades),
+            "first_trade_id": trades[0].trade_id,
+            "last_trade_id": trades[-1].trade_id,
+        }
+        for (market_id, interval, start_ms), trades in sorted(groups.items())
+    ]
+
+
+def test_flow_candles_and_book_match_a_plain_computation_and_the_engine(database: sa.Engine) -> None:
+    rng = random.Random(7)
+    batches = list(split(FLOW.entries, rng, 90))
+    rng.shuffle(batches)  # order must not matter
+    build(database, batches)
+    assert queries.table_rows(database, "candles") == reference_candles([event for _, event in FLOW.events])
+    for market_id in FLOW.engine.books:
+        bids, asks = queries.depth(database, market_id, max_levels=1000)
+        book = FLOW.engine.depth(market_id, max_levels=1000)
+        assert book is not None
+        assert bids == [Level(level.price, level.qty, level.orders) for level in book.bids]
+        assert asks == [Level(level.price, level.qty, level.orders) for level in book.asks]
+        found = queries.stats(database, market_id, now_ms=FLOW.ms)
+        assert found is not None
+        assert (found.best_bid, found.best_ask) == FLOW.engine.best_bid_ask(market_id)
+    assert FLOW.engine.depth("chess", 5) != FLOW.engine.depth("rain", 5)  # some book is not empty
+
+
+def known_trades() -> Stream:
+    """Resting asks 10@50, 10@52, 10@55, then four buys that take them (see the test for the numbers)."""
+    stream = Stream()
+    stream.apply(CreateMarket, market_id="m", scheme=TickScheme.TICKS, max_tick=100)
+    stream.ms = START_MS - 10  # START_MS is a whole minute (and hour)
+    for price in (50, 52, 55):
+        stream.place("m", "ann", Side.SELL, price, 10)
+    stream.ms = START_MS
+    stream.place("m", "bob", Side.BUY, 50, 4, step_ms=100)  # 4@50           at +100 ms
+    stream.place("m", "bob", Side.BUY, 52, 8, step_ms=800)  # 6@50, 2@52     at +900 ms
+    stream.place("m", "bob", Side.BUY, 55, 3, step_ms=600)  # 3@52           at +1.5 s
+    stream.place("m", "bob", Side.BUY, 55, 10, step_ms=59_500)  # 5@52, 5@55 at +61 s
+    return stream
+
+
+def test_candles_of_a_known_trade_sequence(database: sa.Engine) -> None:
+    stream = known_trades()
+    assert [(t.price, t.qty) for _, t in stream.events if isinstance(t, TradeExecuted)] == [
+        (50, 4),
+        (50, 6),
+        (52, 2),
+        (52, 3),
+        (52, 5),
+        (55, 5),
+    ]
+    batches = [[item] for item in stream.entries]
+    build(database, batches[::-1])  # newest first: open and close must still be right
+    t0 = START_MS
+    assert queries.candles(database, "m", "1s") == [
+        Candle(t0, open=50, high=52, low=50, close=52, volume=12, trade_count=3, notional=604),
+        Candle(t0 + 1_000, open=52, high=52, low=52, close=52, volume=3, trade_count=1, notional=156),
+        Candle(t0 + 61_000, open=52, high=55, low=52, close=55, volume=10, trade_count=2, notional=535),
+    ]
+    minutes = queries.candles(database, "m", "1m")
+    assert minutes == [
+        Candle(t0, open=50, high=52, low=50, close=52, volume=15, trade_count=4, notional=760),
+        Candle(t0 + 60_000, open=52, high=55, low=52, close=55, volume=10, trade_count=2, notional=535),
+    ]
+    assert minutes[0].vwap == pytest.approx(760 / 15)
+    day_start = t0 // 86_400_000 * 86_400_000
+    assert queries.candles(database, "m", "1h") == [Candle(t0, 50, 55, 50, 55, 25, 6, 1295)]
+    assert queries.candles(database, "m", "1d") == [Candle(day_start, 50, 55, 50, 55, 25, 6, 1295)]
+
+    # ranges and limits
+    assert queries.candles(database, "m", "1s", start_ms=t0 + 1, end_ms=t0 + 61_000) == [
+        Candle(t0 + 1_000, 52, 52, 52, 52, 3, 1, 156)
+    ]
+    assert [c.start_ms for c in queries.candles(database, "m", "1s", limit=2)] == [t0 + 1_000, t0 + 61_000]
+    assert [c.start_ms for c in queries.candles(database, "m", "1s", start_ms=t0, limit=2)] == [t0, t0 + 1_000]
+    assert queries.candles(database, "nowhere", "1m") == []
+    with pytest.raises(ValueError, match="unknown interval"):
+        queries.candles(database, "m", "5m")
+
+    found = queries.stats(database, "m", now_ms=t0 + 61_000)
+    assert found is not None
+    assert (found.last_price, found.last_qty, found.last_trade_ms) == (55, 5, t0 + 61_000)
+    assert (found.volume_24h, found.trades_24h, found.notional_24h) == (25, 6, 1295)
+    assert found.vwap_24h == pytest.approx(51.8)
+    assert (found.best_bid, found.best_ask, found.spread, found.mid) == (None, 55, None, None)
+    later = queries.stats(database, "m", now_ms=t0 + 86_400_000 + 30_000)  # the first minute left the window
+    assert later is not None
+    assert (later.volume_24h, later.trades_24h) == (10, 2)
+    assert queries.stats(database, "nowhere", now_ms=t0) is None
+
+
+def test_best_bid_and_ask_follow_rests_fills_reductions_and_cancels(database: sa.Engine) -> None:
+    stream = Stream()
+    stream.apply(CreateMarket, market_id="m", scheme=TickScheme.BINARY)
+    stream.place("m", "ann", Side.BUY, 45, 10)  # order 1
+    stream.place("m", "bob", Side.BUY, 47, 5)  # 2
+    stream.place("m", "cat", Side.SELL, 52, 7)  # 3
+    stream.place("m", "dan", Side.SELL, 50, 3)  # 4
+    sink = AnalyticsSink(database)
+
+    def top() -> tuple[int | None, int | None, int | None, float | None]:
+        sink.apply(stream.entries[sink_position[0] :])
+        sink_position[0] = len(stream.entries)
+        found = queries.stats(database, "m", now_ms=stream.ms)
+        assert found is not None
+        assert (found.best_bid, found.best_ask) == stream.engine.best_bid_ask("m")
+        return found.best_bid, found.best_ask, found.spread, found.mid
+
+    sink_position = [0]
+    assert top() == (47, 50, 3, 48.5)
+    stream.place("m", "eve", Side.SELL, 47, 5, tif=TimeInForce.IOC)  # takes bob's 5@47 whole
+    assert top() == (45, 50, 5, 47.5)
+    stream.apply(ReduceOrder, order_id=4, reduce_by=2)  # dan: 1 left at 50
+    assert queries.depth(database, "m")[1][0] == Level(50, 3, 1)  # not folded yet
+    assert top() == (45, 50, 5, 47.5)
+    assert queries.depth(database, "m") == ([Level(45, 10, 1)], [Level(50, 1, 1), Level(52, 7, 1)])
+    stream.place("m", "eve", Side.BUY, 50, 1)  # fills dan's last unit
+    assert top() == (45, 52, 7, 48.5)
+    stream.apply(ReduceOrder, order_id=1, reduce_by=10)  # the whole remainder: a cancel
+    stream.place("m", "bob", Side.BUY, 60, 7)  # takes cat's 7@52
+    assert top() == (None, None, None, None)
+
+
+# --------------------------------------------------------------------------- poison and tracking
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"v":1,"n":1,"in":"1-0","type":"NoSuchEvent","seq":1,"ts":1}',
+        b'{"v":2,"n":1,"in":"1-0","type":"Rejected","seq":1,"ts":1,"command":"X","reason":500}',
+        b'{"v":1,"n":1,"in":"1-0","type":"TradeExecuted","seq":1,"ts":1}',
+    ],
+    ids=["not-json", "unknown-type", "unknown-version", "missing-fields"],
+)
+def test_an_undecodable_entry_is_poison_and_nothing_is_written(database: sa.Engine, raw: bytes) -> None:
+    good = FLOW.entries[:5]
+    for sink in sinks(database):
+        with pytest.raises(Poison):
+            sink.apply([entry("1764000000000-9", raw)])
+        with pytest.raises(Poison):
+            sink.apply([*good, entry("1764000000000-9", raw)])
+        with pytest.raises(Poison):
+            sink.apply([(b"1764000000000-9", {b"other": raw})])
+        assert sink.position() is None
+    assert all(queries.table_rows(database, name) == [] for name in TABLES)
+
+
+def test_the_tracking_row_is_the_highest_stream_id_applied(database: sa.Engine) -> None:
+    stream = Stream(start_ms=998)
+    stream.apply(CreateMarket, market_id="m", scheme=TickScheme.BINARY)  # 999-1
+    for _ in range(9):  # 999-2 .. 999-10, all in one millisecond: "999-10" sorts before "999-9" as text
+        stream.apply(CancelOrder, order_id=7, step_ms=0)  # one Rejected event each
+    stream.apply(CancelOrder, order_id=7)  # 1000-11: "1000-11" sorts before "999-9" as text
+    ids = [entry_id.decode() for entry_id, _ in stream.entries]
+    assert ids[8:] == ["999-9", "999-10", "1000-11"]
+    for sink in sinks(database):
+        assert sink.position() is None
+        sink.apply(stream.entries[9:10])  # 999-10
+        assert sink.position() == "999-10"
+        sink.apply(stream.entries[:9])  # up to 999-9: the row does not move back
+        assert sink.position() == "999-10"
+        sink.apply(stream.entries[10:])
+        assert sink.position() == "1000-11"
+        sink.apply(stream.entries[:3])
+        assert sink.position() == "1000-11"
+    offsets = queries.table_rows(database, "consumer_offsets")
+    assert [(row["consumer_group"], row["last_id"], row["last_ms"], row["last_seq"]) for row in offsets] == [
+        ("analytics", "1000-11", 1000, 11),
+        ("persistence", "1000-11", 1000, 11),
+    ]
+
+
+def test_a_group_name_is_its_own_tracking_row(database: sa.Engine) -> None:
+    PersistenceSink(database, group="replay-1").apply(FLOW.entries[:10])
+    assert PersistenceSink(database, group="replay-1").position() == FLOW.entries[9][0].decode()
+    assert PersistenceSink(database).position() is None
+
+
+def test_events_that_change_no_table_still_move_the_tracking_row(database: sa.Engine) -> None:
+    rejected = Rejected(seq=1, ts=1, command="", reason=RejectReason.MALFORMED_COMMAND)
+    for sink in sinks(database):
+        sink.apply([entry("5-1", encode_event(rejected, 1, "5-0"))])
+        assert sink.position() == "5-1"
+    assert queries.table_rows(database, "orders") == []
