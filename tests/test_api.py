@@ -20,9 +20,9 @@ from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
+from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
-from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
 
