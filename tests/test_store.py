@@ -25,10 +25,10 @@ from matchbox.bus.connection import Entry
 from matchbox.bus.consumer import Poison, Sink
 from matchbox.consumers import queries
 from matchbox.consumers.analytics import AnalyticsSink
-from matchbox.consumers.db import create_engine, database_url, migrate, open_database
+from matchbox.consumers.db import create_engine, database_url, migrate, open_database, run_write
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import Candle, Level
-from matchbox.consumers.schema import CANDLE_INTERVALS_MS, metadata
+from matchbox.consumers.schema import CANDLE_INTERVALS_MS, consumer_offsets, metadata
 from matchbox.engine.types import (
     CancelOrder,
     CreateMarket,
@@ -197,14 +197,16 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Da
         assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
 
 
-def test_sqlite_is_in_wal_mode_with_full_sync(databases: Databases) -> None:
-    if databases.backend != "sqlite":
-        pytest.skip("SQLite settings")
-    engine = databases.open()
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+def test_the_default_database_is_a_sqlite_file_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    engine = open_database(None, tmp_path / "data")
+    try:
+        assert engine.url.database == str(tmp_path / "data" / "matchbox.db")
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    finally:
+        engine.dispose()
 
 
 def test_postgres_urls_get_the_psycopg_driver() -> None:
@@ -282,6 +284,32 @@ def test_two_consumers_running_concurrently_build_the_same_tables(databases: Dat
         thread.join(60)
     assert not failures
     assert tables(engine) == expected
+
+
+def test_a_transaction_that_lost_a_race_is_retried_on_postgres(databases: Databases) -> None:
+    """A unique violation means a concurrent batch got there first (PostgreSQL): roll back, try again.
+
+    SQLite's writers take turns (BEGIN IMMEDIATE), so there it can only be a bug, and it surfaces.
+    """
+    engine = databases.open()
+    attempts: list[int] = []
+    row = {"consumer_group": "g", "last_id": "1-1", "last_ms": 1, "last_seq": 1}
+
+    def work(connection: sa.Connection) -> int:
+        attempts.append(len(attempts) + 1)
+        connection.execute(sa.insert(consumer_offsets), row)
+        if len(attempts) == 1:
+            connection.execute(sa.insert(consumer_offsets), row)  # the same key again: a real violation
+        return len(attempts)
+
+    if databases.backend == "sqlite":
+        with pytest.raises(sa.exc.IntegrityError):
+            run_write(engine, work)
+        assert attempts == [1]
+        assert queries.table_rows(engine, "consumer_offsets") == []
+    else:
+        assert run_write(engine, work) == 2
+        assert [r["consumer_group"] for r in queries.table_rows(engine, "consumer_offsets")] == ["g"]
 
 
 # --------------------------------------------------------------------------- persistence vs the engine

@@ -25,12 +25,13 @@ Row = dict[str, Any]
 
 
 class Item:
-    """One decoded entry: its stream id, the event's sequence number ``n``, and the event."""
+    """One decoded entry: its stream id (and the id as a sortable pair), the event's ``n``, the event."""
 
-    __slots__ = ("stream_id", "n", "event")
+    __slots__ = ("stream_id", "position", "n", "event")
 
-    def __init__(self, stream_id: str, n: int, event: Event) -> None:
+    def __init__(self, stream_id: str, position: tuple[int, int], n: int, event: Event) -> None:
         self.stream_id = stream_id
+        self.position = position
         self.n = n
         self.event = event
 
@@ -44,11 +45,11 @@ def decode_entries(entries: Sequence[Entry]) -> list[Item]:
         if raw is None:
             raise Poison(f"entry {stream_id} has no event field")
         try:
-            id_order(stream_id)
+            position = id_order(stream_id)
             decoded = decode_event(raw)
         except (CodecError, ValueError) as exc:
             raise Poison(f"entry {stream_id}: {exc}") from None
-        items.append(Item(stream_id, decoded.n, decoded.event))
+        items.append(Item(stream_id, position, decoded.n, decoded.event))
     return items
 
 
@@ -126,6 +127,10 @@ def tracking_statement(dialect_name: str) -> sa.Executable:
 
 
 def tracking_row(group: str, items: Sequence[Item]) -> Row:
-    last = max((item.stream_id for item in items), key=id_order)
-    ms, seq = id_order(last)
-    return {"consumer_group": group, "last_id": last, "last_ms": ms, "last_seq": seq}
+    last = max(items, key=_position)
+    ms, seq = last.position
+    return {"consumer_group": group, "last_id": last.stream_id, "last_ms": ms, "last_seq": seq}
+
+
+def _position(item: Item) -> tuple[int, int]:
+    return item.position

@@ -98,7 +98,7 @@ def order_status(reject_reason: int | None, cancel_reason: int | None, remaining
 
 
 class Fold:
-    """One batch folded in memory: a row per market and per order, the trades, the fills."""
+    """One batch folded in memory: a row per market, per order and per trade."""
 
     def __init__(self) -> None:
         self.markets: dict[str, Row] = {}
@@ -231,14 +231,18 @@ class Fold:
 
     def order_rows(self, inserted_trades: set[int]) -> list[Row]:
         """The order rows, sorted by id, ``filled`` counting only ``inserted_trades``."""
-        rows = self.orders
+        filled: dict[int, int] = dict.fromkeys(self.orders, 0)
         for trade_id in inserted_trades:
             trade = self.trades[trade_id]
-            rows[trade["maker_order_id"]]["filled"] += trade["qty"]
-            rows[trade["taker_order_id"]]["filled"] += trade["qty"]
-        for row in rows.values():
+            filled[trade["maker_order_id"]] += trade["qty"]
+            filled[trade["taker_order_id"]] += trade["qty"]
+        rows = []
+        for order_id in sorted(self.orders):
+            row = self.orders[order_id]
+            row["filled"] = filled[order_id]  # set, not added to: a retried transaction asks again
             row["status"] = order_status(row["reject_reason"], row["cancel_reason"], row["remaining"], row["filled"])
-        return [rows[order_id] for order_id in sorted(rows)]
+            rows.append(row)
+        return rows
 
 
 def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
@@ -269,12 +273,12 @@ class PersistenceSink:
         items = decode_entries(entries)
         if not items:
             return
+        fold = Fold()
+        for item in items:
+            fold.add(item)
         tracking = tracking_row(self.group, items)
 
         def write(connection: sa.Connection) -> None:
-            fold = Fold()  # folded afresh on each attempt: order_rows adds the fills into the rows
-            for item in items:
-                fold.add(item)
             if fold.markets:
                 write_rows(connection, self._upsert_markets, [fold.markets[key] for key in sorted(fold.markets)])
             inserted: set[int] = set()
