@@ -41,15 +41,16 @@ from matchbox.bus.connection import Entry
 from matchbox.consumers.batch import (
     Insert,
     Item,
+    NewRows,
     Row,
+    RowWriter,
     decode_entries,
     first_known,
     insert,
     newer,
     read_position,
     tracking_row,
-    tracking_statement,
-    write_rows,
+    tracking_writer,
 )
 from matchbox.consumers.db import run_write
 from matchbox.consumers.schema import (
@@ -181,16 +182,13 @@ class AnalyticsSink:
     def __init__(self, engine: sa.Engine, group: str = "analytics") -> None:
         self.engine = engine
         self.group = group
-        dialect = engine.dialect.name
-        self._count_trades = (
-            insert(dialect, analytics_trades)
-            .on_conflict_do_nothing(index_elements=["trade_id"])
-            .returning(analytics_trades.c.trade_id)
-        )
-        self._upsert_candles = _candles_upsert(insert(dialect, candles))
-        self._upsert_markets = _markets_upsert(insert(dialect, analytics_markets))
-        self._upsert_book = _book_upsert(insert(dialect, analytics_book_orders))
-        self._track = tracking_statement(dialect)
+        dialect = engine.dialect
+        self._trades = NewRows(dialect, analytics_trades, "trade_id")
+        self._candles = RowWriter(dialect, _candles_upsert(insert(dialect.name, candles)), candles)
+        self._markets = RowWriter(dialect, _markets_upsert(insert(dialect.name, analytics_markets)), analytics_markets)
+        book = analytics_book_orders
+        self._book = RowWriter(dialect, _book_upsert(insert(dialect.name, book)), book)
+        self._track = tracking_writer(dialect)
 
     def position(self) -> str | None:
         return read_position(self.engine, self.group)
@@ -206,19 +204,19 @@ class AnalyticsSink:
 
         def write(connection: sa.Connection) -> None:
             if fold.markets:
-                write_rows(connection, self._upsert_markets, [fold.markets[key] for key in sorted(fold.markets)])
+                self._markets.write(connection, [fold.markets[key] for key in sorted(fold.markets)])
             if fold.trades:
-                inserted = set(write_rows(connection, self._count_trades, fold.trade_rows()).scalars())
+                inserted = self._trades.insert(connection, fold.trade_rows())
                 if inserted:
-                    write_rows(connection, self._upsert_candles, fold.candle_rows(inserted))
+                    self._candles.write(connection, fold.candle_rows(inserted))
             if fold.book:
-                write_rows(connection, self._upsert_book, [fold.book[key] for key in sorted(fold.book)])
-            write_rows(connection, self._track, [tracking])
+                self._book.write(connection, [fold.book[key] for key in sorted(fold.book)])
+            self._track.write(connection, [tracking])
 
         run_write(self.engine, write)
 
 
-def _markets_upsert(statement: Insert) -> sa.Executable:
+def _markets_upsert(statement: Insert) -> Insert:
     stored = analytics_markets.c
     incoming = statement.excluded
     newer_trade = sa.or_(stored.last_trade_id.is_(None), incoming.last_trade_id > stored.last_trade_id)
@@ -228,7 +226,7 @@ def _markets_upsert(statement: Insert) -> sa.Executable:
     )
 
 
-def _book_upsert(statement: Insert) -> sa.Executable:
+def _book_upsert(statement: Insert) -> Insert:
     table = analytics_book_orders
     return statement.on_conflict_do_update(
         index_elements=["order_id"],
@@ -241,7 +239,7 @@ def _book_upsert(statement: Insert) -> sa.Executable:
     )
 
 
-def _candles_upsert(statement: Insert) -> sa.Executable:
+def _candles_upsert(statement: Insert) -> Insert:
     stored = candles.c
     incoming = statement.excluded
     earlier = incoming.first_trade_id < stored.first_trade_id

@@ -8,6 +8,8 @@ runner then retries them one at a time, and only the bad one is dead-lettered.
 
 from __future__ import annotations
 
+import json
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,33 +56,83 @@ def decode_entries(entries: Sequence[Entry]) -> list[Item]:
 
 
 def insert(dialect_name: str, table: sa.Table) -> Insert:
-    """A multi-row INSERT of ``table``'s rows, to finish with the dialect's ON CONFLICT clause.
+    """A multi-row INSERT of ``table``, to finish with an ON CONFLICT clause and run by a :class:`RowWriter`.
 
-    Execute it with :func:`write_rows`. On SQLite the rows go as an executemany (the driver
-    steps one prepared statement over them, in C). On PostgreSQL each column goes as one array
-    parameter, and the statement is ``INSERT ... SELECT unnest(...), unnest(...) ...``: one
-    statement of constant text, prepared once, one round trip for the whole batch, where an
-    executemany would send a statement per row and a multi-row VALUES a new text per batch.
-    The columns are those without a server default (``ingested_at`` is the database's clock).
+    On PostgreSQL each column comes as one array parameter: ``INSERT ... SELECT unnest(:a),
+    unnest(:b) ...``, one statement of constant text, prepared once, one round trip for the
+    whole batch (an executemany sends a statement per row, a multi-row VALUES a new text per
+    batch). The columns are those without a server default (``ingested_at`` is the database's).
     """
     if dialect_name == "sqlite":
         return sqlite.insert(table)
     if dialect_name != "postgresql":
         raise ValueError(f"unsupported database: {dialect_name} (SQLite or PostgreSQL)")
     columns = written_columns(table)
-    arrays = [sa.func.unnest(sa.bindparam(c.name, type_=postgresql.ARRAY(c.type))) for c in columns]
-    return postgresql.insert(table).from_select([c.name for c in columns], sa.select(*arrays))
+    arrays = [sa.func.unnest(sa.bindparam(name, type_=postgresql.ARRAY(table.c[name].type))) for name in columns]
+    return postgresql.insert(table).from_select(columns, sa.select(*arrays))
 
 
-def written_columns(table: sa.Table) -> list[sa.Column[Any]]:
-    return [column for column in table.columns if column.server_default is None]
+def written_columns(table: sa.Table) -> list[str]:
+    return [column.name for column in table.columns if column.server_default is None]
 
 
-def write_rows(connection: sa.Connection, statement: sa.Executable, rows: Sequence[Row]) -> sa.CursorResult[Any]:
-    """Execute an :func:`insert` statement over ``rows`` (dicts with every written column)."""
-    if connection.dialect.name == "postgresql":
-        return connection.execute(statement, {name: [row[name] for row in rows] for name in rows[0]})
-    return connection.execute(statement, rows)
+class RowWriter:
+    """One statement from :func:`insert` run over a batch's rows (dicts of every written column).
+
+    On SQLite the statement is compiled once and the rows go to the driver's executemany as
+    tuples: SQLAlchemy's per-row parameter processing would cost about three times SQLite's own
+    work, and these columns hold only integers, texts, booleans and nulls, which the driver
+    takes as they are. Constants in the statement must therefore be literal SQL, not parameters.
+    """
+
+    def __init__(self, dialect: sa.Dialect, statement: sa.Insert, table: sa.Table) -> None:
+        self.statement = statement
+        self.columns = written_columns(table)
+        self.postgres = dialect.name == "postgresql"
+        if self.postgres:
+            return
+        compiled = statement.compile(dialect=dialect, column_keys=self.columns)
+        order = list(compiled.positiontup or ())
+        if unknown := set(order) - set(self.columns):
+            raise ValueError(f"{table.name}: the statement binds {sorted(unknown)}: write constants as literal SQL")
+        self.sql = compiled.string
+        self.values = operator.itemgetter(*order)
+
+    def write(self, connection: sa.Connection, rows: Sequence[Row]) -> sa.CursorResult[Any]:
+        if self.postgres:
+            return connection.execute(self.statement, {name: [row[name] for row in rows] for name in self.columns})
+        return connection.exec_driver_sql(self.sql, list(map(self.values, rows)))
+
+
+class NewRows:
+    """Inserts the rows whose ``key`` is not in ``table`` yet, and says which keys it inserted.
+
+    PostgreSQL: ON CONFLICT DO NOTHING RETURNING the key; a concurrent transaction inserting the
+    same key makes this one wait for it, then skip the row. SQLite: the keys already there are
+    read, then the others inserted; nothing can come in between, since a write transaction holds
+    the database's write lock from its start (BEGIN IMMEDIATE, see :mod:`~matchbox.consumers.db`),
+    and a plain INSERT would fail loudly rather than count a row twice if that ever changed.
+    """
+
+    def __init__(self, dialect: sa.Dialect, table: sa.Table, key: str) -> None:
+        self.key = key
+        if dialect.name == "postgresql":
+            statement = insert(dialect.name, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+            self.writer = RowWriter(dialect, statement, table)
+        else:
+            self.writer = RowWriter(dialect, insert(dialect.name, table), table)
+            self.existing = f"SELECT {key} FROM {table.name} WHERE {key} IN (SELECT value FROM json_each(?))"
+
+    def insert(self, connection: sa.Connection, rows: Sequence[Row]) -> set[Any]:
+        key = self.key
+        if self.writer.postgres:
+            return set(self.writer.write(connection, rows).scalars())
+        wanted = json.dumps([row[key] for row in rows])
+        existing = set(connection.exec_driver_sql(self.existing, (wanted,)).scalars())
+        new = [row for row in rows if row[key] not in existing]
+        if new:
+            self.writer.write(connection, new)
+        return {row[key] for row in new}
 
 
 def newer(statement: Insert, table: sa.Table, column: str, by: str = "last_n") -> sa.ColumnElement[Any]:
@@ -105,16 +157,16 @@ def read_position(engine: sa.Engine, group: str) -> str | None:
     return found
 
 
-def tracking_statement(dialect_name: str) -> sa.Executable:
-    """Move a group's tracking row forward to ``last_id``, never back (by stream-id order)."""
-    statement = insert(dialect_name, consumer_offsets)
+def tracking_writer(dialect: sa.Dialect) -> RowWriter:
+    """Moves a group's tracking row forward to ``last_id``, never back (by stream-id order)."""
+    statement = insert(dialect.name, consumer_offsets)
     stored = consumer_offsets.c
     incoming = statement.excluded
     ahead = sa.or_(
         incoming.last_ms > stored.last_ms,
         sa.and_(incoming.last_ms == stored.last_ms, incoming.last_seq > stored.last_seq),
     )
-    return statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[stored.consumer_group],
         set_={
             "last_id": incoming.last_id,
@@ -124,6 +176,7 @@ def tracking_statement(dialect_name: str) -> sa.Executable:
         },
         where=ahead,
     )
+    return RowWriter(dialect, upsert, consumer_offsets)
 
 
 def tracking_row(group: str, items: Sequence[Item]) -> Row:

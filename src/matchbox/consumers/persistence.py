@@ -43,15 +43,16 @@ from matchbox.bus.connection import Entry
 from matchbox.consumers.batch import (
     Insert,
     Item,
+    NewRows,
     Row,
+    RowWriter,
     decode_entries,
     first_known,
     insert,
     newer,
     read_position,
     tracking_row,
-    tracking_statement,
-    write_rows,
+    tracking_writer,
 )
 from matchbox.consumers.db import run_write
 from matchbox.consumers.schema import OrderStatus, markets, orders, trades
@@ -258,13 +259,11 @@ class PersistenceSink:
     def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
         self.engine = engine
         self.group = group
-        dialect = engine.dialect.name
-        self._insert_trades = (
-            insert(dialect, trades).on_conflict_do_nothing(index_elements=["trade_id"]).returning(trades.c.trade_id)
-        )
-        self._upsert_orders = _orders_upsert(insert(dialect, orders))
-        self._upsert_markets = _markets_upsert(insert(dialect, markets))
-        self._track = tracking_statement(dialect)
+        dialect = engine.dialect
+        self._trades = NewRows(dialect, trades, "trade_id")
+        self._orders = RowWriter(dialect, _orders_upsert(insert(dialect.name, orders)), orders)
+        self._markets = RowWriter(dialect, _markets_upsert(insert(dialect.name, markets)), markets)
+        self._track = tracking_writer(dialect)
 
     def position(self) -> str | None:
         return read_position(self.engine, self.group)
@@ -280,19 +279,18 @@ class PersistenceSink:
 
         def write(connection: sa.Connection) -> None:
             if fold.markets:
-                write_rows(connection, self._upsert_markets, [fold.markets[key] for key in sorted(fold.markets)])
+                self._markets.write(connection, [fold.markets[key] for key in sorted(fold.markets)])
             inserted: set[int] = set()
             if fold.trades:
-                trade_rows = [fold.trades[key] for key in sorted(fold.trades)]
-                inserted.update(write_rows(connection, self._insert_trades, trade_rows).scalars())
+                inserted = self._trades.insert(connection, [fold.trades[key] for key in sorted(fold.trades)])
             if fold.orders:
-                write_rows(connection, self._upsert_orders, fold.order_rows(inserted))
-            write_rows(connection, self._track, [tracking])
+                self._orders.write(connection, fold.order_rows(inserted))
+            self._track.write(connection, [tracking])
 
         run_write(self.engine, write)
 
 
-def _markets_upsert(statement: Insert) -> sa.Executable:
+def _markets_upsert(statement: Insert) -> Insert:
     return statement.on_conflict_do_update(
         index_elements=["market_id"],
         set_={
@@ -302,7 +300,7 @@ def _markets_upsert(statement: Insert) -> sa.Executable:
     )
 
 
-def _orders_upsert(statement: Insert) -> sa.Executable:
+def _orders_upsert(statement: Insert) -> Insert:
     merged: dict[str, sa.ColumnElement[Any]] = {
         **{column: first_known(statement, orders, column) for column in ORDER_ONCE},
         **{column: newer(statement, orders, column) for column in ORDER_LATEST},
@@ -315,10 +313,11 @@ def _orders_upsert(statement: Insert) -> sa.Executable:
 def _status_sql(merged: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
     """:func:`order_status` over the merged values of an upsert."""
     filled = merged["filled"]
+    zero: sa.ColumnElement[int] = sa.literal_column("0")  # literal SQL: see RowWriter
     return sa.case(
         (merged["reject_reason"].is_not(None), sa.literal_column(f"'{OrderStatus.REJECTED}'")),
         (merged["cancel_reason"].is_not(None), sa.literal_column(f"'{OrderStatus.CANCELLED}'")),
-        (sa.and_(filled > 0, merged["remaining"] == 0), sa.literal_column(f"'{OrderStatus.FILLED}'")),
-        (filled > 0, sa.literal_column(f"'{OrderStatus.PARTIALLY_FILLED}'")),
+        (sa.and_(filled > zero, merged["remaining"] == zero), sa.literal_column(f"'{OrderStatus.FILLED}'")),
+        (filled > zero, sa.literal_column(f"'{OrderStatus.PARTIALLY_FILLED}'")),
         else_=sa.literal_column(f"'{OrderStatus.OPEN}'"),
     )
