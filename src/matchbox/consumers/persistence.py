@@ -7,9 +7,10 @@ tracking row moves forward in the same transaction.
 Why a batch applied twice, or batches of two consumers committed in any order, leave the same
 tables as one in-order build:
 
-- A trade is inserted only if its ``trade_id`` is not there yet (ON CONFLICT DO NOTHING, with
-  RETURNING saying which rows this transaction inserted). On PostgreSQL a concurrent insert of
-  the same trade waits for the other transaction and then skips it.
+- A trade is inserted only if its ``trade_id`` is not there yet, and the transaction learns
+  which trades it inserted (:class:`~matchbox.consumers.batch.NewRows`: ON CONFLICT DO NOTHING
+  RETURNING on PostgreSQL, where a concurrent insert of the same trade waits for the other
+  transaction and is then skipped; on SQLite, read then insert under the write lock).
 - An order's ``filled`` grows only by the trades this transaction inserted, so every trade is
   counted once, by whichever transaction inserted it; addition does not care about order.
 - ``remaining`` (and ``updated_ts``, a market's ``state`` and ``outcome``) are last-writer-wins
