@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
@@ -26,6 +27,7 @@ from matchbox.engine.types import (
     TickScheme,
 )
 from matchbox.leader.runner import EngineLeader, LeaderConfig
+from store_support import Databases, require_postgres
 
 
 class Driver:
@@ -139,3 +141,17 @@ def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
         leader_bus.close()
     if failure:
         raise failure[0]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
+    if request.param == "postgresql":
+        require_postgres()
+    found = Databases(request.param, tmp_path)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def database(databases: Databases) -> sa.Engine:
+    return databases.open()

@@ -7,12 +7,19 @@ id in nanoseconds), and every event becomes an output entry ``<ms>-<n>`` with it
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Entry
+from matchbox.consumers.db import create_engine, database_url, open_database
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     AdvanceTime,
@@ -151,3 +158,68 @@ def split(entries: Sequence[Entry], rng: random.Random, largest: int) -> Iterato
         size = rng.randint(1, largest)
         yield list(entries[start : start + size])
         start += size
+
+
+# --------------------------------------------------------------------------- databases
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+class Databases:
+    """Fresh, empty databases of one backend: SQLite files, or PostgreSQL schemas dropped at the end."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.schemas: list[str] = []
+        self.engines: list[sa.Engine] = []
+
+    def location(self) -> tuple[str | None, Path]:
+        """(url, data_dir) for ``open_database``, naming a database nobody has opened yet."""
+        data_dir = self.tmp_path / f"db{len(self.schemas)}-{uuid.uuid4().hex[:6]}"
+        if self.backend == "sqlite":
+            self.schemas.append("")
+            return None, data_dir
+        schema = f"mbtest_{uuid.uuid4().hex[:12]}"
+        with admin() as connection:
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        self.schemas.append(schema)
+        url = sa.make_url(POSTGRES_URL).update_query_dict(
+            {"options": f"-csearch_path={schema} -csynchronous_commit=off"}
+        )
+        return url.render_as_string(hide_password=False), data_dir
+
+    def open(self) -> sa.Engine:
+        engine = open_database(*self.location())
+        self.engines.append(engine)
+        return engine
+
+    def another_engine(self, engine: sa.Engine) -> sa.Engine:
+        """A second engine (its own pool) on the same database, as a second consumer process has."""
+        other = create_engine(engine.url.render_as_string(hide_password=False))
+        self.engines.append(other)
+        return other
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.dispose()
+        if self.backend == "postgresql":
+            with admin() as connection:
+                for schema in self.schemas:
+                    connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def admin() -> sa.Connection:
+    engine = sa.create_engine(database_url(POSTGRES_URL), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    return engine.connect()
+
+
+def require_postgres() -> None:
+    try:
+        with admin() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)

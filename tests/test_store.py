@@ -6,12 +6,10 @@ or by hand-built sequences, encoded as the leader writes them.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from matchbox.bus.connection import Entry
 from matchbox.bus.consumer import Poison, Sink
 from matchbox.consumers import queries
 from matchbox.consumers.analytics import AnalyticsSink
-from matchbox.consumers.db import create_engine, database_url, migrate, open_database, run_write
+from matchbox.consumers.db import database_url, migrate, open_database, run_write
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import Candle, Level
 from matchbox.consumers.schema import CANDLE_INTERVALS_MS, consumer_offsets, metadata
@@ -44,87 +42,9 @@ from matchbox.engine.types import (
     TimeInForce,
     TradeExecuted,
 )
-from store_support import START_MS, Stream, random_flow, split
+from store_support import START_MS, Databases, Stream, random_flow, split
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 TABLES = sorted(metadata.tables)
-
-
-# --------------------------------------------------------------------------- databases
-
-
-class Databases:
-    """Fresh, empty databases of one backend: SQLite files, or PostgreSQL schemas dropped at the end."""
-
-    def __init__(self, backend: str, tmp_path: Path) -> None:
-        self.backend = backend
-        self.tmp_path = tmp_path
-        self.schemas: list[str] = []
-        self.engines: list[sa.Engine] = []
-
-    def location(self) -> tuple[str | None, Path]:
-        """(url, data_dir) for ``open_database``, naming a database nobody has opened yet."""
-        data_dir = self.tmp_path / f"db{len(self.schemas)}-{uuid.uuid4().hex[:6]}"
-        if self.backend == "sqlite":
-            self.schemas.append("")
-            return None, data_dir
-        schema = f"mbtest_{uuid.uuid4().hex[:12]}"
-        with _admin() as connection:
-            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        self.schemas.append(schema)
-        url = sa.make_url(POSTGRES_URL).update_query_dict(
-            {"options": f"-csearch_path={schema} -csynchronous_commit=off"}
-        )
-        return url.render_as_string(hide_password=False), data_dir
-
-    def open(self) -> sa.Engine:
-        engine = open_database(*self.location())
-        self.engines.append(engine)
-        return engine
-
-    def another_engine(self, engine: sa.Engine) -> sa.Engine:
-        """A second engine (its own pool) on the same database, as a second consumer process has."""
-        other = create_engine(engine.url.render_as_string(hide_password=False))
-        self.engines.append(other)
-        return other
-
-    def close(self) -> None:
-        for engine in self.engines:
-            engine.dispose()
-        if self.backend == "postgresql":
-            with _admin() as connection:
-                for schema in self.schemas:
-                    connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-def _admin() -> sa.Connection:
-    engine = sa.create_engine(database_url(POSTGRES_URL), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-    return engine.connect()
-
-
-def _require_postgres() -> None:
-    try:
-        with _admin() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc.orig}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
-    if request.param == "postgresql":
-        _require_postgres()
-    found = Databases(request.param, tmp_path)
-    yield found
-    found.close()
-
-
-@pytest.fixture
-def database(databases: Databases) -> sa.Engine:
-    return databases.open()
 
 
 # --------------------------------------------------------------------------- helpers
