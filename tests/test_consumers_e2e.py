@@ -82,7 +82,9 @@ def consumer(bus: Bus, location: tuple[str | None, Path], name: str, *args: str,
     if args[0] == "consume":
         command += ["--name", name]
     with (data_dir.parent / f"{name}.log").open("wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _url(bus: Bus) -> str:

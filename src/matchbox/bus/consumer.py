@@ -13,6 +13,9 @@ How :class:`GroupConsumer` treats an entry:
   again the same way and the runner carries on.
 - A batch is read with XREADGROUP ``>``, applied, then acknowledged. A crash between the commit
   and the XACK redelivers entries the sink already holds; the sink's idempotence absorbs that.
+  After a full batch the next one is read ahead on a second thread while the sink's
+  transaction runs (it waits on the database with the GIL released); on stopping, a batch read
+  ahead counts as in hand and is applied and acknowledged before returning.
 - Entries left pending, by a consumer that died or by a failure here, are reclaimed with
   XAUTOCLAIM once idle for ``claim_idle_ms``: on start and every ``claim_every_s``.
 
@@ -46,6 +49,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -144,6 +148,9 @@ class GroupConsumer:
         self._suspects: dict[bytes, str] = {}  # entries seen failing on their own here: the reason
         self._claim_at = 0.0  # when the periodic chores are next due (monotonic)
         self._lag_log_at = 0.0
+        # read-ahead: while a full batch is applied, the next one is read and parsed on this thread
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="consumer-read-ahead")
+        self._ahead: Future[list[Entry]] | None = None
 
     # ------------------------------------------------------------------ the loops
 
@@ -175,9 +182,11 @@ class GroupConsumer:
                 self._guarded(lambda: self._step(self.config.block_ms))
                 delay = BACKOFF_FIRST_S
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._ahead = None  # whatever it read stays pending, for a reclaim
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay, extra=self._fields())
                 self.stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
+        self._guarded(self._finish_read_ahead)
         log.info("consumer stopped", extra={**self._fields(), "applied": self.stats.applied})
 
     def drain(self) -> int:
@@ -193,6 +202,7 @@ class GroupConsumer:
             more = self._guarded(lambda: self._step(block_ms=None))
             if not more and not self._guarded(self._await_own_pending):
                 break
+        self._guarded(self._finish_read_ahead)
         return self.stats.applied - applied
 
     def _guarded(self, work: Callable[[], bool]) -> bool:
@@ -210,10 +220,24 @@ class GroupConsumer:
         self._chores()
         if self.stop.is_set():
             return False
-        entries = self._read(block_ms)
+        entries = self._take_read_ahead() if self._ahead is not None else self._read(block_ms)
         if entries:
+            if len(entries) == self.config.batch:  # likely more behind it: read on while this is applied
+                self._ahead = self._reader.submit(self._read, None)
             self._handle(entries, {})
         return bool(entries)
+
+    def _take_read_ahead(self) -> list[Entry]:
+        """The batch read ahead (its errors, NOGROUP included, raised here as if read now)."""
+        ahead, self._ahead = self._ahead, None
+        return [] if ahead is None else ahead.result()
+
+    def _finish_read_ahead(self) -> bool:
+        """On stopping: a batch already read ahead is in hand too, so it is applied and acknowledged."""
+        entries = self._take_read_ahead()
+        if entries:
+            self._handle(entries, {})
+        return False
 
     def _await_own_pending(self) -> bool:
         """Wait until this consumer's oldest pending failure can be reclaimed; False if it has none."""

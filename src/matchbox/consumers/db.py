@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from psycopg.types.array import ListBinaryDumper
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,19 @@ def create_engine(url: str) -> sa.Engine:
     """An engine for ``url``, SQLite connections set up as the module docstring says; no migration."""
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        sa.event.listen(engine, "connect", _postgres_connect)
+        return engine
     engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _postgres_connect(dbapi_connection: Any, _record: object) -> None:
+    """Send the sinks' column arrays in PostgreSQL's binary format: psycopg's text format quotes
+    every element in Python (a regular expression per string), which cost a quarter of a batch."""
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
