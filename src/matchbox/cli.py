@@ -43,6 +43,77 @@ def _stop_on_signals() -> threading.Event:
 
 
 @app.command()
+def up(
+    data_dir: Annotated[
+        Path, typer.Option(envvar="MATCHBOX_DATA_DIR", help="Where Valkey's AOF, SQLite and the logs live.")
+    ] = Path("data"),
+    port: Annotated[int | None, typer.Option(help="The API's port (default: PORT, else 8080).")] = None,
+    host: Annotated[str, typer.Option(help="The API's interface.")] = "127.0.0.1",
+    valkey_port: Annotated[int, typer.Option(help="The embedded Valkey's port (127.0.0.1).")] = 6390,
+    demo: Annotated[bool, typer.Option(help="Create demo markets and run bots that keep them trading.")] = False,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="Use this Redis/Valkey instead of an embedded one.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="Use this database (postgresql://…) instead of SQLite.")
+    ] = None,
+) -> None:
+    """Run the whole exchange on this machine: Valkey, engine, API, consumers (and --demo bots).
+
+    Prints the URLs once the API is ready. Ctrl-C or SIGTERM stops everything in order and exits
+    0; running it again resumes where it stopped (same markets, orders, trades and candles).
+    """
+    from rich.console import Console
+
+    from matchbox.bus.server import ServerError
+    from matchbox.logs import configure
+    from matchbox.settings import Settings
+    from matchbox.up import UpError, make_plan, run
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    try:
+        plan = make_plan(
+            data_dir=data_dir,
+            host=host,
+            port=port or settings.port,
+            valkey_port=valkey_port,
+            redis_url=redis_url,
+            database_url=database_url,
+            admin_token=settings.admin_token,
+            demo=demo,
+        )
+    except (UpError, ServerError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stop = _stop_on_signals()
+    try:
+        code = run(plan, stop, Console())
+    except UpError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="The API to trade on.")] = "http://127.0.0.1:8080",
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="MATCHBOX_ADMIN_TOKEN", help="To create the demo markets.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bots' randomness.")] = 1,
+) -> None:
+    """Create demo markets (binary and odds) and run a market maker and a taker on each until stopped."""
+    from matchbox.demo import run
+    from matchbox.logs import configure
+    from matchbox.settings import Settings
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    run(url.rstrip("/"), admin_token, seed)
+
+
+@app.command()
 def engine(
     redis_url: Annotated[
         str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")

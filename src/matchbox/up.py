@@ -1,0 +1,329 @@
+"""``matchbox up``: the whole exchange on one machine, as supervised child processes.
+
+In start order: the embedded Valkey (AOF on, fsync always, data in ``<data>/valkey``), one engine
+leader, one API instance, the persistence and the analytics consumers (SQLite in the data
+folder), and with ``--demo`` the demo bots. With ``REDIS_URL`` set there is no Valkey of our own;
+with ``DATABASE_URL`` the consumers and the API use that database.
+
+Each child runs ``python -m matchbox <command>`` in a session of its own, so a Ctrl-C in the
+terminal reaches only this supervisor, which then stops the children in order (demo, API,
+engine, consumers, Valkey: each SIGTERM, then SIGKILL after a grace period) and exits 0. A child
+that exits on its own is logged, with the tail of its log, and started again after a backoff
+that doubles up to 30 s and resets once it has run for a minute. Children log to
+``<data>/logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from matchbox.bus.server import find_binary, port_in_use
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a child that ran this long starts again from the first backoff
+STOP_GRACE_S = 15.0
+READY_TIMEOUT_S = 90.0
+
+
+class UpError(RuntimeError):
+    """Something the user must fix before ``up`` can start (a port in use, no Valkey binary)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``up`` runs, worked out from the options and the environment."""
+
+    data_dir: Path
+    host: str
+    port: int
+    valkey_port: int
+    redis_url: str | None  # an external Redis; None: our embedded Valkey
+    database_url: str | None  # an external database; None: SQLite in the data folder
+    admin_token: str
+    demo: bool
+
+    @property
+    def own_valkey(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.valkey_port}/0"
+
+    @property
+    def api(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(slots=True)
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    due_at: float = 0.0  # when to start it again after an exit (monotonic)
+    backoff: float = BACKOFF_FIRST_S
+    restarts: int = 0
+    stopping: bool = field(default=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the terminal's Ctrl-C is ours to hand on, in order
+            )
+        self.started_at = time.monotonic()
+        log.info("started", extra={"child": self.name, "pid": self.process.pid})
+
+    def stop(self, grace: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM, wait up to ``grace``, then SIGKILL; the exit code."""
+        self.stopping = True
+        process = self.process
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("did not stop in time; killing it", extra={"child": self.name, "grace_s": grace})
+            process.kill()
+            return process.wait()
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    """Starts children in order, restarts the ones that die, stops them in a given order."""
+
+    def __init__(self, children: Sequence[Child]) -> None:
+        self.children = list(children)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def check(self) -> None:
+        """One pass: a child that exited is logged and due again after its backoff; a due one starts."""
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if child.stopping:
+                continue
+            if process is not None and process.poll() is not None:
+                ran = now - child.started_at
+                if ran >= STABLE_AFTER_S:
+                    child.backoff = BACKOFF_FIRST_S
+                child.due_at = now + child.backoff
+                log.warning(
+                    "exited; restarting after backoff",
+                    extra={
+                        "child": child.name,
+                        "code": process.returncode,
+                        "ran_s": round(ran, 1),
+                        "backoff_s": child.backoff,
+                        "log": str(child.log_path),
+                        "last_lines": child.tail(),
+                    },
+                )
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+                child.process = None
+            elif process is None and now >= child.due_at:
+                child.restarts += 1
+                child.start()
+
+    def stop_all(self, order: Sequence[str]) -> None:
+        for name in order:
+            child = self.child(name)
+            code = child.stop()
+            log.info("stopped", extra={"child": name, "code": code})
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def make_plan(
+    *,
+    data_dir: Path,
+    host: str,
+    port: int,
+    valkey_port: int,
+    redis_url: str | None,
+    database_url: str | None,
+    admin_token: str | None,
+    demo: bool,
+) -> Plan:
+    """The plan, after the checks that make a clear error instead of a traceback later."""
+    if port_in_use(port):
+        raise UpError(f"port {port} is already in use: stop what uses it, or pass --port (or set PORT)")
+    if redis_url is None:
+        if port_in_use(valkey_port):
+            raise UpError(
+                f"port {valkey_port} (the embedded Valkey's) is already in use: pass --valkey-port, "
+                "or set REDIS_URL to use that server instead"
+            )
+        find_binary()  # raises ServerError saying how to get one
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Plan(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        valkey_port=valkey_port,
+        redis_url=redis_url,
+        database_url=database_url,
+        admin_token=admin_token or _stored_admin_token(data_dir),
+        demo=demo,
+    )
+
+
+def _stored_admin_token(data_dir: Path) -> str:
+    """The admin token kept in the data folder (made on first start), so a restart keeps it."""
+    path = data_dir / "admin_token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def children(plan: Plan) -> list[Child]:
+    """The children in start order."""
+    python = [sys.executable, "-m", "matchbox"]
+    env = {
+        **os.environ,
+        "REDIS_URL": plan.url,
+        "MATCHBOX_DATA_DIR": str(plan.data_dir),
+        "MATCHBOX_ADMIN_TOKEN": plan.admin_token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    if plan.database_url:
+        env["DATABASE_URL"] = plan.database_url
+    logs = plan.data_dir / "logs"
+    found: list[Child] = []
+    if plan.own_valkey:
+        valkey = [*python, "valkey", "--port", str(plan.valkey_port), "--data-dir", str(plan.data_dir / "valkey")]
+        found.append(Child("valkey", valkey, env, logs / "valkey.log"))
+    engine = [*python, "engine", "--name", "engine", "--watermark", str(plan.data_dir / "engine.watermark")]
+    found.append(Child("engine", engine, env, logs / "engine.log"))
+    api = [*python, "api", "--host", plan.host, "--port", str(plan.port)]
+    found.append(Child("api", api, env, logs / "api.log"))
+    for sink in ("persistence", "analytics"):
+        found.append(Child(sink, [*python, "consume", sink, "--name", f"up-{sink}"], env, logs / f"{sink}.log"))
+    if plan.demo:
+        demo = [*python, "demo", "--url", plan.api]
+        found.append(Child("demo", demo, env, logs / "demo.log"))
+    return found
+
+
+STOP_ORDER = ("demo", "api", "engine", "persistence", "analytics", "valkey")
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def run(plan: Plan, stop: threading.Event, console: Console) -> int:
+    """Start everything, announce it once the API is ready, supervise until ``stop``; the exit code."""
+    supervisor = Supervisor(children(plan))
+    present = {child.name for child in supervisor.children}
+    try:
+        for child in supervisor.children:
+            child.start()
+            if child.name == "valkey":
+                _wait_for_valkey(plan.url, child, stop)
+        ready_by = time.monotonic() + READY_TIMEOUT_S
+        announced = False
+        while not stop.wait(0.2):
+            supervisor.check()
+            if announced:
+                continue
+            if _ready(plan.api):
+                console.print(banner(plan))
+                announced = True
+            elif time.monotonic() > ready_by:
+                logs = plan.data_dir / "logs"
+                console.print(f"[red]the API did not become ready in {READY_TIMEOUT_S:.0f} s[/]: see {logs}")
+                return 1
+        console.print("stopping: demo, API, engine, consumers, then Valkey …")
+        return 0
+    finally:
+        supervisor.stop_all([name for name in STOP_ORDER if name in present])
+
+
+def _wait_for_valkey(url: str, child: Child, stop: threading.Event) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 30.0
+    try:
+        while not stop.is_set():
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if child.process is not None and child.process.poll() is not None:
+                    raise UpError(f"the embedded Valkey exited; its log: {child.log_path}\n{child.tail()}") from None
+                if time.monotonic() > deadline:
+                    raise UpError(f"the embedded Valkey did not answer within 30 s; see {child.log_path}") from None
+                stop.wait(0.05)
+    finally:
+        client.close()
+
+
+def _ready(api: str) -> bool:
+    """``GET /ready`` answers 200: Redis reachable and a leader committing."""
+    try:
+        with urllib.request.urlopen(f"{api}/ready", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def banner(plan: Plan) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    ws = plan.api.replace("http://", "ws://", 1)
+    table.add_row("Dashboard", f"{plan.api}/")
+    table.add_row("API", plan.api)
+    table.add_row("API docs", f"{plan.api}/docs")
+    table.add_row("WebSocket", f"{ws}/ws")
+    table.add_row("Redis", plan.url + ("" if plan.own_valkey else "  (external)"))
+    database = plan.database_url or f"sqlite: {plan.data_dir / 'matchbox.db'}"
+    table.add_row("Database", database)
+    table.add_row("Data", f"{plan.data_dir}  (logs in {plan.data_dir / 'logs'})")
+    table.add_row("Admin token", plan.admin_token)
+    if plan.demo:
+        table.add_row("Demo", "market-maker and taker bots are trading")
+    return Panel(table, title="Matchbox is up", subtitle="Ctrl-C stops it", expand=False)

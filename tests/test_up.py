@@ -1,0 +1,141 @@
+"""``matchbox up`` as a user runs it: everything starts, a dead child comes back, Ctrl-C stops
+everything in order, and a second run resumes with the same markets, book, trades and candles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from conftest import wait_until
+from matchbox.bus.keys import Keys
+from matchbox.bus.server import free_port
+
+STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
+
+
+class Up:
+    """One ``python -m matchbox up`` process and an HTTP client for its API."""
+
+    def __init__(self, data_dir: Path, port: int, valkey_port: int, log: Path) -> None:
+        self.data_dir, self.port, self.valkey_port, self.log = data_dir, port, valkey_port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.url, timeout=10.0)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+        argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
+        argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        wait_until(self.ready, timeout=90, message="matchbox up to be ready")
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, self.output()
+        try:
+            return self.http.get("/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(60)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {(self.data_dir / 'admin_token').read_text().strip()}"}
+
+    def place(self, **body: Any) -> dict[str, Any]:
+        response = self.http.post("/orders", json={"market_id": "rain", **body})
+        assert response.status_code == 201, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.http.close()
+
+
+@contextmanager
+def up(tmp_path: Path) -> Iterator[Up]:
+    running = Up(tmp_path / "data", free_port(), free_port(), tmp_path / "up.log")
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def stopped_children(output: str) -> list[str]:
+    return [line.split("child=")[1].split()[0] for line in output.splitlines() if " stopped child=" in line]
+
+
+def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(tmp_path: Path) -> None:
+    with up(tmp_path) as exchange:
+        exchange.start()
+        created = exchange.http.post(
+            "/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()
+        )
+        assert created.status_code == 201, created.text
+        exchange.place(side="sell", price=55, qty=5, account="ann")
+        assert exchange.place(side="buy", price=55, qty=2, account="bob")["status"] == "filled"
+        wait_until(
+            lambda: exchange.http.get("/markets/rain/candles", params={"interval": "1m"}).json() != [],
+            timeout=30,
+            message="the analytics consumer's first candle",
+        )
+
+        # the engine dies: up starts it again and the exchange trades on
+        client = redis.Redis(port=exchange.valkey_port)
+        engine_pid = int(client.hget(Keys().leader_info, "pid") or 0)
+        os.kill(engine_pid, signal.SIGKILL)
+        wait_until(lambda: "exited; restarting after backoff child=engine" in exchange.output(), message="restart")
+        wait_until(
+            lambda: int(client.hget(Keys().leader_info, "pid") or 0) not in (0, engine_pid),
+            timeout=30,
+            message="the new engine leading (once the dead one's lock has lapsed)",
+        )
+        assert exchange.place(side="buy", price=55, qty=1, account="bob")["status"] == "filled"
+        client.close()
+
+        assert exchange.stop(signal.SIGINT) == 0
+        assert stopped_children(exchange.output()) == STOP_ORDER
+
+        exchange.start()  # the same data folder: everything is where it was
+        book = exchange.http.get("/markets/rain/book").json()
+        assert [(level["price"], level["qty"]) for level in book["asks"]] == [(55, 2)]
+        trades = exchange.http.get("/markets/rain/trades").json()
+        assert [(t["price"], t["qty"]) for t in trades] == [(55, 1), (55, 2)]
+        wait_until(  # the analytics consumer resumes from its tracking row: the third trade, once
+            lambda: sum(c["volume"] for c in exchange.http.get("/markets/rain/candles?interval=1m").json()) == 3,
+            timeout=30,
+            message="candles holding all three trades' volume",
+        )
+        assert exchange.stop(signal.SIGTERM) == 0
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(tmp_path), "--port", str(port)]
+        result = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert f"port {port} is already in use" in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
