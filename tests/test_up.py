@@ -19,6 +19,7 @@ import redis
 from conftest import wait_until
 from matchbox.bus.keys import Keys
 from matchbox.bus.server import free_port
+from matchbox.demo import MARKETS
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 
@@ -26,8 +27,9 @@ STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 class Up:
     """One ``python -m matchbox up`` process and an HTTP client for its API."""
 
-    def __init__(self, data_dir: Path, port: int, valkey_port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, valkey_port: int, log: Path, *options: str) -> None:
         self.data_dir, self.port, self.valkey_port, self.log = data_dir, port, valkey_port, log
+        self.options = options
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(base_url=self.url, timeout=10.0)
         self.process: subprocess.Popen[bytes] | None = None
@@ -35,7 +37,7 @@ class Up:
     def start(self) -> None:
         env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
         argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
-        argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port)]
+        argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port), *self.options]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         wait_until(self.ready, timeout=90, message="matchbox up to be ready")
@@ -73,8 +75,8 @@ class Up:
 
 
 @contextmanager
-def up(tmp_path: Path) -> Iterator[Up]:
-    running = Up(tmp_path / "data", free_port(), free_port(), tmp_path / "up.log")
+def up(tmp_path: Path, *options: str) -> Iterator[Up]:
+    running = Up(tmp_path / "data", free_port(), free_port(), tmp_path / "up.log", *options)
     try:
         yield running
     finally:
@@ -127,6 +129,21 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
             message="candles holding all three trades' volume",
         )
         assert exchange.stop(signal.SIGTERM) == 0
+
+
+def test_demo_markets_keep_trading(tmp_path: Path) -> None:
+    with up(tmp_path, "--demo") as exchange:
+        exchange.start()
+        for market in MARKETS:  # a binary and an odds market, both with trades flowing
+            wait_until(
+                lambda m=market.market_id: len(exchange.http.get(f"/markets/{m}/trades").json()) >= 3,
+                timeout=30,
+                message=f"trades on {market.market_id}",
+            )
+        schemes = {m["market_id"]: m["scheme"] for m in exchange.http.get("/markets").json()}
+        assert {schemes[m.market_id] for m in MARKETS} == {"binary", "odds"}
+        assert exchange.stop(signal.SIGTERM) == 0
+        assert stopped_children(exchange.output())[0] == "demo"
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
