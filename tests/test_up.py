@@ -18,7 +18,7 @@ import redis
 
 from conftest import wait_until
 from matchbox.bus.keys import Keys
-from matchbox.bus.server import free_port
+from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.demo import MARKETS
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
@@ -34,8 +34,9 @@ class Up:
         self.http = httpx.Client(base_url=self.url, timeout=10.0)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **extra_env: str) -> None:
         env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
+        env |= extra_env
         argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
         argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port), *self.options]
         with self.log.open("ab") as out:
@@ -144,6 +145,16 @@ def test_demo_markets_keep_trading(tmp_path: Path) -> None:
         assert {schemes[m.market_id] for m in MARKETS} == {"binary", "odds"}
         assert exchange.stop(signal.SIGTERM) == 0
         assert stopped_children(exchange.output())[0] == "demo"
+
+
+def test_with_redis_url_only_the_matchbox_processes_start(tmp_path: Path, valkey_server: EmbeddedValkey) -> None:
+    with up(tmp_path) as exchange:
+        exchange.start(REDIS_URL=valkey_server.url)
+        assert exchange.http.get("/markets/default").status_code == 200  # made on that server
+        assert redis.Redis.from_url(valkey_server.url).exists(Keys().events)
+        assert exchange.stop(signal.SIGTERM) == 0
+        assert stopped_children(exchange.output()) == ["api", "engine", "persistence", "analytics"]
+        assert not (exchange.data_dir / "valkey").exists()
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
