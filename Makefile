@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard's charting library, fetched from the npm registry (not committed): see src/matchbox/web/vendor.py
+VENDORED := src/matchbox/web/static/vendor/lightweight-charts.standalone.production.js
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chromium
 
-run: $(STAMP)
+run: $(STAMP) $(VENDORED)
 	$(BIN)/matchbox bench engine
 
-test: $(STAMP)
+test: $(STAMP) $(VENDORED) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
@@ -18,11 +21,32 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/matchbox bench engine
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/matchbox/web/vendor.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m matchbox.web.vendor
 	touch $(STAMP)
+
+# Present after the install stamp; this brings it back if the folder was cleaned. Touched so a
+# newer vendor.py with the same pin does not run it again on every make.
+$(VENDORED): src/matchbox/web/vendor.py | $(STAMP)
+	$(BIN)/python -m matchbox.web.vendor
+	touch $@
+
+# The browser test drives Debian's chromium (Playwright with the system browser, never a
+# downloaded one). Quick when it is there; apt-get update only if the first install fails.
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium for the browser test"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+			|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; \
+		else \
+			echo "note: no $(CHROMIUM): the browser test is skipped (and fails with CI=true);" \
+				"install Debian's chromium as root (apt-get install chromium) to run it"; \
+		fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

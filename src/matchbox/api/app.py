@@ -11,9 +11,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 import redis
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from matchbox.api import history, markets, ops, orders, ws
 from matchbox.api.errors import install_errors
@@ -27,6 +30,9 @@ from matchbox.engine.types import (
 from matchbox.settings import Settings
 
 log = logging.getLogger(__name__)
+# The dashboard's page and files, found as package data: matchbox.web is a client of the API and
+# imports nothing of ours, so it is named here rather than imported.
+WEB_STATIC = files("matchbox.web") / "static"
 
 
 def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) -> FastAPI:
@@ -63,6 +69,12 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
     app.add_middleware(LimitAndMeasure)
     for router in (orders.router, markets.router, history.router, ops.router, ws.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(WEB_STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(str(WEB_STATIC / "index.html"))
+
     return app
 
 

@@ -1,0 +1,570 @@
+// The Matchbox dashboard: markets, the chosen market's book, trades, candles and stats, and an
+// order ticket. A plain client of the API: REST for snapshots and orders, the WebSocket feed
+// for everything live. Nothing here is built or bundled; the page loads these modules as they are.
+
+import { Book, renderBook } from "./book.js";
+import { CandleChart } from "./chart.js";
+import { Feed } from "./feed.js";
+import { amount, clock, orDash, schemeOf } from "./format.js";
+
+const INTERVALS = { "1s": 1000, "1m": 60_000, "1h": 3_600_000 };
+const STATS_EVERY_MS = 3000;
+const MARKETS_EVERY_MS = 5000;
+const TAPE_ROWS = 60;
+const ORDER_ROWS = 50;
+const LIVE_STATUSES = new Set(["pending", "accepted", "open", "partially_filled"]);
+const CANCELLABLE = new Set(["open", "partially_filled"]);
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  markets: new Map(),
+  marketId: null,
+  interval: localStorage.getItem("matchbox.interval") in INTERVALS ? localStorage.getItem("matchbox.interval") : "1s",
+  book: new Book(),
+  tape: new Map(), // trade_id -> trade as shown
+  orders: new Map(), // order_id -> the API's order
+  accounts: new Set(),
+  dirty: new Set(), // order ids to look up again
+};
+
+const chart = new CandleChart($("#chart"));
+const feed = new Feed({ onMessage: receive, onStatus: showConnection, onOpen: connected });
+
+function market() {
+  return state.markets.get(state.marketId) ?? null;
+}
+
+function scheme() {
+  return schemeOf(market());
+}
+
+// ------------------------------------------------------------------ HTTP
+
+// {status, ok, body}; a network failure is status 0 (the page keeps polling and reconnecting).
+async function api(path, options = {}) {
+  let response;
+  let text;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
+    });
+    text = await response.text();
+  } catch (error) {
+    return { status: 0, ok: false, body: { error: `the API did not answer (${error.message})` } };
+  }
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = { error: text };
+  }
+  return { status: response.status, ok: response.ok, body };
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+// ------------------------------------------------------------------ markets
+
+async function loadMarkets() {
+  const { ok, body } = await api("markets");
+  if (!ok) return;
+  state.markets = new Map(body.map((m) => [m.market_id, m]));
+  if (!state.marketId || !state.markets.has(state.marketId)) {
+    const wanted = marketInUrl();
+    const first = body.find((m) => m.scheme !== "ticks") ?? body[0];
+    const chosen = state.markets.has(wanted) ? wanted : first?.market_id;
+    if (chosen) selectMarket(chosen);
+  }
+  renderMarkets();
+  renderTitle();
+  renderTicketState();
+}
+
+function marketInUrl() {
+  return new URLSearchParams(location.hash.slice(1)).get("market");
+}
+
+function renderMarkets() {
+  const markets = [...state.markets.values()];
+  syncList($("#markets"), markets.map((m) => m.market_id), marketItem, (item, marketId) => {
+    const m = state.markets.get(marketId);
+    const shown = schemeOf(m);
+    const button = item.firstElementChild;
+    button.className = marketId === state.marketId ? "market selected" : "market";
+    Object.assign(button.dataset, { scheme: m.scheme, state: m.state });
+    setText(button.querySelector(".tag"), m.scheme, `tag ${m.scheme}`);
+    setText(button.querySelector(".market-state"), m.state, `market-state ${m.state}`);
+    setText(button.querySelector(".market-quote"), `${orDash(m.best_bid, shown.price)} / ${orDash(m.best_ask, shown.price)}`);
+  });
+  if (!markets.length) $("#markets").replaceChildren(el("li", { class: "muted" }, "no markets yet"));
+}
+
+function marketItem(marketId) {
+  return el(
+    "li",
+    {},
+    el(
+      "button",
+      { type: "button", dataset: { marketId }, onclick: () => selectMarket(marketId) },
+      el("span", { class: "market-name" }, marketId),
+      el("span", { class: "tag" }),
+      el("span", { class: "market-state" }),
+      el("span", { class: "market-quote" }),
+    ),
+  );
+}
+
+// One element per key, kept and updated in place: a live update never replaces the element
+// under the pointer, so a click on it is not lost.
+function syncList(container, keys, make, update) {
+  const existing = new Map();
+  for (const node of container.children) if (node.dataset.key) existing.set(node.dataset.key, node);
+  keys.forEach((key, index) => {
+    let node = existing.get(String(key));
+    if (!node) {
+      node = make(key);
+      node.dataset.key = String(key);
+    }
+    update(node, key);
+    if (container.children[index] !== node) container.insertBefore(node, container.children[index] ?? null);
+  });
+  while (container.children.length > keys.length) container.lastElementChild.remove();
+}
+
+function setText(node, text, className) {
+  if (node.textContent !== text) node.textContent = text;
+  if (className !== undefined && node.className !== className) node.className = className;
+}
+
+function renderTitle() {
+  const m = market();
+  $("#market-title").replaceChildren(
+    ...(m
+      ? [
+          el("span", { class: "market-name" }, m.market_id),
+          el("span", { class: `tag ${m.scheme}` }, m.scheme),
+          el("span", { class: `market-state ${m.state}` }, m.state),
+        ]
+      : []),
+  );
+}
+
+function selectMarket(marketId) {
+  if (marketId === state.marketId) return;
+  state.marketId = marketId;
+  history.replaceState(null, "", `#market=${encodeURIComponent(marketId)}`);
+  state.book.clear();
+  state.tape.clear();
+  chart.reset(scheme(), INTERVALS[state.interval]);
+  renderAll();
+  setupTicket();
+  feed.start(channels());
+  refreshStats();
+}
+
+function channels() {
+  const list = [];
+  if (state.marketId) list.push(`book:${state.marketId}`, `trades:${state.marketId}`);
+  for (const account of state.accounts) list.push(`orders:${account}`);
+  return list;
+}
+
+// ------------------------------------------------------------------ the feed
+
+function showConnection(status) {
+  const node = $("#connection");
+  node.dataset.state = status;
+  node.textContent = status;
+}
+
+// A fresh connection (not a resume): what it did not send is read over REST.
+function connected(resumed) {
+  if (!resumed) loadHistory();
+  for (const id of state.orders.keys()) state.dirty.add(id);
+}
+
+async function loadHistory() {
+  const marketId = state.marketId;
+  const interval = state.interval;
+  const [trades, candles] = await Promise.all([
+    api(`markets/${encodeURIComponent(marketId)}/trades?limit=${TAPE_ROWS}`),
+    api(`markets/${encodeURIComponent(marketId)}/candles?interval=${interval}&limit=1000`),
+  ]);
+  if (marketId !== state.marketId) return;
+  if (trades.ok) {
+    for (const t of trades.body) {
+      addToTape({ trade_id: t.trade_id, price: t.price, qty: t.qty, side: t.taker_side, ms: Math.floor(t.timestamp / 1e6) });
+    }
+    scheduleRender();
+  }
+  if (candles.ok && interval === state.interval) chart.store(candles.body);
+}
+
+function receive(message) {
+  if (message.channel === "book" && message.market_id === state.marketId) {
+    if (message.type === "image") state.book.image(message);
+    else if (message.type === "delta") state.book.delta(message);
+    scheduleRender();
+  } else if (message.channel === "trades" && message.market_id === state.marketId) {
+    const shown = scheme();
+    const trade = {
+      trade_id: message.trade_id,
+      price: shown.fromTick(message.price), // the feed carries engine ticks
+      qty: message.qty,
+      side: shown.takerWord[message.taker_side] ?? message.taker_side,
+      ms: Math.floor(message.timestamp / 1e6),
+    };
+    addToTape(trade);
+    chart.trade(trade);
+    scheduleRender();
+  } else if (message.channel === "orders") {
+    orderEvent(message);
+  }
+}
+
+function addToTape(trade) {
+  state.tape.set(trade.trade_id, trade);
+  if (state.tape.size > TAPE_ROWS * 2) {
+    const keep = [...state.tape.keys()].sort((a, b) => b - a).slice(0, TAPE_ROWS);
+    const kept = new Set(keep);
+    for (const id of state.tape.keys()) if (!kept.has(id)) state.tape.delete(id);
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+
+let frame = 0;
+function scheduleRender() {
+  if (!frame) frame = requestAnimationFrame(renderAll);
+}
+
+function renderAll() {
+  frame = 0;
+  const m = market();
+  if (m && state.book.ready) {
+    m.best_bid = state.book.best("bid");
+    m.best_ask = state.book.best("ask");
+  }
+  renderMarkets();
+  renderBook($("#book"), state.book, scheme());
+  renderTape();
+  renderOrders();
+  renderTitle();
+}
+
+function renderTape() {
+  const shown = scheme();
+  const rows = [...state.tape.values()]
+    .sort((a, b) => b.trade_id - a.trade_id)
+    .slice(0, TAPE_ROWS)
+    .map((t) =>
+      el(
+        "tr",
+        { class: `trade ${t.side}`, dataset: { tradeId: t.trade_id, price: t.price, qty: t.qty } },
+        el("td", { class: "time" }, clock(t.ms)),
+        el("td", { class: "num price" }, shown.price(t.price)),
+        el("td", { class: "num" }, amount(t.qty)),
+        el("td", { class: "side" }, t.side),
+      ),
+    );
+  const body = $("#tape tbody");
+  body.replaceChildren(...(rows.length ? rows : [emptyRow(4, "no trades yet")]));
+  $("#tape").dataset.trades = String(rows.length);
+  $("#tape-qty").textContent = shown.qtyLabel;
+  $("#tape-price").textContent = shown.priceField === "odds" ? "Odds" : "Price";
+}
+
+function emptyRow(span, text) {
+  return el("tr", { class: "empty" }, el("td", { colspan: span }, text));
+}
+
+// ------------------------------------------------------------------ stats
+
+async function refreshStats() {
+  const marketId = state.marketId;
+  if (!marketId) return;
+  const interval = state.interval;
+  const [stats, recent] = await Promise.all([
+    api(`markets/${encodeURIComponent(marketId)}/stats`),
+    api(`markets/${encodeURIComponent(marketId)}/candles?interval=${interval}&limit=3`),
+  ]);
+  if (marketId !== state.marketId) return;
+  if (stats.ok) renderStats(stats.body);
+  if (recent.ok && interval === state.interval) chart.store(recent.body);
+  for (const [id, order] of state.orders) if (LIVE_STATUSES.has(order.status)) state.dirty.add(id);
+}
+
+function renderStats(stats) {
+  const shown = scheme();
+  const cards = [
+    ["Last", orDash(stats.last_price, shown.price), "last"],
+    ["VWAP 24 h", orDash(stats.vwap_24h, (v) => shown.plain(Math.round(v * 100) / 100)), "vwap"],
+    ["Volume 24 h", [amount(stats.volume_24h), el("small", {}, ` ${shown.qtyUnit}`)], "volume"],
+    ["Trades 24 h", amount(stats.trades_24h), "trades"],
+    ["Bid / ask", `${orDash(stats.best_bid, shown.price)} / ${orDash(stats.best_ask, shown.price)}`, "quote"],
+    ["Spread", orDash(stats.spread, shown.difference), "spread"],
+  ];
+  $("#stats").replaceChildren(
+    ...cards.map(([label, value, key]) =>
+      el(
+        "div",
+        { class: "stat", dataset: { stat: key } },
+        el("span", { class: "label" }, label),
+        el("span", { class: "value" }, ...[value].flat()),
+      ),
+    ),
+  );
+}
+
+// ------------------------------------------------------------------ the order ticket
+
+function setupTicket() {
+  const shown = scheme();
+  const m = market();
+  const sides = $("#ticket-sides");
+  const current = sides.querySelector("input:checked")?.value;
+  sides.replaceChildren(
+    ...shown.sides.map(([word, label], index) =>
+      el(
+        "label",
+        { class: `side-choice ${word}` },
+        el("input", {
+          type: "radio",
+          name: "side",
+          value: word,
+          id: `ticket-side-${word}`,
+          checked: current === word || (!shown.sides.some(([w]) => w === current) && index === 0),
+        }),
+        el("span", {}, label),
+      ),
+    ),
+  );
+  const price = $("#ticket-price");
+  $("#ticket-price-label").textContent = shown.priceLabel;
+  $("#ticket-qty-label").textContent = shown.qtyLabel;
+  if (shown.priceField === "odds") Object.assign(price, { step: "0.01", min: "1.01", max: "1000" });
+  else Object.assign(price, { step: "1", min: "1", max: String(m?.max_tick ?? 99) });
+  price.value = "";
+  renderTicketState();
+}
+
+function renderTicketState() {
+  const m = market();
+  const open = m?.state === "open";
+  $("#ticket-submit").disabled = !open;
+  $("#ticket-note").textContent = m && !open ? `This market is ${m.state}: it takes no orders.` : "";
+}
+
+function say(text, kind = "info") {
+  const node = $("#ticket-message");
+  node.textContent = text;
+  node.dataset.kind = kind;
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  const shown = scheme();
+  const form = new FormData($("#ticket"));
+  const account = String(form.get("account") ?? "").trim();
+  if (!account) return say("Name an account.", "error");
+  localStorage.setItem("matchbox.account", account);
+  await watchAccount(account);
+  const priceText = String(form.get("price") ?? "").trim();
+  const body = {
+    market_id: state.marketId,
+    side: form.get("side"),
+    [shown.qtyField]: Number(form.get("qty")),
+    tif: form.get("tif"),
+    account,
+  };
+  if (priceText) body[shown.priceField] = shown.priceField === "odds" ? priceText : Number(priceText);
+  else body.type = "market";
+  $("#ticket-submit").disabled = true;
+  try {
+    const { status, ok, body: answer } = await api("orders", { method: "POST", body: JSON.stringify(body) });
+    if (ok) {
+      track(answer);
+      const filled = answer.filled ? `, ${amount(answer.filled)} filled` : "";
+      say(`Order #${answer.order_id}: ${answer.status.replace("_", " ")}${filled}`, "ok");
+    } else {
+      if (answer?.order_id) state.dirty.add(answer.order_id);
+      const field = answer?.field ? ` (${answer.field})` : "";
+      say(`${status ? `${status}: ` : ""}${answer?.error ?? "refused"}${field}`, "error");
+    }
+  } finally {
+    renderTicketState();
+    renderOrders();
+  }
+}
+
+// The account's order events come on the feed from now on; waits for the subscription to hold.
+async function watchAccount(account) {
+  if (state.accounts.has(account)) return;
+  state.accounts.add(account);
+  await feed.subscribe(`orders:${account}`, account);
+}
+
+// ------------------------------------------------------------------ orders
+
+function track(order) {
+  state.orders.set(order.order_id, order);
+  state.accounts.add(order.account);
+  saveOrders();
+  scheduleRender();
+}
+
+function saveOrders() {
+  const recent = [...state.orders.values()].sort((a, b) => b.order_id - a.order_id).slice(0, ORDER_ROWS);
+  localStorage.setItem("matchbox.orders", JSON.stringify(recent.map((o) => [o.order_id, o.account])));
+}
+
+function orderEvent(message) {
+  const ids = message.order_id !== undefined ? [message.order_id] : [message.maker_order_id, message.taker_order_id];
+  for (const id of ids) {
+    const known = state.orders.has(id);
+    if (known || (message.type === "OrderAccepted" && state.accounts.has(message.account))) state.dirty.add(id);
+  }
+}
+
+async function refreshDirty() {
+  const ids = [...state.dirty];
+  state.dirty.clear();
+  await Promise.all(
+    ids.map(async (id) => {
+      const { status, ok, body } = await api(`orders/${id}`);
+      const mine = state.orders.get(id);
+      if (ok && (!mine || mine.account === body.account)) track(body);
+      else if (status === 404 && mine && mine.status !== "pending") state.orders.delete(id);
+    }),
+  );
+}
+
+async function cancelOrder(order) {
+  const { ok, status, body } = await api(`orders/${order.order_id}?account=${encodeURIComponent(order.account)}`, {
+    method: "DELETE",
+  });
+  if (ok) {
+    track(body);
+    say(`Order #${order.order_id}: ${body.status}`, "ok");
+  } else {
+    say(`${status}: ${body?.error ?? "could not cancel"}`, "error");
+    state.dirty.add(order.order_id);
+  }
+}
+
+function renderOrders() {
+  const body = $("#orders tbody");
+  const ids = [...state.orders.keys()].sort((x, y) => y - x).slice(0, ORDER_ROWS);
+  syncList(body, ids, orderRow, (row, id) => {
+    const o = state.orders.get(id);
+    const shown = schemeOf(state.markets.get(o.market_id));
+    row.className = `order ${o.side ?? ""}`;
+    Object.assign(row.dataset, { orderId: o.order_id, status: o.status, account: o.account });
+    const [, market, account, side, price, filled, status, action] = row.children;
+    setText(market, o.market_id);
+    setText(account, o.account);
+    setText(side, o.side ?? "—");
+    setText(price, orDash(o.price, shown.price));
+    setText(filled, `${amount(o.filled)} / ${amount(o.qty)}`);
+    const badge = status.firstElementChild;
+    setText(badge, o.status.replace("_", " "), `status ${o.status}`);
+    badge.title = o.reject_reason ?? o.cancel_reason ?? "";
+    action.firstElementChild.hidden = !CANCELLABLE.has(o.status);
+  });
+  if (!ids.length) body.replaceChildren(emptyRow(8, "orders placed here show up here"));
+}
+
+function orderRow(id) {
+  return el(
+    "tr",
+    {},
+    el("td", { class: "num" }, `#${id}`),
+    el("td"),
+    el("td"),
+    el("td", { class: "side" }),
+    el("td", { class: "num" }),
+    el("td", { class: "num" }),
+    el("td", {}, el("span", { class: "status" })),
+    el("td", {}, el("button", { type: "button", class: "cancel", onclick: () => cancelOrder(state.orders.get(id)) }, "Cancel")),
+  );
+}
+
+function restoreOrders() {
+  try {
+    for (const [id, account] of JSON.parse(localStorage.getItem("matchbox.orders") ?? "[]")) {
+      state.orders.set(id, { order_id: id, account, market_id: "", status: "pending", remaining: 0, filled: 0 });
+      state.accounts.add(account);
+      state.dirty.add(id);
+    }
+  } catch {
+    localStorage.removeItem("matchbox.orders");
+  }
+}
+
+// ------------------------------------------------------------------ start
+
+function setupIntervals() {
+  const buttons = Object.keys(INTERVALS).map((name) =>
+    el(
+      "button",
+      {
+        type: "button",
+        class: name === state.interval ? "interval selected" : "interval",
+        dataset: { interval: name },
+        onclick: () => {
+          state.interval = name;
+          localStorage.setItem("matchbox.interval", name);
+          setupIntervals();
+          chart.reset(scheme(), INTERVALS[name]);
+          loadHistory();
+        },
+      },
+      name,
+    ),
+  );
+  $("#intervals").replaceChildren(...buttons);
+}
+
+function start() {
+  restoreOrders();
+  $("#ticket-account").value = localStorage.getItem("matchbox.account") ?? `trader-${Math.random().toString(16).slice(2, 6)}`;
+  $("#ticket").addEventListener("submit", placeOrder);
+  // on press, not click: the ladder may be redrawn between press and release
+  $("#book").addEventListener("pointerdown", (event) => {
+    const level = event.target.closest(".level[data-price]");
+    if (level) $("#ticket-price").value = level.dataset.price;
+  });
+  window.addEventListener("hashchange", () => {
+    if (state.markets.has(marketInUrl())) selectMarket(marketInUrl());
+  });
+  setupIntervals();
+  renderAll();
+  loadMarkets();
+  setInterval(loadMarkets, MARKETS_EVERY_MS);
+  setInterval(refreshStats, STATS_EVERY_MS);
+  setInterval(() => state.dirty.size && refreshDirty(), 150);
+}
+
+// For people poking around in the console, and for the browser test.
+window.matchbox = {
+  state,
+  chart,
+  feed,
+  bars: () => chart.series().length,
+  select: selectMarket,
+};
+
+start();

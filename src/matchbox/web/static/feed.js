@@ -1,0 +1,112 @@
+// The WebSocket feed (/ws): channels subscribed in the URL at connect, reconnection with backoff,
+// and resume: after a drop it reconnects with ?last_id=<the last event id seen>, and the server
+// sends what was missed on those channels, then live, with no gap and no duplicate. Book
+// channels start with a fresh image on every connection instead.
+
+import { idAfter } from "./format.js";
+
+const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
+const ACK_TIMEOUT_MS = 2000;
+
+export class Feed {
+  constructor({ onMessage, onStatus, onOpen }) {
+    this.onMessage = onMessage;
+    this.onStatus = onStatus;
+    this.onOpen = onOpen;
+    this.channels = [];
+    this.socket = null;
+    this.lastId = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.acks = new Map(); // channel -> [resolve]
+    this.generation = 0; // bumped by each start(): late events of an old socket are ignored
+  }
+
+  // A new set of channels: a new connection, no resume (nothing was missed on them).
+  start(channels) {
+    this.channels = [...channels];
+    this.lastId = null;
+    this.attempt = 0;
+    this.open(false);
+  }
+
+  // One more channel on the live connection (kept for the next reconnections); resolves once
+  // the server acknowledged it, or after a short while if the socket is down.
+  subscribe(channel, target) {
+    if (!this.channels.includes(channel)) this.channels.push(channel);
+    const [kind] = channel.split(":", 1);
+    const key = kind === "orders" ? "account" : "market_id";
+    return new Promise((resolve) => {
+      if (this.socket?.readyState !== WebSocket.OPEN) {
+        resolve(false);
+        return;
+      }
+      const waiting = this.acks.get(channel) ?? [];
+      waiting.push(resolve);
+      this.acks.set(channel, waiting);
+      setTimeout(() => resolve(false), ACK_TIMEOUT_MS);
+      this.socket.send(JSON.stringify({ op: "subscribe", channel: kind, [key]: target }));
+    });
+  }
+
+  open(resume) {
+    clearTimeout(this.timer);
+    if (this.socket) {
+      this.socket.onclose = null;
+      this.socket.close();
+    }
+    const generation = ++this.generation;
+    const url = new URL("ws", document.baseURI);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    // a comma cannot be named in the URL's list: such a channel is subscribed by message instead
+    const inUrl = this.channels.filter((c) => !c.includes(","));
+    if (inUrl.length) url.searchParams.set("subscribe", inUrl.join(","));
+    if (resume && this.lastId) url.searchParams.set("last_id", this.lastId);
+    this.onStatus(resume ? "reconnecting" : "connecting");
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => {
+      if (generation !== this.generation) return;
+      this.attempt = 0;
+      this.onStatus("live");
+      for (const channel of this.channels.filter((c) => c.includes(","))) {
+        this.subscribe(channel, channel.slice(channel.indexOf(":") + 1));
+      }
+      this.onOpen?.(resume && this.lastId !== null);
+    };
+    socket.onmessage = (event) => {
+      if (generation !== this.generation) return;
+      this.receive(JSON.parse(event.data));
+    };
+    socket.onclose = () => {
+      if (generation !== this.generation) return;
+      this.onStatus("reconnecting");
+      const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+      this.attempt += 1;
+      this.timer = setTimeout(() => this.open(true), delay);
+    };
+  }
+
+  receive(message) {
+    if (message.op === "subscribed") {
+      for (const resolve of this.acks.get(message.channel) ?? []) resolve(true);
+      this.acks.delete(message.channel);
+      return;
+    }
+    if (message.op === "error" && String(message.error).includes("last_id")) {
+      this.onOpen?.(false); // the server could not resume from our cursor: read the rest over REST
+      return;
+    }
+    if (message.op) return; // pong, unsubscribed, other errors
+    // The cursor to resume from: the last event seen, in stream order. A book image is the book
+    // as of the event it names. On a fresh connection that is exactly where the live feed
+    // begins, so it is the first cursor; on a resume the image comes ahead of the missed history
+    // and must not move it.
+    if (message.channel === "book" && message.type === "image") {
+      if (this.lastId === null && message.id) this.lastId = message.id;
+    } else if (message.id && idAfter(message.id, this.lastId)) {
+      this.lastId = message.id;
+    }
+    this.onMessage(message);
+  }
+}

@@ -1,0 +1,100 @@
+// Words and numbers per tick scheme, as the API uses them (see src/matchbox/api/prices.py):
+// binary markets trade YES contracts in cents, buy/sell; odds markets trade stakes at decimal
+// odds, back/lay; ticks markets trade units at integer ticks, buy/sell.
+
+// The betting-exchange odds ladder, 1.01 .. 1000, in hundredths: (band's upper bound, step).
+// Mirrors src/matchbox/engine/schemes.py; needed because the trades feed carries engine ticks.
+const ODDS_BANDS = [
+  [200, 1], [300, 2], [400, 5], [600, 10], [1000, 20],
+  [2000, 50], [3000, 100], [5000, 200], [10000, 500], [100000, 1000],
+];
+
+function buildOddsLadder() {
+  const ladder = [101];
+  for (const [upper, step] of ODDS_BANDS) {
+    while (ladder[ladder.length - 1] < upper) ladder.push(ladder[ladder.length - 1] + step);
+  }
+  return ladder;
+}
+
+const ODDS_LADDER = buildOddsLadder(); // ODDS_LADDER[tick - 1] = odds * 100
+
+const BINARY = {
+  name: "binary",
+  sides: [["buy", "Buy YES"], ["sell", "Sell YES"]],
+  takerWord: { buy: "buy", sell: "sell" },
+  priceField: "price",
+  priceLabel: "Price (¢)",
+  qtyField: "qty",
+  qtyLabel: "Contracts",
+  qtyUnit: "contracts",
+  bidTitle: "Bids · buy",
+  askTitle: "Asks · sell",
+  precision: 0,
+  minMove: 1,
+  fromTick: (tick) => tick,
+  price: (value) => `${value}¢`,
+  plain: (value) => String(value),
+  difference: (value) => `${value}¢`,
+};
+
+const ODDS = {
+  name: "odds",
+  sides: [["back", "Back"], ["lay", "Lay"]],
+  takerWord: { buy: "lay", sell: "back" },
+  priceField: "odds",
+  priceLabel: "Odds (decimal)",
+  qtyField: "stake",
+  qtyLabel: "Stake",
+  qtyUnit: "stake",
+  // a lay rests on the bid side, a back on the ask side (the engine's words are buy/sell)
+  bidTitle: "Lays waiting",
+  askTitle: "Backs waiting",
+  precision: 2,
+  minMove: 0.01,
+  fromTick: (tick) => ODDS_LADDER[tick - 1] / 100,
+  price: (value) => Number(value).toFixed(2),
+  plain: (value) => Number(value).toFixed(2),
+  difference: (value) => Number(value).toFixed(2),
+};
+
+const TICKS = {
+  ...BINARY,
+  name: "ticks",
+  sides: [["buy", "Buy"], ["sell", "Sell"]],
+  priceLabel: "Price (ticks)",
+  qtyLabel: "Quantity",
+  qtyUnit: "units",
+  bidTitle: "Bids",
+  askTitle: "Asks",
+  price: (value) => String(value),
+  difference: (value) => String(value),
+};
+
+const SCHEMES = { binary: BINARY, odds: ODDS, ticks: TICKS };
+
+export function schemeOf(market) {
+  return SCHEMES[market?.scheme] ?? TICKS;
+}
+
+export function clock(ms) {
+  const when = new Date(ms);
+  return when.toLocaleTimeString([], { hour12: false });
+}
+
+export function amount(value) {
+  if (value === null || value === undefined) return "—";
+  return Number(value).toLocaleString();
+}
+
+export function orDash(value, format) {
+  return value === null || value === undefined ? "—" : format(value);
+}
+
+// Stream ids "<ms>-<n>" in their order; null is before everything.
+export function idAfter(a, b) {
+  if (b === null) return true;
+  const [am, an] = a.split("-").map(Number);
+  const [bm, bn] = b.split("-").map(Number);
+  return am > bm || (am === bm && an > bn);
+}
