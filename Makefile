@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 VENDORED := src/matchbox/web/static/vendor/lightweight-charts.standalone.production.js
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test bench clean chromium
 
 run: $(STAMP) $(VENDORED)
-	$(BIN)/matchbox bench engine
+	$(BIN)/matchbox up --demo
 
 test: $(STAMP) $(VENDORED) chromium
 	$(BIN)/ruff check src tests
