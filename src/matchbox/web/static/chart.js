@@ -34,7 +34,15 @@ export class CandleChart {
       layout: { background: { color: "transparent" }, textColor: "#9aa4b2", fontSize: 11 },
       grid: { vertLines: { color: "#1f2733" }, horzLines: { color: "#1f2733" } },
       rightPriceScale: { borderColor: "#2a3441" },
-      timeScale: { borderColor: "#2a3441", timeVisible: true, secondsVisible: true, rightOffset: 4, barSpacing: 12 },
+      timeScale: {
+        borderColor: "#2a3441",
+        timeVisible: true,
+        secondsVisible: true,
+        rightOffset: 4,
+        barSpacing: 12,
+        tickMarkFormatter: tickMark,
+      },
+      localization: { timeFormatter: (time) => new Date(time * 1000).toLocaleString([], { hour12: false }) },
       crosshair: { mode: lib.CrosshairMode.Normal },
     });
     this.candles = this.chart.addSeries(lib.CandlestickSeries, {
@@ -173,7 +181,16 @@ export class CandleChart {
   }
 }
 
-// lightweight-charts draws UTC; shifting by the local offset shows the viewer's clock.
 function chartTime(startMs) {
-  return Math.floor(startMs / 1000) - new Date(startMs).getTimezoneOffset() * 60;
+  return Math.floor(startMs / 1000);
+}
+
+// Times stay UTC seconds (a shifted time could repeat when the clocks go back); labels are local.
+function tickMark(time, type) {
+  const when = new Date(time * 1000);
+  if (type === 0) return when.toLocaleDateString([], { year: "numeric" });
+  if (type === 1) return when.toLocaleDateString([], { month: "short" });
+  if (type === 2) return when.toLocaleDateString([], { day: "numeric", month: "short" });
+  const seconds = type === 4 ? { second: "2-digit" } : {};
+  return when.toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit", ...seconds });
 }

@@ -19,7 +19,7 @@ export class Feed {
     this.attempt = 0;
     this.timer = null;
     this.acks = new Map(); // channel -> [resolve]
-    this.generation = 0; // bumped by each start(): late events of an old socket are ignored
+    this.generation = 0; // bumped by each open(): late events of an old socket are ignored
   }
 
   // A new set of channels: a new connection, no resume (nothing was missed on them).
