@@ -18,7 +18,7 @@ import redis
 
 from conftest import wait_until
 from matchbox.bus.keys import Keys
-from matchbox.bus.server import EmbeddedValkey, free_port
+from matchbox.bus.server import EmbeddedValkey, free_port, port_in_use
 from matchbox.demo import MARKETS
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
@@ -70,7 +70,7 @@ class Up:
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            self.process.kill()  # a failed test: its children get SIGTERM from the kernel
             self.process.wait(10)
         self.http.close()
 
@@ -155,6 +155,28 @@ def test_with_redis_url_only_the_matchbox_processes_start(tmp_path: Path, valkey
         assert exchange.stop(signal.SIGTERM) == 0
         assert stopped_children(exchange.output()) == ["api", "engine", "persistence", "analytics"]
         assert not (exchange.data_dir / "valkey").exists()
+
+
+def test_children_stop_when_up_is_killed(tmp_path: Path) -> None:
+    with up(tmp_path) as exchange:
+        exchange.start()
+        client = redis.Redis(port=exchange.valkey_port)
+        engine_pid = int(client.hget(Keys().leader_info, "pid") or 0)
+        client.close()
+        assert exchange.process is not None
+        exchange.process.kill()  # SIGKILL: up cannot stop anything itself
+        exchange.process.wait(10)
+        wait_until(lambda: not _alive(engine_pid), timeout=30, message="the engine to stop with its parent")
+        wait_until(lambda: not port_in_use(exchange.valkey_port), timeout=30, message="Valkey to stop")
+        wait_until(lambda: not port_in_use(exchange.port), timeout=30, message="the API to stop")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ with ``DATABASE_URL`` the consumers and the API use that database.
 
 Each child runs ``python -m matchbox <command>`` in a session of its own, so a Ctrl-C in the
 terminal reaches only this supervisor, which then stops the children in order (demo, API,
-engine, consumers, Valkey: each SIGTERM, then SIGKILL after a grace period) and exits 0. A child
+engine, consumers, Valkey: each SIGTERM, then SIGKILL after a grace period) and exits 0. Should ``up`` itself be killed,
+each child gets a SIGTERM from the kernel (Linux's parent-death signal) and stops too. A child
 that exits on its own is logged, with the tail of its log, and started again after a backoff
 that doubles up to 30 s and resets once it has run for a minute. Children log to
 ``<data>/logs/<name>.log``.
@@ -15,6 +16,7 @@ that doubles up to 30 s and resets once it has run for a minute. Children log to
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
@@ -42,6 +44,7 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # a child that ran this long starts again from the first backoff
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 READY_TIMEOUT_S = 90.0
 
 
@@ -101,6 +104,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # the terminal's Ctrl-C is ours to hand on, in order
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (up runs no threads)
             )
         self.started_at = time.monotonic()
         log.info("started", extra={"child": self.name, "pid": self.process.pid})
@@ -124,6 +128,15 @@ class Child:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: on Linux, a SIGTERM when ``up`` itself dies, even by SIGKILL,
+    so that no child outlives its supervisor (elsewhere, nothing: stop ``up`` with Ctrl-C)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Supervisor:
