@@ -90,6 +90,7 @@ class Book:
         "best_bid",
         "best_ask",
         "occupied",
+        "collateral",
     )
 
     def __init__(
@@ -100,6 +101,7 @@ class Book:
         max_tick: int,
         max_qty: int,
         stp: SelfTradePrevention,
+        collateral: bool = False,
     ) -> None:
         self.market_id = market_id
         self.scheme = scheme
@@ -119,6 +121,7 @@ class Book:
         # the ticks of each side's non-empty levels: queries and best-price moves stay in
         # proportion to the levels there are, not to the width of the ladder (100,000 ticks)
         self.occupied: tuple[set[int], set[int]] = (set(), set())
+        self.collateral = collateral  # orders need funds: see matchbox.engine.ledger
 
     # ------------------------------------------------------------------ resting
 

@@ -57,18 +57,22 @@ from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any
 
-from matchbox.engine import queries, snapshot
+from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
+from matchbox.engine.ledger import Account, Ledger
 from matchbox.engine.queries import BookDepth, OrderStatus
 from matchbox.engine.schemes import tick_range
 from matchbox.engine.types import (
     AdvanceTime,
+    BalanceChanged,
+    BalanceReason,
     CancelAll,
     CancelOrder,
     CancelReason,
     CloseMarket,
     Command,
     CreateMarket,
+    Deposit,
     Event,
     MarketCreated,
     MarketState,
@@ -87,8 +91,10 @@ from matchbox.engine.types import (
     SettleMarket,
     Side,
     SuspendMarket,
+    TickScheme,
     TimeInForce,
     TradeExecuted,
+    Withdraw,
 )
 
 _BUY = Side.BUY
@@ -112,6 +118,7 @@ class Engine:
         self.last_order_id = 0  # the highest order id accepted
         self.last_trade_id = 0
         self._expiries: list[tuple[int, int]] = []  # heap of (expires_at, order_id); may hold husks
+        self.ledger = Ledger()  # money: only collateral markets and deposits reach it
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -122,6 +129,8 @@ class Engine:
             ResumeMarket: self._resume,
             CloseMarket: self._close,
             SettleMarket: self._settle,
+            Deposit: self._deposit,
+            Withdraw: self._withdraw,
             AdvanceTime: _ignore,
         }
 
@@ -136,6 +145,8 @@ class Engine:
             self._place(command, events)
         else:
             self._handlers[type(command)](command, events)
+        if self.ledger.markets:
+            return self.ledger.follow(events)
         return events
 
     # ------------------------------------------------------------------ orders
@@ -152,12 +163,16 @@ class Engine:
             or not self.last_order_id < cmd.order_id
             or not 0 < cmd.qty <= book.max_qty
             or not book.min_tick <= cmd.price <= book.max_tick
+            or book.collateral
         ):
             reason = self._check_order(cmd, book)
             if reason is not None:
                 events.append(_reject(cmd, reason, cmd.market_id, cmd.account))
                 return
             assert book is not None
+            if book.collateral and not self._affordable(cmd, book):
+                events.append(_reject(cmd, RejectReason.INSUFFICIENT_FUNDS, cmd.market_id, cmd.account))
+                return
         side = cmd.side
         tif = cmd.tif
         if cmd.kind is _MARKET:
@@ -243,6 +258,12 @@ class Engine:
         if (tif is _GTD) != (cmd.expires_at != 0) or (tif is _GTD and cmd.expires_at <= cmd.ts):
             return RejectReason.INVALID_EXPIRY
         return None
+
+    def _affordable(self, cmd: PlaceOrder, book: Book) -> bool:
+        limit = cmd.price
+        if cmd.kind is _MARKET:
+            limit = book.max_tick if cmd.side is _BUY else book.min_tick
+        return self.ledger.affordable(book, cmd.account, cmd.side, limit, cmd.qty)
 
     def _check_taker(self, cmd: PlaceOrder, book: Book, side: Side, price: int) -> RejectReason | None:
         """The reason a crossing order is refused before it trades, or None."""
@@ -427,11 +448,19 @@ class Engine:
         if cmd.market_id in self.books:
             events.append(_reject(cmd, RejectReason.MARKET_EXISTS, cmd.market_id))
             return
-        if ticks is None or not cmd.market_id or cmd.max_qty <= 0:
+        if (
+            ticks is None
+            or not cmd.market_id
+            or cmd.max_qty <= 0
+            or (cmd.collateral and cmd.scheme is TickScheme.TICKS)
+        ):
             events.append(_reject(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id))
             return
         min_tick, max_tick = ticks
-        self.books[cmd.market_id] = Book(cmd.market_id, cmd.scheme, min_tick, max_tick, cmd.max_qty, cmd.stp)
+        book = Book(cmd.market_id, cmd.scheme, min_tick, max_tick, cmd.max_qty, cmd.stp, cmd.collateral)
+        self.books[cmd.market_id] = book
+        if cmd.collateral:
+            self.ledger.markets[cmd.market_id] = cmd.scheme
         events.append(
             MarketCreated(
                 seq=cmd.seq,
@@ -442,6 +471,7 @@ class Engine:
                 max_tick=max_tick,
                 max_qty=cmd.max_qty,
                 stp=cmd.stp,
+                collateral=cmd.collateral,
             )
         )
 
@@ -456,6 +486,10 @@ class Engine:
         self._transition(cmd, cmd.market_id, live, MarketState.CLOSED, "", events)
 
     def _settle(self, cmd: SettleMarket, events: list[Event]) -> None:
+        book = self.books.get(cmd.market_id)
+        if book is not None and book.collateral and not ledger.valid_outcome(book.scheme, cmd.outcome):
+            events.append(_reject(cmd, RejectReason.INVALID_OUTCOME, cmd.market_id))
+            return
         before = (MarketState.OPEN, MarketState.SUSPENDED, MarketState.CLOSED)
         self._transition(cmd, cmd.market_id, before, MarketState.SETTLED, cmd.outcome, events)
 
@@ -479,6 +513,26 @@ class Engine:
         if target in (MarketState.CLOSED, MarketState.SETTLED):
             for order in sorted(book.live_orders(), key=_by_id):
                 self._cancel_resting(order, CancelReason.MARKET_CLOSED, cmd.seq, cmd.ts, events)
+
+    # ------------------------------------------------------------------ money
+
+    def _deposit(self, cmd: Deposit, events: list[Event]) -> None:
+        self._cash(cmd, self.ledger.deposit(cmd.account, cmd.amount), BalanceReason.DEPOSIT, events)
+
+    def _withdraw(self, cmd: Withdraw, events: list[Event]) -> None:
+        self._cash(cmd, self.ledger.withdraw(cmd.account, cmd.amount), BalanceReason.WITHDRAW, events)
+
+    def _cash(
+        self, cmd: Deposit | Withdraw, result: Account | RejectReason, reason: BalanceReason, events: list[Event]
+    ) -> None:
+        if isinstance(result, RejectReason):
+            events.append(_reject(cmd, result, "", cmd.account))
+            return
+        events.append(
+            BalanceChanged(
+                seq=cmd.seq, ts=cmd.ts, account=cmd.account, total=result.total, reserved=result.reserved, reason=reason
+            )
+        )
 
     # ------------------------------------------------------------------ state
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from matchbox.engine.types import OrderState, Side
+from matchbox.engine.ledger import cash_reserve
+from matchbox.engine.types import MarketState, OrderState, Side, TickScheme
 
 if TYPE_CHECKING:
     from matchbox.engine.book import Book
@@ -80,6 +81,62 @@ def check_invariants(engine: Engine) -> None:
             _fail(f"{book.market_id}: crossed book, bid {book.best_bid} >= ask {book.best_ask}")
     if seen != engine.orders.keys():
         _fail(f"id index and levels disagree: {sorted(seen ^ engine.orders.keys())[:10]}")
+    if engine.ledger:
+        _check_ledger(engine)
+
+
+def _check_ledger(engine: Engine) -> None:
+    """Reserves match the live orders, positions match their pots, and money is conserved."""
+    ledger = engine.ledger
+    live = {i: o for i, o in engine.orders.items() if o.book.collateral}
+    if live.keys() != ledger.orders.keys():
+        _fail(f"ledger and book disagree on live orders: {sorted(live.keys() ^ ledger.orders.keys())[:10]}")
+    reserved: dict[str, int] = {}
+    committed: dict[tuple[str, str], int] = {}
+    for order_id, reserve in ledger.orders.items():
+        order = live[order_id]
+        if (reserve.account, reserve.side, reserve.price, reserve.remaining) != (
+            order.account,
+            order.side,
+            order.price,
+            order.remaining,
+        ) or not 0 <= reserve.covered <= reserve.remaining:
+            _fail(f"order {order_id}: its reserve does not match the order")
+        reserved[reserve.account] = reserved.get(reserve.account, 0) + cash_reserve(reserve)
+        key = (reserve.market_id, reserve.account)
+        committed[key] = committed.get(key, 0) + reserve.covered
+    for name, account in ledger.accounts.items():
+        if account.reserved != reserved.pop(name, 0) or not 0 <= account.reserved <= account.total:
+            _fail(f"account {name}: total {account.total} reserved {account.reserved} do not match its orders")
+    if reserved:
+        _fail(f"orders reserve money of accounts that do not exist: {sorted(reserved)[:10]}")
+    yes: dict[str, int] = {}
+    no: dict[str, int] = {}
+    pots: dict[str, int] = {}
+    for (market_id, name), p in ledger.positions.items():
+        book = engine.books[market_id]
+        if min(p.yes, p.no, p.committed, p.stake, p.liability) < 0 or p.committed != committed.pop(
+            (market_id, name), 0
+        ):
+            _fail(f"position {market_id}/{name}: {p} is negative or its commitment does not match its orders")
+        if book.state is MarketState.SETTLED or name not in ledger.accounts:
+            _fail(f"position {market_id}/{name} outlives its market or its account")
+        if book.scheme is TickScheme.BINARY and (p.committed > p.yes or min(p.yes - p.committed, p.no) > 0):
+            _fail(f"position {market_id}/{name}: {p} holds a YES+NO pair that should have been redeemed")
+        yes[market_id] = yes.get(market_id, 0) + p.yes
+        no[market_id] = no.get(market_id, 0) + p.no
+        pots[market_id] = pots.get(market_id, 0) + p.stake + p.liability
+    if any(committed.values()):
+        _fail("orders commit YES contracts that no position holds")
+    locked = 0
+    for market_id, held in yes.items():
+        binary = ledger.markets[market_id] is TickScheme.BINARY
+        if held != no[market_id] or (not binary and pots[market_id] != held):
+            _fail(f"{market_id}: the positions do not add up to one pot ({held} / {no[market_id]})")
+        locked += ledger.pot(market_id)
+    cash = sum(account.total for account in ledger.accounts.values())
+    if cash + locked != ledger.net_deposits:
+        _fail(f"money is not conserved: cash {cash} + locked {locked} != deposits - withdrawals {ledger.net_deposits}")
 
 
 def _check_side(book: Book, side: Side, seen: set[int]) -> None:

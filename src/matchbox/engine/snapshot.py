@@ -4,6 +4,11 @@ Canonical means independent of the history that built the state: markets sorted 
 market's live orders bids-then-asks, best price first, oldest first within a price (which is
 their time priority). Cancelled husks and stale expiry entries are not written. Two engines
 with equal books therefore write equal bytes, which is what ``Engine.state_hash`` hashes.
+
+Version 2 adds the ledger (accounts, positions, the YES contracts committed to resting sells)
+and each market's ``collateral`` flag. An engine that has never seen a deposit or a collateral
+market still writes version 1, byte for byte as before, so its state hash is unchanged; both
+versions are read.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from matchbox.engine.book import Book, Order
+from matchbox.engine.ledger import Account, Position, Reserve
 from matchbox.engine.types import MarketState, SelfTradePrevention, Side, TickScheme, TimeInForce
 
 if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 
 
 class SnapshotError(ValueError):
@@ -39,6 +46,18 @@ class _Market(msgspec.Struct, array_like=True):
     orders: list[tuple[int, str, int, int, int, int, int, int, int]]
 
 
+class _MarketV2(_Market, array_like=True):
+    collateral: bool
+
+
+class _Ledger(msgspec.Struct, array_like=True):
+    net_deposits: int
+    accounts: list[tuple[str, int, int]]  # account, total, reserved
+    # market_id, account, yes, no, committed, stake, liability
+    positions: list[tuple[str, str, int, int, int, int, int]]
+    covered: list[tuple[int, int]]  # order_id, YES contracts covering it (binary sells)
+
+
 class _Snapshot(msgspec.Struct, array_like=True):
     format: str
     version: int
@@ -47,14 +66,30 @@ class _Snapshot(msgspec.Struct, array_like=True):
     markets: list[_Market]
 
 
+class _SnapshotV2(msgspec.Struct, array_like=True):
+    format: str
+    version: int
+    last_order_id: int
+    last_trade_id: int
+    markets: list[_MarketV2]
+    ledger: _Ledger
+
+
 _encoder = msgspec.msgpack.Encoder()
-_header = msgspec.msgpack.Decoder(tuple[str, int])
-_decoder = msgspec.msgpack.Decoder(_Snapshot)
+_decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
+    1: msgspec.msgpack.Decoder(_Snapshot),
+    2: msgspec.msgpack.Decoder(_SnapshotV2),
+}
 
 
 def encode(engine: Engine) -> bytes:
-    markets = [_market(engine.books[market_id]) for market_id in sorted(engine.books)]
-    return _encoder.encode(_Snapshot(FORMAT, VERSION, engine.last_order_id, engine.last_trade_id, markets))
+    books = [engine.books[market_id] for market_id in sorted(engine.books)]
+    if not engine.ledger:  # no money anywhere: version 1, as before the ledger existed
+        markets = [_market(book) for book in books]
+        return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
+    markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
+    snapshot = _SnapshotV2(FORMAT, VERSION, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine))
+    return _encoder.encode(snapshot)
 
 
 def _market(book: Book) -> _Market:
@@ -75,31 +110,59 @@ def _market(book: Book) -> _Market:
     )
 
 
+def _ledger(engine: Engine) -> _Ledger:
+    ledger = engine.ledger
+    accounts = [(name, a.total, a.reserved) for name, a in sorted(ledger.accounts.items())]
+    positions = [
+        (market_id, account, p.yes, p.no, p.committed, p.stake, p.liability)
+        for (market_id, account), p in sorted(ledger.positions.items())
+    ]
+    covered = [(order_id, r.covered) for order_id, r in sorted(ledger.orders.items()) if r.covered]
+    return _Ledger(ledger.net_deposits, accounts, positions, covered)
+
+
 def decode(data: bytes, engine: Engine) -> Engine:
     """Fill an empty engine from snapshot bytes; raise SnapshotError if they are not one."""
     snapshot = _read(data)
     engine.last_order_id = snapshot.last_order_id
     engine.last_trade_id = snapshot.last_trade_id
+    saved = snapshot.ledger if isinstance(snapshot, _SnapshotV2) else _Ledger(0, [], [], [])
+    covered = dict(saved.covered)
+    ledger = engine.ledger
     for m in snapshot.markets:
-        book = Book(m.market_id, TickScheme(m.scheme), m.min_tick, m.max_tick, m.max_qty, SelfTradePrevention(m.stp))
+        collateral = isinstance(m, _MarketV2) and m.collateral
+        scheme = TickScheme(m.scheme)
+        book = Book(m.market_id, scheme, m.min_tick, m.max_tick, m.max_qty, SelfTradePrevention(m.stp), collateral)
         book.state = MarketState(m.state)
         book.outcome = m.outcome
         engine.books[m.market_id] = book
+        if collateral:
+            ledger.markets[m.market_id] = scheme
         for order_id, account, side, price, qty, remaining, filled, tif, expires_at in m.orders:
             order = Order(
                 order_id, account, Side(side), price, qty, remaining, filled, TimeInForce(tif), expires_at, book
             )
             engine.add_restored(order)
+            if collateral:
+                binary = scheme is TickScheme.BINARY
+                reserve = Reserve(m.market_id, account, binary, order.side, price, remaining, covered.get(order_id, 0))
+                ledger.orders[order_id] = reserve
+    ledger.net_deposits = saved.net_deposits
+    for name, total, reserved in saved.accounts:
+        ledger.accounts[name] = Account(total, reserved)
+    for market_id, account, yes, no, committed, stake, liability in saved.positions:
+        ledger.positions[(market_id, account)] = Position(yes, no, committed, stake, liability)
     return engine
 
 
-def _read(data: bytes) -> _Snapshot:
+def _read(data: bytes) -> _Snapshot | _SnapshotV2:
     try:
         header: Any = msgspec.msgpack.decode(data)
         if not isinstance(header, list) or header[:1] != [FORMAT]:
             raise SnapshotError("not a matchbox engine snapshot")
-        if header[1] != VERSION:
-            raise SnapshotError(f"snapshot version {header[1]} is not supported (this engine reads {VERSION})")
-        return _decoder.decode(data)
+        if header[1] not in VERSIONS:
+            raise SnapshotError(f"snapshot version {header[1]} is not supported (this engine reads {VERSIONS})")
+        decoded: _Snapshot | _SnapshotV2 = _decoders[header[1]].decode(data)
+        return decoded
     except (msgspec.DecodeError, msgspec.ValidationError, IndexError) as error:
         raise SnapshotError(f"corrupt engine snapshot: {error}") from error

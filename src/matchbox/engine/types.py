@@ -77,6 +77,7 @@ class RejectReason(IntEnum):
     MARKET_EXISTS = 102
     INVALID_MARKET_SPEC = 103
     ILLEGAL_TRANSITION = 104
+    INVALID_OUTCOME = 105  # a collateral market settled with an outcome its scheme does not know
     # 2xx: an order's own fields
     INVALID_PRICE = 200  # off the market's ladder
     INVALID_QUANTITY = 201  # zero or negative
@@ -93,6 +94,22 @@ class RejectReason(IntEnum):
     ORDER_NOT_OPEN = 401  # at or below that mark and not live: filled, cancelled, expired, never accepted
     # 5xx: the input itself (found by the bus before the engine sees it)
     MALFORMED_COMMAND = 500  # not a command: bad JSON, unknown type, wrong field types
+    # 6xx: money (collateral markets, deposits, withdrawals)
+    INSUFFICIENT_FUNDS = 600  # the order's reserve, or the withdrawal, is above the free balance
+    INVALID_AMOUNT = 601  # a deposit or withdrawal of zero or less, or one that would overflow
+    INVALID_ACCOUNT = 602  # a deposit or withdrawal without an account
+
+
+class BalanceReason(IntEnum):
+    """Why an account's balance or position changed (see :mod:`matchbox.engine.ledger`)."""
+
+    DEPOSIT = 0
+    WITHDRAW = 1
+    RESERVE = 2  # an order was accepted: cash (or YES contracts) set aside for it
+    RELEASE = 3  # an order was cancelled, reduced or expired: its unused reserve is free again
+    TRADE = 4  # a fill: reserve turned into position (and a better price released)
+    SETTLEMENT = 5  # the market settled: winning positions paid out
+    VOID = 6  # the market was voided: stakes returned
 
 
 class CancelReason(IntEnum):
@@ -123,6 +140,7 @@ class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
     max_tick: Int64 = 0  # only for TickScheme.TICKS
     max_qty: Int64 = 1_000_000_000
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
+    collateral: bool = False  # binary or odds only: orders need funds, settlement pays out
 
 
 class SuspendMarket(Command, frozen=True, gc=False, kw_only=True):
@@ -138,6 +156,9 @@ class CloseMarket(Command, frozen=True, gc=False, kw_only=True):
 
 
 class SettleMarket(Command, frozen=True, gc=False, kw_only=True):
+    """Settle a market. On a collateral market the outcome must be ``yes``/``no`` (binary),
+    ``win``/``lose`` (odds, for the selection) or ``void`` (either); elsewhere it is free text."""
+
     market_id: Text
     outcome: Text = ""
 
@@ -171,6 +192,20 @@ class CancelAll(Command, frozen=True, gc=False, kw_only=True):
     account: Text
 
 
+class Deposit(Command, frozen=True, gc=False, kw_only=True):
+    """Add ``amount`` minor units (cents) to an account's balance, creating the account."""
+
+    account: Text
+    amount: Int64
+
+
+class Withdraw(Command, frozen=True, gc=False, kw_only=True):
+    """Take ``amount`` minor units out of an account; refused beyond its free balance."""
+
+    account: Text
+    amount: Int64
+
+
 class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
     """Moves engine time forward so GTD orders expire when no other command arrives."""
 
@@ -190,6 +225,7 @@ class MarketCreated(Event, frozen=True, gc=False):
     max_tick: int
     max_qty: int
     stp: SelfTradePrevention
+    collateral: bool = False
 
 
 class MarketStateChanged(Event, frozen=True, gc=False):
@@ -252,6 +288,38 @@ class OrderReduced(Event, frozen=True, gc=False):
     remaining: int
 
 
+class BalanceChanged(Event, frozen=True, gc=False):
+    """An account's cash after a change, in minor units: ``total`` owned, ``reserved`` of it
+    set aside for resting orders (free = total - reserved). Absolute values, so the last one
+    per account is its balance."""
+
+    account: str
+    total: int
+    reserved: int
+    reason: BalanceReason
+    market_id: str = ""  # the market that caused it ("" for deposits and withdrawals)
+
+
+class PositionChanged(Event, frozen=True, gc=False):
+    """An account's position in a collateral market after a change (absolute values).
+
+    Binary: ``yes`` and ``no`` are contracts held (never both above ``committed`` at once: a
+    YES+NO pair is redeemed for 100 at once), ``committed`` the YES contracts reserved for
+    resting sells. Odds: ``yes`` is what the account is paid if the selection wins, ``no`` what
+    it is paid if it loses, ``stake`` and ``liability`` what it put in as backer and as layer
+    (what a void returns); ``committed`` is 0.
+    """
+
+    market_id: str
+    account: str
+    yes: int
+    no: int
+    committed: int
+    stake: int
+    liability: int
+    reason: BalanceReason
+
+
 class Rejected(Event, frozen=True, gc=False):
     """A command refused; the engine's state is exactly as before it."""
 
@@ -272,6 +340,8 @@ AnyCommand = (
     | CancelOrder
     | ReduceOrder
     | CancelAll
+    | Deposit
+    | Withdraw
     | AdvanceTime
 )
 AnyEvent = (
@@ -282,5 +352,7 @@ AnyEvent = (
     | TradeExecuted
     | OrderCancelled
     | OrderReduced
+    | BalanceChanged
+    | PositionChanged
     | Rejected
 )

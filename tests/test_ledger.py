@@ -1,0 +1,363 @@
+"""Balances, reserves, positions and settlement (matchbox.engine.ledger): a test per rule and per reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import Driver
+from matchbox.engine import BookIntegrityError, Engine
+from matchbox.engine.schemes import BACK, LAY
+from matchbox.engine.types import (
+    AdvanceTime,
+    BalanceChanged,
+    BalanceReason,
+    CancelAll,
+    CloseMarket,
+    Deposit,
+    Event,
+    OrderKind,
+    PositionChanged,
+    ReduceOrder,
+    Rejected,
+    RejectReason,
+    SettleMarket,
+    Side,
+    TickScheme,
+    TimeInForce,
+    TradeExecuted,
+    Withdraw,
+)
+
+BUY, SELL = Side.BUY, Side.SELL
+
+
+def rejected(events: list[Event]) -> RejectReason:
+    assert len(events) == 1, events
+    assert isinstance(events[0], Rejected), events
+    return events[0].reason
+
+
+def balance(driver: Driver, account: str) -> tuple[int, int]:
+    """(total, reserved) of an account."""
+    found = driver.engine.ledger.accounts[account]
+    return found.total, found.reserved
+
+
+def position(driver: Driver, account: str, market_id: str = "m") -> tuple[int, int, int]:
+    """(yes, no, committed) of an account in a market; zeros when it holds nothing."""
+    found = driver.engine.ledger.positions.get((market_id, account))
+    return (0, 0, 0) if found is None else (found.yes, found.no, found.committed)
+
+
+def funded(scheme: TickScheme = TickScheme.BINARY, **accounts: int) -> Driver:
+    driver = Driver()
+    driver.market("m", scheme, collateral=True)
+    for account, amount in accounts.items():
+        driver.apply(Deposit, account=account, amount=amount)
+    return driver
+
+
+def cash_events(events: list[Event]) -> list[tuple[str, int, int, BalanceReason]]:
+    return [(e.account, e.total, e.reserved, e.reason) for e in events if isinstance(e, BalanceChanged)]
+
+
+# ---------------------------------------------------------------------- deposits and withdrawals
+
+
+def test_deposit_and_withdraw_report_the_balance() -> None:
+    driver = funded(a=1_000)
+    events = driver.apply(Withdraw, account="a", amount=300)
+    assert cash_events(events) == [("a", 700, 0, BalanceReason.WITHDRAW)]
+    events = driver.apply(Deposit, account="a", amount=50)
+    assert cash_events(events) == [("a", 750, 0, BalanceReason.DEPOSIT)]
+    assert driver.engine.ledger.net_deposits == 750
+
+
+def test_withdraw_beyond_the_free_balance_is_insufficient_funds() -> None:
+    driver = funded(a=1_000)
+    driver.place(BUY, 50, 10)  # reserves 500
+    assert rejected(driver.apply(Withdraw, account="a", amount=501)) is RejectReason.INSUFFICIENT_FUNDS
+    assert rejected(driver.apply(Withdraw, account="nobody", amount=1)) is RejectReason.INSUFFICIENT_FUNDS
+    assert RejectReason.INSUFFICIENT_FUNDS == 600
+    driver.apply(Withdraw, account="a", amount=500)
+    assert balance(driver, "a") == (500, 500)
+
+
+@pytest.mark.parametrize("command", [Deposit, Withdraw])
+@pytest.mark.parametrize("amount", [0, -5])
+def test_an_amount_of_zero_or_less_is_invalid(command: Any, amount: int) -> None:
+    driver = funded(a=10)
+    assert rejected(driver.apply(command, account="a", amount=amount)) is RejectReason.INVALID_AMOUNT == 601
+
+
+def test_a_deposit_that_would_overflow_64_bits_is_invalid() -> None:
+    driver = funded(a=2**62)
+    assert rejected(driver.apply(Deposit, account="b", amount=2**62)) is RejectReason.INVALID_AMOUNT
+
+
+@pytest.mark.parametrize("command", [Deposit, Withdraw])
+def test_money_needs_an_account(command: Any) -> None:
+    driver = funded()
+    assert rejected(driver.apply(command, account="", amount=5)) is RejectReason.INVALID_ACCOUNT == 602
+
+
+# ---------------------------------------------------------------------- markets
+
+
+def test_collateral_needs_a_binary_or_odds_market() -> None:
+    driver = Driver()
+    events = driver.market("t", TickScheme.TICKS, collateral=True)
+    assert rejected(events) is RejectReason.INVALID_MARKET_SPEC
+    assert driver.market("b", TickScheme.BINARY, collateral=True)[0].collateral  # type: ignore[attr-defined]
+
+
+def test_markets_without_collateral_need_no_money() -> None:
+    driver = Driver()
+    driver.market("m", TickScheme.BINARY)
+    driver.place(SELL, 50, 10, account="a")
+    events = driver.place(BUY, 50, 10, account="b")
+    assert not [e for e in events if isinstance(e, (BalanceChanged, PositionChanged))]
+    assert not driver.engine.ledger
+
+
+def test_a_collateral_market_settles_only_on_an_outcome_of_its_scheme() -> None:
+    driver = funded()
+    driver.market("o", TickScheme.ODDS, collateral=True)
+    assert rejected(driver.apply(SettleMarket, market_id="m", outcome="win")) is RejectReason.INVALID_OUTCOME == 105
+    assert rejected(driver.apply(SettleMarket, market_id="o", outcome="yes")) is RejectReason.INVALID_OUTCOME
+
+
+# ---------------------------------------------------------------------- reserves, binary
+
+
+def test_a_binary_buy_reserves_its_price_per_contract() -> None:
+    driver = funded(a=1_000)
+    events = driver.place(BUY, 40, 10)
+    assert cash_events(events) == [("a", 1_000, 400, BalanceReason.RESERVE)]
+
+
+def test_a_binary_sell_without_contracts_reserves_the_no_side() -> None:
+    driver = funded(a=1_000)
+    driver.place(SELL, 40, 10)
+    assert balance(driver, "a") == (1_000, 600)
+
+
+def test_an_order_over_the_free_balance_is_insufficient_funds_and_changes_nothing() -> None:
+    driver = funded(a=1_000)
+    driver.place(BUY, 50, 10)
+    before = driver.engine.state_hash()
+    assert rejected(driver.place(BUY, 50, 11)) is RejectReason.INSUFFICIENT_FUNDS
+    assert rejected(driver.place(BUY, 50, 1, account="nobody")) is RejectReason.INSUFFICIENT_FUNDS
+    assert driver.engine.state_hash() == before
+
+
+def test_a_market_order_reserves_at_the_worst_tick() -> None:
+    driver = funded(a=10_000, b=10_000)
+    driver.place(SELL, 30, 5, account="b")
+    events = driver.place(BUY, 0, 10, account="a", kind=OrderKind.MARKET, tif=TimeInForce.IOC)
+    # reserved 99 * 10, paid 30 * 5, the rest released with the unfilled remainder
+    assert cash_events(events)[0] == ("a", 10_000, 990, BalanceReason.RESERVE)
+    assert balance(driver, "a") == (10_000 - 150, 0)
+    assert position(driver, "a") == (5, 0, 0)
+
+
+# ---------------------------------------------------------------------- trades, binary
+
+
+def test_a_trade_turns_reserve_into_position_and_releases_a_better_price() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 40, 10, account="b")  # b reserves 600 for the NO side
+    events = driver.place(BUY, 45, 10, account="a")  # a reserves 450, trades at 40
+    assert [type(e) for e in events if isinstance(e, TradeExecuted)] == [TradeExecuted]
+    assert balance(driver, "a") == (600, 0)  # paid 400, 50 released
+    assert balance(driver, "b") == (400, 0)  # paid 600 for 10 NO
+    assert position(driver, "a") == (10, 0, 0)
+    assert position(driver, "b") == (0, 10, 0)
+    assert driver.engine.ledger.pot("m") == 1_000
+
+
+def test_a_sell_reserves_held_contracts_first_then_cash() -> None:
+    driver = funded(a=1_000, b=1_000, c=1_000)
+    driver.place(SELL, 40, 10, account="b")
+    driver.place(BUY, 40, 10, account="a")  # a holds 10 YES
+    events = driver.place(SELL, 60, 15, account="a")  # 10 contracts + 5 * 40 cash
+    assert position(driver, "a") == (10, 0, 10)
+    assert balance(driver, "a") == (600, 200)
+    assert [e.committed for e in events if isinstance(e, PositionChanged)] == [10]
+    driver.place(BUY, 60, 15, account="c")  # a delivers 10 YES at 60, and goes short 5
+    assert position(driver, "a") == (0, 5, 0)
+    assert balance(driver, "a") == (600 + 600 - 200, 0)
+    assert position(driver, "c") == (15, 0, 0)
+    driver.engine.check_invariants()
+
+
+def test_buying_yes_while_short_redeems_the_pairs() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(BUY, 30, 10, account="b")
+    driver.place(SELL, 30, 10, account="a")  # a short 10 at 30: paid 700
+    assert balance(driver, "a") == (300, 0)
+    driver.place(SELL, 20, 4, account="b")  # b, holding 10 YES, sells 4 of them
+    driver.place(BUY, 20, 4, account="a")  # a buys 4 YES at 20: 4 pairs redeem for 400
+    assert position(driver, "a") == (0, 6, 0)
+    assert balance(driver, "a") == (300 - 80 + 400, 0)
+    assert position(driver, "b") == (6, 0, 0)
+
+
+def test_committed_contracts_are_not_redeemed_until_released() -> None:
+    driver = funded(a=1_000, b=1_000, c=1_000)
+    driver.place(SELL, 50, 5, account="b")
+    driver.place(BUY, 50, 5, account="a")  # a: 5 YES
+    driver.place(SELL, 90, 5, account="a")  # commits them
+    driver.place(BUY, 10, 5, account="c")
+    driver.place(SELL, 10, 5, account="a")  # a goes short 5 while its YES are committed
+    assert position(driver, "a") == (5, 5, 5)
+    events = driver.cancel(3)  # the commitment ends: the pairs redeem
+    assert position(driver, "a") == (0, 0, 0)
+    assert [e.reason for e in events if isinstance(e, PositionChanged)] == [BalanceReason.RELEASE]
+
+
+# ---------------------------------------------------------------------- releases
+
+
+def test_cancel_reduce_and_cancel_all_release_what_is_unused() -> None:
+    driver = funded(a=10_000)
+    driver.place(BUY, 50, 10)
+    driver.place(BUY, 40, 10)
+    driver.apply(ReduceOrder, order_id=1, reduce_by=4)
+    assert balance(driver, "a") == (10_000, 300 + 400)
+    events = driver.cancel(1)
+    assert cash_events(events) == [("a", 10_000, 400, BalanceReason.RELEASE)]
+    driver.apply(CancelAll, market_id="m", account="a")
+    assert balance(driver, "a") == (10_000, 0)
+
+
+def test_expiry_releases_the_reserve() -> None:
+    driver = funded(a=1_000)
+    driver.place(BUY, 50, 10, tif=TimeInForce.GTD, expires_at=5_000)
+    events = driver.apply(AdvanceTime, ts=5_000)
+    assert cash_events(events) == [("a", 1_000, 0, BalanceReason.RELEASE)]
+
+
+def test_a_partly_covered_sell_releases_cash_before_contracts() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 50, 3, account="b")
+    driver.place(BUY, 50, 3, account="a")  # a: 3 YES
+    driver.place(SELL, 70, 5, account="a")  # 3 contracts + 2 * 30 cash
+    driver.apply(ReduceOrder, order_id=3, reduce_by=2)
+    assert balance(driver, "a") == (850, 0)
+    assert position(driver, "a") == (3, 0, 3)
+
+
+# ---------------------------------------------------------------------- odds
+
+
+def test_odds_back_reserves_its_stake_and_lay_its_liability_rounded_up() -> None:
+    driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
+    driver.place(BACK, 150, 1_000, account="a")  # tick 150 = odds 3.00
+    assert balance(driver, "a") == (10_000, 1_000)
+    driver.place(LAY, 1, 150, account="b")  # odds 1.01: liability 1.5 -> 2
+    assert balance(driver, "b") == (10_000, 2)
+    assert rejected(driver.place(LAY, 150, 5_001, account="b")) is RejectReason.INSUFFICIENT_FUNDS
+
+
+def test_odds_trade_fills_the_pot_and_settles_to_the_winner() -> None:
+    driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
+    driver.place(BACK, 150, 1_000, account="a")  # a backs 10.00 at 3.00
+    driver.place(LAY, 160, 1_000, account="b")  # b lays up to 3.20, trades at 3.00
+    assert balance(driver, "a") == (9_000, 0)
+    assert balance(driver, "b") == (8_000, 0)  # liability 2,000; the better odds released
+    assert driver.engine.ledger.pot("m") == 3_000
+    events = driver.apply(SettleMarket, market_id="m", outcome="win")
+    assert balance(driver, "a") == (12_000, 0)
+    assert balance(driver, "b") == (8_000, 0)
+    assert {e.reason for e in events if isinstance(e, BalanceChanged)} == {BalanceReason.SETTLEMENT}
+    assert not driver.engine.ledger.positions
+
+
+def test_odds_losing_back_pays_the_layer() -> None:
+    driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
+    driver.place(BACK, 150, 1_000, account="a")
+    driver.place(LAY, 150, 1_000, account="b")
+    driver.apply(SettleMarket, market_id="m", outcome="lose")
+    assert balance(driver, "a") == (9_000, 0)
+    assert balance(driver, "b") == (11_000, 0)
+
+
+def test_odds_winnings_round_down_and_fills_never_overdraw_the_lay_reserve() -> None:
+    driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
+    for _ in range(3):
+        driver.place(BACK, 1, 1, account="a")  # three 1-cent backs at 1.01
+    driver.place(LAY, 1, 3, account="b")  # reserve ceil(0.03) = 1
+    assert balance(driver, "b") == (10_000, 0)  # each liability floor(0.01) = 0
+    assert driver.engine.ledger.pot("m") == 3
+
+
+def test_odds_void_returns_every_stake_and_liability() -> None:
+    driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
+    driver.place(BACK, 150, 1_000, account="a")
+    driver.place(LAY, 150, 600, account="b")
+    driver.place(BACK, 200, 100, account="b")  # b also backs: both exposures are kept
+    events = driver.apply(SettleMarket, market_id="m", outcome="void")
+    assert balance(driver, "a") == (10_000, 0)
+    assert balance(driver, "b") == (10_000, 0)
+    assert {e.reason for e in events if isinstance(e, BalanceChanged)} >= {BalanceReason.VOID}
+
+
+# ---------------------------------------------------------------------- settlement, binary
+
+
+@pytest.mark.parametrize(
+    ("outcome", "a_total", "b_total"), [("yes", 1_700, 300), ("no", 700, 1_300), ("void", 1_200, 800)]
+)
+def test_binary_settlement_pays_the_winning_contracts(outcome: str, a_total: int, b_total: int) -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 30, 10, account="b")
+    driver.place(BUY, 30, 10, account="a")
+    driver.place(BUY, 20, 5, account="a")  # resting: released by the settlement
+    driver.apply(SettleMarket, market_id="m", outcome=outcome)
+    assert balance(driver, "a") == (a_total, 0)
+    assert balance(driver, "b") == (b_total, 0)
+    assert a_total + b_total == driver.engine.ledger.net_deposits
+
+
+def test_close_releases_reserves_and_keeps_positions_until_settled() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 30, 10, account="b")
+    driver.place(BUY, 30, 10, account="a")
+    driver.place(BUY, 20, 5, account="a")
+    driver.apply(CloseMarket, market_id="m")
+    assert balance(driver, "a") == (700, 0)
+    assert position(driver, "a") == (10, 0, 0)
+
+
+# ---------------------------------------------------------------------- invariants and snapshots
+
+
+def test_the_invariant_catches_money_appearing() -> None:
+    driver = funded(a=1_000)
+    driver.engine.ledger.accounts["a"].total += 1
+    with pytest.raises(BookIntegrityError, match="conserved"):
+        driver.engine.check_invariants()
+
+
+def test_an_engine_without_money_writes_the_version_1_snapshot() -> None:
+    driver = Driver()
+    driver.market("m", TickScheme.BINARY)
+    driver.place(BUY, 40, 3)
+    data = driver.engine.snapshot()
+    assert data[1:].startswith(b"\xafmatchbox.engine\x01")
+    assert Engine.restore(data).state_hash() == driver.engine.state_hash()
+
+
+def test_snapshot_and_restore_keep_the_ledger() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 50, 3, account="b")
+    driver.place(BUY, 50, 3, account="a")
+    driver.place(SELL, 70, 5, account="a")
+    restored = Engine.restore(driver.engine.snapshot())
+    restored.check_invariants()
+    assert restored.state_hash() == driver.engine.state_hash()
+    assert restored.ledger.orders == driver.engine.ledger.orders
+    assert restored.ledger.positions == driver.engine.ledger.positions
