@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import Driver
 from matchbox.engine import BookIntegrityError, Engine
@@ -14,14 +16,19 @@ from matchbox.engine.types import (
     BalanceChanged,
     BalanceReason,
     CancelAll,
+    CancelOrder,
     CloseMarket,
+    Command,
+    CreateMarket,
     Deposit,
     Event,
     OrderKind,
+    PlaceOrder,
     PositionChanged,
     ReduceOrder,
     Rejected,
     RejectReason,
+    SelfTradePrevention,
     SettleMarket,
     Side,
     TickScheme,
@@ -361,3 +368,150 @@ def test_snapshot_and_restore_keep_the_ledger() -> None:
     assert restored.state_hash() == driver.engine.state_hash()
     assert restored.ledger.orders == driver.engine.ledger.orders
     assert restored.ledger.positions == driver.engine.ledger.positions
+
+
+# ---------------------------------------------------------------------- properties
+
+PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ACCOUNTS = ("a", "b", "c")
+MONEY_MARKETS = {"bin": (45, 55), "odds": (96, 104), "bin2": (1, 99)}  # price bands, so orders cross
+ALL_MARKETS = (*MONEY_MARKETS, "plain")
+OUTCOMES = {"bin": ("yes", "no", "void"), "bin2": ("yes", "no", "void", "win"), "odds": ("win", "lose", "void")}
+ACTION = st.sampled_from(
+    ["deposit"] * 3 + ["withdraw"] * 2 + ["place"] * 12 + ["cancel", "reduce", "cancel_all", "advance", "settle"]
+)
+TIF = st.sampled_from((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.GTD, TimeInForce.IOC, TimeInForce.FOK))
+
+
+@st.composite
+def money_journals(draw: st.DrawFn) -> list[Command]:
+    commands: list[Command] = []
+    ts = 1_000
+    order_id = 0
+
+    def add(command_type: type[Command], **fields: Any) -> None:
+        commands.append(command_type(seq=len(commands) + 1, ts=ts, **fields))
+
+    add(CreateMarket, market_id="bin", scheme=TickScheme.BINARY, collateral=True)
+    add(CreateMarket, market_id="odds", scheme=TickScheme.ODDS, collateral=True)
+    add(
+        CreateMarket,
+        market_id="bin2",
+        scheme=TickScheme.BINARY,
+        collateral=True,
+        stp=draw(st.sampled_from(SelfTradePrevention)),
+    )
+    add(CreateMarket, market_id="plain", scheme=TickScheme.BINARY)
+    for _ in range(draw(st.integers(1, 60))):
+        ts += draw(st.integers(0, 2))
+        action = draw(ACTION)
+        account = draw(st.sampled_from(ACCOUNTS))
+        if action in ("deposit", "withdraw"):
+            amount = draw(st.integers(-10, 3_000))
+            add(Deposit if action == "deposit" else Withdraw, account=account, amount=amount)
+        elif action == "place":
+            market_id = draw(st.sampled_from(ALL_MARKETS))
+            low, high = MONEY_MARKETS.get(market_id, (40, 60))
+            tif = draw(TIF)
+            kind = (
+                OrderKind.MARKET
+                if tif in (TimeInForce.IOC, TimeInForce.FOK) and draw(st.booleans())
+                else OrderKind.LIMIT
+            )
+            order_id += 1
+            add(
+                PlaceOrder,
+                market_id=market_id,
+                order_id=order_id,
+                account=account,
+                side=draw(st.sampled_from(Side)),
+                price=draw(st.integers(low, high)),
+                qty=draw(st.integers(1, 40)),
+                tif=tif,
+                kind=kind,
+                expires_at=ts + draw(st.integers(1, 10)) if tif is TimeInForce.GTD else 0,
+            )
+        elif action == "cancel" and order_id:
+            add(CancelOrder, order_id=draw(st.integers(1, order_id)))
+        elif action == "reduce" and order_id:
+            add(ReduceOrder, order_id=draw(st.integers(1, order_id)), reduce_by=draw(st.integers(1, 30)))
+        elif action == "cancel_all":
+            add(CancelAll, market_id=draw(st.sampled_from(ALL_MARKETS)), account=account)
+        elif action == "advance":
+            ts += draw(st.integers(1, 6))
+            add(AdvanceTime)
+        elif action == "settle":
+            market_id = draw(st.sampled_from(tuple(OUTCOMES)))
+            add(SettleMarket, market_id=market_id, outcome=draw(st.sampled_from(OUTCOMES[market_id])))
+    for market_id in OUTCOMES:  # the end: every market decided (a second settle is refused)
+        ts += 1
+        add(SettleMarket, market_id=market_id, outcome=draw(st.sampled_from(OUTCOMES[market_id][:3])))
+    return commands
+
+
+def run(engine: Engine, commands: list[Command]) -> list[Event]:
+    events: list[Event] = []
+    for command in commands:
+        events.extend(engine.apply(command))
+        engine.check_invariants()  # money conserved, no negative or over-reserved balance
+    return events
+
+
+@PROFILE
+@given(money_journals())
+def test_money_is_conserved_and_everything_is_paid_out_at_the_end(commands: list[Command]) -> None:
+    engine = Engine()
+    events = run(engine, commands)
+    ledger = engine.ledger
+    assert not ledger.positions
+    assert not ledger.orders
+    assert all(account.reserved == 0 for account in ledger.accounts.values())
+    assert sum(account.total for account in ledger.accounts.values()) == ledger.net_deposits
+    # the events alone rebuild the balances and the money in and out
+    last = {e.account: (e.total, e.reserved) for e in events if isinstance(e, BalanceChanged)}
+    assert last == {name: (a.total, a.reserved) for name, a in ledger.accounts.items()}
+
+
+@PROFILE
+@given(money_journals(), st.integers(0, 10_000))
+def test_replay_and_restore_midway_give_the_same_balances_and_hash(commands: list[Command], cut: int) -> None:
+    cut %= len(commands) + 1
+    first = Engine()
+    events = run(first, commands)
+    second = Engine()
+    replayed = run(second, commands[:cut])
+    restored = Engine.restore(second.snapshot())
+    assert restored.state_hash() == second.state_hash()
+    replayed += run(restored, commands[cut:])
+    assert replayed == events
+    assert restored.state_hash() == first.state_hash()
+    assert restored.ledger.accounts == first.ledger.accounts
+
+
+@PROFILE
+@given(money_journals())
+def test_positions_rebuild_from_the_events(commands: list[Command]) -> None:
+    engine = Engine()
+    held: dict[tuple[str, str], tuple[int, int, int, int, int]] = {}
+    for command in commands:
+        for event in engine.apply(command):
+            if isinstance(event, PositionChanged):
+                held[(event.market_id, event.account)] = (
+                    event.yes,
+                    event.no,
+                    event.committed,
+                    event.stake,
+                    event.liability,
+                )
+        live = {key: value for key, value in held.items() if any(value)}
+        ledger = {key: (p.yes, p.no, p.committed, p.stake, p.liability) for key, p in engine.ledger.positions.items()}
+        assert live == ledger
+
+
+def test_a_command_sees_the_money_that_expiries_released_before_it() -> None:
+    driver = funded(a=100)
+    driver.place(BUY, 60, 1, tif=TimeInForce.GTD, expires_at=5_000)
+    events = driver.place(BUY, 70, 1, ts=5_000)  # affordable only once the first has expired
+    assert cash_events(events)[-1] == ("a", 100, 70, BalanceReason.RESERVE)
+    events = driver.apply(Deposit, account="a", amount=1, ts=5_001)
+    assert cash_events(events) == [("a", 101, 70, BalanceReason.DEPOSIT)]

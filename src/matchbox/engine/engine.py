@@ -139,14 +139,18 @@ class Engine:
     def apply(self, command: Command) -> list[Event]:
         events: list[Event] = []
         expiries = self._expiries
+        money = self.ledger.markets
         if expiries and expiries[0][0] <= command.ts:
             self._expire(command, events)
+            if money:  # the command must see the money the expiries released
+                events = self.ledger.follow(events)
+        start = len(events)
         if type(command) is PlaceOrder:  # the most frequent command skips the dispatch table
             self._place(command, events)
         else:
             self._handlers[type(command)](command, events)
-        if self.ledger.markets:
-            return self.ledger.follow(events)
+        if money:
+            events[start:] = self.ledger.follow(events[start:])
         return events
 
     # ------------------------------------------------------------------ orders
