@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Driver
+from matchbox.bus.codec import decode_command, decode_event, encode_command, encode_event
 from matchbox.engine import BookIntegrityError, Engine
 from matchbox.engine.schemes import BACK, LAY
 from matchbox.engine.types import (
@@ -22,6 +23,7 @@ from matchbox.engine.types import (
     CreateMarket,
     Deposit,
     Event,
+    MarketCreated,
     OrderKind,
     PlaceOrder,
     PositionChanged,
@@ -515,3 +517,24 @@ def test_a_command_sees_the_money_that_expiries_released_before_it() -> None:
     assert cash_events(events)[-1] == ("a", 100, 70, BalanceReason.RESERVE)
     events = driver.apply(Deposit, account="a", amount=1, ts=5_001)
     assert cash_events(events) == [("a", 101, 70, BalanceReason.DEPOSIT)]
+
+
+# ---------------------------------------------------------------------- on the wire
+
+
+def test_money_commands_and_events_cross_the_bus_and_old_entries_still_decode() -> None:
+    deposit = Deposit(seq=0, ts=0, account="a", amount=500)
+    assert decode_command(encode_command(deposit), seq=3, ts=4) == Deposit(seq=3, ts=4, account="a", amount=500)
+    old = b'{"type":"CreateMarket","seq":0,"ts":0,"market_id":"x","scheme":0,"max_tick":0,"max_qty":5,"stp":0}'
+    command = decode_command(old, seq=1, ts=2)
+    assert isinstance(command, CreateMarket)
+    assert not command.collateral
+    old_event = b'{"v":1,"n":1,"in":"1-0","type":"MarketCreated","seq":1,"ts":2,"market_id":"x","scheme":0,'
+    old_event += b'"min_tick":1,"max_tick":99,"max_qty":5,"stp":0}'
+    created = decode_event(old_event).event
+    assert isinstance(created, MarketCreated)
+    assert not created.collateral
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 40, 2, account="b")
+    for event in driver.place(BUY, 40, 2, account="a"):
+        assert decode_event(encode_event(event, 9, "5-0")).event == event

@@ -37,6 +37,14 @@ Markets
     OPEN <-> SUSPENDED -> CLOSED -> SETTLED, and OPEN or SUSPENDED -> SETTLED directly. A
     suspended market rejects new orders (MARKET_NOT_OPEN) but keeps its book and accepts
     cancels and reduces. Closing or settling cancels every resting order (MARKET_CLOSED).
+Money
+    A market created with ``collateral=True`` (binary or odds) trades only what accounts can pay
+    for: a new order is refused (INSUFFICIENT_FUNDS) if its reserve is above the account's free
+    balance, checked after the order's own fields and before it meets the book. Deposits,
+    withdrawals, reserves, positions and settlement are :mod:`matchbox.engine.ledger`'s rules;
+    the ledger follows this matcher's events and only for those markets, so markets without
+    collateral keep the hot path as it was. A collateral market settles only on an outcome its
+    scheme knows (INVALID_OUTCOME).
 Rejections
     Bad input is never an exception: it is one ``Rejected`` event with a reason code, and the
     book is exactly as it was (GTD expiries due at the command's time still happen first).
