@@ -538,3 +538,31 @@ def test_money_commands_and_events_cross_the_bus_and_old_entries_still_decode() 
     driver.place(SELL, 40, 2, account="b")
     for event in driver.place(BUY, 40, 2, account="a"):
         assert decode_event(encode_event(event, 9, "5-0")).event == event
+
+
+def test_self_trade_prevention_releases_the_cancelled_orders_reserve() -> None:
+    driver = Driver()
+    driver.market("m", TickScheme.BINARY, collateral=True, stp=SelfTradePrevention.CANCEL_RESTING)
+    driver.apply(Deposit, account="a", amount=1_000)
+    driver.apply(Deposit, account="b", amount=1_000)
+    driver.place(SELL, 50, 4, account="a")  # reserves 200
+    driver.place(SELL, 51, 4, account="b")
+    driver.place(BUY, 51, 4, account="a")  # cancels its own sell, then buys from b at 51
+    assert balance(driver, "a") == (1_000 - 204, 0)
+    assert position(driver, "a") == (4, 0, 0)
+
+
+def test_fok_that_cannot_fill_and_post_only_that_would_take_reserve_nothing() -> None:
+    driver = funded(a=1_000, b=1_000)
+    driver.place(SELL, 50, 4, account="b")
+    events = driver.place(BUY, 50, 5, account="a", tif=TimeInForce.FOK)
+    assert rejected(events) is RejectReason.FOK_CANNOT_FILL
+    assert rejected(driver.place(BUY, 50, 1, account="a", post_only=True)) is RejectReason.POST_ONLY_WOULD_TAKE
+    assert balance(driver, "a") == (1_000, 0)
+
+
+def test_insufficient_funds_comes_after_the_orders_own_fields() -> None:
+    driver = funded()
+    assert rejected(driver.place(BUY, 0, 5, account="a")) is RejectReason.INVALID_PRICE
+    assert rejected(driver.place(BUY, 50, 0, account="a")) is RejectReason.INVALID_QUANTITY
+    assert rejected(driver.place(BUY, 50, 5, account="a")) is RejectReason.INSUFFICIENT_FUNDS

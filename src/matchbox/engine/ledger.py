@@ -185,20 +185,20 @@ class Ledger:
         markets = self.markets
         for event in events:
             out.append(event)
-            market_id = getattr(event, "market_id", "")
-            if market_id not in markets:
+            if getattr(event, "market_id", "") not in markets:
                 continue
-            kind = type(event)
-            if kind is TradeExecuted:
-                self._trade(event, out)  # type: ignore[arg-type]
-            elif kind is OrderAccepted:
-                self._accept(event, out)  # type: ignore[arg-type]
-            elif kind is OrderCancelled:
-                self._release(event, event.order_id, event.cancelled_qty, out)  # type: ignore[attr-defined]
-            elif kind is OrderReduced:
-                self._release(event, event.order_id, event.reduced_by, out)  # type: ignore[attr-defined]
-            elif kind is MarketStateChanged and event.state is MarketState.SETTLED:  # type: ignore[attr-defined]
-                settled.append(event)  # type: ignore[arg-type]
+            match event:
+                case TradeExecuted():
+                    self._trade(event, out)
+                case OrderAccepted():
+                    self._accept(event, out)
+                case (
+                    OrderCancelled(order_id=order_id, cancelled_qty=qty)
+                    | OrderReduced(order_id=order_id, reduced_by=qty)
+                ):
+                    self._release(event, order_id, qty, out)
+                case MarketStateChanged(state=MarketState.SETTLED):
+                    settled.append(event)
         for event in settled:  # after the cancels of the market's resting orders
             self._settle(event, out)
         return out
