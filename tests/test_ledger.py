@@ -376,11 +376,11 @@ def test_snapshot_and_restore_keep_the_ledger() -> None:
 
 PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ACCOUNTS = ("a", "b", "c")
-MONEY_MARKETS = {"bin": (45, 55), "odds": (96, 104), "bin2": (1, 99)}  # price bands, so orders cross
+MONEY_MARKETS = {"bin": (45, 55), "odds": (96, 104), "bin2": (92, 99)}  # price bands, so orders cross
 ALL_MARKETS = (*MONEY_MARKETS, "plain")
 OUTCOMES = {"bin": ("yes", "no", "void"), "bin2": ("yes", "no", "void", "win"), "odds": ("win", "lose", "void")}
 ACTION = st.sampled_from(
-    ["deposit"] * 3 + ["withdraw"] * 2 + ["place"] * 12 + ["cancel", "reduce", "cancel_all", "advance", "settle"]
+    ["deposit", "withdraw"] + ["place"] * 24 + ["cancel", "reduce"] * 2 + ["cancel_all", "advance", "settle"]
 )
 TIF = st.sampled_from((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.GTD, TimeInForce.IOC, TimeInForce.FOK))
 
@@ -404,6 +404,8 @@ def money_journals(draw: st.DrawFn) -> list[Command]:
         stp=draw(st.sampled_from(SelfTradePrevention)),
     )
     add(CreateMarket, market_id="plain", scheme=TickScheme.BINARY)
+    for account in ACCOUNTS:
+        add(Deposit, account=account, amount=draw(st.integers(0, 20_000)))
     for _ in range(draw(st.integers(1, 60))):
         ts += draw(st.integers(0, 2))
         action = draw(ACTION)
@@ -428,7 +430,7 @@ def money_journals(draw: st.DrawFn) -> list[Command]:
                 account=account,
                 side=draw(st.sampled_from(Side)),
                 price=draw(st.integers(low, high)),
-                qty=draw(st.integers(1, 40)),
+                qty=draw(st.integers(1, 25)),
                 tif=tif,
                 kind=kind,
                 expires_at=ts + draw(st.integers(1, 10)) if tif is TimeInForce.GTD else 0,
