@@ -1,7 +1,8 @@
 """The pure, deterministic matching engine: no I/O, no clock, no randomness.
 
 ``Engine.apply(command) -> list[Event]``. The matching rules are in :mod:`matchbox.engine.engine`,
-the tick ladders in :mod:`matchbox.engine.schemes`, the vocabulary in :mod:`matchbox.engine.types`.
+the tick ladders in :mod:`matchbox.engine.schemes`, the vocabulary in :mod:`matchbox.engine.types`,
+balances, reserves, positions and settlement of collateral markets in :mod:`matchbox.engine.ledger`.
 """
 
 from matchbox.engine.engine import Engine
