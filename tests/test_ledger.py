@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conftest import Driver
 from matchbox.bus.codec import decode_command, decode_event, encode_command, encode_event
 from matchbox.engine import BookIntegrityError, Engine
-from matchbox.engine.schemes import BACK, LAY
+from matchbox.engine.schemes import BACK, LAY, ODDS_LADDER
 from matchbox.engine.types import (
     AdvanceTime,
     BalanceChanged,
@@ -24,6 +24,7 @@ from matchbox.engine.types import (
     Deposit,
     Event,
     MarketCreated,
+    MarketStateChanged,
     OrderKind,
     PlaceOrder,
     PositionChanged,
@@ -568,3 +569,41 @@ def test_insufficient_funds_comes_after_the_orders_own_fields() -> None:
     assert rejected(driver.place(BUY, 0, 5, account="a")) is RejectReason.INVALID_PRICE
     assert rejected(driver.place(BUY, 50, 0, account="a")) is RejectReason.INVALID_QUANTITY
     assert rejected(driver.place(BUY, 50, 5, account="a")) is RejectReason.INSUFFICIENT_FUNDS
+
+
+def profit(event: TradeExecuted, outcome: str, binary: bool) -> int:
+    """What the buyer (lay) of one trade makes once the market is decided; the seller makes minus that."""
+    qty, price = event.qty, event.price
+    if binary:
+        value = {"yes": 100, "no": 0, "void": 50}[outcome]
+        return (value - price) * qty
+    liability = qty * (ODDS_LADDER[price - 1] - 100) // 100
+    return {"win": -liability, "lose": qty, "void": 0}[outcome]
+
+
+@PROFILE
+@given(money_journals())
+def test_final_balances_match_a_reference_made_of_trades_alone(commands: list[Command]) -> None:
+    """Reserves, contract deliveries and redemptions only move money in time: once every market
+    is decided, an account holds what it paid in, plus what each of its trades won or lost."""
+    engine = Engine()
+    expected: dict[str, int] = {}
+    trades: list[TradeExecuted] = []
+    outcomes: dict[str, str] = {}
+    for command in commands:
+        events = engine.apply(command)
+        if isinstance(command, (Deposit, Withdraw)) and isinstance(events[-1], BalanceChanged):
+            sign = 1 if isinstance(command, Deposit) else -1
+            expected[command.account] = expected.get(command.account, 0) + sign * command.amount
+        trades += [e for e in events if isinstance(e, TradeExecuted) and e.market_id in MONEY_MARKETS]
+        outcomes |= {e.market_id: e.outcome for e in events if isinstance(e, MarketStateChanged) and e.outcome}
+    for trade in trades:
+        made = profit(trade, outcomes[trade.market_id], trade.market_id != "odds")
+        buyer, seller = (
+            (trade.taker_account, trade.maker_account)
+            if trade.taker_side is BUY
+            else (trade.maker_account, trade.taker_account)
+        )
+        expected[buyer] += made
+        expected[seller] -= made
+    assert expected == {name: account.total for name, account in engine.ledger.accounts.items()}
