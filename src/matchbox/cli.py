@@ -24,6 +24,16 @@ app = typer.Typer(
 # Fewer, larger young-generation collections: a service holding a big projection otherwise
 # pauses for a full collection every few hundred allocations' worth of churn (p99 latency).
 GC_THRESHOLDS = (50_000, 50, 100)
+# options several commands share, declared once
+JsonOutput = Annotated[bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")]
+JournalRedis = Annotated[str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")]
+StreamRedis = Annotated[
+    str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the output stream.")
+]
+ConsumerDatabase = Annotated[
+    str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
+]
+SqliteFolder = Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")]
 bench_app = typer.Typer(help="Benchmarks that print figures (ratios against a baseline in the same run).")
 app.add_typer(bench_app, name="bench")
 
@@ -115,9 +125,7 @@ def demo(
 
 @app.command()
 def engine(
-    redis_url: Annotated[
-        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")
-    ] = None,
+    redis_url: JournalRedis = None,
     name: Annotated[str, typer.Option(help="This candidate's name in logs and GET /engine (default host:pid).")] = "",
     lock_ttl_ms: Annotated[
         int | None, typer.Option(help="Leader lock TTL in ms (default: MATCHBOX_LOCK_TTL_MS, else 3000).")
@@ -166,9 +174,7 @@ def engine(
 
 @app.command()
 def api(
-    redis_url: Annotated[
-        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the journal.")
-    ] = None,
+    redis_url: JournalRedis = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PORT, else 8080).")] = None,
 ) -> None:
@@ -206,13 +212,9 @@ def api(
 @app.command()
 def consume(
     sink: Annotated[str, typer.Argument(help="persistence (markets, orders, trades) or analytics (candles, stats).")],
-    redis_url: Annotated[
-        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the output stream.")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")] = None,
+    redis_url: StreamRedis = None,
+    database_url: ConsumerDatabase = None,
+    data_dir: SqliteFolder = None,
     group: Annotated[str | None, typer.Option(help="The consumer group (default: the sink's name).")] = None,
     name: Annotated[str, typer.Option(help="This consumer's name in the group (default host:pid).")] = "",
     burst: Annotated[bool, typer.Option(help="Drain what is there, then exit.")] = False,
@@ -237,13 +239,9 @@ def replay(
     sink: Annotated[
         str | None, typer.Option(help="persistence or analytics (default: the group's name, if it is one).")
     ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option(envvar="REDIS_URL", help="The Redis/Valkey holding the output stream.")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")] = None,
+    redis_url: StreamRedis = None,
+    database_url: ConsumerDatabase = None,
+    data_dir: SqliteFolder = None,
 ) -> None:
     """Rebuild a sink's tables from the whole output stream: the group starts again at 0.
 
@@ -345,9 +343,7 @@ def loadgen(
     mid: Annotated[int, typer.Option(min=10, max=90, help="Where the flow's mid starts (it drifts in 10..90).")] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the flow.")] = 7,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Send an order flow to API instances over HTTP; print throughput and latency (POST /orders, order-to-fill)."""
     from matchbox.loadgen import Config, run
@@ -374,9 +370,7 @@ def bench_engine(
     ops: Annotated[int, typer.Option(min=1_000, help="Commands in the generated flow.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated flow (same seed, same flow).")] = 7,
     repeat: Annotated[int, typer.Option(min=1, help="Timed runs of each side; the best is reported.")] = 3,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Run a seeded flow through the engine and a bare baseline book; print ops/s, ratio, latency, memory."""
     from matchbox.bench.engine import run
@@ -390,9 +384,7 @@ def bench_pipeline(
     seed: Annotated[int, typer.Option(help="Seed of the flow (the engine benchmark's).")] = 7,
     lpop_sample: Annotated[int, typer.Option(min=100, help="Orders through the seed's LPOP loop.")] = 20_000,
     submits: Annotated[int, typer.Option(min=10, help="Single submissions timed per durability mode.")] = 2_000,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Time one engine leader draining a preloaded journal on an embedded Valkey, against raw XADD."""
     from matchbox.bench.pipeline import run
@@ -404,9 +396,7 @@ def bench_pipeline(
 def bench_failover(
     kills: Annotated[int, typer.Option(min=1, help="Leaders to SIGKILL, one after another.")] = 5,
     lock_ttl_ms: Annotated[int, typer.Option(min=200, help="The candidates' lock TTL.")] = 3000,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Kill the engine leader repeatedly under a trickle of orders; time each takeover against the lock TTL."""
     from matchbox.bench.failover import run
@@ -422,9 +412,7 @@ def bench_consumers(
     postgres_url: Annotated[
         str | None, typer.Option(envvar="DATABASE_URL", help="A PostgreSQL to measure too (a scratch schema).")
     ] = "postgresql://127.0.0.1:5432/test",
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Also print the figures as one JSON object, last line.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Time the persistence consumer draining a preloaded output stream into SQLite and PostgreSQL."""
     from matchbox.bench.consumers import run
