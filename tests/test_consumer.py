@@ -409,7 +409,9 @@ def test_a_group_destroyed_mid_run_is_recreated_at_the_sink_position(
 def test_drain_returns_the_count_and_leaves_nothing_pending(bus: Bus, database: Path) -> None:
     publish(bus, 25)
     runner = consumer(bus, SqliteSink(database, "persistence"), batch=10)
-    assert runner.drain() == 25
+    reported: list[int] = []
+    assert runner.drain(reported.append) == 25
+    assert reported[:3] == [10, 20, 25]  # the count so far after each batch
     assert pending(bus, "persistence") == 0
     assert runner.drain() == 0
     [lag] = group_lag(bus, bus.keys.events)

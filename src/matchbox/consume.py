@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Iterator
 from enum import StrEnum
 
 import redis
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink, group_lag
+from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
@@ -53,9 +54,7 @@ def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerC
 
 def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burst: bool, stop: threading.Event) -> int:
     """Feed one sink until stopped (or caught up, in burst mode); the entries applied."""
-    database = open_database(settings.database_url, settings.data_dir)
-    bus = Bus.connect(settings.redis_url or "", settings.shard)
-    try:
+    with _connections(settings) as (database, bus):
         consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group, name), stop)
         consumer.ensure_group()
         log.info("consumer started", extra={"group": group, "sink": kind.value, "database": _where(database)})
@@ -63,45 +62,29 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
             return consumer.drain()
         consumer.run()
         return 0
-    finally:
-        bus.close()
-        database.dispose()
 
 
 def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> int:
     """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied."""
-    database = open_database(settings.database_url, settings.data_dir)
-    bus = Bus.connect(settings.redis_url or "", settings.shard)
-    stream = bus.keys.events
-    try:
+    with _connections(settings) as (database, bus):
+        stream = bus.keys.events
         with contextlib.suppress(redis.ResponseError):  # no stream yet
             bus.client.xgroup_destroy(stream, group)
-        sink = make_sink(kind, database, group)
-        consumer = GroupConsumer(bus, sink, consumer_config(settings, group), threading.Event())
         bus.client.xgroup_create(stream, group, id="0", mkstream=True)
-        total = int(bus.client.xlen(stream))
-        applied: list[int] = []
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                applied.append(consumer.drain())
-            except BaseException as exc:
-                failure.append(exc)
-
+        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group))
         columns = (TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task(f"{group} ({kind.value})", total=total)
-            worker = threading.Thread(target=work, name="replay", daemon=True)
-            worker.start()
-            while worker.is_alive():
-                worker.join(0.2)
-                lag = next((g for g in group_lag(bus, stream) if g.name == group), None)
-                if lag is not None:
-                    progress.update(task, completed=max(0, total - lag.lag - lag.pending))
-        if failure:
-            raise failure[0]
-        return applied[0] if applied else 0
+            task = progress.add_task(f"{group} ({kind.value})", total=int(bus.client.xlen(stream)))
+            return consumer.drain(lambda applied: progress.update(task, completed=applied))
+
+
+@contextlib.contextmanager
+def _connections(settings: Settings) -> Iterator[tuple[sa.Engine, Bus]]:
+    """The consumers' database and the bus, closed on the way out."""
+    database = open_database(settings.database_url, settings.data_dir)
+    bus = Bus.connect(settings.redis_url or "", settings.shard)
+    try:
+        yield database, bus
     finally:
         bus.close()
         database.dispose()

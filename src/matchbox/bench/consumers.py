@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from rich.table import Table
 from matchbox.bench.engine import MARKET, generate
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, group_lag
+from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
@@ -89,31 +88,9 @@ def _drain(url: str, database: sa.Engine, total: int, batch: int, label: str, pr
     sink = PersistenceSink(database, group=GROUP)
     consumer = GroupConsumer(bus, sink, ConsumerConfig(group=GROUP, consumer="bench", batch=batch, block_ms=10))
     task = progress.add_task(f"persistence → {label}", total=total)
-    done = threading.Event()
     started = time.perf_counter()
-    result: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            consumer.drain()
-        except BaseException as exc:
-            result.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=work, daemon=True).start()
-    watcher = Bus.connect(url)
-    try:
-        while not done.wait(0.1):
-            lags = [g for g in group_lag(watcher, bus.keys.events) if g.name == GROUP]
-            if lags:
-                progress.update(task, completed=total - lags[0].lag - lags[0].pending)
-    finally:
-        watcher.close()
+    consumer.drain(lambda applied: progress.update(task, completed=applied))
     elapsed = time.perf_counter() - started
-    progress.update(task, completed=total)
-    if result:
-        raise result[0]
     bus.client.xgroup_destroy(bus.keys.events, GROUP)
     bus.close()
     return elapsed

@@ -189,17 +189,20 @@ class GroupConsumer:
         self._guarded(self._finish_read_ahead)
         log.info("consumer stopped", extra={**self._fields(), "applied": self.stats.applied})
 
-    def drain(self) -> int:
+    def drain(self, progress: Callable[[int], object] | None = None) -> int:
         """Burst mode: consume until nothing is new and nothing of this consumer's is pending.
 
-        Returns the entries applied. Entries of its own still pending (failures awaiting a
-        retry) are waited for until reclaimable, so a poison entry is retried or dead-lettered
-        before this returns. Errors are raised, not waited out.
+        Returns the entries applied; ``progress``, if given, is called with that count so far
+        after every batch (for a progress bar). Entries of its own still pending (failures
+        awaiting a retry) are waited for until reclaimable, so a poison entry is retried or
+        dead-lettered before this returns. Errors are raised, not waited out.
         """
         applied = self.stats.applied
         self.ensure_group()
         while not self.stop.is_set():
             more = self._guarded(lambda: self._step(block_ms=None))
+            if progress is not None:
+                progress(self.stats.applied - applied)
             if not more and not self._guarded(self._await_own_pending):
                 break
         self._guarded(self._finish_read_ahead)
