@@ -34,6 +34,14 @@ ConsumerDatabase = Annotated[
     str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
 ]
 SqliteFolder = Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")]
+OpenAccess = Annotated[
+    bool,
+    typer.Option(
+        "--open",
+        envvar="MATCHBOX_OPEN",
+        help="No API keys: anyone trades as any account the request names. Local demos only; said loudly.",
+    ),
+]
 bench_app = typer.Typer(help="Benchmarks that print figures (ratios against a baseline in the same run).")
 app.add_typer(bench_app, name="bench")
 
@@ -61,6 +69,7 @@ def up(
     host: Annotated[str, typer.Option(help="The API's interface.")] = "127.0.0.1",
     valkey_port: Annotated[int, typer.Option(help="The embedded Valkey's port (127.0.0.1).")] = 6390,
     demo: Annotated[bool, typer.Option(help="Create demo markets and run bots that keep them trading.")] = False,
+    open_access: OpenAccess = False,
     redis_url: Annotated[
         str | None, typer.Option(envvar="REDIS_URL", help="Use this Redis/Valkey instead of an embedded one.")
     ] = None,
@@ -92,6 +101,7 @@ def up(
             database_url=database_url,
             admin_token=settings.admin_token,
             demo=demo,
+            open_access=open_access or settings.open_access,
         )
     except (UpError, ServerError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -177,6 +187,7 @@ def api(
     redis_url: JournalRedis = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PORT, else 8080).")] = None,
+    open_access: OpenAccess = False,
 ) -> None:
     """Serve the HTTP and WebSocket API. Run as many as you like over one Redis."""
     import uvicorn
@@ -186,7 +197,10 @@ def api(
     from matchbox.logs import configure
     from matchbox.settings import Settings
 
-    settings = Settings(redis_url=redis_url) if redis_url else Settings()
+    overrides: dict[str, object] = {"redis_url": redis_url} if redis_url else {}
+    if open_access:
+        overrides["open_access"] = True
+    settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.redis_url:
         typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
         raise typer.Exit(2)

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default=False, description="Trim the output stream below what every group processed (no full replay then)."
     )
     admin_token: str | None = Field(default=None, description="Bearer token for admin endpoints; unset = disabled.")
+    open_access: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("MATCHBOX_OPEN", "open_access"),
+        description="No API keys: anyone may trade as any account named in the request (local demos only).",
+    )
+    rate_limit: float = Field(default=50.0, ge=0, description="Requests per second per API key (0: no limit).")
+    rate_burst: int = Field(default=100, ge=1, description="Requests a key may make at once before the limit.")
+    key_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long an instance trusts a key lookup (a revoked key works this long)."
+    )
     default_market: str = Field(default="default", description="The market of orders that name none (the seed's).")
     outcome_timeout: float = Field(default=1.0, gt=0, description="How long POST /orders waits for the engine.")
     startup_catch_up_seconds: float = Field(default=30.0, gt=0)

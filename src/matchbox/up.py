@@ -64,6 +64,7 @@ class Plan:
     database_url: str | None  # an external database; None: SQLite in the data folder
     admin_token: str
     demo: bool
+    open_access: bool = False  # no API keys (--open): said in the banner and on every response
 
     @property
     def own_valkey(self) -> bool:
@@ -197,6 +198,7 @@ def make_plan(
     database_url: str | None,
     admin_token: str | None,
     demo: bool,
+    open_access: bool = False,
 ) -> Plan:
     """The plan, after the checks that make a clear error instead of a traceback later."""
     if port_in_use(port):
@@ -218,6 +220,7 @@ def make_plan(
         database_url=database_url,
         admin_token=admin_token or _stored_admin_token(data_dir),
         demo=demo,
+        open_access=open_access,
     )
 
 
@@ -243,6 +246,9 @@ def children(plan: Plan) -> list[Child]:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DATABASE_URL", None)
+    env.pop("MATCHBOX_OPEN", None)
+    if plan.open_access:
+        env["MATCHBOX_OPEN"] = "1"
     if plan.database_url:
         env["DATABASE_URL"] = plan.database_url
     logs = plan.data_dir / "logs"
