@@ -45,8 +45,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        redis_url=exchange, admin_token="test-admin", durability="everysec", outcome_timeout=5.0, data_dir=data_dir
+    settings = Settings(  # open mode: these tests are about orders; tests/test_accounts.py has the keys
+        open_access=True,
+        redis_url=exchange,
+        admin_token="test-admin",
+        durability="everysec",
+        outcome_timeout=5.0,
+        data_dir=data_dir,
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -233,7 +238,7 @@ def test_error_bodies_name_the_field_and_never_500(client: TestClient) -> None:
 
 
 def test_engine_health_ready_and_metrics(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "auth": "open"}
     wait_until(lambda: client.get("/ready").status_code == 200, message="ready")
     engine = client.get("/engine").json()
     assert engine["epoch"] >= 1
@@ -330,7 +335,7 @@ def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
 def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange: str) -> None:
     market = new_market(client)
     order = place(client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
-    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec")
+    settings = Settings(open_access=True, redis_url=exchange, admin_token="test-admin", durability="everysec")
     with TestClient(create_app(settings)) as other:
         assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
         assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
@@ -342,7 +347,11 @@ def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange:
 def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("lonely"), fsync="everysec") as server:
         settings = Settings(
-            redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1
+            open_access=True,
+            redis_url=server.url,
+            durability="everysec",
+            outcome_timeout=0.2,
+            startup_catch_up_seconds=1,
         )
         with TestClient(create_app(settings)) as lonely:
             response = lonely.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
@@ -356,7 +365,7 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
 def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server, ExitStack() as engine:
         engine.enter_context(running_leader(server.url))
-        settings = Settings(redis_url=server.url, durability="everysec", outcome_timeout=0.3)
+        settings = Settings(open_access=True, redis_url=server.url, durability="everysec", outcome_timeout=0.3)
         with TestClient(create_app(settings)) as api:
             assert api.post("/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
             engine.close()  # the only engine goes away
@@ -371,7 +380,9 @@ def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_facto
 
 def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> None:
     server = EmbeddedValkey(tmp_path_factory.mktemp("down"), fsync="everysec").start()
-    settings = Settings(redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1)
+    settings = Settings(
+        open_access=True, redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         server.kill()
         response = api.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})

@@ -50,6 +50,7 @@ class Cluster:
             **os.environ,
             "REDIS_URL": redis_url,
             "MATCHBOX_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MATCHBOX_OPEN": "1",  # these tests are about orders across instances; keys: test_accounts.py
             "MATCHBOX_DURABILITY": "everysec",
             "MATCHBOX_LOCK_TTL_MS": "1000",
             "MATCHBOX_LOG_FORMAT": "text",

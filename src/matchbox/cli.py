@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from matchbox.bus.accounts import AccountStore
     from matchbox.consume import SinkKind
     from matchbox.settings import Settings
 
@@ -436,3 +437,112 @@ def bench_consumers(
 
 def main() -> None:
     app()
+
+
+# --------------------------------------------------------------------------- accounts
+
+accounts_app = typer.Typer(help="Accounts and API keys (kept in the exchange's Redis; keys are shown once).")
+app.add_typer(accounts_app, name="accounts")
+
+
+def _account_store(redis_url: str | None) -> AccountStore:
+    from matchbox.bus.accounts import AccountStore
+    from matchbox.bus.connection import Bus
+    from matchbox.settings import Settings
+
+    url = redis_url or Settings().redis_url
+    if not url:
+        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
+        raise typer.Exit(2)
+    return AccountStore(Bus.connect(url).client)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    account: Annotated[str | None, typer.Argument(help="The account's name (default: a fresh acct-…).")] = None,
+    name: Annotated[str, typer.Option(help="A display name.")] = "",
+    deposit: Annotated[int, typer.Option(min=0, help="Cents to deposit at once (journaled like any deposit).")] = 0,
+    redis_url: JournalRedis = None,
+) -> None:
+    """Create an account and print its first API key: the only time it is shown."""
+    import redis
+
+    from matchbox.bus.accounts import AccountError
+
+    store = _account_store(redis_url)
+    try:
+        issued = store.create(account, name)
+    except AccountError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except redis.RedisError as exc:
+        typer.echo(f"error: the exchange's Redis does not answer: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if deposit:
+        _journal_deposit(store, issued.account, deposit)
+    typer.echo(f"account  {issued.account}")
+    typer.echo(f"key id   {issued.key_id}")
+    typer.echo(f"API key  {issued.api_key}")
+    typer.echo("Keep the key: it is not stored, only its hash. Send it as Authorization: Bearer <key>.", err=True)
+
+
+@accounts_app.command("key")
+def accounts_key(
+    account: Annotated[str, typer.Argument(help="The account.")],
+    redis_url: JournalRedis = None,
+) -> None:
+    """Issue another API key for an account (a lost key cannot be shown again)."""
+    from matchbox.bus.accounts import AccountError
+
+    try:
+        issued = _account_store(redis_url).issue_key(account)
+    except AccountError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"key id   {issued.key_id}")
+    typer.echo(f"API key  {issued.api_key}")
+
+
+@accounts_app.command("revoke")
+def accounts_revoke(
+    account: Annotated[str, typer.Argument(help="The account.")],
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `matchbox accounts list`).")],
+    redis_url: JournalRedis = None,
+) -> None:
+    """Revoke a key: every API instance refuses it within MATCHBOX_KEY_CACHE_SECONDS."""
+    if not _account_store(redis_url).revoke(account, key_id):
+        typer.echo(f"error: account {account!r} has no key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@accounts_app.command("list")
+def accounts_list(redis_url: JournalRedis = None, json_output: JsonOutput = False) -> None:
+    """Every account, when it was made, and the ids of its keys."""
+    import dataclasses
+
+    import msgspec
+    from rich.console import Console
+    from rich.table import Table
+
+    found = _account_store(redis_url).list()
+    if json_output:
+        typer.echo(msgspec.json.encode([dataclasses.asdict(a) for a in found]).decode())
+        return
+    table = Table("account", "name", "created", "keys")
+    for info in found:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created / 1000))
+        table.add_row(info.account, info.name, created, ", ".join(info.key_ids))
+    Console().print(table)
+
+
+def _journal_deposit(store: AccountStore, account: str, amount: int) -> None:
+    from matchbox.bus.connection import Bus
+    from matchbox.bus.journal import Journal
+    from matchbox.engine.types import Deposit
+    from matchbox.settings import Settings
+
+    settings = Settings()
+    journal = Journal(Bus(store.client, settings.shard), settings.durability)
+    submission = journal.submit(Deposit(seq=0, ts=0, account=account, amount=amount))
+    typer.echo(f"deposit  {amount} cents (journal entry {submission.entry_id})")

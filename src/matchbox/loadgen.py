@@ -66,6 +66,7 @@ class Config:
 class Order:
     body: bytes
     crossing: bool
+    account: str
 
 
 class Flow:
@@ -100,7 +101,7 @@ class Flow:
             "qty": qty,
             "account": account,
         }
-        return Order(msgspec.json.encode(body), crossing)
+        return Order(msgspec.json.encode(body), crossing, account)
 
 
 @dataclass(slots=True)
@@ -203,8 +204,9 @@ def _session(config: Config, tls: ssl.SSLContext) -> aiohttp.ClientSession:
     )
 
 
-async def _setup(session: aiohttp.ClientSession, config: Config) -> None:
-    """Create the market if asked, then wait (bounded) until every instance knows it."""
+async def _setup(session: aiohttp.ClientSession, config: Config, flow: Flow) -> dict[str, dict[str, str]]:
+    """Create the market if asked, wait (bounded) until every instance knows it, and, unless the
+    API runs open (``--open``), create the flow's accounts: the headers that carry each one's key."""
     if config.create_market:
         token = config.admin_token
         if not token:
@@ -232,10 +234,30 @@ async def _setup(session: aiohttp.ClientSession, config: Config) -> None:
             if time.monotonic() > deadline:  # a market just created may take a moment to reach every instance
                 raise SetupError(f"{url} answers {response.status} for market {config.market!r}")
             await asyncio.sleep(0.05)
+    async with session.get(f"{config.urls[0]}/health") as response:
+        health = await response.json()
+    if health.get("auth") == "open":
+        return {}
+    if not config.admin_token:
+        raise SetupError("the API wants API keys: give --admin-token (or MATCHBOX_ADMIN_TOKEN) to create accounts")
+    admin = {"authorization": f"Bearer {config.admin_token}"}
+    headers = {}
+    for account in [*flow.buyers, *flow.sellers]:
+        async with session.post(f"{config.urls[0]}/admin/accounts", json={"account": account}, headers=admin) as made:
+            if made.status != 201:
+                raise SetupError(f"creating account {account!r}: {made.status} {await made.text()}")
+            headers[account] = {"authorization": f"Bearer {(await made.json())['api_key']}"}
+    return headers
 
 
-async def _drive(session: aiohttp.ClientSession, config: Config, results: Results, progress: Progress | None) -> None:
-    flow = Flow(config.market, crossing=config.crossing, mid=config.mid, seed=config.seed)
+async def _drive(
+    session: aiohttp.ClientSession,
+    config: Config,
+    flow: Flow,
+    keys: dict[str, dict[str, str]],
+    results: Results,
+    progress: Progress | None,
+) -> None:
     total = config.orders
     if config.rate > 0 and config.seconds is not None:
         by_time = max(1, int(config.rate * config.seconds))
@@ -269,7 +291,9 @@ async def _drive(session: aiohttp.ClientSession, config: Config, results: Result
                     return
             results.sent += 1
             try:
-                async with session.post(urls[i % len(urls)], data=order.body) as response:
+                async with session.post(
+                    urls[i % len(urls)], data=order.body, headers=keys.get(order.account)
+                ) as response:
                     content = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 http_statuses[type(exc).__name__] += 1
@@ -296,9 +320,10 @@ async def _drive(session: aiohttp.ClientSession, config: Config, results: Result
 
 async def _run(config: Config, results: Results, console: Console) -> None:
     async with _session(config, ssl.create_default_context()) as session:
-        await _setup(session, config)
+        flow = Flow(config.market, crossing=config.crossing, mid=config.mid, seed=config.seed)
+        keys = await _setup(session, config, flow)
         if not config.progress:
-            await _drive(session, config, results, None)
+            await _drive(session, config, flow, keys, results, None)
             return
         columns = (
             TextColumn("[bold]loadgen[/]"),
@@ -311,7 +336,7 @@ async def _run(config: Config, results: Results, console: Console) -> None:
         with Progress(*columns, console=console, transient=True) as progress:
             refresher = asyncio.create_task(_refresh(progress, results))
             try:
-                await _drive(session, config, results, progress)
+                await _drive(session, config, flow, keys, results, progress)
             finally:
                 refresher.cancel()
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from matchbox.api import history, markets, ops, orders, ws
+from matchbox.api import accounts, history, markets, ops, orders, ws
 from matchbox.api.errors import install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
@@ -45,6 +45,10 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
             raise RuntimeError("set REDIS_URL to the Redis/Valkey of the exchange")
         services = Services(settings, bus or AsyncBus.connect(url or "", settings.shard, settings.durability))
         app.state.services = services
+        if settings.open_access:
+            log.warning(
+                "authentication is OFF (--open / MATCHBOX_OPEN): anyone can trade as any account; local demos only"
+            )
         tail = asyncio.create_task(services.tail.run(), name="event-tail")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(services.tail.caught_up.wait(), settings.startup_catch_up_seconds)
@@ -64,10 +68,11 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         description="An exchange core for prediction markets and betting exchanges.",
         lifespan=lifespan,
     )
+    app.state.open_access = settings.open_access
     install_errors(app)
     app.add_middleware(orders.PlaceOrderFast)  # added first: the body limit and metrics wrap it
     app.add_middleware(LimitAndMeasure)
-    for router in (orders.router, markets.router, history.router, ops.router, ws.router):
+    for router in (orders.router, accounts.router, markets.router, history.router, ops.router, ws.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(WEB_STATIC)), name="static")
 

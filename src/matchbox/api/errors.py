@@ -28,19 +28,29 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 REDIS_DOWN = b'{"error":"the exchange\'s Redis is unavailable; retry shortly"}'
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorBody}}
+# What a request made with an API key may also meet: no or a bad key, another account, the rate limit.
+KEY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    429: {"model": ErrorBody},
+}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(error)
         self.status = status
+        self.headers = headers
         self.body = ErrorBody(error=error, field=field, **extra)
 
 
 def install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body.model_dump(exclude_none=True), status_code=exc.status)
+        return JSONResponse(exc.body.model_dump(exclude_none=True), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,8 @@
 """WebSocket channel messages, made from events alone (so live and resumed feeds agree).
 
-Channels: ``trades:<market>`` (every trade), ``orders:<account>`` (the account's order events
-and fills), ``book:<market>`` (an image, then level deltas; from the projection, see the hub)
+Channels: ``trades:<market>`` (every trade), ``orders:<account>`` (the account's order events,
+fills, balance and position changes, and dead-man switch events), ``book:<market>`` (an image,
+then level deltas; from the projection, see the hub)
 and the seed's plain feed of fills, which a client gets until it subscribes to something.
 """
 
@@ -11,11 +12,15 @@ from typing import Any
 
 from matchbox.bus.codec import to_builtins
 from matchbox.engine.types import (
+    BalanceChanged,
+    DeadmanTriggered,
     Event,
+    HeartbeatSet,
     OrderAccepted,
     OrderCancelled,
     OrderReduced,
     OrderRested,
+    PositionChanged,
     Rejected,
     TradeExecuted,
 )
@@ -62,4 +67,15 @@ def _seed_fill(event: TradeExecuted) -> dict[str, Any]:
     }
 
 
-_ORDER_EVENTS = {OrderAccepted, OrderRested, OrderCancelled, OrderReduced, Rejected}
+# What an account's own ``orders:<account>`` channel carries besides its fills.
+_ORDER_EVENTS = {
+    OrderAccepted,
+    OrderRested,
+    OrderCancelled,
+    OrderReduced,
+    Rejected,
+    BalanceChanged,
+    PositionChanged,
+    HeartbeatSet,
+    DeadmanTriggered,
+}

@@ -34,6 +34,7 @@ class Client:
     replaying: bool = False  # resuming: live messages wait in ``held`` until history is sent
     skip_through: str = ""  # after a resume: live messages up to this stream id were sent already
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    account: str | None = None  # whose key this connection sent (op "auth")
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 
+from matchbox.api.auth import AdminToken, require_admin
 from matchbox.api.errors import ADMIN_ERRORS, ERRORS, ApiError
 from matchbox.api.models import (
     BookOut,
@@ -35,16 +36,7 @@ from matchbox.engine.types import (
 SCHEMES = {"binary": TickScheme.BINARY, "odds": TickScheme.ODDS, "ticks": TickScheme.TICKS}
 STP = {"cancel_taker": SelfTradePrevention.CANCEL_TAKER, "cancel_resting": SelfTradePrevention.CANCEL_RESTING}
 _BUY, _SELL = Side.BUY, Side.SELL
-AdminToken = Annotated[str | None, Header(alias="Authorization", description="Bearer <admin token>")]
 router = APIRouter(tags=["markets"])
-
-
-def require_admin(services: Services, token: str | None) -> None:
-    expected = services.settings.admin_token
-    if not expected:
-        raise ApiError(403, "admin operations are disabled: set MATCHBOX_ADMIN_TOKEN")
-    if token not in (f"Bearer {expected}", expected):
-        raise ApiError(403, "admin token missing or wrong (Authorization: Bearer <MATCHBOX_ADMIN_TOKEN>)")
 
 
 def _market_out(services: Services, market: MarketView) -> MarketOut:
@@ -59,6 +51,7 @@ def _market_out(services: Services, market: MarketView) -> MarketOut:
         max_qty=market.max_qty,
         self_trade=market.stp.name.lower(),
         outcome=market.outcome,
+        collateral=market.collateral,
         best_bid=None if bid is None else price_out(market.scheme, bid),
         best_ask=None if ask is None else price_out(market.scheme, ask),
     )
@@ -88,6 +81,8 @@ async def create_market(request: Request, body: MarketIn, authorization: AdminTo
         raise ApiError(400, "a ticks market needs max_tick", "max_tick")
     if scheme is not TickScheme.TICKS and body.max_tick is not None:
         raise ApiError(400, "max_tick is for ticks markets only", "max_tick")
+    if body.collateral and scheme is TickScheme.TICKS:
+        raise ApiError(400, "collateral is for binary and odds markets only", "collateral")
     if body.market_id in services.projection.markets:
         raise ApiError(409, f"market {body.market_id!r} exists", "market_id")
     command = CreateMarket(
@@ -98,6 +93,7 @@ async def create_market(request: Request, body: MarketIn, authorization: AdminTo
         max_tick=body.max_tick or 0,
         max_qty=body.max_qty,
         stp=STP[body.self_trade],
+        collateral=body.collateral,
     )
     events = await engine_outcome(services, command)
     assert any(isinstance(e, MarketCreated) for e in events)

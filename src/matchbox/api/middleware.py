@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchbox.api.services import Services
 
+OPEN_HEADER = (b"x-matchbox-auth", b"open")
+
 MAX_BODY = 64 * 1024
 
 
@@ -34,11 +36,14 @@ class LimitAndMeasure:
             body = {"error": f"the body is over {MAX_BODY // 1024} KiB", "field": "body"}
             await JSONResponse(body, status_code=413)(scope, receive, send)
         else:
+            open_access = scope["app"].state.open_access
 
             async def send_and_see(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    if open_access:  # never silent: every answer says no key was needed
+                        message["headers"] = [*message.get("headers", ()), OPEN_HEADER]
                 await send(message)
 
             await self.app(scope, receive, send_and_see)

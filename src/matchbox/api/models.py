@@ -25,6 +25,9 @@ class MarketIn(BaseModel):
     max_tick: int | None = Field(default=None, ge=1, le=100_000, description="ticks markets only: prices 1..max_tick")
     max_qty: int = Field(default=1_000_000_000, ge=1, le=2**62, description="largest order quantity (or stake)")
     self_trade: Literal["cancel_taker", "cancel_resting"] = "cancel_taker"
+    collateral: bool = Field(
+        default=False, description="binary or odds only: orders need funds, settlement pays out (see /account)"
+    )
 
 
 class SettleIn(BaseModel):
@@ -41,6 +44,7 @@ class MarketOut(BaseModel):
     max_qty: int
     self_trade: str
     outcome: str
+    collateral: bool
     best_bid: float | int | None
     best_ask: float | int | None
 
@@ -59,7 +63,10 @@ class OrderIn(BaseModel):
     expires_at: int | None = Field(default=None, description="GTD only: unix time in milliseconds")
     client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
     account: str | None = Field(
-        default=None, min_length=1, max_length=64, description="default: a fresh anonymous account per order"
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="with a key, the key's own (may be left out); open mode: whose (default: a fresh anonymous one)",
     )
 
 
@@ -183,3 +190,83 @@ class StatsOut(BaseModel):
     best_ask: float | int | None
     spread: float | int | None
     mid: float | None
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="default: acct-…"
+    )
+    name: str = Field(default="", max_length=128, description="a display name")
+
+
+class KeyOut(BaseModel):
+    account: str
+    api_key: str = Field(description="shown this once: only its hash is kept")
+    key_id: str = Field(description="names the key, to revoke it")
+
+
+class AccountInfoOut(BaseModel):
+    account: str
+    name: str
+    created: int = Field(description="unix ms")
+    key_ids: list[str]
+
+
+class AmountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int = Field(gt=0, le=2**53, description="minor units (cents)")
+
+
+class BalanceOut(BaseModel):
+    account: str
+    total: int = Field(description="cents: cash, reserved or not")
+    reserved: int = Field(description="cents set aside for resting orders")
+    free: int = Field(description="total - reserved: what new orders and withdrawals may use")
+
+
+class PositionOut(BaseModel):
+    market_id: str
+    scheme: str
+    yes: int = Field(description="binary: YES contracts held; odds: what the account is paid if the selection wins")
+    no: int = Field(description="binary: NO contracts held (short YES); odds: what it is paid if it loses")
+    committed: int = Field(description="binary: YES contracts set aside for resting sells")
+    stake: int = Field(description="odds: cents staked on backs")
+    liability: int = Field(description="odds: cents at risk on lays")
+
+
+class OrdersPage(BaseModel):
+    items: list[OrderOut]
+    next: int | None = Field(description="pass as before= for the next (older) page; null: no more")
+
+
+class AccountTradeOut(BaseModel):
+    trade_id: int
+    market_id: str
+    price: float | int
+    qty: int
+    side: str = Field(description="this account's side: buy/sell, or back/lay on odds markets")
+    role: Literal["maker", "taker"]
+    timestamp: int
+
+
+class TradesPage(BaseModel):
+    items: list[AccountTradeOut]
+    next: int | None = Field(description="pass as before= for the next (older) page; null: no more")
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout_ms: int = Field(
+        ge=0,
+        le=3_600_000,
+        description="cancel all my resting orders unless another heartbeat comes within this; 0 disarms",
+    )
+
+
+class HeartbeatOut(BaseModel):
+    account: str
+    deadline: int | None = Field(description="unix ms when the orders go if no heartbeat comes; null: disarmed")

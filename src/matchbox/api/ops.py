@@ -21,9 +21,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-async def health() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+async def health(request: Request) -> dict[str, str]:
+    """Liveness: the process answers. ``auth`` is ``keys`` (API keys), or ``open`` (none: --open)."""
+    return {"status": "ok", "auth": "open" if services_of(request).settings.open_access else "keys"}
 
 
 @router.get("/ready", responses=ERRORS)

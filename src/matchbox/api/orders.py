@@ -16,7 +16,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from matchbox.api.errors import ERRORS, REDIS_DOWN, ApiError
+from matchbox.api.auth import Caller, acting_as, caller
+from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError
 from matchbox.api.models import (
     BatchIn,
     BatchItemOut,
@@ -32,6 +33,7 @@ from matchbox.api.projection import OrderView
 from matchbox.api.services import Services, engine_outcome, json_response, market_of, services_of, submit_one
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
+from matchbox.consumers.queries import AccountOrder
 from matchbox.engine.types import (
     CancelAll,
     CancelOrder,
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["orders"])
 
 
-def _order_out(services: Services, order: OrderView, client_order_id: str | None = None) -> OrderOut:
+def order_out(services: Services, order: OrderView, client_order_id: str | None = None) -> OrderOut:
     market = services.projection.markets.get(order.market_id)
     scheme = market.scheme if market else TickScheme.TICKS
     rejected = order.status == "rejected"
@@ -78,12 +80,35 @@ def _order_out(services: Services, order: OrderView, client_order_id: str | None
     )
 
 
-def _pending(submission: Submission, body: OrderIn, market_id: str) -> OrderOut:
+def stored_order_out(services: Services, account: str, row: AccountOrder) -> OrderOut:
+    """An order as the persistence consumer stored it (history: fills are under /account/trades)."""
+    market = services.projection.markets.get(row.market_id)
+    scheme = market.scheme if market else TickScheme.TICKS
+    market_order = row.kind is OrderKind.MARKET
+    return OrderOut(
+        order_id=row.order_id,
+        market_id=row.market_id,
+        account=account,
+        side=None if row.side is None else side_word(scheme, row.side),
+        price=None if row.price is None or market_order else price_out(scheme, row.price),
+        qty=row.qty,
+        remaining=row.remaining,
+        filled=row.filled,
+        status=str(row.status),
+        tif=None if row.tif is None else row.tif.name,
+        type=None if row.kind is None else row.kind.name.lower(),
+        post_only=bool(row.post_only),
+        reject_reason=None if row.reject_reason is None else row.reject_reason.name,
+        cancel_reason=None if row.cancel_reason is None else row.cancel_reason.name,
+    )
+
+
+def _pending(submission: Submission, body: OrderIn, command: PlaceOrder) -> OrderOut:
     qty = body.qty if body.qty is not None else (body.stake or 0)
     return OrderOut(
         order_id=submission.order_id,
-        market_id=market_id,
-        account=body.account or "",
+        market_id=command.market_id,
+        account=command.account,
         side=body.side,
         price=body.price if body.odds is None else float(body.odds),
         qty=qty,
@@ -95,8 +120,12 @@ def _pending(submission: Submission, body: OrderIn, market_id: str) -> OrderOut:
     )
 
 
-def _place_command(services: Services, body: OrderIn) -> tuple[PlaceOrder, str]:
+def _place_command(services: Services, body: OrderIn, caller_account: str | None) -> PlaceOrder:
     """The engine command for an order request, or an ApiError naming the field at fault."""
+    if caller_account is not None:
+        account = acting_as(caller_account, body.account)
+    else:
+        account = body.account or f"anon-{secrets.token_hex(6)}"
     market_id = body.market_id or services.settings.default_market
     market = market_of(services, market_id)
     try:
@@ -134,12 +163,12 @@ def _place_command(services: Services, body: OrderIn) -> tuple[PlaceOrder, str]:
         raise ApiError(400, exc.message, exc.field) from None
     if market.state is not MarketState.OPEN:
         raise ApiError(409, f"market {market_id!r} is {market.state.name.lower()}: it takes no orders", "market_id")
-    command = PlaceOrder(
+    return PlaceOrder(
         seq=0,
         ts=0,
         market_id=market_id,
         order_id=0,
-        account=body.account or f"anon-{secrets.token_hex(6)}",
+        account=account,
         side=side,
         price=price,
         qty=qty,
@@ -148,11 +177,10 @@ def _place_command(services: Services, body: OrderIn) -> tuple[PlaceOrder, str]:
         post_only=body.post_only,
         expires_at=expires_at,
     )
-    return command, market_id
 
 
 async def _order_result(
-    services: Services, submission: Submission, body: OrderIn, market_id: str
+    services: Services, submission: Submission, body: OrderIn, command: PlaceOrder
 ) -> tuple[int, OrderOut | None, ErrorBody | None]:
     """(status, order, error) once the engine has spoken, or 202 pending after the timeout."""
     if submission.status == "conflict":
@@ -167,10 +195,10 @@ async def _order_result(
         )
     known = services.projection.orders.get(submission.order_id)
     if submission.status == "dup" and known is not None and known.status not in ("accepted", "rejected"):
-        return 200, _order_out(services, known, body.client_order_id), None  # a retry: the first outcome
+        return 200, order_out(services, known, body.client_order_id), None  # a retry: the first outcome
     events = await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
     if events is None:
-        return 202, _pending(submission, body, market_id), None
+        return 202, _pending(submission, body, command), None
     order = services.projection.orders.get(submission.order_id)
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
@@ -188,9 +216,9 @@ async def _order_result(
         )
     services.metrics.orders.labels("accepted").inc()
     if order is None:  # folded and already dropped from the projection: cannot happen within the timeout
-        return 202, _pending(submission, body, market_id), None
+        return 202, _pending(submission, body, command), None
     status = 200 if submission.status == "dup" else 201
-    return status, _order_out(services, order, body.client_order_id), None
+    return status, order_out(services, order, body.client_order_id), None
 
 
 _REJECT_FIELDS = {
@@ -204,20 +232,21 @@ _REJECT_FIELDS = {
     RejectReason.POST_ONLY_WOULD_TAKE: "post_only",
     RejectReason.FOK_CANNOT_FILL: "tif",
     RejectReason.SELF_TRADE: "account",
+    RejectReason.INSUFFICIENT_FUNDS: "qty",
 }
 
 
-@router.post("/orders", status_code=201, response_model=OrderOut, responses={**ERRORS, 202: {"model": OrderOut}})
-async def place_order(request: Request, body: OrderIn) -> Response:
+@router.post("/orders", status_code=201, response_model=OrderOut, responses={**KEY_ERRORS, 202: {"model": OrderOut}})
+async def place_order(request: Request, body: OrderIn, caller: Caller) -> Response:
     """Place an order; answers with its state and fills once the engine has matched it (202 if it is slow)."""
-    status, payload = await _place(services_of(request), body)
+    status, payload = await _place(services_of(request), body, caller)
     return json_response(status, payload)
 
 
-async def _place(services: Services, body: OrderIn) -> tuple[int, OrderOut | ErrorBody]:
-    command, market_id = _place_command(services, body)
+async def _place(services: Services, body: OrderIn, caller_account: str | None) -> tuple[int, OrderOut | ErrorBody]:
+    command = _place_command(services, body, caller_account)
     submission = await submit_one(services, command, body.client_order_id)
-    status, order, error = await _order_result(services, submission, body, market_id)
+    status, order, error = await _order_result(services, submission, body, command)
     payload = error if error is not None else order
     assert payload is not None  # _order_result gives an order or an error
     return status, payload
@@ -254,15 +283,20 @@ class PlaceOrderFast:
             await self.app(scope, _replay(raw, receive), send)
             return
         scope["route"] = self.route
+        services = scope["app"].state.services
+        extra: dict[str, str] = {}
         try:
-            status, payload = await _place(scope["app"].state.services, body)
+            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            status, payload = await _place(services, body, await caller(services, authorization))
             content = payload.model_dump_json(exclude_none=True).encode()
         except ApiError as exc:
             status, content = exc.status, exc.body.model_dump_json(exclude_none=True).encode()
+            extra = exc.headers or {}
         except redis.RedisError as exc:
             log.warning("redis error on POST /orders: %s", exc)
             status, content = 503, REDIS_DOWN
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -281,26 +315,25 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
     return again
 
 
-@router.post("/orders/batch", response_model=list[BatchItemOut], responses=ERRORS)
-async def place_batch(request: Request, body: BatchIn) -> list[BatchItemOut]:
+@router.post("/orders/batch", response_model=list[BatchItemOut], responses=KEY_ERRORS)
+async def place_batch(request: Request, body: BatchIn, caller: Caller) -> list[BatchItemOut]:
     """Up to 100 orders in one request and one round trip to Redis; each has its own outcome."""
     services = services_of(request)
-    prepared: list[tuple[OrderIn, PlaceOrder, str] | ApiError] = []
+    prepared: list[tuple[OrderIn, PlaceOrder] | ApiError] = []
     for item in body.orders:
         try:
-            command, market_id = _place_command(services, item)
-            prepared.append((item, command, market_id))
+            prepared.append((item, _place_command(services, item, caller)))
         except ApiError as exc:
             prepared.append(exc)
     valid = [p for p in prepared if not isinstance(p, ApiError)]
-    submissions = iter(await services.bus.submit_many([JournalRequest(c, i.client_order_id) for i, c, _ in valid]))
+    submissions = iter(await services.bus.submit_many([JournalRequest(c, i.client_order_id) for i, c in valid]))
     pending: list[asyncio.Task[tuple[int, OrderOut | None, ErrorBody | None]] | ApiError] = []
     for p in prepared:
         if isinstance(p, ApiError):
             pending.append(p)
         else:
-            item, _command, market_id = p
-            pending.append(asyncio.create_task(_order_result(services, next(submissions), item, market_id)))
+            item, command = p
+            pending.append(asyncio.create_task(_order_result(services, next(submissions), item, command)))
     results = []
     for outcome in pending:
         if isinstance(outcome, ApiError):
@@ -311,38 +344,43 @@ async def place_batch(request: Request, body: BatchIn) -> list[BatchItemOut]:
     return results
 
 
-@router.get("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
-async def get_order(request: Request, order_id: int) -> OrderOut:
+def _own_order(services: Services, order_id: int, caller_account: str | None, named: str | None) -> OrderView:
+    """The order, if the caller may see it: with a key, only its own (another's is as unknown as
+    a missing one); in open mode, any (or the named account's only, when one is named)."""
+    owner = acting_as(caller_account, named) if caller_account is not None else named
+    order = services.projection.orders.get(order_id)
+    if order is None or (owner and order.account != owner):
+        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    return order
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
+async def get_order(request: Request, order_id: int, caller: Caller) -> OrderOut:
     """An order's state, remaining quantity and fills."""
     services = services_of(request)
-    order = services.projection.orders.get(order_id)
-    if order is None:
-        raise ApiError(404, f"unknown order {order_id}", "order_id")
-    return _order_out(services, order)
+    return order_out(services, _own_order(services, order_id, caller, None))
 
 
-@router.delete("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
+@router.delete("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
 async def cancel_order(
-    request: Request, order_id: int, account: str | None = Query(default=None, max_length=64)
+    request: Request, order_id: int, caller: Caller, account: str | None = Query(default=None, max_length=64)
 ) -> OrderOut:
     """Cancel a resting order."""
     services = services_of(request)
-    order = services.projection.orders.get(order_id)
-    if order is None or (account and order.account != account):
-        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    order = _own_order(services, order_id, caller, account)
+    account = caller or account
     if order.status not in ("open", "partially_filled"):
         raise ApiError(409, f"order {order_id} is {order.status}: nothing to cancel", "order_id")
     await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
-    return _order_out(services, services.projection.orders[order_id])
+    return order_out(services, services.projection.orders[order_id])
 
 
-@router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=ERRORS)
-async def reduce_order(request: Request, order_id: int, body: ReduceIn) -> OrderOut:
+@router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
+async def reduce_order(request: Request, order_id: int, body: ReduceIn, caller: Caller) -> OrderOut:
     """Reduce a resting order's quantity, keeping its place in the queue (raising it is a new order)."""
     services = services_of(request)
-    order = services.projection.orders.get(order_id)
-    if order is None or (body.account and order.account != body.account):
-        raise ApiError(404, f"unknown order {order_id}", "order_id")
+    order = _own_order(services, order_id, caller, body.account)
+    account = caller or body.account
     if (body.reduce_by is None) == (body.qty is None):
         raise ApiError(400, "give reduce_by or qty (the new remaining quantity)", "reduce_by")
     reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
@@ -351,19 +389,21 @@ async def reduce_order(request: Request, order_id: int, body: ReduceIn) -> Order
         raise ApiError(400, "an order can only be reduced; to raise it, cancel and place a new one", field)
     if order.status not in ("open", "partially_filled"):
         raise ApiError(409, f"order {order_id} is {order.status}: nothing to reduce", "order_id")
-    command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=body.account or "")
+    command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
     await engine_outcome(services, command)
-    return _order_out(services, services.projection.orders[order_id])
+    return order_out(services, services.projection.orders[order_id])
 
 
-@router.delete("/orders", response_model=CancelAllOut, responses=ERRORS)
+@router.delete("/orders", response_model=CancelAllOut, responses=KEY_ERRORS)
 async def cancel_all(
     request: Request,
     market_id: Annotated[str, Query(max_length=64)],
-    account: Annotated[str, Query(min_length=1, max_length=64)],
+    caller: Caller,
+    account: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
 ) -> CancelAllOut:
-    """Cancel every resting order of an account in a market."""
+    """Cancel every resting order of yours in a market (open mode: of the named account)."""
     services = services_of(request)
+    account = acting_as(caller, account)
     market_of(services, market_id)
     events = await engine_outcome(services, CancelAll(seq=0, ts=0, market_id=market_id, account=account))
     cancelled = [e.order_id for e in events if isinstance(e, OrderCancelled)]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from matchbox.engine.types import (
+    BalanceChanged,
     CancelReason,
     Event,
     MarketCreated,
@@ -26,6 +27,7 @@ from matchbox.engine.types import (
     OrderKind,
     OrderReduced,
     OrderRested,
+    PositionChanged,
     Rejected,
     RejectReason,
     SelfTradePrevention,
@@ -49,6 +51,7 @@ class MarketView:
     stp: SelfTradePrevention
     state: MarketState = MarketState.OPEN
     outcome: str = ""
+    collateral: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,13 @@ class BookView:
         return max(levels) if side is Side.BUY else min(levels)
 
 
+@dataclass(slots=True)
+class BalanceView:
+    account: str
+    total: int = 0
+    reserved: int = 0
+
+
 Update = TradeView | LevelChange | OrderView | MarketView
 
 
@@ -140,6 +150,9 @@ class Projection:
     books: dict[str, BookView] = field(default_factory=dict)
     orders: dict[int, OrderView] = field(default_factory=dict)
     trades: dict[str, deque[TradeView]] = field(default_factory=dict)
+    balances: dict[str, BalanceView] = field(default_factory=dict)
+    positions: dict[str, dict[str, PositionChanged]] = field(default_factory=dict)  # account -> market -> latest
+    live: dict[str, dict[int, None]] = field(default_factory=dict)  # account -> its live order ids, oldest first
     last_n: int = 0  # the n of the last event folded
     last_id: str = "0-0"  # its stream id
     _finished: OrderedDict[int, None] = field(default_factory=OrderedDict)
@@ -153,7 +166,7 @@ class Projection:
     # ------------------------------------------------------------------ folds
 
     def _market_created(self, e: MarketCreated, n: int, entry_id: str) -> list[Update]:
-        market = MarketView(e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp)
+        market = MarketView(e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp, collateral=e.collateral)
         self.markets[e.market_id] = market
         self.books[e.market_id] = BookView()
         self.trades[e.market_id] = deque(maxlen=RECENT_TRADES)
@@ -181,6 +194,7 @@ class Projection:
             remaining=e.qty,
         )
         self.orders[e.order_id] = order
+        self.live.setdefault(e.account, {})[e.order_id] = None
         return [order]
 
     def _rested(self, e: OrderRested, n: int, entry_id: str) -> list[Update]:
@@ -265,6 +279,21 @@ class Projection:
         self._finish(e.order_id)
         return [order]
 
+    def _balance(self, e: BalanceChanged, n: int, entry_id: str) -> list[Update]:
+        balance = self.balances.get(e.account)
+        if balance is None:
+            balance = self.balances[e.account] = BalanceView(e.account)
+        balance.total, balance.reserved = e.total, e.reserved
+        return []
+
+    def _position(self, e: PositionChanged, n: int, entry_id: str) -> list[Update]:
+        held = self.positions.setdefault(e.account, {})
+        if e.yes or e.no or e.committed or e.stake or e.liability:
+            held[e.market_id] = e
+        else:
+            held.pop(e.market_id, None)
+        return []
+
     # ------------------------------------------------------------------ helpers
 
     def _level(self, market_id: str, side: Side, price: int, qty: int, orders: int) -> LevelChange:
@@ -278,6 +307,13 @@ class Projection:
         return LevelChange(market_id, side, price, level[0], level[1])
 
     def _finish(self, order_id: int) -> None:
+        order = self.orders.get(order_id)
+        if order is not None:
+            live = self.live.get(order.account)
+            if live is not None:
+                live.pop(order_id, None)
+                if not live:
+                    del self.live[order.account]
         finished = self._finished
         finished[order_id] = None
         while len(finished) > self.keep_finished:
@@ -294,4 +330,6 @@ _HANDLERS: dict[type[Event], Callable[[Projection, Any, int, str], list[Update]]
     OrderCancelled: Projection._cancelled,
     OrderReduced: Projection._reduced,
     Rejected: Projection._rejected,
+    BalanceChanged: Projection._balance,
+    PositionChanged: Projection._position,
 }

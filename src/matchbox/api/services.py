@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from matchbox.api.errors import ApiError
+from matchbox.api.gate import Gate
 from matchbox.api.hub import Hub
 from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
@@ -75,6 +76,7 @@ class Services:
         self.hub = Hub(self.projection)
         self.tail.listeners.append(self.hub.publish)
         self.metrics = Metrics()
+        self.gate = Gate(settings, bus)
         self._database: sa.Engine | None = None
         self._database_lock = threading.Lock()
         self._sync_bus: Bus | None = None

@@ -1,0 +1,219 @@
+"""Accounts: the admin side (create, keys, deposit, withdraw) and the caller's own view (balance,
+positions, orders, trades, the dead-man heartbeat).
+
+Balances and positions are the engine's, folded by this instance's projection from
+``BalanceChanged`` and ``PositionChanged``: as live as the order book. Open orders come from the
+projection too; finished orders and trades are history, read from the persistence consumer's
+tables, so they trail the live feed by that group's lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from matchbox.api.auth import AdminToken, Caller, acting_as, require_admin
+from matchbox.api.errors import ADMIN_ERRORS, KEY_ERRORS, ApiError
+from matchbox.api.models import (
+    AccountIn,
+    AccountInfoOut,
+    AccountTradeOut,
+    AmountIn,
+    BalanceOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    KeyOut,
+    OrdersPage,
+    PositionOut,
+    TradesPage,
+)
+from matchbox.api.orders import order_out, stored_order_out
+from matchbox.api.prices import price_out, side_word
+from matchbox.api.services import Services, engine_outcome, services_of
+from matchbox.bus.accounts import AccountError, AccountStore, IssuedKey
+from matchbox.consumers import queries
+from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, TickScheme, Withdraw
+
+router = APIRouter(tags=["accounts"])
+NamedAccount = Annotated[
+    str | None, Query(alias="account", max_length=64, description="open mode only: whose account (with a key: yours)")
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
+Before = Annotated[int | None, Query(ge=1, description="the page after this cursor (a previous page's next)")]
+
+
+def _store(services: Services) -> AccountStore:
+    bus = services.sync_bus()
+    if bus is None:
+        raise ApiError(503, "accounts need the exchange's Redis (REDIS_URL)")
+    return AccountStore(bus.client)
+
+
+def _key_out(issued: IssuedKey) -> KeyOut:
+    return KeyOut(account=issued.account, api_key=issued.api_key, key_id=issued.key_id)
+
+
+def balance_out(services: Services, account: str) -> BalanceOut:
+    balance = services.projection.balances.get(account)
+    total, reserved = (balance.total, balance.reserved) if balance else (0, 0)
+    return BalanceOut(account=account, total=total, reserved=reserved, free=total - reserved)
+
+
+# --------------------------------------------------------------------------- admin
+
+
+@router.post("/admin/accounts", status_code=201, response_model=KeyOut, responses=ADMIN_ERRORS)
+async def create_account(request: Request, body: AccountIn, authorization: AdminToken = None) -> KeyOut:
+    """Create an account and its first API key (admin). The key is in this answer only."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    try:
+        issued = await asyncio.to_thread(_store(services).create, body.account, body.name)
+    except AccountError as exc:
+        raise ApiError(409, str(exc), exc.field) from None
+    return _key_out(issued)
+
+
+@router.get("/admin/accounts", response_model=list[AccountInfoOut], responses=ADMIN_ERRORS)
+async def list_accounts(request: Request, authorization: AdminToken = None) -> list[AccountInfoOut]:
+    """Every account with the ids of its keys (admin). Keys themselves are never shown again."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    found = await asyncio.to_thread(_store(services).list)
+    return [AccountInfoOut(account=a.account, name=a.name, created=a.created, key_ids=a.key_ids) for a in found]
+
+
+@router.post("/admin/accounts/{account}/keys", status_code=201, response_model=KeyOut, responses=ADMIN_ERRORS)
+async def issue_key(request: Request, account: str, authorization: AdminToken = None) -> KeyOut:
+    """Another API key for an account (admin): for a lost key, or to rotate one."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    try:
+        issued = await asyncio.to_thread(_store(services).issue_key, account)
+    except AccountError as exc:
+        raise ApiError(404, str(exc), exc.field) from None
+    return _key_out(issued)
+
+
+@router.delete("/admin/accounts/{account}/keys/{key_id}", status_code=204, responses=ADMIN_ERRORS)
+async def revoke_key(request: Request, account: str, key_id: str, authorization: AdminToken = None) -> Response:
+    """Revoke a key (admin). Other instances stop accepting it within ``key_cache_seconds``."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    if not await asyncio.to_thread(_store(services).revoke, account, key_id):
+        raise ApiError(404, f"account {account!r} has no key {key_id!r}", "key_id")
+    services.gate.forget_all()
+    return Response(status_code=204)
+
+
+@router.post("/admin/accounts/{account}/deposit", response_model=BalanceOut, responses=ADMIN_ERRORS)
+async def deposit(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
+    """Add cents to an account (admin): the engine journals it like any command."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    await engine_outcome(services, Deposit(seq=0, ts=0, account=account, amount=body.amount))
+    return balance_out(services, account)
+
+
+@router.post("/admin/accounts/{account}/withdraw", response_model=BalanceOut, responses=ADMIN_ERRORS)
+async def withdraw(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
+    """Take cents out of an account (admin); 409 INSUFFICIENT_FUNDS beyond its free balance."""
+    services = services_of(request)
+    require_admin(services, authorization)
+    await engine_outcome(services, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
+    return balance_out(services, account)
+
+
+# --------------------------------------------------------------------------- the caller's own
+
+
+@router.get("/account", response_model=BalanceOut, responses=KEY_ERRORS)
+async def my_balance(request: Request, caller: Caller, account: NamedAccount = None) -> BalanceOut:
+    """Your cash in cents: total, reserved for resting orders, and free."""
+    return balance_out(services_of(request), acting_as(caller, account))
+
+
+@router.get("/account/positions", response_model=list[PositionOut], responses=KEY_ERRORS)
+async def my_positions(request: Request, caller: Caller, account: NamedAccount = None) -> list[PositionOut]:
+    """Your positions in collateral markets that are not settled."""
+    services = services_of(request)
+    held = services.projection.positions.get(acting_as(caller, account), {})
+    markets = services.projection.markets
+    return [
+        PositionOut(
+            market_id=p.market_id,
+            scheme=markets[p.market_id].scheme.name.lower(),
+            yes=p.yes,
+            no=p.no,
+            committed=p.committed,
+            stake=p.stake,
+            liability=p.liability,
+        )
+        for p in held.values()
+    ]
+
+
+@router.get("/account/orders", response_model=OrdersPage, responses=KEY_ERRORS)
+def my_orders(
+    request: Request,
+    caller: Caller,
+    state: Literal["open", "closed", "all"] = "open",
+    limit: Limit = 100,
+    before: Before = None,
+    account: NamedAccount = None,
+) -> OrdersPage:
+    """Your orders, newest first. ``open`` is live; ``closed`` and ``all`` come from the database."""
+    services = services_of(request)
+    who = acting_as(caller, account)
+    if state == "open":
+        projection = services.projection
+        ids = [i for i in reversed(projection.live.get(who, {})) if before is None or i < before]
+        page = ids[: limit + 1]
+        items = [order_out(services, projection.orders[i]) for i in page[:limit]]
+    else:
+        rows = queries.account_orders(services.database(), who, state=state, before=before, limit=limit + 1)
+        page = [row.order_id for row in rows]
+        items = [stored_order_out(services, who, row) for row in rows[:limit]]
+    return OrdersPage(items=items, next=page[limit - 1] if len(page) > limit else None)
+
+
+@router.get("/account/trades", response_model=TradesPage, responses=KEY_ERRORS)
+def my_trades(
+    request: Request, caller: Caller, limit: Limit = 100, before: Before = None, account: NamedAccount = None
+) -> TradesPage:
+    """Your trades, newest first, from the database."""
+    services = services_of(request)
+    rows = queries.account_trades(services.database(), acting_as(caller, account), before=before, limit=limit + 1)
+    markets = services.projection.markets
+    items = []
+    for row in rows[:limit]:
+        market = markets.get(row.market_id)
+        scheme = market.scheme if market else TickScheme.TICKS
+        items.append(
+            AccountTradeOut(
+                trade_id=row.trade_id,
+                market_id=row.market_id,
+                price=price_out(scheme, row.price),
+                qty=row.qty,
+                side=side_word(scheme, row.side),
+                role=row.role,
+                timestamp=row.ts,
+            )
+        )
+    return TradesPage(items=items, next=rows[limit - 1].trade_id if len(rows) > limit else None)
+
+
+@router.post("/account/heartbeat", response_model=HeartbeatOut, responses=KEY_ERRORS)
+async def heartbeat(request: Request, body: HeartbeatIn, caller: Caller, account: NamedAccount = None) -> HeartbeatOut:
+    """The dead-man switch: unless another heartbeat comes within ``timeout_ms``, the engine
+    cancels all your resting orders in every market. Send one every few seconds; 0 disarms."""
+    services = services_of(request)
+    return await arm(services, acting_as(caller, account), body.timeout_ms)
+
+
+async def arm(services: Services, account: str, timeout_ms: int) -> HeartbeatOut:
+    events = await engine_outcome(services, Heartbeat(seq=0, ts=0, account=account, timeout_ms=timeout_ms))
+    deadline = next((e.deadline for e in events if isinstance(e, HeartbeatSet)), 0)
+    return HeartbeatOut(account=account, deadline=deadline // 1_000_000 if deadline else None)

@@ -1,0 +1,75 @@
+"""The key cache and per-key rate limiter of one API instance (see :mod:`matchbox.api.auth`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from matchbox.api.errors import ApiError
+from matchbox.bus.accounts import HASHES, KEY_PREFIX, key_hash
+from matchbox.bus.aio import AsyncBus
+from matchbox.settings import Settings
+
+UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <your API key>"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float  # monotonic seconds of the last refill
+
+
+class Gate:
+    """The key cache and the rate limiter of one API instance."""
+
+    def __init__(self, settings: Settings, bus: AsyncBus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self._known: dict[str, tuple[str | None, float]] = {}  # key hash -> (account, trusted until)
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def account(self, authorization: str | None) -> str:
+        """The caller's account; ApiError 401 for a bad key, 429 over the rate limit."""
+        scheme, _, key = (authorization or "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key.startswith(KEY_PREFIX) or len(key) > 128:
+            raise ApiError(401, UNAUTHORIZED, "authorization", headers=CHALLENGE)
+        digest = key_hash(key)
+        now = time.monotonic()
+        known = self._known.get(digest)
+        if known is None or known[1] < now:
+            found = await self.bus.client.hget(HASHES, digest)
+            account = None if found is None else cast("bytes", found).decode()
+            if len(self._known) > 100_000:
+                self._known.clear()
+            self._known[digest] = known = (account, now + self.settings.key_cache_seconds)
+        if known[0] is None:
+            raise ApiError(401, UNAUTHORIZED, "authorization", headers=CHALLENGE)
+        self._spend(digest, now)
+        return known[0]
+
+    def _spend(self, digest: str, now: float) -> None:
+        settings = self.settings
+        if settings.rate_limit <= 0:
+            return
+        bucket = self._buckets.get(digest)
+        if bucket is None:
+            bucket = self._buckets[digest] = _Bucket(float(settings.rate_burst), now)
+        bucket.tokens = min(float(settings.rate_burst), bucket.tokens + (now - bucket.at) * settings.rate_limit)
+        bucket.at = now
+        if bucket.tokens < 1:
+            wait = math.ceil((1 - bucket.tokens) / settings.rate_limit)
+            raise ApiError(
+                429,
+                f"rate limit: {settings.rate_limit:g} requests a second per key (bursts of {settings.rate_burst})",
+                "authorization",
+                headers={"Retry-After": str(wait)},
+            )
+        bucket.tokens -= 1
+
+    def forget_all(self) -> None:
+        """Drop every cached answer (a key was revoked through this instance)."""
+        self._known.clear()
