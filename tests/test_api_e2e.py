@@ -421,3 +421,47 @@ def test_loadgen_reports_unreachable_instances() -> None:
     )
     assert done.returncode == 2
     assert "cannot reach" in done.stdout + done.stderr
+
+
+def test_loadgen_makes_keyed_accounts_when_the_api_wants_keys(cluster: Cluster, http: httpx.Client) -> None:
+    keyed = {k: v for k, v in cluster.env.items() if k != "MATCHBOX_OPEN"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (cluster.folder / "api-keyed.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "matchbox", "api", "--port", str(port)],
+            env=keyed,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> bool:
+            try:
+                return http.get(f"{url}/ready").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, STARTUP_TIMEOUT, "the keyed API")
+        assert http.get(f"{url}/health").json()["auth"] == "keys"
+        command = [sys.executable, "-m", "matchbox", "loadgen", "--url", url, "--json", "--no-progress"]
+        without = {k: v for k, v in keyed.items() if k != "MATCHBOX_ADMIN_TOKEN"}
+        refused = subprocess.run([*command, "--orders", "5"], env=without, capture_output=True, text=True, check=False)
+        assert refused.returncode != 0
+        assert "--admin-token" in refused.stderr
+        done = subprocess.run(
+            [*command, "--orders", "200", "--create-market", "loadgen"],
+            env=keyed,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (figures["orders"], figures["ok"], figures["errors"]) == (200, 200, 0)
+        assert set(figures["http_statuses"]) == {"201"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)

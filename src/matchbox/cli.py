@@ -352,7 +352,11 @@ def loadgen(
         str | None, typer.Option(help="First create this binary market (admin) and send the flow there.")
     ] = None,
     admin_token: Annotated[
-        str | None, typer.Option(envvar="MATCHBOX_ADMIN_TOKEN", help="The admin token, for --create-market.")
+        str | None,
+        typer.Option(
+            envvar="MATCHBOX_ADMIN_TOKEN",
+            help="The admin token: for --create-market, and to make the flow's accounts when the API wants keys.",
+        ),
     ] = None,
     crossing: Annotated[float, typer.Option(min=0, max=1, help="Share of orders that cross the spread.")] = 0.4,
     mid: Annotated[int, typer.Option(min=10, max=90, help="Where the flow's mid starts (it drifts in 10..90).")] = 50,
