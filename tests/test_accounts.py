@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient
 
 from conftest import running_leader, wait_until
 from matchbox.api.app import create_app
+from matchbox.api.errors import ApiError
+from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.bus.server import EmbeddedValkey
@@ -392,3 +394,14 @@ def test_pagination_walks_every_open_order_once(client: TestClient) -> None:
         if cursor is None:
             break
     assert seen == sorted(placed, reverse=True)
+
+
+def test_the_rate_limiter_refills_with_time_and_never_runs_backwards() -> None:
+    gate = Gate(Settings(rate_limit=10, rate_burst=2), bus=None)  # type: ignore[arg-type]  # no lookups here
+    gate._spend("k", 100.0)
+    gate._spend("k", 99.5)  # an earlier clock reading (a request that awaited Redis) costs one token, no more
+    with pytest.raises(ApiError) as over:
+        gate._spend("k", 100.0)
+    assert (over.value.status, over.value.headers) == (429, {"Retry-After": "1"})
+    gate._spend("k", 100.15)  # 0.15 s at 10 a second: a token back
+    gate._spend("other", 100.1)  # per key

@@ -58,8 +58,9 @@ class Gate:
         bucket = self._buckets.get(digest)
         if bucket is None:
             bucket = self._buckets[digest] = _Bucket(float(settings.rate_burst), now)
-        bucket.tokens = min(float(settings.rate_burst), bucket.tokens + (now - bucket.at) * settings.rate_limit)
-        bucket.at = now
+        if now > bucket.at:  # a request that waited on Redis may bring an earlier clock reading
+            bucket.tokens = min(float(settings.rate_burst), bucket.tokens + (now - bucket.at) * settings.rate_limit)
+            bucket.at = now
         if bucket.tokens < 1:
             wait = math.ceil((1 - bucket.tokens) / settings.rate_limit)
             raise ApiError(
