@@ -45,9 +45,19 @@ Money
     the ledger follows this matcher's events and only for those markets, so markets without
     collateral keep the hot path as it was. A collateral market settles only on an outcome its
     scheme knows (INVALID_OUTCOME).
+Dead-man switch
+    ``Heartbeat(account, timeout_ms)`` arms an account's switch: its deadline becomes the
+    heartbeat's time plus ``timeout_ms`` (replacing any earlier deadline); 0 disarms it. A timeout
+    below 0 or above ``MAX_HEARTBEAT_TIMEOUT_MS`` (an hour) is INVALID_TIMEOUT, a heartbeat
+    without an account INVALID_ACCOUNT. Each accepted heartbeat answers ``HeartbeatSet`` with the
+    deadline (0: disarmed). A deadline is a timer like a GTD expiry: before a command at or past
+    it, every resting order of the account, in every market (suspended ones too), is cancelled,
+    lowest id first (reason DEADMAN), then ``DeadmanTriggered`` tells how many, and the switch is
+    disarmed. Timers fire in time order; at one instant, dead-man switches (by account) come
+    before GTD expiries (by order id).
 Rejections
     Bad input is never an exception: it is one ``Rejected`` event with a reason code, and the
-    book is exactly as it was (GTD expiries due at the command's time still happen first).
+    book is exactly as it was (timers due at the command's time still fire first).
 
 Events for one order, in order: ``OrderAccepted``; then a ``TradeExecuted`` for each fill (and
 an ``OrderCancelled`` for each resting order removed by self-trade prevention); then
@@ -56,6 +66,14 @@ more if it filled completely (the last trade shows ``taker_remaining == 0``).
 
 Limits: one slot per tick per side, so a ``ticks`` market has at most 100,000 ticks. Only live
 orders are kept: the status of a finished order is in the event stream, not the engine.
+
+Timers share one heap: ``(expires_at, order_id, "")`` for a GTD order, ``(deadline, 0, account)``
+for a dead-man switch. Entries are never removed early: an order cancelled before its expiry, or
+a deadline replaced by a later heartbeat, leaves a stale entry that is skipped when it comes up,
+and the heap is rebuilt when replaced deadlines make up half of it. To find an account's orders
+without a walk over every order, the engine keeps, for each account that has ever armed a
+switch, the ids of its orders that rested since (a superset of its live ones, pruned as it
+grows); accounts that never armed one cost the hot path a single test of an empty dict.
 """
 
 from __future__ import annotations
@@ -68,9 +86,10 @@ from typing import Any
 from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
 from matchbox.engine.ledger import Account, Ledger
-from matchbox.engine.queries import BookDepth, OrderStatus
+from matchbox.engine.queries import BookDepth, BookIntegrityError, OrderStatus
 from matchbox.engine.schemes import tick_range
 from matchbox.engine.types import (
+    MAX_HEARTBEAT_TIMEOUT_MS,
     AdvanceTime,
     BalanceChanged,
     BalanceReason,
@@ -80,8 +99,11 @@ from matchbox.engine.types import (
     CloseMarket,
     Command,
     CreateMarket,
+    DeadmanTriggered,
     Deposit,
     Event,
+    Heartbeat,
+    HeartbeatSet,
     MarketCreated,
     MarketState,
     MarketStateChanged,
@@ -115,6 +137,28 @@ _FOK = TimeInForce.FOK
 _OPEN = MarketState.OPEN
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 _RESTING_TIFS = (TimeInForce.GTC, TimeInForce.GTD)
+_INT64_MAX = 2**63 - 1
+_NS_PER_MS = 1_000_000
+
+Timer = tuple[int, int, str]  # (time, order_id, "") for a GTD expiry; (time, 0, account) for a dead-man switch
+
+
+class _Watch:
+    """The ids of an account's orders that rested since its first heartbeat: every live one, and
+    finished ones until the list is pruned (when it has doubled since the last pruning)."""
+
+    __slots__ = ("ids", "prune_at")
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.prune_at = max(64, 2 * len(ids))
+
+    def add(self, order_id: int, live: dict[int, Order]) -> None:
+        ids = self.ids
+        ids.append(order_id)
+        if len(ids) >= self.prune_at:
+            ids[:] = [i for i in ids if i in live]  # ids are never reused: a live id is still ours
+            self.prune_at = max(64, 2 * len(ids))
 
 
 class Engine:
@@ -125,7 +169,10 @@ class Engine:
         self.orders: dict[int, Order] = {}  # every live order, by id
         self.last_order_id = 0  # the highest order id accepted
         self.last_trade_id = 0
-        self._expiries: list[tuple[int, int]] = []  # heap of (expires_at, order_id); may hold husks
+        self._timers: list[Timer] = []  # heap of GTD expiries and dead-man deadlines; may hold stale ones
+        self._stale_timers = 0  # deadlines replaced or disarmed since the heap was last rebuilt
+        self.deadlines: dict[str, int] = {}  # armed dead-man switches: account -> deadline (ns)
+        self._watched: dict[str, _Watch] = {}  # accounts that have armed a switch: their orders
         self.ledger = Ledger()  # money: only collateral markets and deposits reach it
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
@@ -140,16 +187,17 @@ class Engine:
             Deposit: self._deposit,
             Withdraw: self._withdraw,
             AdvanceTime: _ignore,
+            Heartbeat: self._heartbeat,
         }
 
     # ------------------------------------------------------------------ entry point
 
     def apply(self, command: Command) -> list[Event]:
         events: list[Event] = []
-        expiries = self._expiries
+        timers = self._timers
         money = self.ledger.markets
-        if expiries and expiries[0][0] <= command.ts:
-            self._expire(command, events)
+        if timers and timers[0][0] <= command.ts:
+            self._fire_timers(command, events)
             if money:  # the command must see the money the expiries released
                 events = self.ledger.follow(events)
         start = len(events)
@@ -242,8 +290,12 @@ class Engine:
         elif price < book.best_ask:
             book.best_ask = price
         self.orders[order_id] = order
+        if self._watched:  # some account has armed a dead-man switch
+            watch = self._watched.get(account)
+            if watch is not None:
+                watch.add(order_id, self.orders)
         if tif is _GTD:
-            heappush(self._expiries, (cmd.expires_at, order_id))
+            heappush(self._timers, (cmd.expires_at, order_id, ""))
         events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
@@ -445,13 +497,71 @@ class Engine:
         for order in mine:
             self._cancel_resting(order, CancelReason.CANCEL_ALL, cmd.seq, cmd.ts, events)
 
-    def _expire(self, cmd: Command, events: list[Event]) -> None:
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= cmd.ts:
-            expires_at, order_id = heappop(expiries)
+    # ------------------------------------------------------------------ timers
+
+    def _fire_timers(self, cmd: Command, events: list[Event]) -> None:
+        """Fire every timer due at the command's time, earliest first."""
+        timers = self._timers
+        while timers and timers[0][0] <= cmd.ts:
+            timer = heappop(timers)
+            if not self._is_live(timer):
+                continue
+            _, order_id, account = timer
+            if order_id:
+                self._cancel_resting(self.orders[order_id], CancelReason.EXPIRED, cmd.seq, cmd.ts, events)
+            else:
+                self._deadman(account, cmd, events)
+
+    def _is_live(self, timer: Timer) -> bool:
+        """Whether a timer still stands: its order is live, or its deadline is the account's."""
+        at, order_id, account = timer
+        if order_id:
             order = self.orders.get(order_id)
-            if order is not None and order.expires_at == expires_at:
-                self._cancel_resting(order, CancelReason.EXPIRED, cmd.seq, cmd.ts, events)
+            return order is not None and order.expires_at == at
+        return self.deadlines.get(account) == at
+
+    def _heartbeat(self, cmd: Heartbeat, events: list[Event]) -> None:
+        account = cmd.account
+        timeout_ms = cmd.timeout_ms
+        if not account:
+            events.append(_reject(cmd, RejectReason.INVALID_ACCOUNT))
+            return
+        valid = 0 <= timeout_ms <= MAX_HEARTBEAT_TIMEOUT_MS
+        deadline = cmd.ts + timeout_ms * _NS_PER_MS if valid else 0
+        if not valid or deadline > _INT64_MAX:
+            events.append(_reject(cmd, RejectReason.INVALID_TIMEOUT, "", account))
+            return
+        if self.deadlines.pop(account, None) is not None:
+            self._stale_timers += 1  # its timer stays in the heap until it comes up or a rebuild
+        if timeout_ms:
+            self._arm(account, deadline)
+        else:
+            deadline = 0
+        if self._stale_timers > 64 and 2 * self._stale_timers > len(self._timers):
+            self._rebuild_timers()
+        events.append(HeartbeatSet(seq=cmd.seq, ts=cmd.ts, account=account, deadline=deadline))
+
+    def _arm(self, account: str, deadline: int) -> None:
+        self.deadlines[account] = deadline
+        heappush(self._timers, (deadline, 0, account))
+        if account not in self._watched:  # once per account: from now on its orders are noted as they rest
+            self._watched[account] = _Watch([i for i, o in self.orders.items() if o.account == account])
+
+    def _rebuild_timers(self) -> None:
+        """Drop stale timers (a sorted list is a heap; the set drops duplicates)."""
+        self._timers = sorted({timer for timer in self._timers if self._is_live(timer)})
+        self._stale_timers = 0
+
+    def _deadman(self, account: str, cmd: Command, events: list[Event]) -> None:
+        """The account's deadline passed: cancel all its resting orders, then disarm."""
+        del self.deadlines[account]
+        watch = self._watched[account]
+        orders = self.orders
+        mine = sorted((o for o in map(orders.get, watch.ids) if o is not None), key=_by_id)
+        watch.ids.clear()
+        for order in mine:
+            self._cancel_resting(order, CancelReason.DEADMAN, cmd.seq, cmd.ts, events)
+        events.append(DeadmanTriggered(seq=cmd.seq, ts=cmd.ts, account=account, cancelled=len(mine)))
 
     # ------------------------------------------------------------------ markets
 
@@ -564,11 +674,11 @@ class Engine:
     # ------------------------------------------------------------------ queries
 
     def next_expiry(self) -> int | None:
-        """The engine time (ns) at which the next GTD order expires, if any is resting."""
-        expiries = self._expiries
-        while expiries and self.orders.get(expiries[0][1]) is None:
-            heappop(expiries)  # the order went before its time: drop the stale entry
-        return expiries[0][0] if expiries else None
+        """The engine time (ns) of the next timer, if any: a GTD order's expiry or a dead-man deadline."""
+        timers = self._timers
+        while timers and not self._is_live(timers[0]):
+            heappop(timers)  # the order went before its time, or the deadline moved: drop the entry
+        return timers[0][0] if timers else None
 
     def market(self, market_id: str) -> Book | None:
         return self.books.get(market_id)
@@ -591,17 +701,42 @@ class Engine:
 
     def check_invariants(self) -> None:
         queries.check_invariants(self)
+        self._check_deadlines()
+
+    def _check_deadlines(self) -> None:
+        """Every armed switch has its timer, and its account's watch holds all its live orders."""
+        timers = set(self._timers)
+        for account, deadline in self.deadlines.items():
+            if deadline <= 0 or (deadline, 0, account) not in timers:
+                raise BookIntegrityError(f"dead-man switch of {account}: no timer for its deadline {deadline}")
+        watched = {account: set(watch.ids) for account, watch in self._watched.items()}
+        for order_id, order in self.orders.items():
+            ids = watched.get(order.account)
+            if ids is not None and order_id not in ids:
+                raise BookIntegrityError(f"order {order_id} of watched account {order.account} is not in its watch")
 
     def add_restored(self, order: Order) -> None:
         """Put a live order back while restoring a snapshot (in priority order)."""
         order.book.rest(order)
         self.orders[order.order_id] = order
         if order.tif is _GTD:
-            heappush(self._expiries, (order.expires_at, order.order_id))
+            heappush(self._timers, (order.expires_at, order.order_id, ""))
+
+    def restore_deadlines(self, deadlines: list[tuple[str, int]]) -> None:
+        """Re-arm dead-man switches while restoring a snapshot, after its orders (one walk over them)."""
+        mine: dict[str, list[int]] = {account: [] for account, _ in deadlines}
+        for order_id, order in self.orders.items():
+            ids = mine.get(order.account)
+            if ids is not None:
+                ids.append(order_id)
+        for account, ids in mine.items():
+            self._watched[account] = _Watch(ids)
+        for account, deadline in deadlines:
+            self._arm(account, deadline)
 
 
 def _ignore(command: Command, events: list[Event]) -> None:
-    """AdvanceTime does its work (expiries) before dispatch."""
+    """AdvanceTime does its work (timers) before dispatch."""
 
 
 def _by_id(order: Order) -> int:

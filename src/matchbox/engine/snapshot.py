@@ -9,6 +9,10 @@ Version 2 adds the ledger (accounts, positions, the YES contracts committed to r
 and each market's ``collateral`` flag. An engine that has never seen a deposit or a collateral
 market still writes version 1, byte for byte as before, so its state hash is unchanged; both
 versions are read.
+
+Version 3 adds the armed dead-man switches (account, deadline), sorted by account, to version 2.
+It is written only while a switch is armed: with none armed the snapshot is version 1 or 2 as
+before (a disarmed or fired switch leaves nothing behind), so hashes do not change.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 2
-VERSIONS = (1, 2)
+VERSION = 3
+VERSIONS = (1, 2, 3)
 
 
 class SnapshotError(ValueError):
@@ -75,21 +79,32 @@ class _SnapshotV2(msgspec.Struct, array_like=True):
     ledger: _Ledger
 
 
+class _SnapshotV3(_SnapshotV2, array_like=True):
+    deadlines: list[tuple[str, int]]  # account, deadline (ns): the armed dead-man switches
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
     1: msgspec.msgpack.Decoder(_Snapshot),
     2: msgspec.msgpack.Decoder(_SnapshotV2),
+    3: msgspec.msgpack.Decoder(_SnapshotV3),
 }
 
 
 def encode(engine: Engine) -> bytes:
     books = [engine.books[market_id] for market_id in sorted(engine.books)]
-    if not engine.ledger:  # no money anywhere: version 1, as before the ledger existed
+    deadlines = sorted(engine.deadlines.items())
+    if not engine.ledger and not deadlines:  # no money anywhere: version 1, as before the ledger existed
         markets = [_market(book) for book in books]
         return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
     markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
-    snapshot = _SnapshotV2(FORMAT, VERSION, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine))
-    return _encoder.encode(snapshot)
+    if not deadlines:  # no switch armed: version 2, as before dead-man switches existed
+        snapshot = _SnapshotV2(FORMAT, 2, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine))
+        return _encoder.encode(snapshot)
+    snapshot_v3 = _SnapshotV3(
+        FORMAT, VERSION, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine), deadlines
+    )
+    return _encoder.encode(snapshot_v3)
 
 
 def _market(book: Book) -> _Market:
@@ -152,6 +167,8 @@ def decode(data: bytes, engine: Engine) -> Engine:
         ledger.accounts[name] = Account(total, reserved)
     for market_id, account, yes, no, committed, stake, liability in saved.positions:
         ledger.positions[(market_id, account)] = Position(yes, no, committed, stake, liability)
+    if isinstance(snapshot, _SnapshotV3):
+        engine.restore_deadlines(snapshot.deadlines)
     return engine
 
 

@@ -97,7 +97,8 @@ class RejectReason(IntEnum):
     # 6xx: money (collateral markets, deposits, withdrawals)
     INSUFFICIENT_FUNDS = 600  # the order's reserve, or the withdrawal, is above the free balance
     INVALID_AMOUNT = 601  # a deposit or withdrawal of zero or less, or one that would overflow
-    INVALID_ACCOUNT = 602  # a deposit or withdrawal without an account
+    INVALID_ACCOUNT = 602  # a deposit, withdrawal or heartbeat without an account
+    INVALID_TIMEOUT = 603  # a heartbeat timeout below zero or above MAX_HEARTBEAT_TIMEOUT_MS
 
 
 class BalanceReason(IntEnum):
@@ -119,6 +120,7 @@ class CancelReason(IntEnum):
     SELF_TRADE = 3  # self-trade prevention
     EXPIRED = 4  # a GTD order reached its expiry
     MARKET_CLOSED = 5  # the market was closed or settled
+    DEADMAN = 6  # the account's dead-man switch fired: no heartbeat before its deadline
 
 
 # --------------------------------------------------------------------------- commands
@@ -207,7 +209,24 @@ class Withdraw(Command, frozen=True, gc=False, kw_only=True):
 
 
 class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
-    """Moves engine time forward so GTD orders expire when no other command arrives."""
+    """Moves engine time forward so GTD orders expire, and dead-man switches fire, when no other
+    command arrives."""
+
+
+MAX_HEARTBEAT_TIMEOUT_MS = 3_600_000  # one hour: a longer dead-man switch protects no one
+
+
+class Heartbeat(Command, frozen=True, gc=False, kw_only=True):
+    """Arm, re-arm or disarm an account's dead-man switch.
+
+    ``timeout_ms`` above zero (at most ``MAX_HEARTBEAT_TIMEOUT_MS``) sets the deadline to
+    ``ts + timeout_ms * 1_000_000`` (engine time is in ns), replacing any earlier one; zero
+    disarms. When engine time reaches the deadline, every resting order of the
+    account, in every market, is cancelled (reason DEADMAN).
+    """
+
+    account: Text
+    timeout_ms: Int64
 
 
 # --------------------------------------------------------------------------- events
@@ -330,6 +349,23 @@ class Rejected(Event, frozen=True, gc=False):
     account: str = ""
 
 
+class HeartbeatSet(Event, frozen=True, gc=False):
+    """A heartbeat was accepted: the account's dead-man deadline (engine time, ns) is now
+    ``deadline``, or 0 if the switch is disarmed."""
+
+    account: str
+    deadline: int
+
+
+class DeadmanTriggered(Event, frozen=True, gc=False):
+    """An account's deadline passed without a heartbeat: its ``cancelled`` resting orders were
+    cancelled (the ``OrderCancelled`` events, reason DEADMAN, come just before) and the switch is
+    disarmed."""
+
+    account: str
+    cancelled: int
+
+
 AnyCommand = (
     CreateMarket
     | SuspendMarket
@@ -343,6 +379,7 @@ AnyCommand = (
     | Deposit
     | Withdraw
     | AdvanceTime
+    | Heartbeat
 )
 AnyEvent = (
     MarketCreated
@@ -355,4 +392,6 @@ AnyEvent = (
     | BalanceChanged
     | PositionChanged
     | Rejected
+    | HeartbeatSet
+    | DeadmanTriggered
 )

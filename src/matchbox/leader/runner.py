@@ -188,7 +188,8 @@ class EngineLeader:
             committer.close()
 
     def _tick_clock(self, engine: Engine) -> None:
-        """When the journal is idle and a GTD order is due, journal an AdvanceTime so it expires.
+        """When the journal is idle and a timer is due (a GTD order's expiry or a dead-man
+        switch's deadline), journal an AdvanceTime so it fires.
 
         Engine time only moves with commands, so the leader writes the clock's tick into the
         journal like any command: replays see the same tick at the same place.
