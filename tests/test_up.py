@@ -1,11 +1,14 @@
-"""``matchbox up`` as a user runs it: everything starts, a dead child comes back, Ctrl-C stops
-everything in order, and a second run resumes with the same markets, book, trades and candles."""
+"""``matchbox up`` as a user runs it: everything starts, the account ``you`` is there with its key
+and $1,000, a dead child comes back, Ctrl-C stops everything in order, and a second run resumes
+with the same markets, book, trades, candles and balance. The demo trades on collateral markets;
+``--open`` says loudly that there is no authentication."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,9 +65,31 @@ class Up:
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {(self.data_dir / 'admin_token').read_text().strip()}"}
 
-    def place(self, **body: Any) -> dict[str, Any]:
-        response = self.http.post("/orders", json={"market_id": "rain", **body})
+    def key_of(self, account: str) -> dict[str, str]:
+        """A new API key for ``account`` (made on first use), as request headers."""
+        made = self.http.post("/admin/accounts", json={"account": account}, headers=self.admin())
+        if made.status_code == 409:
+            made = self.http.post(f"/admin/accounts/{account}/keys", headers=self.admin())
+        assert made.status_code == 201, made.text
+        return {"Authorization": f"Bearer {made.json()['api_key']}"}
+
+    def place(self, key: dict[str, str], **body: Any) -> dict[str, Any]:
+        response = self.http.post("/orders", json={"market_id": "rain", **body}, headers=key)
         assert response.status_code == 201, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def your_key(self) -> str:
+        """The key ``up`` made for the account ``you``, once its banner says so."""
+        wait_until(lambda: "Dashboard as you: " in self.output(), timeout=30, message="the banner with the link")
+        return (self.data_dir / "you.key").read_text().strip()
+
+    def balance(self, key: str) -> dict[str, Any] | None:
+        """``GET /account`` with ``key`` (None while over the key's rate limit: tests poll it)."""
+        response = self.http.get("/account", headers={"Authorization": f"Bearer {key}"})
+        if response.status_code == 429:
+            return None
+        assert response.status_code == 200, response.text
         answer: dict[str, Any] = response.json()
         return answer
 
@@ -91,12 +116,23 @@ def stopped_children(output: str) -> list[str]:
 def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(tmp_path: Path) -> None:
     with up(tmp_path) as exchange:
         exchange.start()
+        # the account "you": its key in a file only its owner reads, in the banner's link, and $1,000
+        key = exchange.your_key()
+        assert stat.S_IMODE((exchange.data_dir / "you.key").stat().st_mode) == 0o600
+        assert f"/#key={key}" in exchange.output()
+        wait_until(
+            lambda: exchange.balance(key) == {"account": "you", "total": 100_000, "reserved": 0, "free": 100_000},
+            message="you's $1,000",
+        )
+        assert exchange.http.get("/account").status_code == 401  # keys mode: no key, no account
+
         created = exchange.http.post(
             "/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()
         )
         assert created.status_code == 201, created.text
-        exchange.place(side="sell", price=55, qty=5, account="ann")
-        assert exchange.place(side="buy", price=55, qty=2, account="bob")["status"] == "filled"
+        ann, bob = exchange.key_of("ann"), exchange.key_of("bob")
+        exchange.place(ann, side="sell", price=55, qty=5)
+        assert exchange.place(bob, side="buy", price=55, qty=2)["status"] == "filled"
         wait_until(
             lambda: exchange.http.get("/markets/rain/candles", params={"interval": "1m"}).json() != [],
             timeout=30,
@@ -113,13 +149,18 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
             timeout=30,
             message="the new engine leading (once the dead one's lock has lapsed)",
         )
-        assert exchange.place(side="buy", price=55, qty=1, account="bob")["status"] == "filled"
+        assert exchange.place(bob, side="buy", price=55, qty=1)["status"] == "filled"
         client.close()
 
         assert exchange.stop(signal.SIGINT) == 0
         assert stopped_children(exchange.output()) == STOP_ORDER
 
         exchange.start()  # the same data folder: everything is where it was
+        # the key still works, so it is kept; and nothing is deposited again
+        wait_until(lambda: exchange.output().count(f"/#key={key}") == 2, timeout=30, message="the second banner")
+        assert (exchange.data_dir / "you.key").read_text().strip() == key
+        assert exchange.output().count("$1,000 deposited") == 1
+        wait_until(lambda: (exchange.balance(key) or {}).get("total") == 100_000, message="you's balance")
         book = exchange.http.get("/markets/rain/book").json()
         assert [(level["price"], level["qty"]) for level in book["asks"]] == [(55, 2)]
         trades = exchange.http.get("/markets/rain/trades").json()
@@ -141,10 +182,33 @@ def test_demo_markets_keep_trading(tmp_path: Path) -> None:
                 timeout=30,
                 message=f"trades on {market.market_id}",
             )
-        schemes = {m["market_id"]: m["scheme"] for m in exchange.http.get("/markets").json()}
-        assert {schemes[m.market_id] for m in MARKETS} == {"binary", "odds"}
+        markets = {m["market_id"]: m for m in exchange.http.get("/markets").json()}
+        assert {markets[m.market_id]["scheme"] for m in MARKETS} == {"binary", "odds"}
+        assert all(markets[m.market_id]["collateral"] for m in MARKETS)  # every order needed money
+        accounts = exchange.http.get("/admin/accounts", headers=exchange.admin()).json()
+        bots = {a["account"]: a["key_ids"] for a in accounts if a["account"].startswith("demo-")}
+        assert set(bots) == {"demo-mm", *(f"demo-taker-{n}" for n in range(1, 6))}
+        assert all(len(keys) == 1 for keys in bots.values())  # a key each
         assert exchange.stop(signal.SIGTERM) == 0
         assert stopped_children(exchange.output())[0] == "demo"
+
+
+def test_open_mode_says_so_in_the_banner_and_on_every_answer(tmp_path: Path) -> None:
+    with up(tmp_path, "--open") as exchange:
+        exchange.start()
+        wait_until(lambda: "OPEN MODE: no authentication" in exchange.output(), timeout=30, message="the banner")
+        assert "Authentication is OFF" in exchange.output()
+        health = exchange.http.get("/health")
+        assert health.json()["auth"] == "open"
+        assert health.headers["X-Matchbox-Auth"] == "open"
+        answer = exchange.http.post(
+            "/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1, "account": "ann"}
+        )
+        assert answer.status_code == 201, answer.text  # no key: the order names its account
+        assert answer.headers["X-Matchbox-Auth"] == "open"
+        assert "Dashboard as you" not in exchange.output()
+        assert not (exchange.data_dir / "you.key").exists()
+        assert exchange.stop(signal.SIGTERM) == 0
 
 
 def test_with_redis_url_only_the_matchbox_processes_start(tmp_path: Path, valkey_server: EmbeddedValkey) -> None:

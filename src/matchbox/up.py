@@ -5,6 +5,10 @@ leader, one API instance, the persistence and the analytics consumers (SQLite in
 folder), and with ``--demo`` the demo bots. With ``REDIS_URL`` set there is no Valkey of our own;
 with ``DATABASE_URL`` the consumers and the API use that database.
 
+Once the API is ready, and unless it runs with ``--open`` (no API keys), ``up`` makes sure the
+account ``you`` exists with a working API key in ``<data>/you.key`` (mode 0600), funded with
+$1,000 when it is first made, and prints a dashboard link that logs in with that key.
+
 Each child runs ``python -m matchbox <command>`` in a session of its own, so a Ctrl-C in the
 terminal reaches only this supervisor, which then stops the children in order (demo, API,
 engine, consumers, Valkey: each SIGTERM, then SIGKILL after a grace period) and exits 0. Should ``up`` itself be killed,
@@ -17,6 +21,7 @@ that doubles up to 30 s and resets once it has run for a minute. Children log to
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import secrets
@@ -30,6 +35,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from rich.console import Console
@@ -46,6 +52,9 @@ STABLE_AFTER_S = 60.0  # a child that ran this long starts again from the first 
 STOP_GRACE_S = 15.0
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 READY_TIMEOUT_S = 90.0
+YOU = "you"  # the account up makes for whoever runs it
+YOU_DEPOSIT_CENTS = 100_000  # $1,000 to trade with, deposited once, when the account is made
+HTTP_TIMEOUT_S = 10.0
 
 
 class UpError(RuntimeError):
@@ -290,7 +299,8 @@ def run(plan: Plan, stop: threading.Event, console: Console) -> int:
             if announced:
                 continue
             if _ready(plan.api):
-                console.print(banner(plan))
+                you = None if plan.open_access else _your_account(plan, console)
+                announce(plan, you, console)
                 announced = True
             elif time.monotonic() > ready_by:
                 logs = plan.data_dir / "logs"
@@ -329,7 +339,102 @@ def _ready(api: str) -> bool:
         return False
 
 
-def banner(plan: Plan) -> Panel:
+# --------------------------------------------------------------------------- the account "you"
+
+
+@dataclass(frozen=True, slots=True)
+class YourAccount:
+    """The account ``up`` trades as in the dashboard, and its API key (also in ``key_file``)."""
+
+    account: str
+    api_key: str
+    key_file: Path
+    created: bool  # made, and funded, by this start
+
+
+def ensure_your_account(plan: Plan) -> YourAccount:
+    """The account ``you`` with an API key the API takes, kept in ``<data>/you.key``.
+
+    A key in the file that still works is kept. Otherwise the account is made and funded (only
+    then, so a restart deposits nothing), or, if it exists already, given a new key.
+    """
+    path = plan.data_dir / "you.key"
+    key = path.read_text().strip() if path.exists() else ""
+    if key and _key_works(plan.api, key):
+        return YourAccount(YOU, key, path, created=False)
+    admin = plan.admin_token
+    status, body = _call("POST", f"{plan.api}/admin/accounts", admin, {"account": YOU})
+    created = status == 201
+    if status == 409:  # the account exists, its key is lost: another one
+        status, body = _call("POST", f"{plan.api}/admin/accounts/{YOU}/keys", admin)
+    if status != 201:
+        raise UpError(f"could not get an API key for the account {YOU!r}: {status} {body}")
+    key = str(body["api_key"])
+    _write_secret(path, key)
+    if created:
+        deposit = {"amount": YOU_DEPOSIT_CENTS}
+        status, body = _call("POST", f"{plan.api}/admin/accounts/{YOU}/deposit", admin, deposit)
+        if status != 200:
+            raise UpError(f"could not fund the account {YOU!r}: {status} {body}")
+    return YourAccount(YOU, key, path, created=created)
+
+
+def _your_account(plan: Plan, console: Console) -> YourAccount | None:
+    """``ensure_your_account``, or None after saying why not: the exchange runs on without it."""
+    try:
+        return ensure_your_account(plan)
+    except (UpError, OSError, ValueError, KeyError) as exc:
+        console.print(f"[yellow]no account {YOU!r} for the dashboard[/]: {exc}")
+        return None
+
+
+def _key_works(api: str, key: str) -> bool:
+    status, body = _call("GET", f"{api}/account", key)
+    if status in (401, 403):
+        return False
+    if status != 200:
+        raise UpError(f"GET /account with the key in you.key: {status} {body}")
+    return True
+
+
+def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One JSON request with a bearer token: the status and the decoded body (None if empty)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """``text`` in ``path``, readable by its owner only (the mode is set before anything is written)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that was there keeps its old mode through os.open
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text + "\n")
+
+
+# --------------------------------------------------------------------------- the banner
+
+
+def announce(plan: Plan, you: YourAccount | None, console: Console) -> None:
+    """The banner; below it, the dashboard link that logs in as ``you``, on a line of its own that
+    is never cut or broken by the panel (the terminal wraps it, so it stays one link to copy)."""
+    console.print(banner(plan, you))
+    if you is not None:
+        console.print(f"Dashboard as {you.account}: {plan.api}/#key={you.api_key}", soft_wrap=True, highlight=False)
+    if plan.open_access:
+        console.print("[bold red]OPEN MODE: no authentication. Use it for local demos only.[/]")
+
+
+def banner(plan: Plan, you: YourAccount | None = None) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -343,6 +448,11 @@ def banner(plan: Plan) -> Panel:
     table.add_row("Database", database)
     table.add_row("Data", f"{plan.data_dir}  (logs in {plan.data_dir / 'logs'})")
     table.add_row("Admin token", plan.admin_token)
+    if plan.open_access:
+        table.add_row("Auth", "[bold red]Authentication is OFF (--open): anyone may trade as any account[/]")
+    elif you is not None:
+        funded = f", ${YOU_DEPOSIT_CENTS // 100:,} deposited" if you.created else ""
+        table.add_row("Account", f"{you.account}  (API key in {you.key_file}{funded})")
     if plan.demo:
         table.add_row("Demo", "market-maker and taker bots are trading")
     return Panel(table, title="Matchbox is up", subtitle="Ctrl-C stops it", expand=False)
