@@ -1,11 +1,16 @@
 """The dashboard in a real browser: Debian's Chromium, driven by Playwright, against real processes.
 
-``matchbox up`` (Valkey, engine, API, consumers) runs on free ports in a temporary folder. The
-page is opened headless; a sell and a crossing buy go in through its order ticket, and the trade
-must show on the tape, the book must change, a candle must appear on the chart and the orders
-must show their states. The same on an odds market (back/lay, odds and stake). The feed is then
-dropped and must resume with ``last_id``. The page, with a book and a few seconds of trading on
-it, is saved to ``docs/img/dashboard.png`` for the README.
+``matchbox up`` (Valkey, engine, API, consumers) runs on free ports in a temporary folder, with
+API keys, and makes the account ``you`` with $1,000. The page is opened headless with the login
+link ``up`` prints (``#key=…``): the account panel shows the balance. A sell goes in through the
+order ticket and its reserve shows; another account's crossing buy (over HTTP, with its own key)
+fills part of it: the trade must show on the tape, the book must change, a candle must appear on
+the chart, the order its state (from the WebSocket's orders channel, after ``auth``), and the
+account panel the money moved and the position. The same on an odds market (back/lay, odds and
+stake). An order beyond the free balance is refused in words. The feed is then dropped and must
+resume with ``last_id``. The page, with a book and a few seconds of trading on it, is saved to
+``docs/img/dashboard.png`` for the README; last, logging out brings back the login box. With
+``--open`` the page shows a red badge instead of a login box and trades as the account it names.
 
 Chromium is ``/usr/bin/chromium`` (``make test`` installs it with apt); Playwright never downloads
 a browser here. Without it the test is skipped, and with ``CI=true`` it fails instead.
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +57,9 @@ class System:
     """``python -m matchbox up`` on free ports in a temporary folder: its own Valkey, the engine,
     the API and the consumers (analytics makes the candles and stats), as a user runs it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.folder = folder
+        self.options = options
         self.data_dir = folder / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -62,12 +69,23 @@ class System:
     def start(self) -> None:
         env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
         env["MATCHBOX_ADMIN_TOKEN"] = ADMIN_TOKEN
+        env["MATCHBOX_RATE_LIMIT"] = "0"  # walk() trades as fast as the exchange answers, on two keys
         argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
-        argv += ["--port", str(self.port), "--valkey-port", str(free_port())]
+        argv += ["--port", str(self.port), "--valkey-port", str(free_port()), *self.options]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         with httpx.Client(timeout=2.0) as client:
             wait_until(lambda: self.ready(client), STARTUP_TIMEOUT_S, f"{self.url} to be ready")
+        banner_end = "OPEN MODE" if "--open" in self.options else "Dashboard as you: "
+        wait_until(lambda: banner_end in self.output(), STARTUP_TIMEOUT_S, "the banner")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def login_link(self) -> str:
+        """The banner's dashboard link, which logs in as ``you``."""
+        line = next(line for line in self.output().splitlines() if line.startswith("Dashboard as you: "))
+        return line.removeprefix("Dashboard as you: ").strip()
 
     def ready(self, client: httpx.Client) -> bool:
         assert self.process is not None
@@ -109,9 +127,9 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
-    running = System(tmp_path)
+@contextmanager
+def running_system(folder: Path, *options: str) -> Iterator[System]:
+    running = System(folder, *options)
     try:
         running.start()
         yield running
@@ -121,13 +139,20 @@ def system(tmp_path: Path) -> Iterator[System]:
 
 
 @pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    with running_system(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
 def http(system: System) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=system.url, timeout=10.0) as client:
         yield client
 
 
 def create_market(http: httpx.Client, market_id: str, scheme: str) -> None:
-    answer = http.post("/markets", json={"market_id": market_id, "scheme": scheme}, headers=_admin())
+    body = {"market_id": market_id, "scheme": scheme, "collateral": True}
+    answer = http.post("/markets", json=body, headers=_admin())
     assert answer.status_code == 201, answer.text
 
 
@@ -135,8 +160,17 @@ def _admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def place(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    answer = http.post("/orders", json=body)
+def trader(http: httpx.Client, account: str, cents: int = 10_000_000) -> dict[str, str]:
+    """A new account with ``cents`` deposited; its key, as request headers."""
+    made = http.post("/admin/accounts", json={"account": account}, headers=_admin())
+    assert made.status_code == 201, made.text
+    funded = http.post(f"/admin/accounts/{account}/deposit", json={"amount": cents}, headers=_admin())
+    assert funded.status_code == 200, funded.text
+    return {"Authorization": f"Bearer {made.json()['api_key']}"}
+
+
+def place(http: httpx.Client, key: dict[str, str], **body: Any) -> dict[str, Any]:
+    answer = http.post("/orders", json=body, headers=key)
     assert answer.status_code == 201, answer.text
     order: dict[str, Any] = answer.json()
     return order
@@ -146,97 +180,167 @@ def walk(http: httpx.Client, page: Page, candles: int) -> None:
     """Trade at a random walk of prices strictly inside the spread (51..55 cents: each sell rests,
     the buy takes it, the book is as before) until the chart shows ``candles`` one-second bars."""
     rng = random.Random(7)
+    seller, buyer = trader(http, "walker-a"), trader(http, "walker-b")
     price = 53
     deadline = time.monotonic() + 30
     while page.evaluate("window.matchbox.bars()") < candles:
         assert time.monotonic() < deadline, f"the chart did not reach {candles} candles"
         price = min(55, max(51, price + rng.choice((-1, 0, 1))))
         qty = rng.randint(1, 9)
-        place(http, market_id="rain", side="sell", price=price, qty=qty, account="walker-a")
-        place(http, market_id="rain", side="buy", price=price, qty=qty, account="walker-b")
+        place(http, seller, market_id="rain", side="sell", price=price, qty=qty)
+        place(http, buyer, market_id="rain", side="buy", price=price, qty=qty)
 
 
-def ticket(page: Page, side: str, price: str, qty: str, account: str) -> None:
-    """Fill in the order ticket and place the order."""
+def ticket(page: Page, side: str, price: str, qty: str) -> None:
+    """Fill in the order ticket and place the order (as the logged-in account)."""
     page.locator(f"#ticket-side-{side}").check()
     page.locator("#ticket-price").fill(price)
     page.locator("#ticket-qty").fill(qty)
-    page.locator("#ticket-account").fill(account)
     page.locator("#ticket-submit").click()
 
 
-def order_row(page: Page, account: str, status: str) -> Locator:
-    return page.locator(f'#orders tr[data-account="{account}"][data-status="{status}"]')
+def order_row(page: Page, status: str) -> Locator:
+    return page.locator(f'#orders tr[data-account="you"][data-status="{status}"]')
+
+
+def money(page: Page, field: str) -> Locator:
+    """The account panel's total, reserved or free (text in dollars, ``data-cents`` in cents)."""
+    return page.locator(f'#account [data-money="{field}"]')
+
+
+def expect_money(page: Page, total: str, reserved: str, free: str) -> None:
+    for field, shown in (("total", total), ("reserved", reserved), ("free", free)):
+        expect(money(page, field).locator("dd")).to_have_text(shown)
+
+
+def new_page(browser: Browser) -> tuple[Page, list[str]]:
+    """A page with the test's timeouts, and the list its script errors go to."""
+    page = browser.new_page(viewport={"width": 1440, "height": 960})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    return page, errors
 
 
 def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, http: httpx.Client) -> None:
     create_market(http, "rain", "binary")
     create_market(http, "derby", "odds")
-    page = browser.new_page(viewport={"width": 1440, "height": 960})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    bob, cat = trader(http, "bob"), trader(http, "cat")
+    page, errors = new_page(browser)
     sockets: list[str] = []
     page.on("websocket", lambda socket: sockets.append(socket.url))
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    page.goto(system.url)
 
-    # a binary market: cents and contracts, buy/sell
-    page.locator('[data-market-id="rain"]').click()
+    # the banner's link logs in; the key goes to localStorage and out of the address bar
+    link = system.login_link()
+    key = link.partition("#key=")[2]
+    page.goto(f"{link}&market=rain")
+    expect(page.locator("#account-name")).to_have_text("you")
+    expect_money(page, "$1,000.00", "$0.00", "$1,000.00")
+    assert page.evaluate("location.hash") == "#market=rain"
+    assert page.evaluate("localStorage.getItem('matchbox.key')") == key
+    expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#auth-badge")).to_be_hidden()
+    expect(page.locator("#ticket-account-field")).to_be_hidden()  # the key names the account
+
+    # a binary market: cents and contracts, buy/sell; a sell of 10 at 52 reserves 10 x 48 cents
+    expect(page.locator('[data-market-id="rain"]')).to_have_class("market selected")
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     expect(page.locator("#ticket-price-label")).to_have_text("Price (¢)")
-    ticket(page, "sell", "52", "10", "ann")
-    expect(order_row(page, "ann", "open")).to_have_count(1)
+    ticket(page, "sell", "52", "10")
+    expect(order_row(page, "open")).to_have_count(1)
     ask = page.locator('#book .level.ask[data-price="52"]')
     expect(ask).to_have_attribute("data-qty", "10")
+    expect_money(page, "$1,000.00", "$4.80", "$995.20")
 
-    ticket(page, "buy", "55", "4", "bob")
+    # bob takes 4: you pay 48 cents a contract into the market and hold 4 NO contracts
+    place(http, bob, market_id="rain", side="buy", price=55, qty=4)
     expect(page.locator('#tape tr[data-price="52"][data-qty="4"]')).to_have_count(1)
     expect(ask).to_have_attribute("data-qty", "6")  # the book updated from the feed
-    expect(order_row(page, "bob", "filled")).to_have_count(1)
-    expect(order_row(page, "ann", "partially_filled")).to_have_count(1)
+    expect(order_row(page, "partially_filled")).to_have_count(1)  # the orders channel, after auth
+    expect_money(page, "$998.08", "$2.88", "$995.20")
+    position = page.locator('#positions tr[data-position="rain"]')
+    expect(position).to_have_attribute("data-no", "4")
+    expect(position).to_contain_text("NO 4")
     expect(page.locator("#chart")).not_to_have_attribute("data-bars", "0")
     expect(page.locator("#chart")).to_have_attribute("data-last-close", "52")
     assert page.evaluate("window.matchbox.bars()") >= 1  # the chart's series holds the candle
     expect(page.locator('#stats [data-stat="last"] .value')).to_have_text("52¢")
 
-    # cancel from the orders table
-    order_row(page, "ann", "partially_filled").locator("button.cancel").click()
-    expect(order_row(page, "ann", "cancelled")).to_have_count(1)
+    # cancel from the orders table: the reserve comes back
+    order_row(page, "partially_filled").locator("button.cancel").click()
+    expect(order_row(page, "cancelled")).to_have_count(1)
     expect(ask).to_have_count(0)
+    expect_money(page, "$998.08", "$0.00", "$998.08")
 
-    # an odds market: decimal odds, back/lay and stake; the feed's ticks shown as odds
+    # more than the free balance: refused, and said so
+    ticket(page, "buy", "99", "5000")
+    expect(page.locator("#ticket-message")).to_contain_text("Insufficient funds")
+    expect(order_row(page, "open")).to_have_count(0)
+
+    # an odds market: decimal odds, back/lay, a stake in cents; the feed's ticks shown as odds
     page.locator('[data-market-id="derby"]').click()
     expect(page.locator("#ticket-price-label")).to_have_text("Odds (decimal)")
-    expect(page.locator("#ticket-qty-label")).to_have_text("Stake")
-    ticket(page, "back", "2.5", "20", "cat")
-    expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "20")
-    ticket(page, "lay", "2.5", "5", "dan")
-    expect(page.locator('#tape tr.lay[data-price="2.5"][data-qty="5"]')).to_have_count(1)
-    expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "15")
+    expect(page.locator("#ticket-qty-label")).to_have_text("Stake (¢)")
+    ticket(page, "back", "2.5", "2000")
+    expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "2000")
+    expect_money(page, "$998.08", "$20.00", "$978.08")
+    place(http, bob, market_id="derby", side="lay", odds="2.5", stake=500)
+    expect(page.locator('#tape tr.lay[data-price="2.5"][data-qty="500"]')).to_have_count(1)
+    expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "1500")
     expect(page.locator("#chart")).to_have_attribute("data-last-close", "2.5")
+    expect(page.locator('#positions tr[data-position="derby"]')).to_have_attribute("data-stake", "500")
+    expect_money(page, "$993.08", "$15.00", "$978.08")
 
     # the feed drops; it comes back with last_id, and a trade made meanwhile shows
     page.locator('[data-market-id="rain"]').click()
     expect(page.locator('#tape tr[data-price="52"]')).to_have_count(1)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     page.evaluate("window.matchbox.feed.socket.close()")
-    place(http, market_id="rain", side="sell", price=60, qty=3, account="eve")
-    place(http, market_id="rain", side="buy", price=60, qty=3, account="fay")
+    place(http, cat, market_id="rain", side="sell", price=60, qty=3)
+    place(http, bob, market_id="rain", side="buy", price=60, qty=3)
     expect(page.locator('#tape tr[data-price="60"][data-qty="3"]')).to_have_count(1)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     assert any("last_id=" in url for url in sockets), sockets
 
     # a livelier market for the picture: a book, and trades until the chart has some candles
+    maker = trader(http, "maker")
     for price, qty in ((56, 25), (58, 40), (63, 15), (66, 30)):
-        place(http, market_id="rain", side="sell", price=price, qty=qty, account="maker")
+        place(http, maker, market_id="rain", side="sell", price=price, qty=qty)
     for price, qty in ((50, 20), (48, 35), (45, 50), (41, 12)):
-        place(http, market_id="rain", side="buy", price=price, qty=qty, account="maker")
+        place(http, maker, market_id="rain", side="buy", price=price, qty=qty)
     walk(http, page, CANDLES_IN_PICTURE)
     expect(page.locator('#book .level.ask[data-price="56"]')).to_have_attribute("data-qty", "25")
     expect(page.locator('#book .level.bid[data-price="41"]')).to_have_count(1)
-    ticket(page, "buy", "47", "10", "bob")
-    expect(order_row(page, "bob", "open")).to_have_count(1)
+    ticket(page, "buy", "47", "10")
+    expect(order_row(page, "open")).to_have_count(1)
+    expect(money(page, "reserved").locator("dd")).to_have_text("$19.70")  # 47 x 10 cents, and the back's 1500
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # logging out forgets the key and brings the login box back
+    page.locator("#logout").click()
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#account")).to_be_hidden()
+    expect(page.locator("#orders tr.order")).to_have_count(0)
+    assert page.evaluate("localStorage.getItem('matchbox.key')") is None
     assert not errors, errors
+
+
+def test_dashboard_in_open_mode(browser: Browser, tmp_path: Path) -> None:
+    """``matchbox up --open``: a red badge, no login, the ticket names its account, whose balance
+    the account panel shows."""
+    with running_system(tmp_path, "--open") as system, httpx.Client(base_url=system.url, timeout=10.0) as http:
+        create_market(http, "rain", "binary")
+        funded = http.post("/admin/accounts/ann/deposit", json={"amount": 50_000}, headers=_admin())
+        assert funded.status_code == 200, funded.text
+        page, errors = new_page(browser)
+        page.goto(f"{system.url}/#market=rain")
+        expect(page.locator("#auth-badge")).to_have_text("OPEN MODE — no authentication")
+        expect(page.locator("#login")).to_be_hidden()
+        page.locator("#ticket-account").fill("ann")
+        ticket(page, "buy", "40", "10")
+        expect(page.locator('#orders tr[data-account="ann"][data-status="open"]')).to_have_count(1)
+        expect(page.locator("#account-name")).to_have_text("ann")
+        expect_money(page, "$500.00", "$4.00", "$496.00")
+        assert not errors, errors

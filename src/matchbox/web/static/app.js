@@ -1,15 +1,21 @@
 // The Matchbox dashboard: markets, the chosen market's book, trades, candles and stats, and an
-// order ticket. A plain client of the API: REST for snapshots and orders, the WebSocket feed
-// for everything live. Nothing here is built or bundled; the page loads these modules as they are.
+// order ticket, the account's balance, positions and orders. A plain client of the API: REST for
+// snapshots and orders, the WebSocket feed for everything live. Nothing here is built or
+// bundled; the page loads these modules as they are.
 
+import { Session, renderSession } from "./account.js";
 import { Book, renderBook } from "./book.js";
 import { CandleChart } from "./chart.js";
 import { Feed } from "./feed.js";
-import { amount, clock, orDash, schemeOf } from "./format.js";
+import { amount, clock, dollars, orDash, schemeOf } from "./format.js";
+import { api, el } from "./http.js";
 
 const INTERVALS = { "1s": 1000, "1m": 60_000, "1h": 3_600_000 };
 const STATS_EVERY_MS = 3000;
 const MARKETS_EVERY_MS = 5000;
+const ACCOUNT_EVERY_MS = 2000;
+const HEALTH_RETRY_MS = 2000;
+const INSUFFICIENT_FUNDS = 600; // the engine's reason code
 const TAPE_ROWS = 60;
 const ORDER_ROWS = 50;
 const LIVE_STATUSES = new Set(["pending", "accepted", "open", "partially_filled"]);
@@ -24,12 +30,13 @@ const state = {
   book: new Book(),
   tape: new Map(), // trade_id -> trade as shown
   orders: new Map(), // order_id -> the API's order
-  accounts: new Set(),
+  accounts: new Set(), // open mode: the accounts whose orders channels we follow
   dirty: new Set(), // order ids to look up again
 };
 
 const chart = new CandleChart($("#chart"));
-const feed = new Feed({ onMessage: receive, onStatus: showConnection, onOpen: connected });
+const feed = new Feed({ onMessage: receive, onStatus: showConnection, onOpen: connected, onAuth: feedAuthed });
+const session = new Session(sessionChanged);
 
 function market() {
   return state.markets.get(state.marketId) ?? null;
@@ -37,43 +44,6 @@ function market() {
 
 function scheme() {
   return schemeOf(market());
-}
-
-// ------------------------------------------------------------------ HTTP
-
-// {status, ok, body}; a network failure is status 0 (the page keeps polling and reconnecting).
-async function api(path, options = {}) {
-  let response;
-  let text;
-  try {
-    response = await fetch(path, {
-      ...options,
-      headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
-    });
-    text = await response.text();
-  } catch (error) {
-    return { status: 0, ok: false, body: { error: `the API did not answer (${error.message})` } };
-  }
-  let body = null;
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    body = { error: text };
-  }
-  return { status: response.status, ok: response.ok, body };
-}
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") node.className = value;
-    else if (name === "dataset") Object.assign(node.dataset, value);
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
 }
 
 // ------------------------------------------------------------------ markets
@@ -105,7 +75,8 @@ function renderMarkets() {
     const button = item.firstElementChild;
     button.className = marketId === state.marketId ? "market selected" : "market";
     Object.assign(button.dataset, { scheme: m.scheme, state: m.state });
-    setText(button.querySelector(".tag"), m.scheme, `tag ${m.scheme}`);
+    setText(button.querySelector(".tag"), m.collateral ? `${m.scheme} · $` : m.scheme, `tag ${m.scheme}`);
+    button.querySelector(".tag").title = m.collateral ? "collateral: orders need funds" : "";
     setText(button.querySelector(".market-state"), m.state, `market-state ${m.state}`);
     setText(button.querySelector(".market-quote"), `${orDash(m.best_bid, shown.price)} / ${orDash(m.best_ask, shown.price)}`);
   });
@@ -178,7 +149,7 @@ function selectMarket(marketId) {
 function channels() {
   const list = [];
   if (state.marketId) list.push(`book:${state.marketId}`, `trades:${state.marketId}`);
-  for (const account of state.accounts) list.push(`orders:${account}`);
+  if (session.open) for (const account of state.accounts) list.push(`orders:${account}`);
   return list;
 }
 
@@ -194,6 +165,7 @@ function showConnection(status) {
 function connected(resumed) {
   if (!resumed) loadHistory();
   for (const id of state.orders.keys()) state.dirty.add(id);
+  if (session.ready && !session.open) loadOpenOrders(); // orders events are not resumed: ask again
 }
 
 async function loadHistory() {
@@ -232,6 +204,7 @@ function receive(message) {
     scheduleRender();
   } else if (message.channel === "orders") {
     orderEvent(message);
+    accountSoon();
   }
 }
 
@@ -354,7 +327,8 @@ function setupTicket() {
   );
   const price = $("#ticket-price");
   $("#ticket-price-label").textContent = shown.priceLabel;
-  $("#ticket-qty-label").textContent = shown.qtyLabel;
+  // on a collateral market a stake is money, in cents like every amount of the API
+  $("#ticket-qty-label").textContent = m?.collateral && shown.qtyField === "stake" ? "Stake (¢)" : shown.qtyLabel;
   if (shown.priceField === "odds") Object.assign(price, { step: "0.01", min: "1.01", max: "1000" });
   else Object.assign(price, { step: "1", min: "1", max: String(m?.max_tick ?? 99) });
   price.value = "";
@@ -364,8 +338,13 @@ function setupTicket() {
 function renderTicketState() {
   const m = market();
   const open = m?.state === "open";
-  $("#ticket-submit").disabled = !open;
-  $("#ticket-note").textContent = m && !open ? `This market is ${m.state}: it takes no orders.` : "";
+  const signedOut = session.mode === "keys" && !session.ready;
+  $("#ticket-submit").disabled = !open || signedOut || session.mode === null;
+  let note = m && !open ? `This market is ${m.state}: it takes no orders.` : "";
+  if (signedOut) note = "Log in with your API key to place orders.";
+  $("#ticket-note").textContent = note;
+  $("#ticket-account-field").hidden = !session.open;
+  $("#ticket-account").disabled = !session.open;
 }
 
 function say(text, kind = "info") {
@@ -378,39 +357,65 @@ async function placeOrder(event) {
   event.preventDefault();
   const shown = scheme();
   const form = new FormData($("#ticket"));
-  const account = String(form.get("account") ?? "").trim();
-  if (!account) return say("Name an account.", "error");
-  localStorage.setItem("matchbox.account", account);
-  await watchAccount(account);
-  const priceText = String(form.get("price") ?? "").trim();
   const body = {
     market_id: state.marketId,
     side: form.get("side"),
     [shown.qtyField]: Number(form.get("qty")),
     tif: form.get("tif"),
-    account,
   };
+  if (session.open) {
+    const account = String(form.get("account") ?? "").trim();
+    if (!account) return say("Name an account.", "error");
+    localStorage.setItem("matchbox.account", account);
+    session.useName(account);
+    await watchAccount(account);
+    body.account = account;
+  } else if (!session.ready) {
+    return say("Log in with your API key to place orders.", "error");
+  }
+  const priceText = String(form.get("price") ?? "").trim();
   if (priceText) body[shown.priceField] = shown.priceField === "odds" ? priceText : Number(priceText);
   else body.type = "market";
   $("#ticket-submit").disabled = true;
   try {
-    const { status, ok, body: answer } = await api("orders", { method: "POST", body: JSON.stringify(body) });
+    const { status, ok, body: answer, headers } = await session.request("orders", {
+      method: "POST",
+      body: JSON.stringify(body),
+    });
     if (ok) {
       track(answer);
       const filled = answer.filled ? `, ${amount(answer.filled)} filled` : "";
       say(`Order #${answer.order_id}: ${answer.status.replace("_", " ")}${filled}`, "ok");
     } else {
       if (answer?.order_id) state.dirty.add(answer.order_id);
-      const field = answer?.field ? ` (${answer.field})` : "";
-      say(`${status ? `${status}: ` : ""}${answer?.error ?? "refused"}${field}`, "error");
+      say(refusal(status, answer, headers), "error");
     }
   } finally {
     renderTicketState();
     renderOrders();
+    session.refresh();
   }
 }
 
-// The account's order events come on the feed from now on; waits for the subscription to hold.
+// A refused request in words a trader reads.
+function refusal(status, answer, headers) {
+  if (status === 401) {
+    session.logOut("Your key was refused (revoked?): log in again.");
+    return "401: your API key was refused: log in again.";
+  }
+  if (answer?.code === INSUFFICIENT_FUNDS || answer?.reason === "INSUFFICIENT_FUNDS") {
+    const free = session.balance ? ` (free: ${dollars(session.balance.free)})` : "";
+    return `Insufficient funds: this order needs more than your free balance${free}.`;
+  }
+  if (status === 429) {
+    const wait = headers?.get("Retry-After");
+    return `429: too many requests; try again${wait ? ` in ${wait} s` : " in a moment"}.`;
+  }
+  const field = answer?.field ? ` (${answer.field})` : "";
+  return `${status ? `${status}: ` : ""}${answer?.error ?? "refused"}${field}`;
+}
+
+// Open mode: the account's order events come on the feed from now on; waits for the subscription.
 async function watchAccount(account) {
   if (state.accounts.has(account)) return;
   state.accounts.add(account);
@@ -421,11 +426,22 @@ async function watchAccount(account) {
 
 function track(order) {
   state.orders.set(order.order_id, order);
-  state.accounts.add(order.account);
-  saveOrders();
+  if (session.open) {
+    state.accounts.add(order.account);
+    saveOrders();
+  }
   scheduleRender();
 }
 
+// With a key: the account's open orders, as the API has them (after a login or a reconnection).
+async function loadOpenOrders() {
+  const generation = session.generation;
+  const { ok, body } = await session.request("account/orders?state=open");
+  if (!ok || generation !== session.generation) return;
+  for (const order of body.items) track(order);
+}
+
+// Open mode only: keys mode asks the API for the account's orders instead.
 function saveOrders() {
   const recent = [...state.orders.values()].sort((a, b) => b.order_id - a.order_id).slice(0, ORDER_ROWS);
   localStorage.setItem("matchbox.orders", JSON.stringify(recent.map((o) => [o.order_id, o.account])));
@@ -435,7 +451,8 @@ function orderEvent(message) {
   const ids = message.order_id !== undefined ? [message.order_id] : [message.maker_order_id, message.taker_order_id];
   for (const id of ids) {
     const known = state.orders.has(id);
-    if (known || (message.type === "OrderAccepted" && state.accounts.has(message.account))) state.dirty.add(id);
+    const ours = !session.open || state.accounts.has(message.account); // with a key, the channel is ours alone
+    if (known || (message.type === "OrderAccepted" && ours)) state.dirty.add(id);
   }
 }
 
@@ -444,7 +461,7 @@ async function refreshDirty() {
   state.dirty.clear();
   await Promise.all(
     ids.map(async (id) => {
-      const { status, ok, body } = await api(`orders/${id}`);
+      const { status, ok, body } = await session.request(`orders/${id}`);
       const mine = state.orders.get(id);
       if (ok && (!mine || mine.account === body.account)) track(body);
       else if (status === 404 && mine && mine.status !== "pending") state.orders.delete(id);
@@ -453,16 +470,16 @@ async function refreshDirty() {
 }
 
 async function cancelOrder(order) {
-  const { ok, status, body } = await api(`orders/${order.order_id}?account=${encodeURIComponent(order.account)}`, {
-    method: "DELETE",
-  });
+  const path = session.open ? `orders/${order.order_id}?account=${encodeURIComponent(order.account)}` : `orders/${order.order_id}`;
+  const { ok, status, body, headers } = await session.request(path, { method: "DELETE" });
   if (ok) {
     track(body);
     say(`Order #${order.order_id}: ${body.status}`, "ok");
   } else {
-    say(`${status}: ${body?.error ?? "could not cancel"}`, "error");
+    say(refusal(status, body, headers), "error");
     state.dirty.add(order.order_id);
   }
+  session.refresh();
 }
 
 function renderOrders() {
@@ -514,6 +531,70 @@ function restoreOrders() {
   }
 }
 
+// ------------------------------------------------------------------ the account
+
+// Once /health says how the API authenticates: open mode follows the accounts named in the
+// ticket (as kept from earlier visits); with keys, a stored key is checked and used.
+async function setupSession() {
+  while (!(await session.detectMode())) await new Promise((resolve) => setTimeout(resolve, HEALTH_RETRY_MS));
+  if (session.open) {
+    restoreOrders();
+    for (const account of state.accounts) feed.subscribe(`orders:${account}`, account);
+    session.useName($("#ticket-account").value.trim());
+  } else if (session.key !== null) {
+    await session.logIn(session.key);
+  }
+  sessionChanged("update");
+}
+
+function sessionChanged(what) {
+  renderSession(session);
+  renderTicketState();
+  if (what === "login" || what === "logout") {
+    state.orders.clear();
+    state.dirty.clear();
+    renderOrders();
+  }
+  if (what === "login") {
+    feed.login(session.key);
+    loadOpenOrders();
+  } else if (what === "logout") {
+    feed.logout();
+    $("#login-key").value = "";
+  }
+}
+
+// The feed took the key (account) or refused it (error).
+function feedAuthed(account, error) {
+  if (error) {
+    say(`The live feed refused your key: ${error}`, "error");
+    session.refresh(); // a refused key logs out
+    return;
+  }
+  for (const id of state.orders.keys()) state.dirty.add(id); // anything that changed before the subscription
+}
+
+let accountTimer = 0;
+function accountSoon() {
+  if (accountTimer) return;
+  accountTimer = setTimeout(() => {
+    accountTimer = 0;
+    session.refresh();
+  }, 100);
+}
+
+async function logInFromForm(event) {
+  event.preventDefault();
+  const key = $("#login-key").value.trim();
+  if (!key) return;
+  $("#login-submit").disabled = true;
+  try {
+    await session.logIn(key);
+  } finally {
+    $("#login-submit").disabled = false;
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 function setupIntervals() {
@@ -539,23 +620,32 @@ function setupIntervals() {
 }
 
 function start() {
-  restoreOrders();
+  session.takeKeyFromUrl(); // before anything rewrites the address's fragment
   $("#ticket-account").value = localStorage.getItem("matchbox.account") ?? `trader-${Math.random().toString(16).slice(2, 6)}`;
   $("#ticket").addEventListener("submit", placeOrder);
+  $("#login").addEventListener("submit", logInFromForm);
+  $("#logout").addEventListener("click", () => session.logOut());
+  $("#ticket-account").addEventListener("change", () => session.useName($("#ticket-account").value.trim()));
   // on press, not click: the ladder may be redrawn between press and release
   $("#book").addEventListener("pointerdown", (event) => {
     const level = event.target.closest(".level[data-price]");
     if (level) $("#ticket-price").value = level.dataset.price;
   });
   window.addEventListener("hashchange", () => {
+    // a login link pasted into an open page
+    if (session.takeKeyFromUrl() && session.mode === "keys") session.logIn(session.key);
     if (state.markets.has(marketInUrl())) selectMarket(marketInUrl());
   });
   setupIntervals();
   renderAll();
+  renderSession(session);
+  renderTicketState();
+  setupSession();
   loadMarkets();
   setInterval(loadMarkets, MARKETS_EVERY_MS);
   setInterval(refreshStats, STATS_EVERY_MS);
   setInterval(() => state.dirty.size && refreshDirty(), 150);
+  setInterval(() => session.refresh(), ACCOUNT_EVERY_MS);
 }
 
 // For people poking around in the console, and for the browser test.
@@ -563,6 +653,7 @@ window.matchbox = {
   state,
   chart,
   feed,
+  session,
   bars: () => chart.series().length,
   select: selectMarket,
 };

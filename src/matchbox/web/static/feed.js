@@ -2,6 +2,10 @@
 // and resume: after a drop it reconnects with ?last_id=<the last event id seen>, and the server
 // sends what was missed on those channels, then live, with no gap and no duplicate. Book
 // channels start with a fresh image on every connection instead.
+//
+// With an API key, every connection first sends {"op":"auth","key":…} and, once the server says
+// "authed", subscribes to the key's own orders channel (the key names the account). In open
+// mode orders channels name their account, like the market channels.
 
 import { idAfter } from "./format.js";
 
@@ -9,10 +13,13 @@ const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
 const ACK_TIMEOUT_MS = 2000;
 
 export class Feed {
-  constructor({ onMessage, onStatus, onOpen }) {
+  constructor({ onMessage, onStatus, onOpen, onAuth }) {
     this.onMessage = onMessage;
     this.onStatus = onStatus;
     this.onOpen = onOpen;
+    this.onAuth = onAuth; // (account, error): the key taken (account) or refused (error)
+    this.key = null;
+    this.authPending = false;
     this.channels = [];
     this.socket = null;
     this.lastId = null;
@@ -49,6 +56,24 @@ export class Feed {
     });
   }
 
+  // From now on (and on every reconnection) authenticate with this key and follow its orders.
+  login(key) {
+    this.key = key;
+    if (this.socket?.readyState === WebSocket.OPEN) this.authenticate();
+  }
+
+  // No key any more: a new connection, since the server keeps the old one's for its lifetime.
+  logout() {
+    if (this.key === null) return;
+    this.key = null;
+    this.start(this.channels.filter((c) => !c.startsWith("orders:")));
+  }
+
+  authenticate() {
+    this.authPending = true;
+    this.socket.send(JSON.stringify({ op: "auth", key: this.key }));
+  }
+
   open(resume) {
     clearTimeout(this.timer);
     if (this.socket) {
@@ -69,7 +94,10 @@ export class Feed {
       if (generation !== this.generation) return;
       this.attempt = 0;
       this.onStatus("live");
-      for (const channel of this.channels.filter((c) => c.includes(","))) {
+      this.authPending = false;
+      if (this.key) this.authenticate();
+      // by message: channels the URL could not name, and those added while this socket connected
+      for (const channel of this.channels.filter((c) => !inUrl.includes(c))) {
         this.subscribe(channel, channel.slice(channel.indexOf(":") + 1));
       }
       this.onOpen?.(resume && this.lastId !== null);
@@ -93,8 +121,19 @@ export class Feed {
       this.acks.delete(message.channel);
       return;
     }
+    if (message.op === "authed") {
+      this.authPending = false;
+      this.socket.send(JSON.stringify({ op: "subscribe", channel: "orders" }));
+      this.onAuth?.(message.account, null);
+      return;
+    }
     if (message.op === "error" && String(message.error).includes("last_id")) {
       this.onOpen?.(false); // the server could not resume from our cursor: read the rest over REST
+      return;
+    }
+    if (message.op === "error" && this.authPending) {
+      this.authPending = false;
+      this.onAuth?.(null, message.error);
       return;
     }
     if (message.op) return; // pong, unsubscribed, other errors

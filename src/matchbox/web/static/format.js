@@ -98,3 +98,12 @@ export function idAfter(a, b) {
   const [bm, bn] = b.split("-").map(Number);
   return am > bm || (am === bm && an > bn);
 }
+
+// Integer cents as dollars, exactly (no float arithmetic on the amount): 123456 -> "$1,234.56".
+export function dollars(cents) {
+  if (cents === null || cents === undefined) return "—";
+  const whole = Math.trunc(Number(cents));
+  const sign = whole < 0 ? "-" : "";
+  const abs = Math.abs(whole);
+  return `${sign}$${Math.floor(abs / 100).toLocaleString("en-US")}.${String(abs % 100).padStart(2, "0")}`;
+}

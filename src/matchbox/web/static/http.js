@@ -1,0 +1,36 @@
+// Small helpers the dashboard's modules share: JSON over HTTP, and building elements.
+
+// {status, ok, body}; a network failure is status 0 (the page keeps polling and reconnecting).
+export async function api(path, options = {}) {
+  let response;
+  let text;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
+    });
+    text = await response.text();
+  } catch (error) {
+    return { status: 0, ok: false, body: { error: `the API did not answer (${error.message})` }, headers: null };
+  }
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = { error: text };
+  }
+  return { status: response.status, ok: response.ok, body, headers: response.headers };
+}
+
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
