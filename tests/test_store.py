@@ -89,7 +89,7 @@ def test_migrations_match_the_schema_and_run_twice_as_a_no_op(database: sa.Engin
     migrate(database)
     with database.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
         assert set(sa.inspect(connection).get_table_names()) == {*TABLES, "alembic_version"}
 
 
@@ -114,7 +114,7 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Da
     databases.engines.extend(opened)
     assert not failures
     with opened[0].connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
 
 
 def test_the_default_database_is_a_sqlite_file_in_wal_mode_with_full_sync(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""The persistence sink: markets, orders and trades as SQL rows, exactly once in effect.
+"""The persistence sink: markets, orders, trades, balances and positions as SQL rows, exactly once in effect.
 
 One transaction per batch. The batch is decoded and folded in memory into one row per market,
-per order and per trade, then written with one multi-row statement per table, and the group's
-tracking row moves forward in the same transaction.
+per order, per trade, per account's balance, per position and per money event, then written with
+one multi-row statement per table, and the group's tracking row moves forward in the same
+transaction.
 
 Why a batch applied twice, or batches of two consumers committed in any order, leave the same
 tables as one in-order build:
@@ -22,6 +23,10 @@ tables as one in-order build:
 - Cancellation and rejection are terminal: once a reason is stored it stays.
 - ``status`` is derived from those merged values (rejected, cancelled, then filled when nothing
   remains and something filled, partially filled, open) in the same statement.
+- Money events (``BalanceChanged``, ``PositionChanged``) carry absolute values: ``balances`` and
+  ``positions`` take an incoming row only from a newer event (an upsert whose update is guarded
+  by ``last_n``), and every event is inserted once into ``balance_history`` /
+  ``position_history``, keyed by its ``n`` (ON CONFLICT DO NOTHING).
 - The tracking row moves to max(stored, the batch's last id), comparing stream ids as
   (milliseconds, sequence) integers.
 
@@ -56,8 +61,18 @@ from matchbox.consumers.batch import (
     tracking_writer,
 )
 from matchbox.consumers.db import run_write
-from matchbox.consumers.schema import OrderStatus, markets, orders, trades
+from matchbox.consumers.schema import (
+    OrderStatus,
+    balance_history,
+    balances,
+    markets,
+    orders,
+    position_history,
+    positions,
+    trades,
+)
 from matchbox.engine.types import (
+    BalanceChanged,
     MarketCreated,
     MarketState,
     MarketStateChanged,
@@ -65,6 +80,7 @@ from matchbox.engine.types import (
     OrderCancelled,
     OrderReduced,
     OrderRested,
+    PositionChanged,
     Rejected,
     RejectReason,
     TradeExecuted,
@@ -86,6 +102,8 @@ ORDER_ONCE = (
     "reject_reason",
 )
 ORDER_LATEST = ("remaining", "updated_ts", "last_n")
+BALANCE_LATEST = ("total", "reserved", "updated_ts", "last_n")
+POSITION_LATEST = ("yes", "no", "committed", "stake", "liability", "updated_ts", "last_n")
 
 
 def order_status(reject_reason: int | None, cancel_reason: int | None, remaining: int, filled: int) -> OrderStatus:
@@ -100,12 +118,16 @@ def order_status(reject_reason: int | None, cancel_reason: int | None, remaining
 
 
 class Fold:
-    """One batch folded in memory: a row per market, per order and per trade."""
+    """One batch folded in memory: a row per market, order, trade, balance, position and money event."""
 
     def __init__(self) -> None:
         self.markets: dict[str, Row] = {}
         self.orders: dict[int, Row] = {}
         self.trades: dict[int, Row] = {}
+        self.balances: dict[str, Row] = {}  # the newest per account
+        self.balance_history: dict[int, Row] = {}  # by n
+        self.positions: dict[tuple[str, str], Row] = {}  # the newest per (account, market)
+        self.position_history: dict[int, Row] = {}
 
     def add(self, item: Item) -> None:
         n = item.n
@@ -126,6 +148,10 @@ class Fold:
                 self._market_created(n, event)
             case MarketStateChanged() as event:
                 self._market_changed(n, event)
+            case BalanceChanged() as event:
+                self._balance(n, event)
+            case PositionChanged() as event:
+                self._position(n, event)
 
     # ------------------------------------------------------------------ orders and trades
 
@@ -229,6 +255,45 @@ class Fold:
         if n > row["last_n"]:
             row.update(state=int(event.state), outcome=event.outcome, updated_ts=event.ts, last_n=n)
 
+    # ------------------------------------------------------------------ money
+
+    def _balance(self, n: int, event: BalanceChanged) -> None:
+        account = event.account
+        self.balance_history[n] = {
+            "n": n,
+            "account": account,
+            "total": event.total,
+            "reserved": event.reserved,
+            "reason": int(event.reason),
+            "market_id": event.market_id,
+            "ts": event.ts,
+        }
+        current = self.balances.get(account)
+        if current is None or n > current["last_n"]:
+            self.balances[account] = {
+                "account": account,
+                "total": event.total,
+                "reserved": event.reserved,
+                "updated_ts": event.ts,
+                "last_n": n,
+            }
+
+    def _position(self, n: int, event: PositionChanged) -> None:
+        key = (event.account, event.market_id)
+        values = {
+            "account": event.account,
+            "market_id": event.market_id,
+            "yes": event.yes,
+            "no": event.no,
+            "committed": event.committed,
+            "stake": event.stake,
+            "liability": event.liability,
+        }
+        self.position_history[n] = {"n": n, **values, "reason": int(event.reason), "ts": event.ts}
+        current = self.positions.get(key)
+        if current is None or n > current["last_n"]:
+            self.positions[key] = {**values, "updated_ts": event.ts, "last_n": n}
+
     # ------------------------------------------------------------------ after the trades are in
 
     def order_rows(self, inserted_trades: set[int]) -> list[Row]:
@@ -255,7 +320,8 @@ def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
 
 
 class PersistenceSink:
-    """Markets, orders and trades (see the module docstring); a :class:`~matchbox.bus.consumer.Sink`."""
+    """Markets, orders, trades, balances and positions (see the module docstring); a
+    :class:`~matchbox.bus.consumer.Sink`."""
 
     def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
         self.engine = engine
@@ -264,6 +330,10 @@ class PersistenceSink:
         self._trades = NewRows(dialect, trades, "trade_id")
         self._orders = RowWriter(dialect, _orders_upsert(insert(dialect.name, orders)), orders)
         self._markets = RowWriter(dialect, _markets_upsert(insert(dialect.name, markets)), markets)
+        self._balances = _latest_writer(dialect, balances, ["account"], BALANCE_LATEST)
+        self._positions = _latest_writer(dialect, positions, ["account", "market_id"], POSITION_LATEST)
+        self._balance_history = _once_writer(dialect, balance_history)
+        self._position_history = _once_writer(dialect, position_history)
         self._track = tracking_writer(dialect)
 
     def position(self) -> str | None:
@@ -286,9 +356,36 @@ class PersistenceSink:
                 inserted = self._trades.insert(connection, [fold.trades[key] for key in sorted(fold.trades)])
             if fold.orders:
                 self._orders.write(connection, fold.order_rows(inserted))
+            _write_sorted(connection, self._balances, fold.balances)
+            _write_sorted(connection, self._balance_history, fold.balance_history)
+            _write_sorted(connection, self._positions, fold.positions)
+            _write_sorted(connection, self._position_history, fold.position_history)
             self._track.write(connection, [tracking])
 
         run_write(self.engine, write)
+
+
+def _write_sorted(connection: sa.Connection, writer: RowWriter, rows: dict[Any, Row]) -> None:
+    """``rows`` in key order (so concurrent transactions lock rows in the same order), if any."""
+    if rows:
+        writer.write(connection, [rows[key] for key in sorted(rows)])
+
+
+def _latest_writer(dialect: sa.Dialect, table: sa.Table, key: list[str], latest: Sequence[str]) -> RowWriter:
+    """An upsert that takes the incoming ``latest`` columns only from a newer event (by ``last_n``)."""
+    statement = insert(dialect.name, table)
+    incoming = statement.excluded
+    upsert = statement.on_conflict_do_update(
+        index_elements=key,
+        set_={column: incoming[column] for column in latest},
+        where=incoming.last_n > table.c.last_n,
+    )
+    return RowWriter(dialect, upsert, table)
+
+
+def _once_writer(dialect: sa.Dialect, table: sa.Table) -> RowWriter:
+    """An insert of the rows whose primary key (the event's ``n``) is not there yet."""
+    return RowWriter(dialect, insert(dialect.name, table).on_conflict_do_nothing(index_elements=["n"]), table)
 
 
 def _markets_upsert(statement: Insert) -> Insert:

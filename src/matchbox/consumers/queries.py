@@ -1,22 +1,42 @@
-"""The read side of the consumers' tables, for the HTTP API: candles, market statistics, depth.
+"""The read side of the consumers' tables, for the HTTP API: candles, market statistics, depth,
+and an account's trades, orders, balance and positions.
 
 Plain synchronous functions over an Engine; results are frozen dataclasses. Prices are ticks and
-quantities units, as everywhere below the API, which converts them to cents or odds.
+quantities units, money minor units, as everywhere below the API, which converts them to cents or
+odds.
+
+The account lists are newest first and paged by key: a page holds at most ``limit`` rows whose
+key (trade id, order id, event number) is below ``before``; the next page passes the last row's
+key as ``before``. Rows that arrive in between never shift a page, as an offset would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
 from matchbox.consumers import schema
-from matchbox.consumers.schema import CANDLE_INTERVALS_MS, WALL_CLOCK_COLUMNS, analytics_book_orders, analytics_markets
-from matchbox.engine.types import Side
+from matchbox.consumers.schema import (
+    CANDLE_INTERVALS_MS,
+    WALL_CLOCK_COLUMNS,
+    OrderStatus,
+    analytics_book_orders,
+    analytics_markets,
+    balance_history,
+    balances,
+    orders,
+    position_history,
+    positions,
+    trades,
+)
+from matchbox.engine.types import BalanceReason, CancelReason, OrderKind, RejectReason, Side, TimeInForce
 
 DAY_MS = 86_400_000
+E = TypeVar("E", bound=IntEnum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,310 @@ def depth(engine: sa.Engine, market_id: str, max_levels: int = 10) -> tuple[list
             )
             sides.append([Level(price, int(qty), count) for price, qty, count in connection.execute(query)])
     return sides[0], sides[1]
+
+
+# --------------------------------------------------------------------------- accounts
+
+OrderState = Literal["open", "closed", "all"]
+OPEN_STATUSES = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTrade:
+    """A trade seen from one of its two accounts."""
+
+    trade_id: int
+    market_id: str
+    price: int  # the maker's tick
+    qty: int
+    side: Side  # this account's side: the taker's side if it took, the other one if it made
+    role: Literal["maker", "taker"]
+    order_id: int  # this account's order
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOrder:
+    """An order's row. Fields an event states once are None until it is folded (and on a rejected
+    order: a rejection carries none of them)."""
+
+    order_id: int
+    market_id: str
+    status: OrderStatus
+    side: Side | None
+    price: int | None  # the limit tick; a market order's worst acceptable tick
+    qty: int | None
+    filled: int
+    remaining: int
+    kind: OrderKind | None
+    tif: TimeInForce | None
+    post_only: bool | None
+    expires_at: int | None
+    cancelled_qty: int | None
+    cancel_reason: CancelReason | None
+    reject_reason: RejectReason | None
+    created_ts: int | None
+    updated_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account: str
+    total: int  # cash owned, minor units
+    reserved: int  # of it, held for resting orders
+    updated_ts: int
+    last_n: int  # the event number of the last change
+
+    @property
+    def free(self) -> int:
+        return self.total - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceEntry:
+    """One balance change: the values after it, and how much ``total`` moved."""
+
+    n: int
+    ts: int
+    total: int
+    reserved: int
+    change: int  # total minus the account's previous total (0 before the first change)
+    reason: BalanceReason
+    market_id: str  # "" for deposits and withdrawals
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An account's position in a collateral market (see ``PositionChanged`` for the fields)."""
+
+    market_id: str
+    yes: int
+    no: int
+    committed: int
+    stake: int
+    liability: int
+    updated_ts: int
+    last_n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionEntry:
+    n: int
+    ts: int
+    market_id: str
+    yes: int
+    no: int
+    committed: int
+    stake: int
+    liability: int
+    reason: BalanceReason
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
+def account_trades(
+    engine: sa.Engine, account: str, *, before: int | None = None, limit: int = 100
+) -> list[AccountTrade]:
+    """The account's trades, as maker or taker, newest ``trade_id`` first, ids below ``before``.
+
+    Each side is read through its own index and cut at ``limit`` before the two are merged. An
+    account is never on both sides of one trade (self-trade prevention); if it were, the trade
+    would come twice, once per role.
+    """
+    _check_limit(limit)
+    t = trades.c
+    sides = []
+    for role, mine, order_id in (
+        ("maker", t.maker_account, t.maker_order_id),
+        ("taker", t.taker_account, t.taker_order_id),
+    ):
+        query = sa.select(
+            t.trade_id,
+            t.market_id,
+            t.price,
+            t.qty,
+            t.taker_side,
+            sa.literal(role).label("role"),
+            order_id.label("order_id"),
+            t.ts,
+        ).where(mine == account)
+        if before is not None:
+            query = query.where(t.trade_id < before)
+        sides.append(query.order_by(t.trade_id.desc()).limit(limit).subquery())
+    merged = sa.union_all(*(sa.select(side) for side in sides)).subquery()
+    query = sa.select(merged).order_by(merged.c.trade_id.desc(), merged.c.role).limit(limit)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        AccountTrade(
+            trade_id=trade_id,
+            market_id=market_id,
+            price=price,
+            qty=qty,
+            side=Side(taker_side) if role == "taker" else Side(1 - taker_side),
+            role=role,
+            order_id=order_id,
+            ts=ts,
+        )
+        for trade_id, market_id, price, qty, taker_side, role, order_id, ts in rows
+    ]
+
+
+def account_orders(
+    engine: sa.Engine,
+    account: str,
+    *,
+    state: OrderState = "all",
+    before: int | None = None,
+    limit: int = 100,
+) -> list[AccountOrder]:
+    """The account's orders, newest ``order_id`` first, ids below ``before``.
+
+    ``open``: open or partially filled (still on the book); ``closed``: filled, cancelled or
+    rejected; ``all``: both. Raises ValueError for another state.
+    """
+    _check_limit(limit)
+    o = orders.c
+    query = sa.select(
+        o.order_id,
+        o.market_id,
+        o.status,
+        o.side,
+        o.price,
+        o.qty,
+        o.filled,
+        o.remaining,
+        o.kind,
+        o.tif,
+        o.post_only,
+        o.expires_at,
+        o.cancelled_qty,
+        o.cancel_reason,
+        o.reject_reason,
+        o.created_ts,
+        o.updated_ts,
+    ).where(o.account == account)
+    if state == "open":
+        query = query.where(o.status.in_(OPEN_STATUSES))
+    elif state == "closed":
+        query = query.where(o.status.not_in(OPEN_STATUSES))
+    elif state != "all":
+        raise ValueError(f"unknown order state {state!r}: open, closed or all")
+    if before is not None:
+        query = query.where(o.order_id < before)
+    query = query.order_by(o.order_id.desc()).limit(limit)
+    with engine.connect() as connection:
+        return [_account_order(row._mapping) for row in connection.execute(query)]
+
+
+def _account_order(r: sa.RowMapping) -> AccountOrder:
+    return AccountOrder(
+        order_id=r["order_id"],
+        market_id=r["market_id"],
+        status=OrderStatus(r["status"]),
+        side=_enum(Side, r["side"]),
+        price=r["price"],
+        qty=r["qty"],
+        filled=r["filled"],
+        remaining=r["remaining"],
+        kind=_enum(OrderKind, r["kind"]),
+        tif=_enum(TimeInForce, r["tif"]),
+        post_only=r["post_only"],
+        expires_at=r["expires_at"],
+        cancelled_qty=r["cancelled_qty"],
+        cancel_reason=_enum(CancelReason, r["cancel_reason"]),
+        reject_reason=_enum(RejectReason, r["reject_reason"]),
+        created_ts=r["created_ts"],
+        updated_ts=r["updated_ts"],
+    )
+
+
+def _enum(kind: type[E], value: int | None) -> E | None:
+    return None if value is None else kind(value)
+
+
+def account_balance(engine: sa.Engine, account: str) -> Balance | None:
+    """The account's current cash; None if no money event has named it."""
+    b = balances.c
+    query = sa.select(b.account, b.total, b.reserved, b.updated_ts, b.last_n).where(b.account == account)
+    with engine.connect() as connection:
+        row = connection.execute(query).one_or_none()
+    return None if row is None else Balance(*row)
+
+
+def account_positions(engine: sa.Engine, account: str, *, include_empty: bool = False) -> list[Position]:
+    """The account's positions, the most recently changed first (then by market id).
+
+    A position emptied (settled, voided, closed out) keeps its row, all zeros; it is left out
+    unless ``include_empty``.
+    """
+    p = positions.c
+    query = sa.select(p.market_id, p.yes, p.no, p.committed, p.stake, p.liability, p.updated_ts, p.last_n).where(
+        p.account == account
+    )
+    if not include_empty:
+        query = query.where(sa.or_(p.yes != 0, p.no != 0, p.committed != 0, p.stake != 0, p.liability != 0))
+    query = query.order_by(p.last_n.desc(), p.market_id)
+    with engine.connect() as connection:
+        return [Position(*row) for row in connection.execute(query)]
+
+
+def account_balance_history(
+    engine: sa.Engine, account: str, *, before: int | None = None, limit: int = 100
+) -> list[BalanceEntry]:
+    """The account's balance changes, newest event number ``n`` first, ``n`` below ``before``.
+
+    ``change`` is read from the account's previous row (through its index), so it is exact once
+    every earlier change has been folded.
+    """
+    _check_limit(limit)
+    h = balance_history.c
+    earlier = balance_history.alias("earlier")
+    previous = (
+        sa.select(earlier.c.total)
+        .where(earlier.c.account == h.account, earlier.c.n < h.n)
+        .order_by(earlier.c.n.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    query = sa.select(h.n, h.ts, h.total, h.reserved, h.total - sa.func.coalesce(previous, 0), h.reason, h.market_id)
+    query = query.where(h.account == account)
+    if before is not None:
+        query = query.where(h.n < before)
+    query = query.order_by(h.n.desc()).limit(limit)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        BalanceEntry(n, ts, total, reserved, int(change), BalanceReason(reason), market_id)
+        for n, ts, total, reserved, change, reason, market_id in rows
+    ]
+
+
+def account_position_history(
+    engine: sa.Engine,
+    account: str,
+    *,
+    market_id: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[PositionEntry]:
+    """The account's position changes (in one market if ``market_id``), newest ``n`` first, below ``before``."""
+    _check_limit(limit)
+    h = position_history.c
+    query = sa.select(h.n, h.ts, h.market_id, h.yes, h.no, h.committed, h.stake, h.liability, h.reason).where(
+        h.account == account
+    )
+    if market_id is not None:
+        query = query.where(h.market_id == market_id)
+    if before is not None:
+        query = query.where(h.n < before)
+    query = query.order_by(h.n.desc()).limit(limit)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [PositionEntry(*row[:-1], reason=BalanceReason(row[-1])) for row in rows]
 
 
 def table_rows(engine: sa.Engine, table: str, ignore: Collection[str] = WALL_CLOCK_COLUMNS) -> list[dict[str, Any]]:

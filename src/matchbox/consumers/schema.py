@@ -2,7 +2,7 @@
 
 Conventions: prices are ticks and quantities units (integers); ``*_ts`` columns are event times
 in nanoseconds (the ``ts`` of the causing command), ``*_ms`` columns milliseconds; the wire
-enums (side, tif, kind, scheme, stp, market state, cancel and reject reasons) are stored as
+enums (side, tif, kind, scheme, stp, market state, cancel, reject and balance reasons) are stored as
 their integer values, as in ``docs/events.md``. ``last_n`` is the event sequence number of the
 newest event folded into a row: the changing columns are last-writer-wins by it.
 
@@ -129,6 +129,65 @@ trades = sa.Table(
     sa.Column("stream_id", StreamId, nullable=False),
     _ingested_at(),
     sa.Index("ix_trades_market", "market_id", "trade_id"),
+    sa.Index("ix_trades_maker_account", "maker_account", "trade_id"),  # an account's trades
+    sa.Index("ix_trades_taker_account", "taker_account", "trade_id"),
+)
+
+# Money in collateral markets (BalanceChanged, PositionChanged): the current row per account
+# and per (account, market), last-writer-wins by last_n, and every change once, keyed by its n.
+# Amounts are minor units; ``reason`` is the BalanceReason integer.
+
+balances = sa.Table(
+    "balances",
+    metadata,
+    sa.Column("account", Name, primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False),  # cash owned
+    sa.Column("reserved", sa.BigInteger, nullable=False),  # of it, held for resting orders
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_n", sa.BigInteger, nullable=False),
+)
+
+balance_history = sa.Table(
+    "balance_history",
+    metadata,
+    sa.Column("n", Id, primary_key=True, autoincrement=False),  # the BalanceChanged's event number
+    sa.Column("account", Name, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),  # after the change
+    sa.Column("reserved", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.SmallInteger, nullable=False),
+    sa.Column("market_id", Name, nullable=False),  # "" for deposits and withdrawals
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_balance_history_account", "account", "n"),
+)
+
+positions = sa.Table(  # a position emptied (closed out, settled) keeps its row, all zeros
+    "positions",
+    metadata,
+    sa.Column("account", Name, primary_key=True),
+    sa.Column("market_id", Name, primary_key=True),
+    sa.Column("yes", sa.BigInteger, nullable=False),
+    sa.Column("no", sa.BigInteger, nullable=False),
+    sa.Column("committed", sa.BigInteger, nullable=False),
+    sa.Column("stake", sa.BigInteger, nullable=False),
+    sa.Column("liability", sa.BigInteger, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_n", sa.BigInteger, nullable=False),
+)
+
+position_history = sa.Table(
+    "position_history",
+    metadata,
+    sa.Column("n", Id, primary_key=True, autoincrement=False),  # the PositionChanged's event number
+    sa.Column("account", Name, nullable=False),
+    sa.Column("market_id", Name, nullable=False),
+    sa.Column("yes", sa.BigInteger, nullable=False),
+    sa.Column("no", sa.BigInteger, nullable=False),
+    sa.Column("committed", sa.BigInteger, nullable=False),
+    sa.Column("stake", sa.BigInteger, nullable=False),
+    sa.Column("liability", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.SmallInteger, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Index("ix_position_history_account", "account", "n"),
 )
 
 # --------------------------------------------------------------------------- analytics
