@@ -3,7 +3,8 @@
 The app runs in-process (Schemathesis's ASGI transport, lifespan included) on a private Valkey,
 with an engine leader in a thread, so orders really are matched and the answers are real ones.
 Each operation gets a bounded number of generated requests, valid and invalid; the admin
-operations get them a second time with the admin token, to reach past the token check.
+operations get them a second time with the admin token, and the trading and account operations
+with an account's API key, to reach past the checks of who is calling.
 
 Three hand-written cases pin what the generated runs once found: the admin operations' 403 is
 documented, and a market order's answer and a rejected order's state (no price, no side) conform.
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 
 from matchbox.api.app import create_app
+from matchbox.bus.accounts import AccountStore
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -47,6 +49,8 @@ ADMIN_OPERATIONS = [
     "POST /markets/{market_id}/resume",
     "POST /markets/{market_id}/close",
     "POST /markets/{market_id}/settle",
+    "POST /admin/accounts",
+    "GET /admin/accounts",
 ]
 
 
@@ -70,9 +74,15 @@ class Exchange:
         self.leader: EngineLeader | None = None
         self.thread: threading.Thread | None = None
         self.app = create_app(app_settings(None))
+        self.generated: dict[str, str] = {}  # the key of the account the generated requests act for
+        self.keys: dict[str, dict[str, str]] = {}  # the hand-written cases' accounts: maker, taker
 
     def start(self) -> None:
         url = self.server.start().url
+        accounts = AccountStore(Bus.connect(url).client)
+        self.generated["Authorization"] = f"Bearer {accounts.create('generated').api_key}"
+        for name in ("maker", "taker"):
+            self.keys[name] = {"Authorization": f"Bearer {accounts.create(name).api_key}"}
         self.leader = EngineLeader(Bus.connect(url), LeaderConfig(lock_ttl_ms=1000, name="schema"), self.stop)
         self.thread = threading.Thread(target=self.leader.run, name="engine-leader", daemon=True)
         self.thread.start()
@@ -96,8 +106,10 @@ class Exchange:
         assert response.status_code == 201, response.text
         return market_id
 
-    def call(self, label: str, **parts: Any) -> Any:
-        """A hand-made case of the operation ``label`` ("POST /orders"), sent to the app."""
+    def call(self, label: str, by: str = "maker", **parts: Any) -> Any:
+        """A hand-made case of the operation ``label`` ("POST /orders"), sent to the app with the
+        key of the account ``by`` unless the parts name their own headers."""
+        parts.setdefault("headers", self.keys[by])
         method, path = label.split(" ")
         case = schema[path][method].Case(**parts)
         return case, case.call(app=self.app)
@@ -128,12 +140,18 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case, exchange: Exchange)
     case.call_and_validate(app=exchange.app, checks=checks_for(case))
 
 
-@schema.include(method="POST", path_regex="^/markets").parametrize()
+@schema.include(path_regex="^/(markets|admin)").parametrize()
 @EXAMPLES
 def test_admin_operations_with_the_token_conform(case: schemathesis.Case, exchange: Exchange) -> None:
     if (case.path_parameters or {}).get("market_id") == "default":  # the other tests trade there
         case.path_parameters = {"market_id": "not-default"}
     case.call_and_validate(app=exchange.app, headers=ADMIN, checks=CHECKS)
+
+
+@schema.include(path_regex="^/(orders|account)").parametrize()
+@EXAMPLES
+def test_operations_with_a_key_conform(case: schemathesis.Case, exchange: Exchange) -> None:
+    case.call_and_validate(app=exchange.app, headers=exchange.generated, checks=CHECKS)
 
 
 # --------------------------------------------------------------------------- by hand
@@ -146,11 +164,13 @@ def test_limit_order_answers_conform(exchange: Exchange) -> None:
     assert (response.status_code, response.json()["status"]) == (201, "open")
     case.validate_response(response, checks=CHECKS)
     resting = response.json()["order_id"]
-    case, response = exchange.call("POST /orders", body={"market_id": market, "side": "buy", "price": 70, "qty": 4})
+    case, response = exchange.call(
+        "POST /orders", by="taker", body={"market_id": market, "side": "buy", "price": 70, "qty": 4}
+    )
     assert (response.status_code, response.json()["status"]) == (201, "filled")
     case.validate_response(response, checks=CHECKS)
-    for order_id in (resting, response.json()["order_id"]):
-        case, response = exchange.call("GET /orders/{order_id}", path_parameters={"order_id": order_id})
+    for order_id, by in ((resting, "maker"), (response.json()["order_id"], "taker")):
+        case, response = exchange.call("GET /orders/{order_id}", by=by, path_parameters={"order_id": order_id})
         assert response.status_code == 200
         case.validate_response(response, checks=CHECKS)
     path = {"order_id": resting}
@@ -167,7 +187,9 @@ def test_admin_refusal_is_documented(exchange: Exchange, label: str) -> None:
     parts: dict[str, Any] = {"path_parameters": {"market_id": "default"}} if "{market_id}" in label else {}
     if label == "POST /markets":
         parts["body"] = {"market_id": "refused", "scheme": "binary"}
-    case, response = exchange.call(label, **parts)  # no token
+    elif label == "POST /admin/accounts":
+        parts["body"] = {"account": "refused"}
+    case, response = exchange.call(label, **parts)  # an account's key, not the admin token
     assert response.status_code == 403
     case.validate_response(response, checks=[schemathesis.checks.status_code_conformance])
 
@@ -177,7 +199,7 @@ def test_market_order_answer_conforms(exchange: Exchange) -> None:
     _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "buy", "price": 40, "qty": 1})
     assert response.status_code == 201
     case, response = exchange.call(
-        "POST /orders", body={"market_id": market, "side": "sell", "qty": 1, "type": "market"}
+        "POST /orders", by="taker", body={"market_id": market, "side": "sell", "qty": 1, "type": "market"}
     )
     assert (response.status_code, response.json()["status"], response.json()["type"]) == (201, "filled", "market")
     case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])
@@ -188,9 +210,9 @@ def test_rejected_order_state_conforms(exchange: Exchange) -> None:
     _case, response = exchange.call("POST /orders", body={"market_id": market, "side": "sell", "price": 60, "qty": 1})
     assert response.status_code == 201
     taking = {"market_id": market, "side": "buy", "price": 60, "qty": 1, "post_only": True}
-    _case, response = exchange.call("POST /orders", body=taking)
+    _case, response = exchange.call("POST /orders", by="taker", body=taking)
     assert (response.status_code, response.json()["reason"]) == (422, "POST_ONLY_WOULD_TAKE")
     path = {"order_id": response.json()["order_id"]}
-    case, response = exchange.call("GET /orders/{order_id}", path_parameters=path)
+    case, response = exchange.call("GET /orders/{order_id}", by="taker", path_parameters=path)
     assert (response.status_code, response.json()["status"]) == (200, "rejected")
     case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])

@@ -41,7 +41,9 @@ NamedAccount = Annotated[
     str | None, Query(alias="account", max_length=64, description="open mode only: whose account (with a key: yours)")
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
-Before = Annotated[int | None, Query(ge=1, description="the page after this cursor (a previous page's next)")]
+Before = Annotated[
+    int | None, Query(ge=1, le=2**63 - 1, description="the page after this cursor (a previous page's next)")
+]
 
 
 def _store(services: Services) -> AccountStore:
