@@ -191,7 +191,8 @@ def test_one_account_never_sees_or_touches_anothers_orders(client: TestClient) -
 
 def test_the_orders_channel_needs_the_key_and_carries_balances(client: TestClient) -> None:
     name, key = account(client)
-    with client.websocket_connect("/ws?subscribe=orders:" + name) as ws:  # ignored: no key in a query
+    with client.websocket_connect("/ws?subscribe=orders:" + name) as ws:  # refused: no key in a query
+        assert "auth" in ws.receive_json()["error"]
         ws.send_json({"op": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
         assert ws.receive_json() == {"op": "authed", "account": name}
         ws.send_json({"op": "subscribe", "channel": "orders"})
@@ -329,6 +330,16 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     assert client.get("/account/positions", headers=bob_key).json()[0]["no"] == 10
     resting = client.post("/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
     assert balance(client, alice_key) == (9_600, 150, 9_450)
+    database = drain_persistence(exchange, data_dir)  # the database agrees before settlement too
+    try:
+        for name, key in ((alice, alice_key), (bob, bob_key)):
+            live = [(p["market_id"], p["yes"], p["no"]) for p in client.get("/account/positions", headers=key).json()]
+            assert [(p.market_id, p.yes, p.no) for p in queries.account_positions(database, name)] == live
+            stored = queries.account_balance(database, name)
+            assert stored is not None
+            assert (stored.total, stored.reserved, stored.free) == balance(client, key)
+    finally:
+        database.dispose()
 
     settled = client.post(f"/markets/{market_id}/settle", json={"outcome": "yes"}, headers=ADMIN)
     assert settled.json()["state"] == "settled"

@@ -41,6 +41,8 @@ async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | 
         public = kind in ("trades", "book") or (kind == "orders" and services.settings.open_access)
         if public and target:
             hub.subscribe(client, channel)
+        elif kind == "orders":
+            client.offer({"op": "error", "error": f'{channel}: send {{"op":"auth","key":..}}, then subscribe'})
     client.replaying = last_id is not None
     try:
         await websocket.accept()
