@@ -117,6 +117,19 @@ def bus(redis_url: str) -> Iterator[Bus]:
     connection.close()
 
 
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Valkey and an engine leader for a module's API tests; yields the Redis URL."""
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An API's data folder for the module: where it finds the consumers' SQLite database."""
+    return tmp_path_factory.mktemp("data")
+
+
 @contextmanager
 def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
     """An engine leader candidate in a thread, stopped (and joined) on exit."""

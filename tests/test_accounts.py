@@ -18,13 +18,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import running_leader, wait_until
+from conftest import wait_until
 from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
-from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers import queries
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
@@ -32,17 +31,6 @@ from matchbox.settings import Settings
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 _names = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
-        yield server.url
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:

@@ -31,19 +31,6 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private Valkey and an engine leader; yields the Redis URL."""
-    with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
-        yield server.url
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The API's data folder: where it finds the consumers' SQLite database."""
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
 def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
     settings = Settings(  # open mode: these tests are about orders; tests/test_accounts.py has the keys
         open_access=True,
