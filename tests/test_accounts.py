@@ -187,11 +187,12 @@ def test_the_orders_channel_needs_the_key_and_carries_balances(client: TestClien
         assert ws.receive_json() == {"op": "subscribed", "channel": f"orders:{name}"}
         client.post(f"/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
         change = ws.receive_json()
-        assert (change["type"], change["account"], change["total"], change["reserved"]) == (
+        assert (change["type"], change["account"], change["total"], change["reserved"], change["reason"]) == (
             "BalanceChanged",
             name,
             700,
             0,
+            "DEPOSIT",  # the reason by NAME, as REST writes reasons; money stays integer cents
         )
 
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from conftest import running_leader, wait_until
 from matchbox.api.app import create_app
+from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
@@ -307,6 +308,53 @@ def test_websocket_plain_feed_trades_book_and_orders(client: TestClient) -> None
         assert deltas[0]["qty"] == 3  # the ask rested
         assert deltas[-1]["qty"] == 1  # then the trade took 2
         assert all(a["sequence"] < b["sequence"] for a, b in itertools.pairwise(deltas))
+        trade = next(m for m in messages if m["channel"] == "trades")
+        assert (trade["price"], trade["qty"], trade["taker_side"]) == (60, 2, "buy")  # cents and words
+        accepted, executed = (m for m in messages if m["channel"] == "orders")
+        assert (accepted["type"], accepted["side"], accepted["price"]) == ("OrderAccepted", "buy", 60)
+        assert (accepted["tif"], accepted["kind"]) == ("GTC", "limit")  # enums as REST writes them
+        assert (executed["type"], executed["price"], executed["taker_side"]) == ("TradeExecuted", 60, "buy")
+
+
+def test_websocket_speaks_odds_and_back_lay_as_rest_does_live_and_resumed(client: TestClient) -> None:
+    market = new_market(client, "odds")
+    backer, layer = f"backer{next(_names)}", f"layer{next(_names)}"
+    query = f"subscribe=trades:{market},orders:{backer},orders:{layer}"
+    with client.websocket_connect(f"/ws?subscribe=book:{market}") as probe:
+        start = probe.receive_json()["id"]  # the stream as of now: every event below comes after it
+    with client.websocket_connect(f"/ws?{query}") as ws:
+        back = place(client, market_id=market, side="back", odds=2.5, stake=10, account=backer).json()
+        lay = place(client, market_id=market, side="lay", type="market", tif="IOC", stake=4, account=layer).json()
+        refused = place(client, market_id=market, side="lay", odds=2.0, stake=1, tif="FOK", account=layer)
+        cancelled = client.delete(f"/orders/{back['order_id']}", params={"account": backer}).json()
+        live = [ws.receive_json() for _ in range(8)]
+        ws.send_json({"op": "ping"})
+        assert ws.receive_json() == {"op": "pong"}  # and nothing else came
+    back_accepted, rested, lay_accepted, trade, *executed, rejected, gone = live
+    rest_trade = client.get(f"/markets/{market}/trades").json()[0]
+    assert (trade["channel"], trade["price"], trade["taker_side"]) == ("trades", 2.5, "lay")
+    assert {key: trade[key] for key in rest_trade} == rest_trade
+    assert [(m["type"], m["price"], m["taker_side"]) for m in executed] == [("TradeExecuted", 2.5, "lay")] * 2
+    rest_back = client.get(f"/orders/{back['order_id']}").json()
+    assert (back_accepted["type"], back_accepted["side"], back_accepted["price"]) == ("OrderAccepted", "back", 2.5)
+    assert (back_accepted["side"], back_accepted["price"]) == (rest_back["side"], rest_back["price"])
+    assert (back_accepted["tif"], back_accepted["kind"]) == (rest_back["tif"], rest_back["type"]) == ("GTC", "limit")
+    assert (rested["type"], rested["side"], rested["price"], rested["remaining"]) == ("OrderRested", "back", 2.5, 10)
+    rest_lay = client.get(f"/orders/{lay['order_id']}").json()
+    assert (lay_accepted["side"], lay_accepted["tif"], lay_accepted["kind"]) == ("lay", "IOC", "market")
+    assert (rest_lay["side"], rest_lay["tif"], rest_lay["type"]) == ("lay", "IOC", "market")
+    assert lay_accepted["price"] == 1000  # a market lay's worst price: the top of the odds ladder
+    assert rest_lay["fills"][0]["price"] == trade["price"]
+    assert (rejected["type"], rejected["reason"]) == ("Rejected", "FOK_CANNOT_FILL")
+    assert client.get(f"/orders/{refused.json()['order_id']}").json()["reject_reason"] == refused.json()["reason"]
+    assert refused.json()["reason"] == rejected["reason"]
+    assert (gone["type"], gone["reason"], gone["cancelled_qty"]) == ("OrderCancelled", "USER", 6)
+    assert gone["reason"] == cancelled["cancel_reason"]
+    with client.websocket_connect(f"/ws?last_id={start}&{query}") as resumed:
+        history = [resumed.receive_json() for _ in range(8)]
+        resumed.send_json({"op": "ping"})
+        assert resumed.receive_json() == {"op": "pong"}
+    assert history == live
 
 
 def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
@@ -412,6 +460,12 @@ def test_cancel_all_with_nothing_to_cancel_answers_at_once(client: TestClient) -
     response = client.delete("/orders", params={"market_id": market, "account": "nobody"})
     assert (response.status_code, response.json()["cancelled"]) == (200, [])
     assert time.monotonic() - started < 3.0  # it did not wait out the outcome timeout (5 s here)
+
+
+def test_a_trade_of_a_market_the_hub_does_not_know_is_sent_in_plain_ticks() -> None:
+    trade = TradeExecuted(1, 5, "unknown", 9, 125, 3, Side.SELL, 1, 2, "ann", "bob", 0, 0)
+    messages = dict(channel_messages(trade, "1-1", 1, Hub(Projection()).scheme_of))
+    assert (messages["trades:unknown"]["price"], messages["trades:unknown"]["taker_side"]) == (125, "sell")
 
 
 def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() -> None:

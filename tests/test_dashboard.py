@@ -278,7 +278,7 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, h
     expect(page.locator("#ticket-message")).to_contain_text("Insufficient funds")
     expect(order_row(page, "open")).to_have_count(0)
 
-    # an odds market: decimal odds, back/lay, a stake in cents; the feed's ticks shown as odds
+    # an odds market: decimal odds, back/lay, a stake in cents; the feed speaks odds too (as REST)
     page.locator('[data-market-id="derby"]').click()
     expect(page.locator("#ticket-price-label")).to_have_text("Odds (decimal)")
     expect(page.locator("#ticket-qty-label")).to_have_text("Stake (¢)")

@@ -16,7 +16,7 @@ from matchbox.api.prices import price_out
 from matchbox.api.projection import LevelChange, Projection, Update
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import id_order
-from matchbox.engine.types import Side
+from matchbox.engine.types import Side, TickScheme
 
 QUEUE_LIMIT = 10_000
 
@@ -71,12 +71,17 @@ class Hub:
     def unsubscribe(self, client: Client, channel: str) -> None:
         client.channels.discard(channel)
 
+    def scheme_of(self, market_id: str) -> TickScheme:
+        """The market's tick scheme, for its messages' units (ticks for one not known)."""
+        market = self.projection.markets.get(market_id)
+        return TickScheme.TICKS if market is None else market.scheme
+
     # ------------------------------------------------------------------ publishing (from the tail)
 
     def publish(self, stream_id: str, decoded: DecodedEvent, updates: list[Update]) -> None:
         if not self.clients:
             return
-        messages = channel_messages(decoded.event, stream_id, decoded.n)
+        messages = channel_messages(decoded.event, stream_id, decoded.n, self.scheme_of)
         for update in updates:
             if isinstance(update, LevelChange):
                 messages.append((f"book:{update.market_id}", self._delta(update, stream_id, decoded.n)))

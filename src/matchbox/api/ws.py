@@ -150,7 +150,7 @@ async def _resume(services: Services, client: Client, last_id: str) -> None:
                     decoded = decode_event(fields.get(b"event", b""))
                 except CodecError:
                     continue
-                for channel, message in channel_messages(decoded.event, stream_id, decoded.n):
+                for channel, message in channel_messages(decoded.event, stream_id, decoded.n, services.hub.scheme_of):
                     if channel in client.channels:
                         client.offer(message)
                 cursor = stream_id

@@ -191,12 +191,11 @@ function receive(message) {
     else if (message.type === "delta") state.book.delta(message);
     scheduleRender();
   } else if (message.channel === "trades" && message.market_id === state.marketId) {
-    const shown = scheme();
     const trade = {
       trade_id: message.trade_id,
-      price: shown.fromTick(message.price), // the feed carries engine ticks
+      price: message.price, // in the market's units (cents, odds or ticks), as REST
       qty: message.qty,
-      side: shown.takerWord[message.taker_side] ?? message.taker_side,
+      side: message.taker_side, // buy/sell, or back/lay
       ms: Math.floor(message.timestamp / 1e6),
     };
     addToTape(trade);

@@ -2,27 +2,9 @@
 // binary markets trade YES contracts in cents, buy/sell; odds markets trade stakes at decimal
 // odds, back/lay; ticks markets trade units at integer ticks, buy/sell.
 
-// The betting-exchange odds ladder, 1.01 .. 1000, in hundredths: (band's upper bound, step).
-// Mirrors src/matchbox/engine/schemes.py; needed because the trades feed carries engine ticks.
-const ODDS_BANDS = [
-  [200, 1], [300, 2], [400, 5], [600, 10], [1000, 20],
-  [2000, 50], [3000, 100], [5000, 200], [10000, 500], [100000, 1000],
-];
-
-function buildOddsLadder() {
-  const ladder = [101];
-  for (const [upper, step] of ODDS_BANDS) {
-    while (ladder[ladder.length - 1] < upper) ladder.push(ladder[ladder.length - 1] + step);
-  }
-  return ladder;
-}
-
-const ODDS_LADDER = buildOddsLadder(); // ODDS_LADDER[tick - 1] = odds * 100
-
 const BINARY = {
   name: "binary",
   sides: [["buy", "Buy YES"], ["sell", "Sell YES"]],
-  takerWord: { buy: "buy", sell: "sell" },
   priceField: "price",
   priceLabel: "Price (¢)",
   qtyField: "qty",
@@ -32,7 +14,6 @@ const BINARY = {
   askTitle: "Asks · sell",
   precision: 0,
   minMove: 1,
-  fromTick: (tick) => tick,
   price: (value) => `${value}¢`,
   plain: (value) => String(value),
   difference: (value) => `${value}¢`,
@@ -41,7 +22,6 @@ const BINARY = {
 const ODDS = {
   name: "odds",
   sides: [["back", "Back"], ["lay", "Lay"]],
-  takerWord: { buy: "lay", sell: "back" },
   priceField: "odds",
   priceLabel: "Odds (decimal)",
   qtyField: "stake",
@@ -52,7 +32,6 @@ const ODDS = {
   askTitle: "Backs waiting",
   precision: 2,
   minMove: 0.01,
-  fromTick: (tick) => ODDS_LADDER[tick - 1] / 100,
   price: (value) => Number(value).toFixed(2),
   plain: (value) => Number(value).toFixed(2),
   difference: (value) => Number(value).toFixed(2),
