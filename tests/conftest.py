@@ -131,29 +131,39 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
-    """An engine leader candidate in a thread, stopped (and joined) on exit."""
-    stop = threading.Event()
-    leader_bus = Bus.connect(url)
-    leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
+def in_thread(work: Callable[[], object], stop: threading.Event) -> Iterator[threading.Thread]:
+    """``work()`` in a daemon thread; on exit ``stop`` is set and the thread joined, and an
+    exception it raised is raised here."""
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            leader.run()
+            work()
         except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     try:
-        yield leader
+        yield thread
     finally:
         stop.set()
         thread.join(10)
-        leader_bus.close()
     if failure:
         raise failure[0]
+
+
+@contextmanager
+def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
+    """An engine leader candidate in a thread, stopped (and joined) on exit."""
+    stop = threading.Event()
+    leader_bus = Bus.connect(url)
+    leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
+    try:
+        with in_thread(leader.run, stop):
+            yield leader
+    finally:
+        leader_bus.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

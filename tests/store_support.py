@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,35 @@ def split(entries: Sequence[Entry], rng: random.Random, largest: int) -> Iterato
         size = rng.randint(1, largest)
         yield list(entries[start : start + size])
         start += size
+
+
+Batches = Sequence[Sequence[Entry]]
+Build = Callable[[sa.Engine, Batches], None]
+
+
+def build_alongside(databases: Databases, engine: sa.Engine, build: Build, batches: Batches, ours: Batches) -> None:
+    """``ours`` built into ``engine`` here while three other consumers, each on a connection of
+    its own, build an overlapping, shuffled share of ``batches`` (some batches more than once);
+    raises if a consumer failed or did not finish."""
+    failures: list[BaseException] = []
+
+    def consume(seed: int, sink_engine: sa.Engine) -> None:
+        rng = random.Random(seed)
+        mine = [batch for batch in batches if rng.random() < 0.7]
+        rng.shuffle(mine)
+        try:
+            build(sink_engine, mine)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(seed, databases.another_engine(engine))) for seed in (10, 11, 12)]
+    for thread in threads:
+        thread.start()
+    build(engine, ours)
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not failures
 
 
 # --------------------------------------------------------------------------- databases

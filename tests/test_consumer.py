@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_until
+from conftest import in_thread, wait_until
 from matchbox.bus.connection import Bus, Entry, id_order
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, GroupLag, Poison, group_lag, trim_events
 
@@ -108,24 +108,9 @@ def consumer(bus: Bus, sink: SqliteSink, stop: threading.Event | None = None, **
 @contextmanager
 def running(runner: GroupConsumer) -> Iterator[threading.Thread]:
     """``runner.run()`` in a thread; stopped and joined on exit, its exception raised here."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            runner.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
+    with in_thread(runner.run, runner.stop) as thread:
         yield thread
-    finally:
-        runner.stop.set()
-        thread.join(10)
     assert not thread.is_alive(), "the consumer did not stop"
-    if failure:
-        raise failure[0]
 
 
 def pending(bus: Bus, group: str) -> int:

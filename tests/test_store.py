@@ -42,7 +42,7 @@ from matchbox.engine.types import (
     TimeInForce,
     TradeExecuted,
 )
-from store_support import START_MS, Databases, Stream, random_flow, split
+from store_support import START_MS, Databases, Stream, build_alongside, random_flow, split
 
 TABLES = sorted(metadata.tables)
 
@@ -182,27 +182,9 @@ def test_two_consumers_running_concurrently_build_the_same_tables(databases: Dat
     expected = in_order(databases)
     engine = databases.open()
     batches = list(split(FLOW.entries, random.Random(4), 60))
-    failures: list[BaseException] = []
-
-    def consume(seed: int, sink_engine: sa.Engine) -> None:
-        rng = random.Random(seed)
-        mine = [batch for batch in batches if rng.random() < 0.7]  # overlapping: some batches twice
-        rng.shuffle(mine)
-        try:
-            build(sink_engine, mine)
-        except BaseException as exc:
-            failures.append(exc)
-
-    rng = random.Random(5)
     covered = list(batches)  # every batch applied at least once, by someone
-    rng.shuffle(covered)
-    threads = [threading.Thread(target=consume, args=(seed, databases.another_engine(engine))) for seed in (10, 11, 12)]
-    for thread in threads:
-        thread.start()
-    build(engine, covered)
-    for thread in threads:
-        thread.join(60)
-    assert not failures
+    random.Random(5).shuffle(covered)
+    build_alongside(databases, engine, build, batches, covered)
     assert tables(engine) == expected
 
 

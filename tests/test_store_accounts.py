@@ -9,7 +9,6 @@ the batching, redelivery or order of the batches.
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,7 +40,7 @@ from matchbox.engine.types import (
     TradeExecuted,
     Withdraw,
 )
-from store_support import Databases, Stream, split
+from store_support import Databases, Stream, build_alongside, split
 
 ACCOUNTS = ("ann", "bob", "cat", "dan")
 MONEY_TABLES = ("balances", "balance_history", "positions", "position_history")
@@ -281,25 +280,7 @@ def test_concurrent_consumers_build_the_same_tables(databases: Databases) -> Non
     expected = in_order(databases)
     engine = databases.open()
     batches = list(split(FLOW.entries, random.Random(4), 40))
-    failures: list[BaseException] = []
-
-    def consume(seed: int, sink_engine: sa.Engine) -> None:
-        rng = random.Random(seed)
-        mine = [batch for batch in batches if rng.random() < 0.7]
-        rng.shuffle(mine)
-        try:
-            build(sink_engine, mine)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=consume, args=(seed, databases.another_engine(engine))) for seed in (5, 6, 7)]
-    for thread in threads:
-        thread.start()
-    build(engine, batches[::-1])  # every batch at least once, newest first
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
-    assert not failures
+    build_alongside(databases, engine, build, batches, batches[::-1])  # ours: every batch, newest first
     assert tables(engine) == expected
 
 
