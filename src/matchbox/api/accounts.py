@@ -32,7 +32,7 @@ from matchbox.api.models import (
 from matchbox.api.orders import order_out, stored_order_out
 from matchbox.api.prices import price_out, side_word
 from matchbox.api.services import Services, engine_outcome, services_of
-from matchbox.bus.accounts import AccountError, AccountStore, IssuedKey
+from matchbox.bus.accounts import AccountError, IssuedKey
 from matchbox.consumers import queries
 from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, TickScheme, Withdraw
 
@@ -44,13 +44,6 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many, newe
 Before = Annotated[
     int | None, Query(ge=1, le=2**63 - 1, description="the page after this cursor (a previous page's next)")
 ]
-
-
-def _store(services: Services) -> AccountStore:
-    bus = services.sync_bus()
-    if bus is None:
-        raise ApiError(503, "accounts need the exchange's Redis (REDIS_URL)")
-    return AccountStore(bus.client)
 
 
 def _key_out(issued: IssuedKey) -> KeyOut:
@@ -72,7 +65,7 @@ async def create_account(request: Request, body: AccountIn, authorization: Admin
     services = services_of(request)
     require_admin(services, authorization)
     try:
-        issued = await asyncio.to_thread(_store(services).create, body.account, body.name)
+        issued = await asyncio.to_thread(lambda: services.accounts().create(body.account, body.name))
     except AccountError as exc:
         raise ApiError(409, str(exc), exc.field) from None
     return _key_out(issued)
@@ -83,7 +76,7 @@ async def list_accounts(request: Request, authorization: AdminToken = None) -> l
     """Every account with the ids of its keys (admin). Keys themselves are never shown again."""
     services = services_of(request)
     require_admin(services, authorization)
-    found = await asyncio.to_thread(_store(services).list)
+    found = await asyncio.to_thread(lambda: services.accounts().list())
     return [AccountInfoOut(account=a.account, name=a.name, created=a.created, key_ids=a.key_ids) for a in found]
 
 
@@ -93,7 +86,7 @@ async def issue_key(request: Request, account: str, authorization: AdminToken = 
     services = services_of(request)
     require_admin(services, authorization)
     try:
-        issued = await asyncio.to_thread(_store(services).issue_key, account)
+        issued = await asyncio.to_thread(lambda: services.accounts().issue_key(account))
     except AccountError as exc:
         raise ApiError(404, str(exc), exc.field) from None
     return _key_out(issued)
@@ -104,7 +97,7 @@ async def revoke_key(request: Request, account: str, key_id: str, authorization:
     """Revoke a key (admin). Other instances stop accepting it within ``key_cache_seconds``."""
     services = services_of(request)
     require_admin(services, authorization)
-    if not await asyncio.to_thread(_store(services).revoke, account, key_id):
+    if not await asyncio.to_thread(lambda: services.accounts().revoke(account, key_id)):
         raise ApiError(404, f"account {account!r} has no key {key_id!r}", "key_id")
     services.gate.forget_all()
     return Response(status_code=204)
@@ -113,19 +106,20 @@ async def revoke_key(request: Request, account: str, key_id: str, authorization:
 @router.post("/admin/accounts/{account}/deposit", response_model=BalanceOut, responses=ADMIN_ERRORS)
 async def deposit(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
     """Add cents to an account (admin): the engine journals it like any command."""
-    services = services_of(request)
-    require_admin(services, authorization)
-    await engine_outcome(services, Deposit(seq=0, ts=0, account=account, amount=body.amount))
-    return balance_out(services, account)
+    return await _cash(request, authorization, Deposit(seq=0, ts=0, account=account, amount=body.amount))
 
 
 @router.post("/admin/accounts/{account}/withdraw", response_model=BalanceOut, responses=ADMIN_ERRORS)
 async def withdraw(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
     """Take cents out of an account (admin); 409 INSUFFICIENT_FUNDS beyond its free balance."""
+    return await _cash(request, authorization, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
+
+
+async def _cash(request: Request, authorization: str | None, command: Deposit | Withdraw) -> BalanceOut:
     services = services_of(request)
     require_admin(services, authorization)
-    await engine_outcome(services, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
-    return balance_out(services, account)
+    await engine_outcome(services, command)
+    return balance_out(services, command.account)
 
 
 # --------------------------------------------------------------------------- the caller's own

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS
+
 Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
@@ -262,7 +264,7 @@ class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_ms: int = Field(
         ge=0,
-        le=3_600_000,
+        le=MAX_HEARTBEAT_TIMEOUT_MS,
         description="cancel all my resting orders unless another heartbeat comes within this; 0 disarms",
     )
 

@@ -17,6 +17,7 @@ from matchbox.api.gate import Gate
 from matchbox.api.hub import Hub
 from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
+from matchbox.bus.accounts import AccountStore
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.journal import Request as JournalRequest
@@ -80,6 +81,7 @@ class Services:
         self._database: sa.Engine | None = None
         self._database_lock = threading.Lock()
         self._sync_bus: Bus | None = None
+        self._accounts: AccountStore | None = None
 
     def database(self) -> sa.Engine:
         """The consumers' SQL database (candles, stats), opened on first use; call from a worker thread."""
@@ -92,10 +94,20 @@ class Services:
             return self._database
 
     def sync_bus(self) -> Bus | None:
-        """A blocking client for the consumer-group figures in /metrics (None without a REDIS_URL)."""
+        """A blocking client for the consumer-group figures in /metrics and the account store
+        (None without a REDIS_URL); call from a worker thread."""
         if self._sync_bus is None and self.settings.redis_url:
             self._sync_bus = Bus.connect(self.settings.redis_url, self.settings.shard)
         return self._sync_bus
+
+    def accounts(self) -> AccountStore:
+        """Accounts and their keys, on the blocking client; call from a worker thread."""
+        if self._accounts is None:
+            bus = self.sync_bus()
+            if bus is None:
+                raise ApiError(503, "accounts need the exchange's Redis (REDIS_URL)")
+            self._accounts = AccountStore(bus.client)
+        return self._accounts
 
     def close(self) -> None:
         if self._database is not None:
