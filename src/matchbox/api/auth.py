@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, WebSocket
+from fastapi import Depends, Header, Request
 
 from matchbox.api.errors import ApiError
 from matchbox.api.services import Services, services_of
@@ -63,8 +63,3 @@ async def _caller_dependency(
 
 Caller = Annotated[str | None, Depends(_caller_dependency)]
 """A route parameter: the calling key's account (None in open mode)."""
-
-
-async def websocket_caller(websocket: WebSocket, key: str) -> str:
-    """The account of a key sent in a WebSocket ``auth`` message (raises ApiError if bad)."""
-    return await services_of(websocket).gate.account(f"Bearer {key}")

@@ -137,14 +137,6 @@ class AccountStore:
         """Revoke one key; False if the account has no such key."""
         return bool(self._revoke(keys=[HASHES, key_ids(account)], args=[key_id]))
 
-    def account_of(self, key: str) -> str | None:
-        """The account a key speaks for, or None (unknown, revoked or malformed alike)."""
-        found = self.client.hget(HASHES, key_hash(key))
-        return None if found is None else cast("bytes", found).decode()
-
-    def exists(self, account: str) -> bool:
-        return bool(self.client.hexists(RECORDS, account))
-
     def list(self) -> list[AccountInfo]:
         records = cast("dict[bytes, bytes]", self.client.hgetall(RECORDS))
         names = sorted(raw.decode() for raw in records)
