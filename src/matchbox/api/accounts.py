@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from matchbox.api.auth import AdminToken, Caller, acting_as, require_admin
+from matchbox.api.auth import Admin, Caller, acting_as
 from matchbox.api.errors import ADMIN_ERRORS, KEY_ERRORS, ApiError
 from matchbox.api.models import (
+    AccountId,
     AccountIn,
     AccountInfoOut,
     AccountTradeOut,
@@ -31,14 +32,15 @@ from matchbox.api.models import (
 )
 from matchbox.api.orders import order_out, stored_order_out
 from matchbox.api.prices import price_out, side_word
+from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, services_of
 from matchbox.bus.accounts import AccountError, IssuedKey
 from matchbox.consumers import queries
 from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, TickScheme, Withdraw
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], route_class=EdgeRoute)
 NamedAccount = Annotated[
-    str | None, Query(alias="account", max_length=64, description="open mode only: whose account (with a key: yours)")
+    AccountId | None, Query(alias="account", description="open mode only: whose account (with a key: yours)")
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
 Before = Annotated[
@@ -59,11 +61,10 @@ def balance_out(services: Services, account: str) -> BalanceOut:
 # --------------------------------------------------------------------------- admin
 
 
-@router.post("/admin/accounts", status_code=201, response_model=KeyOut, responses=ADMIN_ERRORS)
-async def create_account(request: Request, body: AccountIn, authorization: AdminToken = None) -> KeyOut:
+@router.post("/admin/accounts", status_code=201, response_model=KeyOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def create_account(request: Request, body: AccountIn) -> KeyOut:
     """Create an account and its first API key (admin). The key is in this answer only."""
     services = services_of(request)
-    require_admin(services, authorization)
     try:
         issued = await asyncio.to_thread(lambda: services.accounts().create(body.account, body.name))
     except AccountError as exc:
@@ -71,20 +72,24 @@ async def create_account(request: Request, body: AccountIn, authorization: Admin
     return _key_out(issued)
 
 
-@router.get("/admin/accounts", response_model=list[AccountInfoOut], responses=ADMIN_ERRORS)
-async def list_accounts(request: Request, authorization: AdminToken = None) -> list[AccountInfoOut]:
+@router.get("/admin/accounts", response_model=list[AccountInfoOut], responses=ADMIN_ERRORS, dependencies=[Admin])
+async def list_accounts(request: Request) -> list[AccountInfoOut]:
     """Every account with the ids of its keys (admin). Keys themselves are never shown again."""
     services = services_of(request)
-    require_admin(services, authorization)
     found = await asyncio.to_thread(lambda: services.accounts().list())
     return [AccountInfoOut(account=a.account, name=a.name, created=a.created, key_ids=a.key_ids) for a in found]
 
 
-@router.post("/admin/accounts/{account}/keys", status_code=201, response_model=KeyOut, responses=ADMIN_ERRORS)
-async def issue_key(request: Request, account: str, authorization: AdminToken = None) -> KeyOut:
+@router.post(
+    "/admin/accounts/{account}/keys",
+    status_code=201,
+    response_model=KeyOut,
+    responses=ADMIN_ERRORS,
+    dependencies=[Admin],
+)
+async def issue_key(request: Request, account: AccountId) -> KeyOut:
     """Another API key for an account (admin): for a lost key, or to rotate one."""
     services = services_of(request)
-    require_admin(services, authorization)
     try:
         issued = await asyncio.to_thread(lambda: services.accounts().issue_key(account))
     except AccountError as exc:
@@ -92,32 +97,34 @@ async def issue_key(request: Request, account: str, authorization: AdminToken = 
     return _key_out(issued)
 
 
-@router.delete("/admin/accounts/{account}/keys/{key_id}", status_code=204, responses=ADMIN_ERRORS)
-async def revoke_key(request: Request, account: str, key_id: str, authorization: AdminToken = None) -> Response:
+@router.delete("/admin/accounts/{account}/keys/{key_id}", status_code=204, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def revoke_key(request: Request, account: AccountId, key_id: str) -> Response:
     """Revoke a key (admin). Other instances stop accepting it within ``key_cache_seconds``."""
     services = services_of(request)
-    require_admin(services, authorization)
     if not await asyncio.to_thread(lambda: services.accounts().revoke(account, key_id)):
         raise ApiError(404, f"account {account!r} has no key {key_id!r}", "key_id")
     services.gate.forget_all()
     return Response(status_code=204)
 
 
-@router.post("/admin/accounts/{account}/deposit", response_model=BalanceOut, responses=ADMIN_ERRORS)
-async def deposit(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
+@router.post(
+    "/admin/accounts/{account}/deposit", response_model=BalanceOut, responses=ADMIN_ERRORS, dependencies=[Admin]
+)
+async def deposit(request: Request, account: AccountId, body: AmountIn) -> BalanceOut:
     """Add cents to an account (admin): the engine journals it like any command."""
-    return await _cash(request, authorization, Deposit(seq=0, ts=0, account=account, amount=body.amount))
+    return await _cash(request, Deposit(seq=0, ts=0, account=account, amount=body.amount))
 
 
-@router.post("/admin/accounts/{account}/withdraw", response_model=BalanceOut, responses=ADMIN_ERRORS)
-async def withdraw(request: Request, account: str, body: AmountIn, authorization: AdminToken = None) -> BalanceOut:
+@router.post(
+    "/admin/accounts/{account}/withdraw", response_model=BalanceOut, responses=ADMIN_ERRORS, dependencies=[Admin]
+)
+async def withdraw(request: Request, account: AccountId, body: AmountIn) -> BalanceOut:
     """Take cents out of an account (admin); 409 INSUFFICIENT_FUNDS beyond its free balance."""
-    return await _cash(request, authorization, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
+    return await _cash(request, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
 
 
-async def _cash(request: Request, authorization: str | None, command: Deposit | Withdraw) -> BalanceOut:
+async def _cash(request: Request, command: Deposit | Withdraw) -> BalanceOut:
     services = services_of(request)
-    require_admin(services, authorization)
     await engine_outcome(services, command)
     return balance_out(services, command.account)
 

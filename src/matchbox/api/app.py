@@ -19,10 +19,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from matchbox.api import accounts, history, markets, ops, orders, ws
-from matchbox.api.errors import install_errors
+from matchbox.api.errors import ApiError, install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
+from matchbox.bus.journal import aof_problem
 from matchbox.engine.types import (
     CreateMarket,
     TickScheme,
@@ -49,6 +50,10 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
             log.warning(
                 "authentication is OFF (--open / MATCHBOX_OPEN): anyone can trade as any account; local demos only"
             )
+        with contextlib.suppress(redis.RedisError):  # Redis may come later: /ready says it then too
+            problem = aof_problem(settings.durability, await services.bus.aof_enabled())
+            if problem:
+                log.error(problem)
         tail = asyncio.create_task(services.tail.run(), name="event-tail")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(services.tail.caught_up.wait(), settings.startup_catch_up_seconds)
@@ -92,5 +97,5 @@ async def _ensure_default_market(services: Services) -> None:
     try:
         submission = await submit_one(services, command)
         await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
-    except redis.RedisError as exc:  # the API still starts; the market comes when Redis does
+    except (redis.RedisError, ApiError) as exc:  # the API still starts; the market comes when Redis does
         log.warning("could not create the default market: %s", exc)

@@ -37,6 +37,20 @@ KEY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past the limit, raised the moment its bytes arrive (see
+    :class:`matchbox.api.middleware.LimitAndMeasure`), whatever its framing."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the body is over {limit // 1024} KiB")
+
+
+def too_large(exc: BodyTooLarge) -> JSONResponse:
+    # the rest of the body is still coming: closing the connection stops it, rather than have
+    # the server read and drop it to keep the connection alive
+    return JSONResponse({"error": exc.detail, "field": "body"}, status_code=413, headers={"Connection": "close"})
+
+
 class ApiError(Exception):
     def __init__(
         self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any
@@ -51,6 +65,10 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body.model_dump(exclude_none=True), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)  # a route's body read ran past the limit
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return too_large(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,9 @@ Every message speaks its market's units, as REST does (see :mod:`matchbox.api.pr
 as cents, decimal odds or ticks, sides as buy/sell or back/lay. On the orders channel an event
 keeps its ``type`` tag and fields, with its enums as REST writes them: ``tif`` and every
 ``reason`` by NAME ("GTC", "DEADMAN", "INSUFFICIENT_FUNDS", "DEPOSIT"), ``kind`` lowercase
-("limit", "market"); money and quantities stay integers. A market's scheme never changes, so a
+("limit", "market"); money and quantities stay integers. A fill (``TradeExecuted``) is the
+exception: each side gets its own, with its ``role`` (maker or taker), ``account``, ``order_id``,
+``side`` and ``remaining``, and nothing of the other side. A market's scheme never changes, so a
 message made from history is the one made live.
 """
 
@@ -49,38 +51,61 @@ _SIDE_WORDS = {scheme: {side: side_word(scheme, side) for side in Side} for sche
 
 def channel_messages(event: Event, stream_id: str, n: int, scheme_of: SchemeOf) -> list[tuple[str, dict[str, Any]]]:
     """(channel, message) pairs for one event; book deltas are not here (they need the book)."""
-    out: list[tuple[str, dict[str, Any]]] = []
     if type(event) is TradeExecuted:
-        scheme = scheme_of(event.market_id)
-        price = _price(scheme, event.price)
-        taker_side = _SIDE_WORDS[scheme][event.taker_side]
-        trade = {
-            "trade_id": event.trade_id,
-            "market_id": event.market_id,
-            "price": price,
-            "qty": event.qty,
-            "taker_side": taker_side,
-            "maker_order_id": event.maker_order_id,
-            "taker_order_id": event.taker_order_id,
-            "timestamp": event.ts,
-        }
-        envelope = {"id": stream_id, "n": n}
-        out.append((FILLS, {**envelope, **_seed_fill(event, price)}))
-        out.append((f"trades:{event.market_id}", {"channel": "trades", **envelope, **trade}))
-        data = to_builtins(event)
-        data["price"] = price
-        data["taker_side"] = taker_side
-        out.append((f"orders:{event.maker_account}", {"channel": "orders", **envelope, **data}))
-        if event.taker_account != event.maker_account:
-            out.append((f"orders:{event.taker_account}", {"channel": "orders", **envelope, **data}))
-    else:
-        shape = _ORDER_EVENTS.get(type(event))
-        account = getattr(event, "account", None) if shape is not None else None
-        if shape is not None and account:
-            data = to_builtins(event)
-            shape(event, data, scheme_of)
-            out.append((f"orders:{account}", {"channel": "orders", "id": stream_id, "n": n, **data}))
-    return out
+        return _trade_messages(event, {"id": stream_id, "n": n}, scheme_of(event.market_id))
+    shape = _ORDER_EVENTS.get(type(event))
+    account = getattr(event, "account", None) if shape is not None else None
+    if shape is None or not account:
+        return []
+    data = to_builtins(event)
+    shape(event, data, scheme_of)
+    return [(f"orders:{account}", {"channel": "orders", "id": stream_id, "n": n, **data})]
+
+
+def _trade_messages(
+    event: TradeExecuted, envelope: dict[str, Any], scheme: TickScheme
+) -> list[tuple[str, dict[str, Any]]]:
+    price = _price(scheme, event.price)
+    taker_side = _SIDE_WORDS[scheme][event.taker_side]
+    trade = {
+        "trade_id": event.trade_id,
+        "market_id": event.market_id,
+        "price": price,
+        "qty": event.qty,
+        "taker_side": taker_side,
+    }
+    public = {**trade, "maker_order_id": event.maker_order_id, "taker_order_id": event.taker_order_id}
+    fill = {"channel": "orders", **envelope, "type": "TradeExecuted", "seq": event.seq, "ts": event.ts, **trade}
+    return [
+        (FILLS, {**envelope, **_seed_fill(event, price)}),
+        (f"trades:{event.market_id}", {"channel": "trades", **envelope, **public, "timestamp": event.ts}),
+        *((f"orders:{own['account']}", {**fill, **own}) for own in (_maker(event, scheme), _taker(event, scheme))),
+    ]
+
+
+# A fill on an account's own channel names its own order, side and role, never the other side's
+# account or order: no venue tells a trader who they traded with.
+
+
+def _maker(event: TradeExecuted, scheme: TickScheme) -> dict[str, Any]:
+    side = Side.SELL if event.taker_side is Side.BUY else Side.BUY
+    return {
+        "role": "maker",
+        "account": event.maker_account,
+        "order_id": event.maker_order_id,
+        "side": _SIDE_WORDS[scheme][side],
+        "remaining": event.maker_remaining,
+    }
+
+
+def _taker(event: TradeExecuted, scheme: TickScheme) -> dict[str, Any]:
+    return {
+        "role": "taker",
+        "account": event.taker_account,
+        "order_id": event.taker_order_id,
+        "side": _SIDE_WORDS[scheme][event.taker_side],
+        "remaining": event.taker_remaining,
+    }
 
 
 def _seed_fill(event: TradeExecuted, price: int | float) -> dict[str, Any]:

@@ -17,9 +17,28 @@ CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @dataclass(slots=True)
-class _Bucket:
+class Bucket:
+    """The rate limit's token bucket: ``rate_burst`` requests at once, then ``rate_limit`` a second."""
+
     tokens: float
     at: float  # monotonic seconds of the last refill
+
+    def spend(self, settings: Settings, now: float, per: str = "key") -> None:
+        """One request; ApiError 429 (with Retry-After) when the bucket is empty."""
+        if settings.rate_limit <= 0:
+            return
+        if now > self.at:  # a request that waited on Redis may bring an earlier clock reading
+            self.tokens = min(float(settings.rate_burst), self.tokens + (now - self.at) * settings.rate_limit)
+            self.at = now
+        if self.tokens < 1:
+            wait = math.ceil((1 - self.tokens) / settings.rate_limit)
+            raise ApiError(
+                429,
+                f"rate limit: {settings.rate_limit:g} requests a second per {per} (bursts of {settings.rate_burst})",
+                "authorization",
+                headers={"Retry-After": str(wait)},
+            )
+        self.tokens -= 1
 
 
 class Gate:
@@ -29,7 +48,7 @@ class Gate:
         self.settings = settings
         self.bus = bus
         self._known: dict[str, tuple[str | None, float]] = {}  # key hash -> (account, trusted until)
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}
 
     async def account(self, authorization: str | None) -> str:
         """The caller's account; ApiError 401 for a bad key, 429 over the rate limit."""
@@ -52,24 +71,10 @@ class Gate:
         return known[0]
 
     def _spend(self, digest: str, now: float) -> None:
-        settings = self.settings
-        if settings.rate_limit <= 0:
-            return
         bucket = self._buckets.get(digest)
         if bucket is None:
-            bucket = self._buckets[digest] = _Bucket(float(settings.rate_burst), now)
-        if now > bucket.at:  # a request that waited on Redis may bring an earlier clock reading
-            bucket.tokens = min(float(settings.rate_burst), bucket.tokens + (now - bucket.at) * settings.rate_limit)
-            bucket.at = now
-        if bucket.tokens < 1:
-            wait = math.ceil((1 - bucket.tokens) / settings.rate_limit)
-            raise ApiError(
-                429,
-                f"rate limit: {settings.rate_limit:g} requests a second per key (bursts of {settings.rate_burst})",
-                "authorization",
-                headers={"Retry-After": str(wait)},
-            )
-        bucket.tokens -= 1
+            bucket = self._buckets[digest] = Bucket(float(self.settings.rate_burst), now)
+        bucket.spend(self.settings, now)
 
     def forget_all(self) -> None:
         """Drop every cached answer (a key was revoked through this instance)."""

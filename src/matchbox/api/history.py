@@ -17,6 +17,7 @@ from matchbox.api.models import CandleOut, StatsOut
 from matchbox.api.prices import price_out
 from matchbox.api.services import market_of, services_of
 from matchbox.consumers import queries
+from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import TickScheme
 
 router = APIRouter(tags=["market data"])
@@ -29,8 +30,8 @@ def candles(
     request: Request,
     market_id: str,
     interval: Interval = "1m",
-    start: Annotated[int | None, Query(alias="from", ge=0, description="Unix ms, inclusive.")] = None,
-    end: Annotated[int | None, Query(alias="to", ge=0, description="Unix ms, exclusive.")] = None,
+    start: Annotated[int | None, Query(alias="from", ge=0, le=INT64_MAX, description="Unix ms, inclusive.")] = None,
+    end: Annotated[int | None, Query(alias="to", ge=0, le=INT64_MAX, description="Unix ms, exclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[CandleOut]:
     """OHLCV candles, oldest first; without ``from``, the latest ``limit``. Intervals with no trade have none."""

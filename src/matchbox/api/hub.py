@@ -2,12 +2,14 @@
 
 A client is registered (and starts queueing) before its WebSocket is accepted, so nothing
 published during the handshake is lost. Each client has a bounded queue; a client too slow to
-drain it is disconnected with a reason instead of holding the others back.
+drain it is disconnected with a reason instead of holding the others back, and so is a client
+whose delivery fails: one client's fault never reaches the tail that serves them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +20,11 @@ from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import id_order
 from matchbox.engine.types import Side, TickScheme
 
+log = logging.getLogger(__name__)
+
 QUEUE_LIMIT = 10_000
-
-
-class SlowClient(Exception):
-    """The client's queue overflowed."""
+SLOW = (1008, "slow consumer: the feed outran this client")
+DROPPED = (1011, "this connection failed on the server; reconnect with last_id")
 
 
 @dataclass(eq=False)
@@ -30,11 +32,11 @@ class Client:
     channels: set[str] = field(default_factory=lambda: {FILLS})
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     explicit: bool = False  # has subscribed to something: the plain fills feed stops
-    overflowed: bool = False
+    overflowed: bool = False  # takes no more messages: its queue overflowed, or it was dropped
+    goodbye: tuple[int, str] = SLOW  # the close code and reason the sender ends the connection with
     replaying: bool = False  # resuming: live messages wait in ``held`` until history is sent
     skip_through: str = ""  # after a resume: live messages up to this stream id were sent already
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    account: str | None = None  # whose key this connection sent (op "auth")
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -42,9 +44,14 @@ class Client:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self.queue = asyncio.Queue(1)
-            self.queue.put_nowait(None)  # wakes the sender, which closes the socket
+            self.drop(SLOW)
+
+    def drop(self, goodbye: tuple[int, str]) -> None:
+        """Take no more messages; the sender closes the socket with ``goodbye`` (code, reason) next."""
+        self.overflowed, self.goodbye = True, goodbye
+        while not self.queue.empty():  # what was queued is not sent: the cue to close comes next
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)  # wakes the sender
 
 
 class Hub:
@@ -86,16 +93,12 @@ class Hub:
             if isinstance(update, LevelChange):
                 messages.append((f"book:{update.market_id}", self._delta(update, stream_id, decoded.n)))
         for client in tuple(self.clients):
-            for channel, message in messages:
-                if channel in client.channels:
-                    if client.replaying:
-                        client.held.append((stream_id, message))
-                    elif client.skip_through:
-                        if id_order(stream_id) > id_order(client.skip_through):
-                            client.skip_through = ""
-                            client.offer(message)
-                    else:
-                        client.offer(message)
+            try:
+                _deliver(client, stream_id, messages)
+            except Exception:  # one client's fault: it goes, the others and the tail go on
+                log.exception("feed: delivering %s to a client failed; the client is dropped", stream_id)
+                self.unregister(client)
+                client.drop(DROPPED)
 
     def _delta(self, change: LevelChange, stream_id: str, n: int) -> dict[str, Any]:
         market = self.projection.markets[change.market_id]
@@ -132,3 +135,21 @@ class Hub:
             "bids": levels(Side.BUY),
             "asks": levels(Side.SELL),
         }
+
+
+def _deliver(client: Client, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    if client.overflowed:
+        return
+    for channel, message in messages:
+        if channel in client.channels:
+            if client.replaying:
+                if len(client.held) >= QUEUE_LIMIT:  # history comes slower than the feed: as slow
+                    client.drop(SLOW)
+                    return
+                client.held.append((stream_id, message))
+            elif client.skip_through:
+                if id_order(stream_id) > id_order(client.skip_through):
+                    client.skip_through = ""
+                    client.offer(message)
+            else:
+                client.offer(message)

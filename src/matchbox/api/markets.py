@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from matchbox.api.auth import AdminToken, require_admin
+from matchbox.api.auth import Admin
 from matchbox.api.errors import ADMIN_ERRORS, ERRORS, ApiError
 from matchbox.api.models import (
     BookOut,
     LevelOut,
+    MarketId,
     MarketIn,
     MarketOut,
     SettleIn,
@@ -19,6 +20,7 @@ from matchbox.api.models import (
 )
 from matchbox.api.prices import price_out, side_word
 from matchbox.api.projection import MarketView
+from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, market_of, services_of
 from matchbox.engine.types import (
     CloseMarket,
@@ -36,7 +38,7 @@ from matchbox.engine.types import (
 SCHEMES = {"binary": TickScheme.BINARY, "odds": TickScheme.ODDS, "ticks": TickScheme.TICKS}
 STP = {"cancel_taker": SelfTradePrevention.CANCEL_TAKER, "cancel_resting": SelfTradePrevention.CANCEL_RESTING}
 _BUY, _SELL = Side.BUY, Side.SELL
-router = APIRouter(tags=["markets"])
+router = APIRouter(tags=["markets"], route_class=EdgeRoute)
 
 
 def _market_out(services: Services, market: MarketView) -> MarketOut:
@@ -71,11 +73,10 @@ def _book_out(services: Services, market: MarketView, depth: int | None, with_or
     )
 
 
-@router.post("/markets", status_code=201, response_model=MarketOut, responses=ADMIN_ERRORS)
-async def create_market(request: Request, body: MarketIn, authorization: AdminToken = None) -> MarketOut:
+@router.post("/markets", status_code=201, response_model=MarketOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def create_market(request: Request, body: MarketIn) -> MarketOut:
     """Create a market (admin)."""
     services = services_of(request)
-    require_admin(services, authorization)
     scheme = SCHEMES[body.scheme]
     if scheme is TickScheme.TICKS and body.max_tick is None:
         raise ApiError(400, "a ticks market needs max_tick", "max_tick")
@@ -107,49 +108,46 @@ async def list_markets(request: Request) -> list[MarketOut]:
 
 
 @router.get("/markets/{market_id}", response_model=MarketOut, responses=ERRORS)
-async def get_market(request: Request, market_id: str) -> MarketOut:
+async def get_market(request: Request, market_id: MarketId) -> MarketOut:
     services = services_of(request)
     return _market_out(services, market_of(services, market_id))
 
 
-async def transition(request: Request, market_id: str, token: str | None, command: Command) -> MarketOut:
+async def transition(request: Request, market_id: str, command: Command) -> MarketOut:
     services = services_of(request)
-    require_admin(services, token)
     market_of(services, market_id)
     await engine_outcome(services, command)
     return _market_out(services, services.projection.markets[market_id])
 
 
-@router.post("/markets/{market_id}/suspend", response_model=MarketOut, responses=ADMIN_ERRORS)
-async def suspend(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+@router.post("/markets/{market_id}/suspend", response_model=MarketOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def suspend(request: Request, market_id: MarketId) -> MarketOut:
     """Suspend trading (admin): new orders are refused, the book stays, cancels still work."""
-    return await transition(request, market_id, authorization, SuspendMarket(seq=0, ts=0, market_id=market_id))
+    return await transition(request, market_id, SuspendMarket(seq=0, ts=0, market_id=market_id))
 
 
-@router.post("/markets/{market_id}/resume", response_model=MarketOut, responses=ADMIN_ERRORS)
-async def resume(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+@router.post("/markets/{market_id}/resume", response_model=MarketOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def resume(request: Request, market_id: MarketId) -> MarketOut:
     """Resume trading (admin)."""
-    return await transition(request, market_id, authorization, ResumeMarket(seq=0, ts=0, market_id=market_id))
+    return await transition(request, market_id, ResumeMarket(seq=0, ts=0, market_id=market_id))
 
 
-@router.post("/markets/{market_id}/close", response_model=MarketOut, responses=ADMIN_ERRORS)
-async def close(request: Request, market_id: str, authorization: AdminToken = None) -> MarketOut:
+@router.post("/markets/{market_id}/close", response_model=MarketOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def close(request: Request, market_id: MarketId) -> MarketOut:
     """Close the market (admin): every resting order is cancelled."""
-    return await transition(request, market_id, authorization, CloseMarket(seq=0, ts=0, market_id=market_id))
+    return await transition(request, market_id, CloseMarket(seq=0, ts=0, market_id=market_id))
 
 
-@router.post("/markets/{market_id}/settle", response_model=MarketOut, responses=ADMIN_ERRORS)
-async def settle(
-    request: Request, market_id: str, body: SettleIn | None = None, authorization: AdminToken = None
-) -> MarketOut:
+@router.post("/markets/{market_id}/settle", response_model=MarketOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def settle(request: Request, market_id: MarketId, body: SettleIn | None = None) -> MarketOut:
     """Settle the market with its outcome (admin)."""
     outcome = body.outcome if body else ""
     command = SettleMarket(seq=0, ts=0, market_id=market_id, outcome=outcome)
-    return await transition(request, market_id, authorization, command)
+    return await transition(request, market_id, command)
 
 
 @router.get("/orderbook", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
-async def orderbook(request: Request, market_id: str | None = Query(default=None, max_length=64)) -> BookOut:
+async def orderbook(request: Request, market_id: MarketId | None = None) -> BookOut:
     """The seed's book: bids highest first, asks lowest first, and the sequence."""
     services = services_of(request)
     market = market_of(services, market_id or services.settings.default_market)
@@ -157,13 +155,15 @@ async def orderbook(request: Request, market_id: str | None = Query(default=None
 
 
 @router.get("/markets/{market_id}/book", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
-async def book(request: Request, market_id: str, depth: int = Query(default=10, ge=1, le=1000)) -> BookOut:
+async def book(request: Request, market_id: MarketId, depth: int = Query(default=10, ge=1, le=1000)) -> BookOut:
     services = services_of(request)
     return _book_out(services, market_of(services, market_id), depth)
 
 
 @router.get("/markets/{market_id}/trades", response_model=list[TradeOut], responses=ERRORS)
-async def trades(request: Request, market_id: str, limit: int = Query(default=50, ge=1, le=1000)) -> list[TradeOut]:
+async def trades(
+    request: Request, market_id: MarketId, limit: int = Query(default=50, ge=1, le=1000)
+) -> list[TradeOut]:
     """Recent trades, newest first."""
     services = services_of(request)
     market = market_of(services, market_id)
@@ -183,7 +183,7 @@ async def trades(request: Request, market_id: str, limit: int = Query(default=50
 
 
 @router.get("/markets/{market_id}/ticker", response_model=TickerOut, responses=ERRORS)
-async def ticker(request: Request, market_id: str) -> TickerOut:
+async def ticker(request: Request, market_id: MarketId) -> TickerOut:
     services = services_of(request)
     market = market_of(services, market_id)
     book = services.projection.books[market_id]

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH
+from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS
 
-Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+# Numbers are bounded before they are used (JSON numbers as they are parsed: see
+# matchbox.api.routing). Every integer field has a bound within 64 bits, as every integer of a
+# command must (a larger one would reach the journal as a command no engine decodes). Odds given
+# as text are refused past a few dozen characters before Decimal reads them, and have few digits,
+# so a giant exponent is refused before any arithmetic.
+MAX_ODDS_CHARS = 32
+NS_PER_MS = 1_000_000  # engine time is in ns; the API speaks unix ms
+
+
+def _short_text(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_ODDS_CHARS:
+        raise ValueError(f"at most {MAX_ODDS_CHARS} characters")
+    return value
+
+
+Int64 = Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX)]
+Odds = Annotated[Decimal, Field(max_digits=12), BeforeValidator(_short_text)]
+
+# Ids keep the engine's rules (matchbox.engine.ids), in bodies, paths and queries alike: a bad one
+# is a 422 naming its field here, never a command the engine has to refuse.
+AccountId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=ACCOUNT_PATTERN)]
+MarketId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=MARKET_ID_PATTERN)]
 
 
 class ErrorBody(BaseModel):
@@ -22,7 +45,7 @@ class ErrorBody(BaseModel):
 
 class MarketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    market_id: str = Id
+    market_id: MarketId
     scheme: Literal["binary", "odds", "ticks"]
     max_tick: int | None = Field(default=None, ge=1, le=100_000, description="ticks markets only: prices 1..max_tick")
     max_qty: int = Field(default=1_000_000_000, ge=1, le=2**62, description="largest order quantity (or stake)")
@@ -53,21 +76,21 @@ class MarketOut(BaseModel):
 
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    market_id: str | None = Field(default=None, max_length=64, description="default: the default market")
+    market_id: MarketId | None = Field(default=None, description="default: the default market")
     side: Literal["buy", "sell", "back", "lay"] = Field(description="buy/sell; back/lay on odds markets")
-    price: int | None = Field(default=None, description="cents (binary) or ticks (ticks markets)")
-    odds: Decimal | None = Field(default=None, description="decimal odds on the ladder (odds markets)")
-    qty: int | None = Field(default=None, description="contracts or units")
-    stake: int | None = Field(default=None, description="the stake (odds markets; same as qty)")
+    price: Int64 | None = Field(default=None, description="cents (binary) or ticks (ticks markets)")
+    odds: Odds | None = Field(default=None, description="decimal odds on the ladder (odds markets)")
+    qty: Int64 | None = Field(default=None, description="contracts or units")
+    stake: Int64 | None = Field(default=None, description="the stake (odds markets; same as qty)")
     type: Literal["limit", "market"] = "limit"
     tif: Literal["GTC", "GTD", "IOC", "FOK"] = "GTC"
     post_only: bool = False
-    expires_at: int | None = Field(default=None, description="GTD only: unix time in milliseconds")
+    expires_at: int | None = Field(
+        default=None, ge=0, le=INT64_MAX // NS_PER_MS, description="GTD only: unix time in milliseconds"
+    )
     client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
-    account: str | None = Field(
+    account: AccountId | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
         description="with a key, the key's own (may be left out); open mode: whose (default: a fresh anonymous one)",
     )
 
@@ -79,9 +102,11 @@ class BatchIn(BaseModel):
 
 class ReduceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reduce_by: int | None = Field(default=None, description="lower the remaining quantity by this much")
-    qty: int | None = Field(default=None, description="or: the new remaining quantity (lower than now)")
-    account: str | None = Field(default=None, max_length=64)
+    reduce_by: Int64 | None = Field(default=None, description="lower the remaining quantity by this much")
+    qty: int | None = Field(
+        default=None, ge=0, le=INT64_MAX, description="or: the new remaining quantity (lower than now)"
+    )
+    account: AccountId | None = None
 
 
 class FillOut(BaseModel):
@@ -199,9 +224,7 @@ class StatsOut(BaseModel):
 
 class AccountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    account: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="default: acct-…"
-    )
+    account: AccountId | None = Field(default=None, description="default: acct-…")
     name: str = Field(default="", max_length=128, description="a display name")
 
 

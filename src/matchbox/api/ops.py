@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 
 import redis
 from fastapi import APIRouter, Request
@@ -16,6 +18,7 @@ from matchbox.api.models import (
 )
 from matchbox.api.services import Services, services_of
 from matchbox.bus.consumer import GroupLag, group_lag
+from matchbox.bus.journal import aof_problem
 
 router = APIRouter(tags=["operations"])
 
@@ -28,16 +31,47 @@ async def health(request: Request) -> dict[str, str]:
 
 @router.get("/ready", responses=ERRORS)
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: Redis answers and a leader holds the lock."""
+    """Readiness: every check of ``READY_CHECKS`` passes (Redis answers, a leader holds the lock,
+    the event tail runs and keeps up); else 503 with the first failure's reason."""
     services = services_of(request)
     try:
-        await services.bus.client.ping()
+        for check in READY_CHECKS:
+            reason = await check(services)
+            if reason is not None:
+                return JSONResponse({"status": "unavailable", "error": reason}, status_code=503)
         holder = await services.bus.leader_holder()
     except redis.RedisError:
         return JSONResponse({"status": "unavailable", "error": "Redis does not answer"}, status_code=503)
-    if holder is None:
-        return JSONResponse({"status": "unavailable", "error": "no engine leader holds the lock"}, status_code=503)
-    return JSONResponse({"status": "ready", "leader": holder.rsplit(":", 1)[0]})
+    return JSONResponse({"status": "ready", "leader": holder.rsplit(":", 1)[0] if holder else None})
+
+
+async def _alarm(services: Services) -> str | None:
+    alarm = await services.bus.alarm()
+    return None if alarm is None else f"the exchange is halted by the rollback alarm: {alarm}"
+
+
+async def _durability(services: Services) -> str | None:
+    return aof_problem(services.bus.durability, await services.bus.aof_enabled())
+
+
+async def _certified(services: Services) -> str | None:
+    if await services.bus.certified():
+        return None
+    return "Redis restarted or took over and no engine leader has checked it yet: orders wait for one"
+
+
+async def _leader(services: Services) -> str | None:
+    await services.bus.client.ping()
+    return None if await services.bus.leader_holder() else "no engine leader holds the lock"
+
+
+async def _tail(services: Services) -> str | None:
+    offset = await services.bus.offset()
+    return services.tail.trouble(offset.last_event if offset else "", time.monotonic())
+
+
+# Each gives the reason the instance is not ready, or None; a RedisError means Redis does not answer.
+READY_CHECKS: list[Callable[[Services], Awaitable[str | None]]] = [_alarm, _durability, _leader, _certified, _tail]
 
 
 @router.get("/metrics", response_class=Response)

@@ -11,32 +11,48 @@ from types import SimpleNamespace
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from matchbox.api.auth import Caller, acting_as, caller
+from matchbox.api.auth import Caller, acting_as, caller_of
 from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError
 from matchbox.api.models import (
+    NS_PER_MS,
+    AccountId,
     BatchIn,
     BatchItemOut,
     CancelAllOut,
     ErrorBody,
     FillOut,
+    MarketId,
     OrderIn,
     OrderOut,
     ReduceIn,
 )
 from matchbox.api.prices import PriceError, price_out, side_of, side_word, tick_of
-from matchbox.api.projection import OrderView
-from matchbox.api.services import Services, engine_outcome, json_response, market_of, services_of, submit_one
+from matchbox.api.projection import OrderView, Projection
+from matchbox.api.routing import EdgeRoute
+from matchbox.api.services import (
+    Services,
+    engine_outcome,
+    json_response,
+    market_of,
+    outcome_or_nothing,
+    services_of,
+    submit_many,
+    submit_one,
+)
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
 from matchbox.consumers.queries import AccountOrder
+from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import (
     CancelAll,
     CancelOrder,
+    Event,
+    MarketCreated,
     MarketState,
     OrderCancelled,
     OrderKind,
@@ -49,7 +65,8 @@ from matchbox.engine.types import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], route_class=EdgeRoute)
+OrderId = Annotated[int, Path(ge=1, le=INT64_MAX, description="the order id the placement answered with")]
 
 
 def order_out(services: Services, order: OrderView, client_order_id: str | None = None) -> OrderOut:
@@ -156,7 +173,7 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
         if tif is TimeInForce.GTD:
             if body.expires_at is None or body.expires_at <= time.time() * 1000:
                 raise PriceError("expires_at", "GTD needs expires_at, a future unix time in milliseconds")
-            expires_at = body.expires_at * 1_000_000
+            expires_at = body.expires_at * NS_PER_MS
         elif body.expires_at is not None:
             raise PriceError("expires_at", "expires_at is for GTD orders only")
     except PriceError as exc:
@@ -196,10 +213,9 @@ async def _order_result(
     known = services.projection.orders.get(submission.order_id)
     if submission.status == "dup" and known is not None and known.status not in ("accepted", "rejected"):
         return 200, order_out(services, known, body.client_order_id), None  # a retry: the first outcome
-    events = await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+    events = await _outcome(services, submission)
     if events is None:
         return 202, _pending(submission, body, command), None
-    order = services.projection.orders.get(submission.order_id)
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
         services.metrics.orders.labels("rejected").inc()
@@ -215,10 +231,44 @@ async def _order_result(
             ),
         )
     services.metrics.orders.labels("accepted").inc()
-    if order is None:  # folded and already dropped from the projection: cannot happen within the timeout
+    order = services.projection.orders.get(submission.order_id) or _replayed(services, command, submission, events)
+    if order is None:  # none of its events is left to tell (an output stream trimmed under it)
         return 202, _pending(submission, body, command), None
     status = 200 if submission.status == "dup" else 201
     return status, order_out(services, order, body.client_order_id), None
+
+
+async def _outcome(services: Services, submission: Submission) -> list[Event] | None:
+    """The events of the submission's entry, or None if the engine has not spoken in time. A
+    retry's entry may be long committed and its outcome gone from the tail's window of recent
+    ones: outcome_or_nothing reads it back from the output stream then."""
+    if submission.status == "dup":
+        return await outcome_or_nothing(services, submission.entry_id)
+    return await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+
+
+def _replayed(services: Services, command: PlaceOrder, submission: Submission, events: list[Event]) -> OrderView | None:
+    """The order as the events of its own entry left it, for one finished so long ago that the
+    live projection has dropped it: a retry then answers with the first outcome. The events are
+    folded by the live projection's rules, into a projection of their own that knows the market."""
+    market = services.projection.markets.get(command.market_id)
+    if market is None:
+        return None
+    replay = Projection()
+    created = MarketCreated(
+        seq=0,
+        ts=0,
+        market_id=market.market_id,
+        scheme=market.scheme,
+        min_tick=market.min_tick,
+        max_tick=market.max_tick,
+        max_qty=market.max_qty,
+        stp=market.stp,
+        collateral=market.collateral,
+    )
+    for event in (created, *events):
+        replay.apply(event, 0, "", submission.entry_id)
+    return replay.orders.get(submission.order_id)
 
 
 _REJECT_FIELDS = {
@@ -256,9 +306,10 @@ class PlaceOrderFast:
     """``POST /orders`` straight from ASGI, the hot path of the whole API.
 
     Profiled under load, FastAPI's route matching and dependency solving cost as much as the rest
-    of the request together. A body that validates is placed here by the same ``_place`` as the
-    route; anything else (another path, a body that fails validation) goes to FastAPI unchanged,
-    so every answer, error wording and the OpenAPI schema stay the route's own.
+    of the request together. Who is calling is checked first, before a byte of the body is read
+    (as EdgeRoute does for the routes). A body that validates is placed here by the same
+    ``_place`` as the route; anything else (another path, a body that fails validation) goes to
+    FastAPI unchanged, so every answer, error wording and the OpenAPI schema stay the route's own.
     """
 
     route = SimpleNamespace(path="/orders")  # what the request metrics label this path with
@@ -270,35 +321,46 @@ class PlaceOrderFast:
         if scope["type"] != "http" or scope["path"] != "/orders" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
-        try:
-            body = OrderIn.model_validate_json(raw)
-        except ValidationError:
-            await self.app(scope, _replay(raw, receive), send)
-            return
         scope["route"] = self.route
-        services = scope["app"].state.services
         extra: dict[str, str] = {}
         try:
-            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-            status, payload = await _place(services, body, await caller(services, authorization))
-            content = payload.model_dump_json(exclude_none=True).encode()
+            answer = await self._serve(scope, receive, send)
         except ApiError as exc:
-            status, content = exc.status, exc.body.model_dump_json(exclude_none=True).encode()
+            answer = exc.status, exc.body.model_dump_json(exclude_none=True).encode()
             extra = exc.headers or {}
         except redis.RedisError as exc:
             log.warning("redis error on POST /orders: %s", exc)
-            status, content = 503, REDIS_DOWN
+            answer = 503, REDIS_DOWN
+        if answer is None:  # FastAPI answered
+            return
+        status, content = answer
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, bytes] | None:
+        """The order's (status, JSON), or None once FastAPI has answered a body that fails validation."""
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        caller_account = await caller_of(scope, authorization)
+        raw = await _read_body(receive)
+        try:
+            body = OrderIn.model_validate_json(raw)
+        except ValidationError:
+            await self.app(scope, _replay(raw, receive), send)
+            return None
+        status, payload = await _place(scope["app"].state.services, body, caller_account)
+        return status, payload.model_dump_json(exclude_none=True).encode()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body; the body limit's receive (LimitAndMeasure) stops it at 64 KiB."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _replay(raw: bytes, receive: Receive) -> Receive:
@@ -326,7 +388,7 @@ async def place_batch(request: Request, body: BatchIn, caller: Caller) -> list[B
         except ApiError as exc:
             prepared.append(exc)
     valid = [p for p in prepared if not isinstance(p, ApiError)]
-    submissions = iter(await services.bus.submit_many([JournalRequest(c, i.client_order_id) for i, c in valid]))
+    submissions = iter(await submit_many(services, [JournalRequest(c, i.client_order_id) for i, c in valid]))
     pending: list[asyncio.Task[tuple[int, OrderOut | None, ErrorBody | None]] | ApiError] = []
     for p in prepared:
         if isinstance(p, ApiError):
@@ -355,7 +417,7 @@ def _own_order(services: Services, order_id: int, caller_account: str | None, na
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
-async def get_order(request: Request, order_id: int, caller: Caller) -> OrderOut:
+async def get_order(request: Request, order_id: OrderId, caller: Caller) -> OrderOut:
     """An order's state, remaining quantity and fills."""
     services = services_of(request)
     return order_out(services, _own_order(services, order_id, caller, None))
@@ -363,7 +425,7 @@ async def get_order(request: Request, order_id: int, caller: Caller) -> OrderOut
 
 @router.delete("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
 async def cancel_order(
-    request: Request, order_id: int, caller: Caller, account: str | None = Query(default=None, max_length=64)
+    request: Request, order_id: OrderId, caller: Caller, account: AccountId | None = None
 ) -> OrderOut:
     """Cancel a resting order."""
     services = services_of(request)
@@ -376,7 +438,7 @@ async def cancel_order(
 
 
 @router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
-async def reduce_order(request: Request, order_id: int, body: ReduceIn, caller: Caller) -> OrderOut:
+async def reduce_order(request: Request, order_id: OrderId, body: ReduceIn, caller: Caller) -> OrderOut:
     """Reduce a resting order's quantity, keeping its place in the queue (raising it is a new order)."""
     services = services_of(request)
     order = _own_order(services, order_id, caller, body.account)
@@ -397,9 +459,9 @@ async def reduce_order(request: Request, order_id: int, body: ReduceIn, caller: 
 @router.delete("/orders", response_model=CancelAllOut, responses=KEY_ERRORS)
 async def cancel_all(
     request: Request,
-    market_id: Annotated[str, Query(max_length=64)],
+    market_id: MarketId,
     caller: Caller,
-    account: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    account: AccountId | None = None,
 ) -> CancelAllOut:
     """Cancel every resting order of yours in a market (open mode: of the named account)."""
     services = services_of(request)

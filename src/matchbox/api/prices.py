@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from matchbox.engine.schemes import odds_to_tick, tick_to_odds
 from matchbox.engine.types import Side, TickScheme
@@ -41,16 +41,14 @@ def side_word(scheme: TickScheme, side: Side) -> str:
     return next(word for word, value in SIDE_WORDS[scheme].items() if value is side)
 
 
-def tick_of(scheme: TickScheme, max_tick: int, price: int | None, odds: Decimal | str | float | None) -> int:
-    """The tick of a limit order's price (``price`` for binary/ticks markets, ``odds`` for odds markets)."""
+def tick_of(scheme: TickScheme, max_tick: int, price: int | None, odds: Decimal | None) -> int:
+    """The tick of a limit order's price (``price`` for binary/ticks markets, ``odds`` for odds
+    markets). The odds are as the request model bounds them (finite, a dozen digits at most), so
+    the arithmetic on them is small whatever the client sent."""
     if scheme is TickScheme.ODDS:
         if odds is None:
             raise PriceError("odds", "an odds market takes its price as odds, e.g. 2.5")
-        try:
-            value = Decimal(str(odds))
-        except InvalidOperation:
-            raise PriceError("odds", f"{odds!r} is not a number") from None
-        tick = odds_to_tick(value) if value.is_finite() else None
+        tick = odds_to_tick(odds)
         if tick is None:
             raise PriceError("odds", f"{odds} is not on the odds ladder (1.01 ... 1000 in its increments)")
         return tick

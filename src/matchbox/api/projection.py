@@ -95,8 +95,6 @@ class TradeView:
     taker_side: Side
     maker_order_id: int
     taker_order_id: int
-    maker_account: str
-    taker_account: str
     ts: int
     n: int
 
@@ -212,8 +210,6 @@ class Projection:
             e.taker_side,
             e.maker_order_id,
             e.taker_order_id,
-            e.maker_account,
-            e.taker_account,
             e.ts,
             n,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from fastapi import Request, WebSocket
@@ -19,9 +21,11 @@ from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
 from matchbox.bus.accounts import AccountStore
 from matchbox.bus.aio import AsyncBus
+from matchbox.bus.codec import CodecError, decode_event
+from matchbox.bus.commit import RollbackAlarm, Uncertified
 from matchbox.bus.connection import Bus, id_order
+from matchbox.bus.journal import DurabilityError, Submission
 from matchbox.bus.journal import Request as JournalRequest
-from matchbox.bus.journal import Submission
 from matchbox.consumers.db import open_database
 from matchbox.engine.types import (
     Command,
@@ -134,7 +138,27 @@ def json_response(status: int, model: BaseModel) -> Response:
 
 
 async def submit_one(services: Services, command: Command, client_order_id: str | None = None) -> Submission:
-    return await services.bus.submit(JournalRequest(command, client_order_id))
+    with refusals_as_errors():
+        return await services.bus.submit(JournalRequest(command, client_order_id))
+
+
+async def submit_many(services: Services, requests: Sequence[JournalRequest]) -> list[Submission]:
+    with refusals_as_errors():
+        return await services.bus.submit_many(requests)
+
+
+@contextmanager
+def refusals_as_errors() -> Iterator[None]:
+    """The journal's refusals as 503s that say why: the rollback alarm (halted until an operator
+    acts) or a restarted Redis that no leader has checked yet (a second or so: retry)."""
+    try:
+        yield
+    except RollbackAlarm as exc:
+        raise ApiError(503, f"the exchange is halted: {exc}", reason="ROLLBACK_ALARM") from None
+    except Uncertified as exc:
+        raise ApiError(503, f"{exc}; retry in a second", reason="UNCERTIFIED", headers={"Retry-After": "1"}) from None
+    except DurabilityError as exc:  # the AOF is off, or did not confirm the fsync in time
+        raise ApiError(503, str(exc), reason="NOT_DURABLE") from None
 
 
 async def engine_outcome(services: Services, command: Command) -> list[Event]:
@@ -154,6 +178,9 @@ async def engine_outcome(services: Services, command: Command) -> list[Event]:
     return events
 
 
+COMMITTED_PAGE = 1000  # events read back per XRANGE
+
+
 async def outcome_or_nothing(services: Services, entry_id: str) -> list[Event] | None:
     """The entry's events; ``[]`` if the engine committed past it with none (a cancel-all of
     nothing); None if the engine has not got that far within the timeout."""
@@ -164,6 +191,29 @@ async def outcome_or_nothing(services: Services, entry_id: str) -> list[Event] |
             return events
         offset = await services.bus.offset()
         if offset is not None and id_order(offset.id) >= id_order(entry_id):
-            return await services.tail.outcome(entry_id, 0.2) or []  # its events, if any, are committed
+            # its events, if any, are committed: the tail has them, unless they left its window
+            return await services.tail.outcome(entry_id, 0.2) or await committed_events(services.bus, entry_id)
         if time.monotonic() >= deadline:
             return None
+
+
+async def committed_events(bus: AsyncBus, entry_id: str) -> list[Event]:
+    """The events of an input entry the engine has committed, read back from the output stream.
+    An event caused by entry ``<ms>-<k>`` has the id ``<ms>-<n>`` (docs/events.md), so it is
+    among that millisecond's events, which come in entry order: the read stops at a later entry's."""
+    ms = entry_id.partition("-")[0]
+    low, found = ms, []
+    while True:
+        page = await bus.range(bus.keys.events, low, ms, count=COMMITTED_PAGE)
+        for _, fields in page:
+            try:
+                decoded = decode_event(fields.get(b"event", b""))
+            except CodecError:  # skipped as the tail skipped it (and logged it) when it came
+                continue
+            if decoded.in_id == entry_id:
+                found.append(decoded.event)
+            elif id_order(decoded.in_id) > id_order(entry_id):
+                return found
+        if len(page) < COMMITTED_PAGE:
+            return found
+        low = "(" + page[-1][0].decode()  # exclusive: the page after the last one read

@@ -4,12 +4,18 @@ It folds every event into the projection, hands the feed its messages, and compl
 waiters of submissions: the outcome of an input entry is every event whose ``in`` is that
 entry. A commit is atomic, so an entry's events are complete once the tail sees an event of a
 later entry, or reaches the end of the stream.
+
+Nothing one client does may stop it: each listener call is isolated (a failure is logged, the
+tail goes on), and a failure of the tail itself (a poison event, a bug) is logged, reported by
+:meth:`EventTail.trouble` (so ``/ready`` answers 503) and followed by a restart from the entry
+where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -18,12 +24,15 @@ import redis
 from matchbox.api.projection import Projection, Update
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, DecodedEvent, decode_event
+from matchbox.bus.connection import id_order
 from matchbox.engine.types import Event
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000
 RECENT_OUTCOMES = 20_000
+LAG_LIMIT_S = 5.0  # behind the committed events and not at the end of the stream for this long: not ready
+RESTART_BACKOFF_MAX_S = 30.0
 
 Listener = Callable[[str, DecodedEvent, list[Update]], None]
 
@@ -36,14 +45,40 @@ class EventTail:
         self.position = "0-0"  # stream id of the last entry read
         self.caught_up = asyncio.Event()  # set once the tail first reached the end of the stream
         self.connected = False
+        self.failure: str | None = None  # why the tail last stopped, until it reads again
+        self.at_end_at: float | None = None  # monotonic seconds when it last reached the end of the stream
         self._waiters: dict[str, asyncio.Future[list[Event]]] = {}
         self._recent: OrderedDict[str, list[Event]] = OrderedDict()
         self._open_entry = ""  # the entry whose events are being gathered
         self._open_events: list[Event] = []
 
     async def run(self) -> None:
+        """Follow the stream for good: a failure is logged and the tail restarts where it stopped."""
         backoff = 0.1
         while True:
+            try:
+                await self._follow()
+            except Exception as exc:  # a poison event or a bug: say so on /ready, and try again
+                backoff = 0.1 if self.failure is None else min(backoff * 2, RESTART_BACKOFF_MAX_S)
+                self.failure = f"{type(exc).__name__}: {exc}"
+                log.exception("event tail stopped at %s; restarting in %.1f s", self.position, backoff)
+                await asyncio.sleep(backoff)
+
+    def trouble(self, committed: str, now: float) -> str | None:
+        """Why this instance should take no traffic because of its tail, or None. ``committed`` is
+        the stream id of the last event the engine committed; ``now``, monotonic seconds."""
+        if self.failure is not None:
+            return f"the event tail stopped at {self.position} ({self.failure}); it is restarting"
+        if id_order(self.position) >= id_order(committed):
+            return None
+        if self.at_end_at is not None and now - self.at_end_at <= LAG_LIMIT_S:
+            return None
+        return f"the event tail lags: it is at {self.position}, the engine committed up to {committed}"
+
+    async def _follow(self) -> None:
+        backoff = 0.1
+        while True:
+            _stop_if_cancelled()
             try:
                 entries = await self.bus.read(self.bus.keys.events, self.position, count=PAGE, block_ms=1000)
                 self.connected = True
@@ -55,12 +90,14 @@ class EventTail:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for raw_id, fields in entries:
-                self._fold(raw_id.decode(), fields.get(b"event", b""))
-            if entries:
-                self.position = entries[-1][0].decode()
+                stream_id = raw_id.decode()
+                self._fold(stream_id, fields.get(b"event", b""))
+                self.position = stream_id  # entry by entry: a restart after a failure folds nothing twice
+            self.failure = None
             if len(entries) < PAGE:  # the end of the stream: the open entry's events are all here
                 self._close_entry()
                 self.caught_up.set()
+                self.at_end_at = time.monotonic()
 
     def _fold(self, stream_id: str, raw: bytes) -> None:
         try:
@@ -71,10 +108,15 @@ class EventTail:
         if decoded.in_id != self._open_entry:
             self._close_entry()
             self._open_entry = decoded.in_id
-        self._open_events.append(decoded.event)
         updates = self.projection.apply(decoded.event, decoded.n, stream_id, decoded.in_id)
+        # a rollback witness: every submission carries the most this tail saw (see submit.lua)
+        self.bus.seen_events = max(self.bus.seen_events, decoded.n)
+        self._open_events.append(decoded.event)  # after the fold: an event that failed it is read again
         for listener in self.listeners:
-            listener(stream_id, decoded, updates)
+            try:
+                listener(stream_id, decoded, updates)
+            except Exception:  # the listener's own fault: the tail, and the instance, go on
+                log.exception("event tail: a listener failed on %s", stream_id)
 
     def _close_entry(self) -> None:
         if not self._open_entry:
@@ -98,4 +140,14 @@ class EventTail:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
+            if self._waiters.get(entry_id) is waiter:  # an entry that never comes must not stay forever
+                del self._waiters[entry_id]
             return None
+
+
+def _stop_if_cancelled() -> None:
+    """Honour a cancellation that redis-py lost: on Python 3.11 one that lands as a read begins is
+    swallowed by its connection check (an ``asyncio.timeout(0)``), and shutdown would wait forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

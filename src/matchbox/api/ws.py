@@ -1,163 +1,337 @@
-"""The WebSocket feed at /ws: subscriptions by message or query, resume from a stream id, heartbeats."""
+"""The WebSocket feed at /ws: subscriptions by message or query, resume from a stream id, heartbeats.
+
+What one connection may cost the instance is bounded, because any client may be hostile: a
+message is at most ``MAX_FRAME_BYTES`` before it is decoded (nesting included); every message
+spends a token of the rate limit (its key's, the one REST spends, once it has authenticated; its
+own before); a resume replays a bounded stretch of history; a connection holds at most
+``MAX_CHANNELS`` subscriptions; and an authenticated connection checks its key again as often as
+the key cache lives, and is closed once the key no longer works. Each connection's tasks fail
+alone: the error closes that connection (1011), never the feed of the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import redis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnected
 
 from matchbox.api.accounts import arm
 from matchbox.api.errors import ApiError
 from matchbox.api.feed import channel_messages
-from matchbox.api.hub import Client
+from matchbox.api.gate import Bucket
+from matchbox.api.hub import DROPPED, Client
 from matchbox.api.services import Services, services_of
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.connection import id_order
 from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS
 
+log = logging.getLogger(__name__)
 router = APIRouter()
+
+MAX_FRAME_BYTES = 4096  # a message from a client, at most (the server refuses bigger frames too: cli.py)
+MAX_CHANNELS = 100  # subscriptions per connection
+KEY_RECHECK_MIN_S = 0.5  # how often a key is checked again when the key cache is off (0 s)
+STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_ID_PART = 2**64 - 1
+REFUSED, TRY_AGAIN_LATER = 1008, 1013  # close codes: policy violation; the server cannot serve it now
+REVOKED = (REFUSED, "your API key no longer works (revoked?)")
+
+
+@dataclass(eq=False)
+class Session:
+    """One connection's own state: who it is and what it may spend (the hub holds its feed)."""
+
+    client: Client
+    bucket: Bucket  # its rate limit until it authenticates; then its key's, shared with REST
+    account: str | None = None  # whose key this connection sent (op "auth")
+    authorization: str | None = None  # that key, as a header: checked again while the connection lives
+    key_checked_at: float = 0.0  # monotonic seconds of the key's last check
 
 
 @router.websocket("/ws")
 async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | None = None) -> None:
-    """The feed. With no subscription: the seed's plain fills. Messages:
+    """The feed. With no subscription: the seed's plain fills. Messages (JSON objects, 4 KiB at
+    most, each counted against the rate limit as a request):
     {"op":"subscribe"|"unsubscribe","channel":"trades"|"book","market_id":..};
     {"op":"auth","key":<API key>} then {"op":"subscribe","channel":"orders"} (your orders, fills,
     balance and positions; in open mode, name the "account" instead of sending a key);
     {"op":"heartbeat","timeout_ms":..} (the dead-man switch, as POST /account/heartbeat);
     {"op":"ping"}. ``?subscribe=trades:m,book:m`` (and ``orders:ann`` in open mode) subscribes at
-    once; ``?last_id=<event stream id>`` first sends what was missed after that id (no gap, no
-    duplicate), then live events.
+    once. ``?last_id=<event stream id>`` first sends what was missed after that id (no gap, no
+    duplicate), then live events. A resume reaches back ``MATCHBOX_WS_RESUME_EVENTS`` events of
+    the whole exchange (10,000 by default, whichever channels they belong to); an id further back,
+    or one that is not an event of the stream, is answered {"op":"error","field":"last_id",..}
+    and the connection closed (1008): resync from REST (the book, trades and your orders), then
+    connect again without ``last_id``. Your key's revocation closes an authenticated connection
+    (1008) within about twice ``MATCHBOX_KEY_CACHE_SECONDS``.
     """
     services = services_of(websocket)
+    if last_id is not None:
+        refusal = await _resume_refusal(services, last_id)
+        if refusal is not None:
+            await _refuse(websocket, refusal)
+            return
     hub = services.hub
     client = hub.register()  # before the handshake completes: nothing published meanwhile is lost
-    for channel in (subscribe or "").split(","):
-        kind, _, target = channel.partition(":")
-        public = kind in ("trades", "book") or (kind == "orders" and services.settings.open_access)
-        if public and target:
-            hub.subscribe(client, channel)
-        elif kind == "orders":
-            client.offer({"op": "error", "error": f'{channel}: send {{"op":"auth","key":..}}, then subscribe'})
-    client.replaying = last_id is not None
     try:
+        _subscribe_from_query(services, client, subscribe or "")
+        client.replaying = last_id is not None
+        session = Session(client, Bucket(float(services.settings.rate_burst), time.monotonic()))
         await websocket.accept()
-        sender = asyncio.create_task(_send_loop(websocket, client))
-        try:
-            if last_id is not None:
-                await _resume(services, client, last_id)
-            await _receive_loop(websocket, services, client)
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+        await _serve(websocket, services, session, last_id)
     except WebSocketDisconnect:
         pass
     finally:
         hub.unregister(client)
 
 
+def _subscribe_from_query(services: Services, client: Client, subscribe: str) -> None:
+    for channel in subscribe.split(",")[:MAX_CHANNELS]:
+        kind, _, target = channel.partition(":")
+        public = kind in ("trades", "book") or (kind == "orders" and services.settings.open_access)
+        if public and target:
+            services.hub.subscribe(client, channel)
+        elif kind == "orders":
+            client.offer(_error(f'{channel[:80]}: send {{"op":"auth","key":..}}, then subscribe'))
+
+
+async def _serve(websocket: WebSocket, services: Services, session: Session, last_id: str | None) -> None:
+    """Send, read and watch the key side by side; the first of them to end ends the connection."""
+    client = session.client
+    tasks = [
+        asyncio.create_task(_send_loop(websocket, client)),
+        asyncio.create_task(_read(websocket, services, session, last_id)),
+        asyncio.create_task(_watch_key(services, session)),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # not gather: it would raise a child's CancelledError in place of the server's own
+        await asyncio.wait(tasks)
+    failures = (task.exception() for task in tasks if not task.cancelled())
+    gone = (WebSocketDisconnect, WebSocketDisconnected)
+    failure = next((exc for exc in failures if exc is not None and not isinstance(exc, gone)), None)
+    if failure is not None:  # this connection's fault stops here: it closes, the instance serves on
+        log.error("ws: a connection failed: %r", failure, exc_info=failure)
+        client.drop(DROPPED)
+    if client.overflowed:
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await websocket.close(*client.goodbye)
+
+
 async def _send_loop(websocket: WebSocket, client: Client) -> None:
     while True:
         message = await client.queue.get()
-        if message is None:  # overflowed
-            await websocket.close(code=1008, reason="slow consumer: the feed outran this client")
+        if message is None:  # dropped: _serve closes with the client's goodbye
             return
         await websocket.send_text(msgspec.json.encode(message).decode())
 
 
-async def _receive_loop(websocket: WebSocket, services: Services, client: Client) -> None:
-    hub = services.hub
+async def _read(websocket: WebSocket, services: Services, session: Session, last_id: str | None) -> None:
+    if last_id is not None:
+        await _resume(services, session.client, last_id)
     while True:
-        text = await websocket.receive_text()
+        frame = await _receive(websocket)
         try:
-            message = msgspec.json.decode(text)
-            op, kind = message.get("op"), message.get("channel")
-        except (msgspec.DecodeError, AttributeError):
-            client.offer({"op": "error", "error": "messages are JSON objects with an op"})
+            await _spend(services, session)
+            message = _decode(frame)
+        except ApiError as exc:
+            if exc.status == 401:  # the key it authenticated with was revoked since
+                session.client.drop(REVOKED)
+                return
+            session.client.offer(_refusal(exc))
             continue
-        if op == "ping":
-            client.offer({"op": "pong"})
+        except redis.RedisError:  # the key's cached answer expired and Redis is away
+            session.client.offer(_error("the exchange's Redis is unavailable; retry shortly"))
             continue
-        if op in ("auth", "heartbeat"):
-            client.offer(await _account_op(services, client, message))
-            continue
-        if op not in ("subscribe", "unsubscribe") or kind not in ("trades", "book", "orders"):
-            client.offer(
-                {
-                    "op": "error",
-                    "error": "op is subscribe|unsubscribe|auth|heartbeat|ping; channel is trades|book|orders",
-                }
-            )
-            continue
-        if kind == "orders" and not services.settings.open_access:
-            if client.account is None:
-                client.offer({"op": "error", "error": 'channel orders needs your key first: {"op":"auth","key":..}'})
-                continue
-            if message.get("account", client.account) != client.account:
-                client.offer({"op": "error", "error": "a key sees its own account's orders only"})
-                continue
-            target = client.account
-        else:
-            key = "account" if kind == "orders" else "market_id"
-            target = message.get(key)
-            if not isinstance(target, str) or not target:
-                client.offer({"op": "error", "error": f"channel {kind} needs {key}"})
-                continue
-        channel = f"{kind}:{target}"
-        if op == "subscribe":
-            hub.subscribe(client, channel)
-        else:
-            hub.unsubscribe(client, channel)
-        client.offer({"op": op + "d", "channel": channel})
+        session.client.offer(await _answer(services, session, message))
 
 
-async def _account_op(services: Services, client: Client, message: dict[str, Any]) -> dict[str, Any]:
+async def _receive(websocket: WebSocket) -> str | bytes:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    frame: str | bytes = message.get("text") or message.get("bytes") or b""
+    return frame
+
+
+async def _spend(services: Services, session: Session) -> None:
+    """One message's token: its key's (the key is checked again), or the connection's own before
+    it authenticates. ApiError 401 (the key no longer works) or 429."""
+    if session.authorization is None:
+        session.bucket.spend(services.settings, time.monotonic(), per="connection")
+        return
+    await services.gate.account(session.authorization)
+    session.key_checked_at = time.monotonic()
+
+
+def _decode(frame: str | bytes) -> dict[str, Any]:
+    """A client's message, its size bounded before it is parsed."""
+    size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+    if size > MAX_FRAME_BYTES:
+        raise ApiError(413, f"a message is {MAX_FRAME_BYTES} bytes at most", "message")
+    try:
+        message = msgspec.json.decode(frame)
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested deeper than the decoder goes
+        message = None
+    if not isinstance(message, dict):
+        raise ApiError(400, "messages are JSON objects with an op", "op")
+    return message
+
+
+async def _answer(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+    op = message.get("op")
+    if op == "ping":
+        return {"op": "pong"}
+    if op in ("auth", "heartbeat"):
+        return await _account_op(services, session, message)
+    return _subscription(services, session, message)
+
+
+def _subscription(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a ``subscribe`` or an ``unsubscribe`` message."""
+    op, kind, client = message.get("op"), message.get("channel"), session.client
+    if op not in ("subscribe", "unsubscribe") or kind not in ("trades", "book", "orders"):
+        return _error("op is subscribe|unsubscribe|auth|heartbeat|ping; channel is trades|book|orders")
+    if kind == "orders" and not services.settings.open_access:
+        if session.account is None:
+            return _error('channel orders needs your key first: {"op":"auth","key":..}')
+        if message.get("account", session.account) != session.account:
+            return _error("a key sees its own account's orders only")
+        target = session.account
+    else:
+        key = "account" if kind == "orders" else "market_id"
+        named = message.get(key)
+        if not isinstance(named, str) or not named:
+            return _error(f"channel {kind} needs {key}")
+        target = named
+    channel = f"{kind}:{target}"
+    if op == "unsubscribe":
+        services.hub.unsubscribe(client, channel)
+    elif channel not in client.channels and len(client.channels) >= MAX_CHANNELS:
+        return _error(f"a connection holds {MAX_CHANNELS} subscriptions at most")
+    else:
+        services.hub.subscribe(client, channel)
+    return {"op": op + "d", "channel": channel}
+
+
+async def _account_op(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
     """The answer to an ``auth`` or a ``heartbeat`` message."""
     try:
         if message.get("op") == "auth":
-            key = message.get("key")
-            if services.settings.open_access:
-                return {"op": "error", "error": "open mode: no keys; name the account when subscribing"}
-            client.account = await services.gate.account(f"Bearer {key}" if isinstance(key, str) else None)
-            return {"op": "authed", "account": client.account}
+            return await _authenticate(services, session, message.get("key"))
         timeout = message.get("timeout_ms")
-        account = client.account or (message.get("account") if services.settings.open_access else None)
+        account = session.account or (message.get("account") if services.settings.open_access else None)
         if not isinstance(account, str) or not account:
-            return {"op": "error", "error": "heartbeat needs your key first (open mode: an account)"}
+            return _error("heartbeat needs your key first (open mode: an account)")
         if type(timeout) is not int or not 0 <= timeout <= MAX_HEARTBEAT_TIMEOUT_MS:
-            return {"op": "error", "error": f"timeout_ms: an integer from 0 to {MAX_HEARTBEAT_TIMEOUT_MS}"}
+            return _error(f"timeout_ms: an integer from 0 to {MAX_HEARTBEAT_TIMEOUT_MS}")
         armed = await arm(services, account, timeout)
         return {"op": "heartbeat", "account": account, "deadline": armed.deadline}
     except ApiError as exc:
-        return {"op": "error", "error": exc.body.error}
+        return _refusal(exc)
+    except redis.RedisError:
+        return _error("the exchange's Redis is unavailable; retry shortly")
+
+
+async def _authenticate(services: Services, session: Session, key: object) -> dict[str, Any]:
+    if services.settings.open_access:
+        return _error("open mode: no keys; name the account when subscribing")
+    authorization = f"Bearer {key}" if isinstance(key, str) else None
+    session.account = await services.gate.account(authorization)
+    session.authorization, session.key_checked_at = authorization, time.monotonic()
+    return {"op": "authed", "account": session.account}
+
+
+async def _watch_key(services: Services, session: Session) -> None:
+    """Close the connection once its key stops working: the key is checked at least as often as
+    the key cache lives (a message from the client checks it too), so a revoked key is refused
+    here about as soon as on REST."""
+    every = max(services.settings.key_cache_seconds, KEY_RECHECK_MIN_S)
+    while True:
+        due = session.key_checked_at + every if session.authorization else time.monotonic() + every
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if session.authorization is None or time.monotonic() < session.key_checked_at + every:
+            continue
+        try:
+            await services.gate.account(session.authorization)
+        except ApiError as exc:
+            if exc.status == 401:
+                session.client.drop(REVOKED)
+                return
+        except redis.RedisError:  # Redis is away: checked again next time
+            pass
+        session.key_checked_at = time.monotonic()  # a 429 too: the key was found before it was counted
+
+
+def _error(text: str, field: str | None = None) -> dict[str, Any]:
+    return {"op": "error", "error": text} if field is None else {"op": "error", "error": text, "field": field}
+
+
+def _refusal(exc: ApiError) -> dict[str, Any]:
+    return _error(exc.body.error, exc.body.field)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+async def _resume_refusal(services: Services, last_id: str) -> tuple[int, str] | None:
+    """Why a resume after ``last_id`` is not served (a close code and the error), or None.
+
+    It never reaches the hub unless it is an event of the stream (or ``0-0``, the beginning) no
+    further back than ``ws_resume_events``: the hub orders live messages by it."""
+    match = STREAM_ID.fullmatch(last_id)
+    if match is None or max(int(part) for part in match.groups()) > MAX_ID_PART:
+        return REFUSED, f"last_id {last_id[:40]!r} is not a stream id: send the id of the last message you had"
+    try:
+        known = last_id == "0-0" or bool(await services.bus.range(services.bus.keys.events, last_id, last_id))
+        offset = await services.bus.offset()
+    except redis.RedisError:
+        return TRY_AGAIN_LATER, "the exchange's Redis is unavailable; retry shortly"
+    if not known:
+        return REFUSED, f"last_id {last_id!r} is not an event of this exchange: resync from REST"
+    behind = (offset.events if offset else 0) - int(match[2])  # event n's id is <ms>-<n> (docs/events.md)
+    limit = services.settings.ws_resume_events
+    if behind > limit:
+        return REFUSED, f"last_id {last_id!r} is {behind} events back, a resume reaches {limit}: resync from REST"
+    return None
+
+
+async def _refuse(websocket: WebSocket, refusal: tuple[int, str]) -> None:
+    code, error = refusal
+    await websocket.accept()
+    await websocket.send_json(_error(error, "last_id"))
+    await websocket.close(code, "last_id refused")
 
 
 async def _resume(services: Services, client: Client, last_id: str) -> None:
     """Send what the client missed after ``last_id``, then release the live messages held meanwhile."""
     keys = services.bus.keys
     cursor = last_id
-    try:
-        while True:
-            entries = await services.bus.range(keys.events, f"({cursor}", "+", count=1000)
-            for raw_id, fields in entries:
-                stream_id = raw_id.decode()
-                try:
-                    decoded = decode_event(fields.get(b"event", b""))
-                except CodecError:
-                    continue
-                for channel, message in channel_messages(decoded.event, stream_id, decoded.n, services.hub.scheme_of):
-                    if channel in client.channels:
-                        client.offer(message)
-                cursor = stream_id
-            if len(entries) < 1000:
-                break
-    except redis.ResponseError:
-        client.offer({"op": "error", "error": f"last_id {last_id!r} is not a stream id"})
+    while True:
+        entries = await services.bus.range(keys.events, f"({cursor}", "+", count=1000)
+        for raw_id, fields in entries:
+            cursor = raw_id.decode()
+            try:
+                decoded = decode_event(fields.get(b"event", b""))
+            except CodecError:
+                continue
+            for channel, message in channel_messages(decoded.event, cursor, decoded.n, services.hub.scheme_of):
+                if channel in client.channels:
+                    client.offer(message)
+        if len(entries) < 1000:
+            break
     for stream_id, message in client.held:
         if id_order(stream_id) > id_order(cursor):
             client.offer(message)

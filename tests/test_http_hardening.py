@@ -1,0 +1,339 @@
+"""The API's edge under hostile input (issue 12, items 4, 5, 10c and 10d).
+
+- A body is counted as it arrives, whatever its framing: a chunked body is cut off at 64 KiB.
+- Who is calling is checked before a body is read or validated: 401 or 403, never a 422 that
+  describes the schema to an anonymous caller.
+- Every number is bounded before it is converted: giant exponents, integers of thousands of
+  digits, overflowing floats, NaN and Infinity are each a 4xx naming the field, never a 5xx.
+- The admin token is taken in one form only, ``Authorization: Bearer <token>``.
+- A retried client order id whose outcome has left the tail's window of recent outcomes is
+  answered from the events stream, not with 202 forever.
+
+Over a real Valkey and a real engine leader (in a thread).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import wait_until
+from matchbox.api.app import create_app
+from matchbox.api.middleware import MAX_BODY
+from matchbox.api.services import Services
+from matchbox.api.tail import RECENT_OUTCOMES
+from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.engine.types import Deposit
+from matchbox.settings import Settings
+
+ADMIN_TOKEN = "test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+JSON = {"content-type": "application/json"}
+CHUNK = 8 * 1024
+_names = itertools.count(1)
+
+
+def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
+    return Settings(
+        redis_url=exchange,
+        admin_token=ADMIN_TOKEN,
+        durability=Durability.EVERYSEC,
+        outcome_timeout=3.0,
+        data_dir=data_dir,
+        **fields,
+    )
+
+
+@pytest.fixture(scope="module")
+def keyed(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+    """The API with keys, as it runs in production."""
+    with TestClient(create_app(settings_for(exchange, data_dir))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def opened(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+    """The API in open mode: requests name their account."""
+    with TestClient(create_app(settings_for(exchange, data_dir, open_access=True))) as client:
+        yield client
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}{next(_names)}"
+
+
+def new_market(client: TestClient, scheme: str = "binary") -> str:
+    market_id = fresh(f"{scheme}-")
+    made = client.post("/markets", json={"market_id": market_id, "scheme": scheme}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    return market_id
+
+
+def new_key(client: TestClient) -> dict[str, str]:
+    made = client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['api_key']}"}
+
+
+# --------------------------------------------------------------------------- bodies (item 4)
+
+
+class Trickle:
+    """A request body sent in chunks with no Content-Length (chunked framing); it counts the
+    bytes the app pulled from it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.pulled < self.total:
+            self.pulled += CHUNK
+            yield b" " * CHUNK
+
+
+def post_streamed(client: TestClient, path: str, body: Trickle, headers: dict[str, str]) -> httpx.Response:
+    """POST a streamed body to the client's running app over ASGI, in the app's own event loop:
+    the app receives the body chunk by chunk, as a server hands it a chunked request."""
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://matchbox") as streaming:
+            return await streaming.post(path, content=body, headers={**JSON, **headers})
+
+    assert client.portal is not None  # the client is started: its app runs in the portal's loop
+    return client.portal.call(scenario)
+
+
+@pytest.mark.parametrize("path", ["/orders", "/orders/batch"])
+def test_a_chunked_body_is_refused_at_the_limit_and_read_no_further(keyed: TestClient, path: str) -> None:
+    body = Trickle(16 * 1024 * 1024)
+    answer = post_streamed(keyed, path, body, new_key(keyed))
+    assert answer.request.headers["transfer-encoding"] == "chunked"
+    assert (answer.status_code, answer.json()["field"]) == (413, "body")
+    assert answer.headers["connection"] == "close"  # the server stops taking the rest
+    assert body.pulled <= MAX_BODY + CHUNK  # what the API read, and so held: the limit and one chunk
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/orders", 401), ("/orders/batch", 401), ("/markets", 403), ("/admin/accounts/ann/deposit", 403)],
+)
+def test_a_request_without_a_key_or_token_is_refused_before_its_body_is_read(
+    keyed: TestClient, path: str, status: int
+) -> None:
+    body = Trickle(16 * 1024 * 1024)
+    answer = post_streamed(keyed, path, body, {})
+    assert answer.status_code == status
+    assert body.pulled == 0
+
+
+def test_every_operation_that_needs_a_key_or_the_token_refuses_before_validating(keyed: TestClient) -> None:
+    """Every operation with an Authorization header, called without one and with a body and
+    parameters that could not validate: a 401 (a key) or a 403 (the admin token), never the
+    422 that would describe the schema."""
+    schema = keyed.get("/openapi.json").json()
+    answers = {}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            headers = {p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"}
+            if "authorization" in headers:
+                url = re.sub(r"\{[^}]+\}", "not-a-number", path) + "?limit=huge&depth=huge&before=huge"
+                answer = keyed.request(method, url, content=b'{"side": 7', headers=JSON)
+                answers[f"{method.upper()} {path}"] = answer.status_code
+    assert len(answers) >= 15, answers
+    assert answers["POST /markets"] == 403
+    assert answers["POST /orders"] == 401
+    assert set(answers.values()) <= {401, 403}, answers
+
+
+def test_with_the_right_credentials_the_body_is_validated_after_all(keyed: TestClient) -> None:
+    bad = {"market_id": "x", "scheme": "roulette"}
+    assert keyed.post("/markets", json=bad, headers=ADMIN).status_code == 422
+    answer = keyed.post("/orders", json={"side": "buy", "price": "fifty", "qty": 1}, headers=new_key(keyed))
+    assert (answer.status_code, answer.json()["field"]) == (422, "price")
+
+
+# --------------------------------------------------------------------------- the admin token (item 10c)
+
+
+def test_the_admin_token_is_taken_in_one_form_only(keyed: TestClient) -> None:
+    body = {"market_id": fresh("form-"), "scheme": "binary"}
+    for authorization in (
+        ADMIN_TOKEN.encode(),  # bare
+        f"bearer {ADMIN_TOKEN}".encode(),
+        f"Bearer  {ADMIN_TOKEN}".encode(),
+        f"Token {ADMIN_TOKEN}".encode(),
+        f"Bearer {ADMIN_TOKEN}x".encode(),
+        "Bearer t\u00e9st-admin".encode(),  # not ASCII: refused, not a 500
+    ):
+        refused = keyed.post("/markets", json=body, headers={b"Authorization": authorization})
+        assert (refused.status_code, refused.json()["field"]) == (403, "authorization"), authorization
+    assert keyed.post("/markets", json=body, headers=ADMIN).status_code == 201
+
+
+# --------------------------------------------------------------------------- numbers (item 5)
+
+# JSON numbers no field can take, each an attack of its own.
+HOSTILE_JSON = [
+    "1e400000",  # a float's exponent: infinity
+    '"1e400000"',  # the same as text: Decimal reads it at once, arithmetic on it took seconds
+    '"1e999999999"',  # past Decimal's exponent limit: arithmetic on it raised (a 500)
+    '"-1e-999999999"',
+    "1" + "0" * 5000,  # thousands of digits: past what int() converts (a 400 naming nothing)
+    "-" + "9" * 4000,  # thousands of digits that int() converts, slowly
+    '"' + "7" * 4000 + '"',
+    "9223372036854775808",  # 2**63: one past 64 bits, so past what a command can carry
+    "1.8e308",  # overflows a float
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    '"NaN"',
+    '"Infinity"',
+]
+# The same as query and path texts.
+HOSTILE_TEXT = ["1e400000", "1" + "0" * 5000, "9223372036854775808", "NaN", "Infinity", "-1e999999999", "0x10"]
+
+
+def test_every_numeric_field_of_a_body_refuses_hostile_numbers_by_name(opened: TestClient) -> None:
+    binary, odds = new_market(opened), new_market(opened, "odds")
+    resting = opened.post("/orders", json={"market_id": binary, "side": "buy", "price": 5, "qty": 9, "account": "ann"})
+    assert resting.status_code == 201, resting.text
+    order = f"/orders/{resting.json()['order_id']}"
+    limit = f'{{"market_id": "{binary}", "side": "buy", "account": "ann", '
+    cases = [  # (method, path, body with X for the number, the field, headers)
+        ("POST", "/orders", limit + '"price": X, "qty": 1}', "price", {}),
+        ("POST", "/orders", limit + '"price": 5, "qty": X}', "qty", {}),
+        ("POST", "/orders", limit + '"price": 5, "qty": 1, "tif": "GTD", "expires_at": X}', "expires_at", {}),
+        ("POST", "/orders", f'{{"market_id": "{odds}", "side": "back", "odds": X, "stake": 1}}', "odds", {}),
+        ("POST", "/orders", f'{{"market_id": "{odds}", "side": "back", "odds": 2.5, "stake": X}}', "stake", {}),
+        ("POST", "/orders/batch", '{"orders": [' + limit + '"price": X, "qty": 1}]}', "orders.0.price", {}),
+        ("PATCH", order, '{"reduce_by": X}', "reduce_by", {}),
+        ("PATCH", order, '{"qty": X}', "qty", {}),
+        ("POST", "/admin/accounts/ann/deposit", '{"amount": X}', "amount", ADMIN),
+        ("POST", "/markets", '{"market_id": "n", "scheme": "ticks", "max_tick": X}', "max_tick", ADMIN),
+        ("POST", "/markets", '{"market_id": "n", "scheme": "binary", "max_qty": X}', "max_qty", ADMIN),
+        ("POST", "/account/heartbeat?account=ann", '{"timeout_ms": X}', "timeout_ms", {}),
+    ]
+    wrong = []
+    for method, path, template, field, headers in cases:
+        for number in HOSTILE_JSON:
+            body = template.replace("X", number).encode()
+            answer = opened.request(method, path, content=body, headers={**JSON, **headers})
+            named = answer.json().get("field") if answer.status_code < 500 else None
+            if answer.status_code not in (400, 422) or named != field:
+                wrong.append((method, path, field, number[:24], answer.status_code, answer.text[:120]))
+    assert wrong == []
+
+
+def test_hostile_odds_are_refused_by_the_model_before_any_arithmetic(opened: TestClient) -> None:
+    """422 is the request model's refusal (digits and length, counted before any arithmetic);
+    the ladder's own refusal, after arithmetic, would be a 400."""
+    market = new_market(opened, "odds")
+    for odds in ('"1e400000"', '"1e999999999"', '"0.' + "1" * 60_000 + '"', "2." + "1" * 60_000):
+        body = f'{{"market_id": "{market}", "side": "back", "odds": {odds}, "stake": 1, "account": "ann"}}'
+        answer = opened.post("/orders", content=body.encode(), headers=JSON)
+        assert (answer.status_code, answer.json()["field"]) == (422, "odds"), odds[:20]
+    on_ladder = {"market_id": market, "side": "back", "odds": "2.50", "stake": 1, "account": "ann"}
+    assert opened.post("/orders", json=on_ladder).status_code == 201
+
+
+def test_every_number_in_a_query_or_path_refuses_hostile_numbers_by_name(opened: TestClient) -> None:
+    market = new_market(opened)
+    cases = [  # (path with X for the number, the field)
+        (f"/markets/{market}/book?depth=X", "depth"),
+        (f"/markets/{market}/trades?limit=X", "limit"),
+        (f"/markets/{market}/candles?from=X", "from"),
+        (f"/markets/{market}/candles?to=X", "to"),
+        (f"/markets/{market}/candles?limit=X", "limit"),
+        ("/account/orders?account=ann&limit=X", "limit"),
+        ("/account/orders?account=ann&state=all&before=X", "before"),
+        ("/account/trades?account=ann&before=X", "before"),
+        ("/orders/X", "order_id"),
+    ]
+    wrong = []
+    for template, field in cases:
+        for number in HOSTILE_TEXT:
+            answer = opened.get(template.replace("X", number))
+            named = answer.json().get("field") if answer.status_code < 500 else None
+            if answer.status_code not in (400, 422) or named != field:
+                wrong.append((template, number[:24], answer.status_code, answer.text[:120]))
+    assert wrong == []
+
+
+def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(opened: TestClient) -> None:
+    """Engine time is ns in 64 bits: an expiry in ms beyond it once reached the journal as a
+    command the engine could not decode (a MALFORMED_COMMAND for the client, a poison entry)."""
+    market = new_market(opened)
+    order = {"market_id": market, "side": "buy", "price": 5, "qty": 1, "tif": "GTD", "account": "ann"}
+    answer = opened.post("/orders", json={**order, "expires_at": 10**16})
+    assert (answer.status_code, answer.json()["field"]) == (422, "expires_at")
+    assert "reason" not in answer.json()  # refused at the edge, not by the engine
+
+
+# --------------------------------------------------------------------------- retries (item 10d)
+
+
+@pytest.fixture(scope="module")
+def forgetful(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+    """Open mode, with a projection that keeps one finished order (the tail's window of recent
+    outcomes stays as it is: the test pushes entries through it)."""
+    with TestClient(create_app(settings_for(exchange, data_dir, open_access=True))) as client:
+        services: Services = client.app.state.services  # type: ignore[attr-defined]
+        services.projection.keep_finished = 1
+        yield client
+
+
+def push_out_of_the_window(exchange: str, client: TestClient) -> None:
+    """RECENT_OUTCOMES more journal entries, each with an event, read by the API's tail: every
+    outcome before them has left its window."""
+    filler, count, batch = fresh("filler"), RECENT_OUTCOMES + 1, 500
+    bus = Bus.connect(exchange)
+    try:
+        journal = Journal(bus, Durability.EVERYSEC)
+        for start in range(0, count, batch):
+            journal.submit_many([Request(Deposit(seq=0, ts=0, account=filler, amount=1))] * min(batch, count - start))
+    finally:
+        bus.close()
+
+    def all_folded() -> bool:
+        total: int = client.get("/account", params={"account": filler}).json()["total"]
+        return total == count
+
+    wait_until(all_folded, timeout=60, message="the tail to read the filler entries")
+
+
+def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(exchange: str, forgetful: TestClient) -> None:
+    market = new_market(forgetful)
+    maker = {"market_id": market, "side": "sell", "price": 60, "qty": 5, "account": "ann"}
+    assert forgetful.post("/orders", json=maker).status_code == 201
+    taker = {"market_id": market, "side": "buy", "price": 60, "qty": 2, "account": "bob", "client_order_id": "t-1"}
+    filled = forgetful.post("/orders", json=taker)
+    assert (filled.status_code, filled.json()["status"]) == (201, "filled")
+    refused = {**taker, "post_only": True, "client_order_id": "t-2"}  # would take: the engine rejects it
+    rejected = forgetful.post("/orders", json=refused)
+    assert (rejected.status_code, rejected.json()["reason"]) == (422, "POST_ONLY_WOULD_TAKE")
+    ioc = {"market_id": market, "side": "buy", "price": 1, "qty": 1, "tif": "IOC", "account": "cy"}
+    assert forgetful.post("/orders", json=ioc).json()["status"] == "cancelled"  # the projection drops "t-1"
+    assert forgetful.get(f"/orders/{filled.json()['order_id']}").status_code == 404
+    push_out_of_the_window(exchange, forgetful)
+    services: Services = forgetful.app.state.services  # type: ignore[attr-defined]
+    assert forgetful.portal is not None
+    assert forgetful.portal.call(services.tail.outcome, filled.json()["entry_id"], 0.0) is None  # forgotten
+
+    again = forgetful.post("/orders", json=taker)
+    assert again.status_code == 200, again.text
+    assert {k: again.json()[k] for k in ("order_id", "status", "filled", "fills")} == {
+        k: filled.json()[k] for k in ("order_id", "status", "filled", "fills")
+    }
+    rejected_again = forgetful.post("/orders", json=refused)
+    assert rejected_again.status_code == 422, rejected_again.text
+    assert rejected_again.json() == rejected.json()
