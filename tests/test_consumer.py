@@ -195,7 +195,7 @@ def test_a_sink_that_is_down_leaves_everything_pending_and_nothing_dead_lettered
     sink = SqliteSink(database, "persistence")
     sink.down.set()
     calls = Counter[str]()
-    sink.before_apply = lambda entries: calls.update(["batch" if len(entries) > 1 else "alone"])
+    sink.before_apply = lambda entries: calls.update(["batch" if len(entries) == 5 else "part"])  # the whole batch
     runner = consumer(bus, sink, max_deliveries=1)
 
     with running(runner):
@@ -220,7 +220,7 @@ def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, 
     holder.down.set()
     other.down.set()
     batches = Counter[str]()
-    holder.before_apply = lambda entries: batches.update(["held"] if len(entries) > 1 else [])
+    holder.before_apply = lambda entries: batches.update(["held"] if len(entries) == 5 else [])  # the whole batch
     options: dict[str, Any] = {"claim_idle_ms": 300, "max_deliveries": 1}
     first, second = consumer(bus, holder, consumer="a", **options), consumer(bus, other, consumer="b", **options)
 

@@ -23,6 +23,7 @@ from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import AccountTrade, Balance, BalanceEntry, Position, PositionEntry
 from matchbox.consumers.schema import OrderStatus, trades
 from matchbox.engine.types import (
+    IDS_PER_MS,
     BalanceChanged,
     BalanceReason,
     CancelAll,
@@ -240,11 +241,12 @@ def test_a_known_sequence_to_the_unit(database: sa.Engine) -> None:
         PositionEntry(20, ts[19], "rain", 0, 0, 0, 0, 0, BalanceReason.SETTLEMENT),
         PositionEntry(13, ts[12], "rain", 0, 4, 0, 0, 0, BalanceReason.TRADE),
     ]
+    trade_id = ts[8] // 1_000_000 * IDS_PER_MS  # the first trade: its time's floor (engine.py, "Trade ids")
     assert queries.account_trades(database, "ann") == [
-        AccountTrade(1, "rain", 40, 4, Side.BUY, "maker", order_id=1, ts=ts[8])
+        AccountTrade(trade_id, "rain", 40, 4, Side.BUY, "maker", order_id=1, ts=ts[8])
     ]
     assert queries.account_trades(database, "bob") == [
-        AccountTrade(1, "rain", 40, 4, Side.SELL, "taker", order_id=2, ts=ts[8])
+        AccountTrade(trade_id, "rain", 40, 4, Side.SELL, "taker", order_id=2, ts=ts[8])
     ]
     ann_orders = queries.account_orders(database, "ann")
     assert [(o.order_id, o.status, o.filled, o.remaining, o.cancelled_qty) for o in ann_orders] == [

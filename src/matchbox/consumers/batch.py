@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.connection import Entry, id_order
 from matchbox.bus.consumer import Poison
+from matchbox.bus.rollback import Witness
 from matchbox.consumers.schema import consumer_offsets
 from matchbox.engine.types import Event
 
@@ -155,6 +156,19 @@ def read_position(engine: sa.Engine, group: str) -> str | None:
     with engine.connect() as connection:
         found: str | None = connection.execute(query).scalar_one_or_none()
     return found
+
+
+def tracked_witnesses(engine: sa.Engine) -> list[Witness]:
+    """Each group's tracking row as a rollback witness (:mod:`matchbox.bus.rollback`): a group
+    stores only committed events, so Redis must hold at least the newest one it stored."""
+    query = sa.select(consumer_offsets.c.consumer_group, consumer_offsets.c.last_id)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [tracking_witness(group, last) for group, last in rows]
+
+
+def tracking_witness(group: str, last_id: str | None) -> Witness:
+    return Witness(f"consumer group {group} (its SQL tracking row)", last_event=last_id or "")
 
 
 def tracking_writer(dialect: sa.Dialect) -> RowWriter:

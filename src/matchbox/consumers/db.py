@@ -11,6 +11,12 @@ driver name). Write transactions run at READ COMMITTED: the sinks' upserts are w
 concurrent batches of one group converge (see :mod:`~matchbox.consumers.persistence`), and a
 deadlock or a unique violation between two of them is retried by :func:`run_write`.
 
+A write the database refuses for the data itself (a DataError or IntegrityError other than a lost
+race: a NUL byte in text on PostgreSQL, an integer beyond 64 bits), or one the driver cannot even
+send (an integer beyond 64 bits, on SQLite), fails the same way every time:
+:func:`run_write` raises it as :class:`~matchbox.bus.consumer.Poison`, so the consumer runner
+looks for the entry at fault instead of waiting for the database to come back.
+
 Migrations run to head on open, under a lock (an advisory lock on PostgreSQL, the write lock of
 ``BEGIN IMMEDIATE`` on SQLite), so two processes starting at once migrate once.
 """
@@ -30,6 +36,8 @@ from alembic import command
 from alembic.config import Config
 from psycopg.types.array import ListBinaryDumper
 
+from matchbox.bus.consumer import Poison
+
 log = logging.getLogger(__name__)
 
 SQLITE_FILE = "matchbox.db"
@@ -39,6 +47,7 @@ MIGRATION_LOCK = 0x6D62_6D69_6772  # "mbmigr": the PostgreSQL advisory lock key 
 WRITE_ATTEMPTS = 5
 # deadlock, serialization failure, unique violation: a concurrent batch of the same group won
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+REFUSED_DATA = (sa.exc.DataError, sa.exc.IntegrityError)  # the statement's values, not the database's state
 
 T = TypeVar("T")
 
@@ -61,11 +70,17 @@ def database_url(url: str) -> sa.URL:
     return parsed
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for ``url``, SQLite connections set up as the module docstring says; no migration."""
+def create_engine(url: str, *, timeout_s: int | None = None) -> sa.Engine:
+    """An engine for ``url``, SQLite connections set up as the module docstring says; no migration.
+
+    ``timeout_s`` bounds PostgreSQL's connect and each statement (for a reader that must not hang,
+    such as a leader reading its rollback witnesses); SQLite is a local file, read under WAL."""
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        bounded: dict[str, Any] = {}
+        if timeout_s:
+            bounded = {"connect_timeout": timeout_s, "options": f"-c statement_timeout={timeout_s * 1000}"}
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=bounded)
         sa.event.listen(engine, "connect", _postgres_connect)
         return engine
     engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
@@ -123,17 +138,29 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def run_write(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
-    """``work`` in a write transaction, retried when it lost a race with a concurrent transaction."""
+    """``work`` in a write transaction, retried when it lost a race with a concurrent transaction;
+    :class:`Poison` when the database refuses its data (see the module docstring)."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with write_transaction(engine) as connection:
                 return work(connection)
         except sa.exc.DBAPIError as exc:
             state = getattr(exc.orig, "sqlstate", None)
-            if state not in RETRYABLE_SQLSTATES or attempt == WRITE_ATTEMPTS:
-                raise
-            log.info("write transaction retried", extra={"sqlstate": state, "attempt": attempt})
+            if state in RETRYABLE_SQLSTATES and attempt < WRITE_ATTEMPTS:
+                log.info("write transaction retried", extra={"sqlstate": state, "attempt": attempt})
+                continue
+            if isinstance(exc, REFUSED_DATA) and state not in RETRYABLE_SQLSTATES:
+                raise Poison(f"the database refused the data: {_first_line(exc.orig)}") from exc
+            raise
+        except OverflowError as exc:  # sqlite3's, for an integer it cannot hold: SQLAlchemy wraps only DB-API errors
+            raise Poison(f"the driver cannot send a value: {_first_line(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+def _first_line(error: BaseException | None) -> str:
+    """An error's type and the first line of its message (PostgreSQL's go on with context)."""
+    text = str(error).splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 # --------------------------------------------------------------------------- migrations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from operator import attrgetter
 
 import msgspec
 
@@ -27,6 +28,8 @@ from matchbox.engine.types import (
     TickScheme,
     TimeInForce,
 )
+
+_REMAINING = attrgetter("remaining")
 
 
 class Order(msgspec.Struct):
@@ -141,6 +144,22 @@ class Book:
                 self.best_bid = price
         elif price < self.best_ask:
             self.best_ask = price
+
+    def rest_level(self, side: Side, price: int, orders: list[Order]) -> None:
+        """Rest live orders of one side and price, oldest first, in one step: a restore puts
+        a whole level back at once rather than order by order (see ``engine.snapshot``)."""
+        side_levels = self.levels[side]
+        level = side_levels[price]
+        if level is None:
+            level = side_levels[price] = Level(price)
+        level.orders.extend(orders)
+        level.total += sum(map(_REMAINING, orders))
+        level.count += len(orders)
+        self.occupied[side].add(price)
+        if side is Side.BUY:
+            self.best_bid = max(self.best_bid, price)
+        else:
+            self.best_ask = min(self.best_ask, price)
 
     def take_off(self, order: Order) -> int:
         """Remove a live order from its level (not from the engine's index); return its remainder."""

@@ -10,7 +10,7 @@ Rules
 Money
     Integer minor units (cents). ``Deposit`` adds to an account; ``Withdraw`` takes from its free
     balance (``total - reserved``) and is refused beyond it (INSUFFICIENT_FUNDS). Amounts must be
-    positive (INVALID_AMOUNT) and name an account (INVALID_ACCOUNT).
+    positive (INVALID_AMOUNT); the account is the engine's to check (see its "Ids" rule).
 Reserves
     A new order reserves, before it meets the book, what it could cost at its limit price (a
     market order's limit is the worst tick): refused (INSUFFICIENT_FUNDS) if that is above the
@@ -139,8 +139,6 @@ class Ledger:
     # ------------------------------------------------------------------ cash
 
     def deposit(self, account: str, amount: int) -> RejectReason | Account:
-        if not account:
-            return RejectReason.INVALID_ACCOUNT
         balance = self.accounts.get(account)
         total = 0 if balance is None else balance.total
         if amount <= 0 or total + amount > INT64_MAX or self.net_deposits + amount > INT64_MAX:
@@ -152,8 +150,6 @@ class Ledger:
         return balance
 
     def withdraw(self, account: str, amount: int) -> RejectReason | Account:
-        if not account:
-            return RejectReason.INVALID_ACCOUNT
         if amount <= 0:
             return RejectReason.INVALID_AMOUNT
         balance = self.accounts.get(account)

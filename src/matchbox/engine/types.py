@@ -92,12 +92,13 @@ class RejectReason(IntEnum):
     # 4xx: managing an order
     UNKNOWN_ORDER = 400  # above every id accepted so far, or another account's live order
     ORDER_NOT_OPEN = 401  # at or below that mark and not live: filled, cancelled, expired, never accepted
-    # 5xx: the input itself (found by the bus before the engine sees it)
+    # 5xx: the input's form: found by the bus before the engine sees it, or by the id rules
     MALFORMED_COMMAND = 500  # not a command: bad JSON, unknown type, wrong field types
+    MALFORMED_ID = 501  # an account or market id that breaks the rules of matchbox.engine.ids
     # 6xx: money (collateral markets, deposits, withdrawals)
     INSUFFICIENT_FUNDS = 600  # the order's reserve, or the withdrawal, is above the free balance
     INVALID_AMOUNT = 601  # a deposit or withdrawal of zero or less, or one that would overflow
-    INVALID_ACCOUNT = 602  # a deposit, withdrawal or heartbeat without an account
+    INVALID_ACCOUNT = 602  # a command that needs an account names none (the empty string)
     INVALID_TIMEOUT = 603  # a heartbeat timeout below zero or above MAX_HEARTBEAT_TIMEOUT_MS
 
 
@@ -214,6 +215,9 @@ class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
 
 
 MAX_HEARTBEAT_TIMEOUT_MS = 3_600_000  # one hour: a longer dead-man switch protects no one
+# Ids never go below their time in ms times this (trade ids in the engine, order ids in the
+# journal): ids lost with a rolled-back Redis are not handed out again (see engine.py, "Trade ids")
+IDS_PER_MS = 1024
 
 
 class Heartbeat(Command, frozen=True, gc=False, kw_only=True):

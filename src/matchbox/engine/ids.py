@@ -1,0 +1,36 @@
+"""What an account or a market id may be: one rule per kind, for the engine and the API alike.
+
+An account is 1 to 64 characters of ``A-Z a-z 0-9 _ . -``; a market id the same, and ``:`` too.
+Ids travel as they are into Redis keys, WebSocket channel names, SQL rows and logs, so they are
+plain printable ASCII: no NUL byte (PostgreSQL refuses it in text), no control character, no
+space, no surrogate, nothing a reader has to escape.
+
+The kinds differ in ``:`` alone because each kept the rule its existing ids were made under:
+accounts the account store's (it never took ``:``), market ids the API's (it always took ``:``,
+which separates an event from a selection, as in ``derby:home``). So no id made through the
+API before these rules existed is refused now.
+
+The patterns are anchored for JSON Schema and pydantic, which search rather than match; here
+they are used with ``fullmatch`` (Python's ``$`` alone also matches before a final newline).
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_ID_LENGTH = 64
+ACCOUNT_PATTERN = rf"^[A-Za-z0-9_.-]{{1,{MAX_ID_LENGTH}}}$"
+MARKET_ID_PATTERN = rf"^[A-Za-z0-9_.:-]{{1,{MAX_ID_LENGTH}}}$"
+
+_ACCOUNT = re.compile(ACCOUNT_PATTERN)
+_MARKET_ID = re.compile(MARKET_ID_PATTERN)
+
+
+def valid_account(account: str) -> bool:
+    """Whether ``account`` keeps the account rule."""
+    return _ACCOUNT.fullmatch(account) is not None
+
+
+def valid_market_id(market_id: str) -> bool:
+    """Whether ``market_id`` keeps the market id rule."""
+    return _MARKET_ID.fullmatch(market_id) is not None
