@@ -18,6 +18,7 @@ ALLOWED = {
     "consumers": {"engine", "bus"},
     "web": set(),
     "bench": {"engine", "bus", "leader", "consumers"},
+    "chaos": {"engine", "bus", "leader", "consumers", "api", "up", "logs", "settings"},  # runs the whole exchange
 }
 IMPURE = {"asyncio", "redis", "valkey", "socket", "time", "random", "os", "threading", "datetime", "sqlalchemy"}
 

@@ -12,12 +12,14 @@ import redis
 from conftest import running_leader, wait_until
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_book, decode_command, decode_event, encode_command, encode_event
-from matchbox.bus.commit import Batch, CommitRefused, Offset, commit, latest_snapshot, read_offset
+from matchbox.bus.commit import Batch, CommitRefused, Offset, Uncertified, commit, latest_snapshot, read_offset
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Durability, Journal, Request, Submission
+from matchbox.bus.rollback import certify, is_certified
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine, PriceLevel
 from matchbox.engine.types import (
+    IDS_PER_MS,
     CancelOrder,
     CreateMarket,
     MarketCreated,
@@ -30,7 +32,7 @@ from matchbox.engine.types import (
     TickScheme,
     TradeExecuted,
 )
-from matchbox.leader.recovery import RollbackDetected, apply_entry
+from matchbox.leader.recovery import RollbackDetected, apply_entry, recover
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 
@@ -110,7 +112,9 @@ def test_submit_allocates_increasing_order_ids_and_appends(bus: Bus) -> None:
     second = journal.submit(order(41))
     cancel = journal.submit(CancelOrder(seq=0, ts=0, order_id=first.order_id))
     assert (first.status, second.status, cancel.status) == ("new", "new", "new")
-    assert second.order_id == first.order_id + 1
+    assert second.order_id > first.order_id
+    for submission in (first, second):  # never below the time in ms x IDS_PER_MS (see bus.rollback)
+        assert submission.order_id >= int(submission.entry_id.partition("-")[0]) * IDS_PER_MS
     assert cancel.order_id == 0
     entries = bus.range(bus.keys.input)
     assert [e[0].decode() for e in entries] == [first.entry_id, second.entry_id, cancel.entry_id]
@@ -164,6 +168,7 @@ def test_scripts_reload_after_script_flush(bus: Bus) -> None:
 
 def test_a_fenced_or_stale_commit_writes_nothing(bus: Bus) -> None:
     bus.client.set(bus.keys.epoch, 2)
+    certify(bus, 2)
     batch = Batch(follows="", offset=Offset("5-0", 1, 1, "h", 2, "5-1"), events=[("5-1", b"{}")], books={"m": b"{}"})
     with pytest.raises(CommitRefused) as fenced:
         commit(bus, 1, batch)
@@ -293,7 +298,7 @@ def test_rollback_is_detected_and_halts(bus: Bus, redis_url: str, tmp_path: Path
     # Redis "restored from an older backup": the whole history is gone, but the leader remembers
     bus.client.flushdb()
     journal.submit(binary_market())
-    with pytest.raises(RollbackDetected, match="this leader once saw 2 inputs committed"):
+    with pytest.raises(RollbackDetected, match=r"watermark\.json saw 2 inputs committed"):
         run_leader_for(redis_url, 5, watermark=watermark)
     assert bus.client.xlen(bus.keys.events) == 0  # it halted before matching anything
 
@@ -320,20 +325,25 @@ def test_valkey_restart_with_aof_loses_and_duplicates_nothing(tmp_path: Path) ->
             wait_until(lambda: committed_inputs(bus) == 51, message="committed before the restart")
         before = read_offset(bus)
         port = server.port
+        bus.close()
         server.kill()
     with EmbeddedValkey(data, port=port, fsync="always") as server:
         bus = Bus.connect(server.url)
         assert read_offset(bus) == before
         journal = Journal(bus, Durability.ALWAYS)
-        for i in range(50):
-            journal.submit(order(40 + i % 10, side=Side(i % 2)))
+        with pytest.raises(Uncertified):  # a restarted server takes nothing before a leader checks it
+            journal.submit(order(40))
         with running_leader(server.url):
+            wait_until(lambda: is_certified(bus), message="a leader certifies the restarted server")
+            for i in range(50):
+                journal.submit(order(40 + i % 10, side=Side(i % 2)))
             wait_until(lambda: committed_inputs(bus) == 101, message="committed after the restart")
         events = [decode_event(raw) for _, raw in all_events(bus)]
         assert [e.n for e in events] == list(range(1, len(events) + 1))
         inputs = [entry_id.decode() for entry_id, _ in bus.range(bus.keys.input)]
         outcomes = [e.in_id for e in events if isinstance(e.event, (OrderAccepted, MarketCreated, Rejected))]
         assert outcomes == inputs  # one outcome per input entry, in order
+        bus.close()
 
 
 def test_leader_rides_out_a_valkey_restart(tmp_path: Path) -> None:
@@ -350,6 +360,7 @@ def test_leader_rides_out_a_valkey_restart(tmp_path: Path) -> None:
             wait_until(lambda: committed_inputs(bus) == 21, message="committed before the restart")
             server.kill()
             server = EmbeddedValkey(data, port=port, fsync="always").start()
+            wait_until(lambda: is_certified(bus), timeout=20, message="the leader certifies the restarted server")
             for i in range(20):
                 journal.submit(order(40 + i % 10, side=Side(i % 2)))
             wait_until(lambda: committed_inputs(bus) == 41, timeout=20, message="committed after the restart")
@@ -359,6 +370,7 @@ def test_leader_rides_out_a_valkey_restart(tmp_path: Path) -> None:
         inputs = [entry_id.decode() for entry_id, _ in bus.range(bus.keys.input)]
         outcomes = [e.in_id for e in events if isinstance(e.event, (OrderAccepted, MarketCreated, Rejected))]
         assert outcomes == inputs  # one outcome per input entry, none lost, none twice
+        bus.close()
     finally:
         server.stop()
 
@@ -376,7 +388,8 @@ def test_async_submission_coalesces_and_reloads_after_script_flush(bus: Bus, red
 
     submissions = asyncio.run(scenario())
     assert [s.status for s in submissions] == ["new"] * 21
-    assert [s.order_id for s in submissions] == list(range(1, 22))
+    ids = [s.order_id for s in submissions]
+    assert ids == sorted(set(ids))  # unique and increasing
     assert bus.client.xlen(bus.keys.input) == 21
 
 
@@ -395,3 +408,19 @@ def test_a_throttled_state_hash_is_brought_up_to_date_when_idle(bus: Bus, redis_
     assert (offset.hash_at, offset.hash) == (offset.id, engine.state_hash())
     with running_leader(redis_url) as successor:  # recovery checks the hash where it was taken
         wait_until(lambda: successor.lease.held, message="the successor leads")
+
+
+def test_a_commit_made_before_any_state_hash_recovers_without_a_false_alarm(bus: Bus) -> None:
+    """The first batches commit no hash (hashing is throttled): a successor must not take the
+    empty hash for a mismatch and halt a healthy exchange."""
+    journal = Journal(bus, Durability.EVERYSEC)
+    entry = journal.submit(binary_market()).entry_id
+    bus.client.set(bus.keys.epoch, 1)
+    certify(bus, 1)
+    commit(bus, 1, Batch(follows="", offset=Offset(entry, 1, 1, "", 1, f"{entry.split('-')[0]}-1", "")))
+    offset = read_offset(bus)
+    assert offset is not None
+    assert offset.hash == ""
+    engine, replayed = recover(bus, offset, None)
+    assert replayed == 1
+    assert list(engine.books) == ["m"]  # the market was rebuilt, and nothing was refused

@@ -329,7 +329,7 @@ def test_the_leader_journals_the_tick_that_fires_an_idle_switch(redis_url: str, 
     with running_leader(redis_url):
         journal.submit(CreateMarket(seq=0, ts=0, market_id="m", scheme=TickScheme.BINARY))
         order = PlaceOrder(seq=0, ts=0, market_id="m", order_id=0, account="a", side=BUY, price=40, qty=3)
-        journal.submit(order)
+        order_id = journal.submit(order).order_id
         journal.submit(Heartbeat(seq=0, ts=0, account="a", timeout_ms=200))
 
         def events() -> list[Event]:
@@ -342,7 +342,7 @@ def test_the_leader_journals_the_tick_that_fires_an_idle_switch(redis_url: str, 
     (fired,) = [e for e in seen if isinstance(e, DeadmanTriggered)]
     assert (fired.account, fired.cancelled) == ("a", 1)
     assert fired.ts >= set_event.deadline
-    assert cancels(seen) == [(1, "a", 3, DEADMAN)]
+    assert cancels(seen) == [(order_id, "a", 3, DEADMAN)]
 
 
 # ---------------------------------------------------------------------- state, replay, the bus

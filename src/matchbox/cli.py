@@ -151,6 +151,7 @@ def engine(
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
     """
     from matchbox.bus.connection import Bus
+    from matchbox.consume import sql_witnesses
     from matchbox.leader.recovery import RollbackDetected
     from matchbox.leader.runner import EngineLeader, LeaderConfig
     from matchbox.logs import configure
@@ -158,10 +159,7 @@ def engine(
 
     settings = Settings()
     configure(settings.log_level, settings.log_format)
-    url = redis_url or settings.redis_url
-    if not url:
-        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
-        raise typer.Exit(2)
+    url = _required_url(redis_url or settings.redis_url)
     config = LeaderConfig(
         lock_ttl_ms=lock_ttl_ms or settings.lock_ttl_ms,
         batch=settings.batch,
@@ -171,6 +169,8 @@ def engine(
         trim_input=settings.trim_input,
         name=name,
         watermark=watermark,
+        witnesses=sql_witnesses(settings),
+        durability=settings.durability,
     )
     import gc
 
@@ -194,6 +194,7 @@ def api(
     import uvicorn
 
     from matchbox.api.app import create_app
+    from matchbox.api.ws import MAX_FRAME_BYTES
     from matchbox.bus.server import port_in_use
     from matchbox.logs import configure
     from matchbox.settings import Settings
@@ -202,9 +203,7 @@ def api(
     if open_access:
         overrides["open_access"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    if not settings.redis_url:
-        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
-        raise typer.Exit(2)
+    _required_url(settings.redis_url)
     configure(settings.log_level, settings.log_format)
     bind_port = port or settings.port
     if port_in_use(bind_port):
@@ -221,7 +220,41 @@ def api(
         access_log=False,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        ws_max_size=MAX_FRAME_BYTES,  # a bigger WebSocket frame is refused as it arrives (1009)
     )
+
+
+@app.command()
+def alarm(
+    redis_url: JournalRedis = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Lift the halt: only once Redis holds the newest data again.")
+    ] = False,
+) -> None:
+    """Show the rollback alarm: why the exchange halted (Redis held less than a witness saw).
+
+    Exits 0 when no alarm is set, 1 when one is. With --clear the alarm is lifted: do that only
+    after restoring the newest Redis data (or after clearing Redis, the watermark files and the
+    consumers' database to start a new history on purpose); restart the engine candidates after.
+    """
+    from matchbox.bus.connection import Bus
+    from matchbox.bus.rollback import clear_alarm, read_alarm
+    from matchbox.settings import Settings
+
+    settings = Settings()
+    bus = Bus.connect(_required_url(redis_url or settings.redis_url), settings.shard)
+    try:
+        reason = read_alarm(bus)
+        if reason is None:
+            typer.echo("no rollback alarm: the exchange is not halted")
+            return
+        typer.echo(f"ALARM: {reason}")
+        if not clear:
+            raise typer.Exit(1)
+        clear_alarm(bus)
+        typer.echo("cleared: restart the engine candidates (matchbox up restarts its own)")
+    finally:
+        bus.close()
 
 
 @app.command()
@@ -237,15 +270,21 @@ def consume(
     """Feed a SQL projection from the engine's output stream, exactly once per event.
 
     Run several with one group to share the work, or different groups to each see everything.
-    SIGINT/SIGTERM: the batch in hand is committed and acknowledged, then it exits 0.
+    SIGINT/SIGTERM: the batch in hand is committed and acknowledged, then it exits 0. Exits 3 if
+    the group stored more than Redis holds (Redis went back in time: the rollback alarm).
     """
+    from matchbox.bus.commit import RollbackAlarm
     from matchbox.consume import run_consumer
     from matchbox.logs import configure
 
     settings = _consumer_settings(redis_url, database_url, data_dir)
     configure(settings.log_level, settings.log_format)
     kind = _sink_kind(sink)
-    run_consumer(settings, kind, group or kind.value, name, burst, _stop_on_signals())
+    try:
+        run_consumer(settings, kind, group or kind.value, name, burst, _stop_on_signals())
+    except RollbackAlarm as exc:
+        typer.echo(f"ALARM: {exc}", err=True)
+        raise typer.Exit(3) from None
 
 
 @app.command()
@@ -290,9 +329,7 @@ def _consumer_settings(redis_url: str | None, database_url: str | None, data_dir
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    if not settings.redis_url:
-        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
-        raise typer.Exit(2)
+    _required_url(settings.redis_url)
     return settings
 
 
@@ -384,6 +421,32 @@ def loadgen(
     raise typer.Exit(run(config, json_output=json_output))
 
 
+@app.command()
+def chaos(
+    seconds: Annotated[float, typer.Option(min=10, help="How long the traffic, faults and hostile clients run.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of every decision: which fault when, which order next.")] = 1,
+    json_output: JsonOutput = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The consumers' database (postgresql://… gets a schema of its own); unset: SQLite."),
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the data folder (AOF, SQLite, logs) afterwards.")] = False,
+) -> None:
+    """Run a whole exchange under seeded faults and hostile clients, then check its promises.
+
+    Starts Valkey (AOF, fsync always), two engine candidates, two API instances and both
+    consumers on this machine; drives keyed traffic, WebSocket subscribers that resume, and
+    hostile clients; kills and pauses the leader and the standby, kills an API instance and a
+    consumer, restarts Valkey. Then it waits for quiet and checks every acknowledged order, the
+    trades in the database, money, the instances and the feeds. Exits 1 on any violation.
+    """
+    from matchbox.chaos.run import Config, run
+
+    raise typer.Exit(
+        run(Config(seconds=seconds, seed=seed, json_output=json_output, database_url=database_url, keep=keep))
+    )
+
+
 @bench_app.command("engine")
 def bench_engine(
     ops: Annotated[int, typer.Option(min=1_000, help="Commands in the generated flow.")] = 200_000,
@@ -415,12 +478,27 @@ def bench_pipeline(
 def bench_failover(
     kills: Annotated[int, typer.Option(min=1, help="Leaders to SIGKILL, one after another.")] = 5,
     lock_ttl_ms: Annotated[int, typer.Option(min=200, help="The candidates' lock TTL.")] = 3000,
+    resting: Annotated[int, typer.Option(min=0, help="Orders resting in the book before the first kill.")] = 0,
     json_output: JsonOutput = False,
 ) -> None:
     """Kill the engine leader repeatedly under a trickle of orders; time each takeover against the lock TTL."""
     from matchbox.bench.failover import run
 
-    raise typer.Exit(run(kills=kills, lock_ttl_ms=lock_ttl_ms, json_output=json_output))
+    raise typer.Exit(run(kills=kills, lock_ttl_ms=lock_ttl_ms, resting=resting, json_output=json_output))
+
+
+@bench_app.command("recovery")
+def bench_recovery(
+    orders: Annotated[int, typer.Option(min=1, help="Resting orders in the book.")] = 1_000_000,
+    tail: Annotated[int, typer.Option(min=0, help="Journal entries replayed after the restore.")] = 50_000,
+    repeat: Annotated[int, typer.Option(min=1, help="Timed passes of rebuild and restore (best kept).")] = 2,
+    json_output: JsonOutput = False,
+) -> None:
+    """Snapshot, restore and replay a large book, against rebuilding it from its commands."""
+    from matchbox.bench.recovery import run
+
+    code = run(orders=orders, tail=tail, repeat=repeat, gc_thresholds=GC_THRESHOLDS, json_output=json_output)
+    raise typer.Exit(code)
 
 
 @bench_app.command("consumers")
@@ -449,16 +527,20 @@ accounts_app = typer.Typer(help="Accounts and API keys (kept in the exchange's R
 app.add_typer(accounts_app, name="accounts")
 
 
+def _required_url(url: str | None) -> str:
+    """The exchange's Redis URL, or exit 2 saying how to give it."""
+    if not url:
+        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
+        raise typer.Exit(2)
+    return url
+
+
 def _account_store(redis_url: str | None) -> AccountStore:
     from matchbox.bus.accounts import AccountStore
     from matchbox.bus.connection import Bus
     from matchbox.settings import Settings
 
-    url = redis_url or Settings().redis_url
-    if not url:
-        typer.echo("error: set REDIS_URL (or --redis-url) to the Redis/Valkey of the exchange", err=True)
-        raise typer.Exit(2)
-    return AccountStore(Bus.connect(url).client)
+    return AccountStore(Bus.connect(_required_url(redis_url or Settings().redis_url)).client)
 
 
 @accounts_app.command("create")

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 import redis
@@ -22,8 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink
+from matchbox.bus.rollback import Witness, check_witness
 from matchbox.consumers.analytics import AnalyticsSink
-from matchbox.consumers.db import open_database
+from matchbox.consumers.batch import tracked_witnesses, tracking_witness
+from matchbox.consumers.db import SQLITE_FILE, create_engine, open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.settings import Settings
 
@@ -55,7 +57,10 @@ def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerC
 def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burst: bool, stop: threading.Event) -> int:
     """Feed one sink until stopped (or caught up, in burst mode); the entries applied."""
     with _connections(settings) as (database, bus):
-        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group, name), stop)
+        sink = make_sink(kind, database, group)
+        # a group that stored more than Redis holds: halt everything rather than skip or repeat
+        check_witness(bus, tracking_witness(group, sink.position()))
+        consumer = GroupConsumer(bus, sink, consumer_config(settings, group, name), stop)
         consumer.ensure_group()
         log.info("consumer started", extra={"group": group, "sink": kind.value, "database": _where(database)})
         if burst:
@@ -88,6 +93,31 @@ def _connections(settings: Settings) -> Iterator[tuple[sa.Engine, Bus]]:
     finally:
         bus.close()
         database.dispose()
+
+
+WITNESS_TIMEOUT_S = 3  # a database slower than this is no witness this time (the leader keeps its lease meanwhile)
+
+
+def sql_witnesses(settings: Settings) -> Callable[[], list[Witness]]:
+    """The consumers' tracking rows as rollback witnesses for an engine leader, read at each
+    election: from ``DATABASE_URL``, or the SQLite file in the data folder if there is one (never
+    made by this). A database that cannot be read is no witness (logged): the hot path does not
+    wait for the cold path."""
+    sqlite_file = settings.data_dir / SQLITE_FILE
+
+    def read() -> list[Witness]:
+        if settings.database_url is None and not sqlite_file.exists():
+            return []
+        database = create_engine(settings.database_url or f"sqlite:///{sqlite_file}", timeout_s=WITNESS_TIMEOUT_S)
+        try:
+            return tracked_witnesses(database)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("the consumers' tracking rows are no witness this time: %s", exc)
+            return []
+        finally:
+            database.dispose()
+
+    return read
 
 
 def _where(database: sa.Engine) -> str:

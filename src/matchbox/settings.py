@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long an instance trusts a key lookup (a revoked key works this long)."
     )
+    ws_resume_events: int = Field(
+        default=10_000, ge=0, description="How far back a WebSocket resume (?last_id=) reaches, in events."
+    )
     default_market: str = Field(default="default", description="The market of orders that name none (the seed's).")
     outcome_timeout: float = Field(default=1.0, gt=0, description="How long POST /orders waits for the engine.")
     startup_catch_up_seconds: float = Field(default=30.0, gt=0)

@@ -20,7 +20,6 @@ Redis keys (one hash tag, so the scripts stay legal on a cluster):
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,9 +28,10 @@ from typing import cast
 import msgspec
 import redis
 
+from matchbox.engine.ids import valid_account
+
 RECORDS = "mb:{accounts}:records"
 HASHES = "mb:{accounts}:hashes"
-ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KEY_PREFIX = "mbk_"
 
 
@@ -113,7 +113,7 @@ class AccountStore:
     def create(self, account: str | None = None, name: str = "") -> IssuedKey:
         """A new account with its first key; ``account`` defaults to a fresh ``acct-…`` name."""
         account = account or f"acct-{secrets.token_hex(4)}"
-        if not ACCOUNT_NAME.match(account):
+        if not valid_account(account):
             raise AccountError("account: 1 to 64 letters, digits, '_', '.' or '-'")
         record = msgspec.json.encode(_Record(name=name or account, created=time.time_ns() // 1_000_000))
         issued = self._issue(account, record.decode())

@@ -10,17 +10,18 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from matchbox.bus.commit import Offset
+from matchbox.bus.commit import Offset, script_refusal
 from matchbox.bus.connection import Entry, script_source
 from matchbox.bus.journal import (
     WAITAOF_TIMEOUT_MS,
     Durability,
     Request,
     Submission,
-    durable_submissions,
+    durable_reply,
     parse_submit,
     submit_arguments,
 )
@@ -34,6 +35,7 @@ class AsyncBus:
         self.client = client
         self.keys = Keys(shard)
         self.durability = durability
+        self.seen_events = 0  # the most events this process saw committed: a rollback witness (submit.lua)
         self._submit = client.register_script(script_source("submit"))
         self._queued: list[tuple[Request, asyncio.Future[Submission]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -80,23 +82,26 @@ class AsyncBus:
         """Append commands in one round trip (see :meth:`matchbox.bus.journal.Journal.submit_many`)."""
         if not requests:
             return []
-        script_keys, args = submit_arguments(self.keys, requests)
-        if self.durability is Durability.EVERYSEC:
-            return parse_submit(await self._submit(keys=script_keys, args=args))
+        script_keys, args = submit_arguments(self.keys, requests, self.seen_events)
+        try:
+            if self.durability is Durability.EVERYSEC:
+                return parse_submit(await self._submit(keys=script_keys, args=args))
+            return await self._submit_durably(script_keys, args)
+        except redis.ResponseError as exc:
+            raise script_refusal(exc) from None
+
+    async def _submit_durably(self, script_keys: list[str], args: list[Any]) -> list[Submission]:
         # EVALSHA straight into the pipeline: a Script object there costs a SCRIPT EXISTS round
         # trip before every execute; a NOSCRIPT answer (after a restart) loads it and goes again
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
             pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            try:
-                result, (local, _replicas) = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.client.script_load(self._submit.script)
-        return durable_submissions(result, local)
+            submissions = durable_reply(await pipe.execute(raise_on_error=False), self.durability)
+            if submissions is not None:
+                return submissions
+            await self.client.script_load(self._submit.script)
+        raise NoScriptError("the submit script is missing right after it was loaded")
 
     async def read(self, stream: str, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
         reply = await self.client.xread({stream: after}, count=count, block=block_ms)
@@ -110,6 +115,23 @@ class AsyncBus:
     async def offset(self) -> Offset | None:
         raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.offset))
         return Offset.from_hash(raw) if raw else None
+
+    async def aof_enabled(self) -> bool:
+        info = await self.client.info("persistence")
+        return bool(int(info.get("aof_enabled", 0)))
+
+    async def alarm(self) -> str | None:
+        """The rollback alarm's reason, if it is set (see :mod:`matchbox.bus.rollback`)."""
+        value = await self.client.get(self.keys.alarm)
+        return value.decode() if isinstance(value, bytes) else None
+
+    async def certified(self) -> bool:
+        """Whether a leader has certified this server process (see :mod:`matchbox.bus.rollback`)."""
+        certified = await self.client.get(self.keys.certified)
+        if not isinstance(certified, bytes):
+            return True  # never certified: a new exchange, which takes orders before its first leader
+        info = await self.client.info("server")
+        return bool(certified.decode() == info["run_id"])
 
     async def leader_holder(self) -> str | None:
         value = await self.client.get(self.keys.leader)

@@ -13,10 +13,11 @@ grows, so the ids increase, and re-emitting an event (same ``n``) is refused by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
-from matchbox.bus.connection import Bus
+from matchbox.bus.connection import Bus, Entry
 
 
 class CommitRefused(RuntimeError):
@@ -25,6 +26,28 @@ class CommitRefused(RuntimeError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.fenced = message.startswith("FENCED")
+
+
+class Uncertified(CommitRefused):
+    """This Redis restarted or took over and no leader has checked it yet (see
+    :mod:`matchbox.bus.rollback`): a leader steps down and checks it; a submitter retries shortly."""
+
+
+class RollbackAlarm(RuntimeError):
+    """The exchange is halted: Redis holds less than a witness saw (see :mod:`matchbox.bus.rollback`)."""
+
+
+def script_refusal(exc: redis.ResponseError) -> Exception:
+    """A script's refusal as what it means (by the reply's first word), or ``exc`` itself."""
+    message = str(exc)  # a script's own error: never redis-py's annotated pipeline message (see durable_reply)
+    word, _, rest = message.partition(" ")
+    if word == "ALARM":
+        return RollbackAlarm(rest)
+    if word == "UNCERTIFIED":
+        return Uncertified(rest)
+    if word in ("FENCED", "STALE"):
+        return CommitRefused(message)
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +94,7 @@ def read_offset(bus: Bus) -> Offset | None:
 def commit(bus: Bus, epoch: int, batch: Batch) -> None:
     keys = bus.keys
     markets = list(batch.books)
-    script_keys = [keys.epoch, keys.offset, keys.events, *(keys.book(m) for m in markets)]
+    script_keys = [keys.epoch, keys.offset, keys.events, keys.alarm, keys.certified, *(keys.book(m) for m in markets)]
     offset = batch.offset
     args: list[str | int | bytes] = [
         epoch,
@@ -87,10 +110,7 @@ def commit(bus: Bus, epoch: int, batch: Batch) -> None:
     try:
         bus.commit_script(keys=script_keys, args=args)
     except redis.ResponseError as exc:
-        message = str(exc)
-        if message.startswith(("FENCED", "STALE")):
-            raise CommitRefused(message) from None
-        raise
+        raise script_refusal(exc) from None
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -100,6 +120,7 @@ def commit(bus: Bus, epoch: int, batch: Batch) -> None:
 class StoredSnapshot:
     offset: Offset  # what the snapshot reflects (epoch and last_event unset)
     data: bytes
+    entry_id: str = ""  # its id in the snapshot stream
 
 
 def store_snapshot(bus: Bus, epoch: int, offset: Offset, data: bytes, *, keep: int, trim_input: bool) -> int:
@@ -111,25 +132,23 @@ def store_snapshot(bus: Bus, epoch: int, offset: Offset, data: bytes, *, keep: i
             args=[epoch, offset.id, offset.inputs, offset.events, offset.hash, data, keep, "1" if trim_input else "0"],
         )
     except redis.ResponseError as exc:
-        message = str(exc)
-        if message.startswith(("FENCED", "STALE")):
-            raise CommitRefused(message) from None
-        raise
+        raise script_refusal(exc) from None
     return int(trimmed)
 
 
-def latest_snapshot(bus: Bus) -> StoredSnapshot | None:
-    entry = bus.last(bus.keys.snapshot)
-    if entry is None:
+def latest_snapshot(bus: Bus, after: str = "") -> StoredSnapshot | None:
+    """The newest stored snapshot; with ``after`` (a snapshot's entry id), only if it is newer than that one."""
+    found = cast("list[Entry]", bus.client.xrevrange(bus.keys.snapshot, "+", f"({after}" if after else "-", count=1))
+    if not found:
         return None
-    fields = entry[1]
+    entry_id, fields = found[0]
     offset = Offset(
         id=fields[b"in"].decode(),
         inputs=int(fields[b"inputs"]),
         events=int(fields[b"events"]),
         hash=fields[b"hash"].decode(),
     )
-    return StoredSnapshot(offset, fields[b"data"])
+    return StoredSnapshot(offset, fields[b"data"], entry_id.decode())
 
 
 def event_id(input_id: str, n: int) -> str:

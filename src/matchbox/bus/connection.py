@@ -25,7 +25,9 @@ def id_order(stream_id: str) -> tuple[int, int]:
 
 
 def script_source(name: str) -> str:
-    return files("matchbox.bus").joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
+    """A script's source, with its ``--#include <name>`` lines replaced by those files."""
+    lines = files("matchbox.bus").joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8").splitlines()
+    return "\n".join(script_source(line.split()[1]) if line.startswith("--#include ") else line for line in lines)
 
 
 class Bus:
@@ -39,6 +41,7 @@ class Bus:
         self.renew_script: Script = client.register_script(script_source("renew"))
         self.release_script: Script = client.register_script(script_source("release"))
         self.snapshot_script: Script = client.register_script(script_source("snapshot"))
+        self.certify_script: Script = client.register_script(script_source("certify"))
 
     @classmethod
     def connect(cls, url: str, shard: int = 0, **options: Any) -> Bus:
@@ -68,6 +71,9 @@ class Bus:
         """The newest entry of ``stream``, if any."""
         entries = cast("list[Entry]", self.client.xrevrange(stream, count=1))
         return entries[0] if entries else None
+
+    def aof_enabled(self) -> bool:
+        return bool(int(self.client.info("persistence").get("aof_enabled", 0)))
 
     def hash(self, key: str) -> dict[bytes, bytes]:
         return cast("dict[bytes, bytes]", self.client.hgetall(key))

@@ -19,26 +19,31 @@ How :class:`GroupConsumer` treats an entry:
 - Entries left pending, by a consumer that died or by a failure here, are reclaimed with
   XAUTOCLAIM once idle for ``claim_idle_ms``: on start and every ``claim_every_s``.
 
-Failures. A batch the sink refuses is applied again one entry at a time, so that one bad entry
-costs only itself. An entry that then fails on its own (it raised :class:`Poison`, or it failed
-while others went through) is left pending and retried when reclaimed; when it fails at its
-``max_deliveries``-th delivery it is dead-lettered instead (XADD to the group's dead-letter stream
-with the reason, and XACK, in one MULTI), so it never blocks the group. An entry reclaimed with
-more deliveries than that, whose consumers died on it without raising, is dead-lettered without
-another try. Delivery counts come from XPENDING: one pipelined XPENDING per reclaimed id (exact,
-one round trip); an entry read with ``>`` is on its first delivery.
+Failures. A batch the sink refuses is halved, and each half applied in turn, left first, halving
+again what fails, down to the entries that fail on their own: the rest goes through, in stream
+order, and one bad entry in a batch of n costs about 2·log2(n) transactions, not n. An entry
+that fails on its own (it raised :class:`Poison`, or it failed while others went through) is
+left pending and retried when reclaimed; when it fails at its ``max_deliveries``-th delivery it
+is dead-lettered instead (XADD to the group's dead-letter stream with the reason, and XACK, in
+one MULTI), so it never blocks the group. An entry reclaimed with more deliveries than that,
+whose consumers died on it without raising, is dead-lettered without another try. Delivery
+counts come from XPENDING: one pipelined XPENDING per reclaimed id (exact, one round trip); an
+entry read with ``>`` is on its first delivery.
 
 When nothing of a batch goes through, the sink is taken to be down (its database, not the
-entries): nothing is dead-lettered, the same entries are retried from memory with a capped
-exponential backoff, and they are kept ours meanwhile with XCLAIM JUSTID (which resets the idle
-time without counting a delivery), so that no other consumer reclaims them and burns their
-delivery counts during an outage. An entry this process has already seen fail on its own stays
-a suspect, though: failing alone again on a reclaim does not make it an outage.
+entries). The halving finds that out early: once the batch's first entry has failed alone, not
+with :class:`Poison`, before anything went through, the rest is tried whole once, and if that
+fails too, not with :class:`Poison`, nothing more is tried. Then nothing is dead-lettered, the
+same entries are retried from memory with a capped exponential backoff, and they are kept ours
+meanwhile with XCLAIM JUSTID (which resets the idle time without counting a delivery), so that
+no other consumer reclaims them and burns their delivery counts during an outage. An entry this
+process has already seen fail on its own stays a suspect, though: failing alone again on a
+reclaim does not make it an outage.
 
-Known limits: a sink should raise :class:`Poison` for what it can never apply, since any other
-error from a lone, never-suspected entry reads as an outage and is retried until it passes. When
-the group vanishes, entries that were pending at or below the sink's position are not retried:
-the pending list went with the group.
+Known limits: a sink should raise :class:`Poison` for what it can never apply (the SQL sinks do
+for data their database refuses), since any other error from a lone, never-suspected entry
+reads as an outage and is retried until it passes. When the group vanishes, entries that were
+pending at or below the sink's position are not retried: the pending list went with the group.
 """
 
 from __future__ import annotations
@@ -69,9 +74,11 @@ MAX_SEQUENCE = 2**64 - 1  # the largest sequence part of a stream id
 
 
 class Poison(Exception):
-    """Raised by a sink for an entry it can never apply (not an event, a schema it does not know).
+    """Raised by a sink for an entry it can never apply (not an event, a schema it does not know,
+    a value its database refuses); from a batch, for one or more of its entries.
 
-    Anything else a sink raises is taken for a passing failure (the database is down) and retried."""
+    Anything else a sink raises may be a passing failure (the database is down): see the module
+    docstring for how the runner tells the two apart."""
 
 
 class Sink(Protocol):
@@ -354,27 +361,41 @@ class GroupConsumer:
             entries, delay = held, min(delay * 2, BACKOFF_MAX_S)
 
     def _apply(self, entries: Sequence[Entry]) -> dict[bytes, Exception]:
-        """Apply the batch, else each entry alone; the entries that failed, with their error."""
-        try:
-            self.sink.apply(entries)
-            failed: dict[bytes, Exception] = {}
-        except Exception as exc:
-            if len(entries) == 1:
-                failed = {entries[0][0]: exc}
-            else:
-                log.info("batch failed (%s); applying it one entry at a time", exc, extra=self._fields())
-                failed = self._apply_each(entries)
+        """Apply the batch, halving what fails (see the module docstring); the entries that
+        failed, with their error."""
+        failed: dict[bytes, Exception] = {}
+        pieces = [entries]  # still to apply, the next one last
+        through = probing = False
+        while pieces:
+            piece = pieces.pop()
+            error = self._try(piece)
+            if error is None:
+                through = True
+                continue
+            sink_suspected = not through and not isinstance(error, Poison)
+            if probing and sink_suspected:  # the first entry failed alone, and all the rest at once: down
+                failed.update(dict.fromkeys([entry_id for entry_id, _ in piece], error))
+                break
+            probing = False
+            if len(piece) > 1:
+                if piece is entries:
+                    log.info("batch failed (%s); halving it to find the entries at fault", error, extra=self._fields())
+                half = len(piece) // 2
+                pieces += [piece[half:], piece[:half]]
+                continue
+            failed[piece[0][0]] = error
+            if sink_suspected and pieces:  # is it the entry, or the sink? The rest, tried whole, tells
+                pieces, probing = [[entry for part in reversed(pieces) for entry in part]], True
         self.stats.applied += len(entries) - len(failed)
         return failed
 
-    def _apply_each(self, entries: Sequence[Entry]) -> dict[bytes, Exception]:
-        failed: dict[bytes, Exception] = {}
-        for entry in entries:
-            try:
-                self.sink.apply([entry])
-            except Exception as exc:
-                failed[entry[0]] = exc
-        return failed
+    def _try(self, entries: Sequence[Entry]) -> Exception | None:
+        """What ``sink.apply(entries)`` raised, or None if it went through."""
+        try:
+            self.sink.apply(entries)
+        except Exception as exc:
+            return exc
+        return None
 
     def _outage_victims(self, entries: Sequence[Entry], failed: Mapping[bytes, Exception]) -> list[Entry]:
         """Of a batch where nothing went through, the entries to blame on the sink, not on themselves."""

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+import redis
 from redis.exceptions import NoScriptError
 
 from matchbox.bus.codec import encode_command
+from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
 from matchbox.bus.keys import Keys
-from matchbox.engine.types import Command, PlaceOrder
+from matchbox.engine.types import IDS_PER_MS, Command, PlaceOrder
 
 CLIENT_ORDER_ID_TTL_MS = 24 * 3600 * 1000
 WAITAOF_TIMEOUT_MS = 5000
@@ -36,8 +38,26 @@ class Durability(StrEnum):
     EVERYSEC = "everysec"  # acknowledged once appended; fsynced within about a second
 
 
+def aof_problem(durability: Durability, aof_enabled: bool) -> str | None:
+    """What is wrong, in one line with its two fixes, if the server cannot give ``durability``."""
+    if durability is Durability.ALWAYS and not aof_enabled:
+        return (
+            "Redis has appendonly off, so durability 'always' cannot confirm an fsync (WAITAOF) and every "
+            "order would fail: turn it on (CONFIG SET appendonly yes, and appendonly yes in its config "
+            "file) or choose MATCHBOX_DURABILITY=everysec"
+        )
+    return None
+
+
 class DurabilityError(RuntimeError):
     """The server did not confirm the append was fsynced: the command may or may not survive."""
+
+
+def aof_refusal(exc: redis.ResponseError, durability: Durability) -> Exception:
+    """WAITAOF's refusal on a server with the AOF off, as the :func:`aof_problem` it is; else ``exc``."""
+    if "appendonly is disabled" in str(exc):
+        return DurabilityError(aof_problem(durability, aof_enabled=False))
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +73,10 @@ class Request:
     client_order_id: str | None = None
 
 
-def submit_arguments(keys: Keys, requests: Sequence[Request]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for ``submit.lua``."""
-    script_keys = [keys.input, keys.order_id]
-    args: list[Any] = [len(requests), CLIENT_ORDER_ID_TTL_MS]
+def submit_arguments(keys: Keys, requests: Sequence[Request], seen_events: int = 0) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV for ``submit.lua``; ``seen_events``: the most events the caller saw committed."""
+    script_keys = [keys.input, keys.order_id, keys.alarm, keys.certified, keys.offset]
+    args: list[Any] = [len(requests), CLIENT_ORDER_ID_TTL_MS, seen_events, IDS_PER_MS]
     for request in requests:
         command = request.command
         payload = encode_command(command)
@@ -94,6 +114,23 @@ def durable_submissions(result: Sequence[Sequence[Any]], fsynced_locally: int) -
     return submissions
 
 
+def durable_reply(replies: Sequence[Any], durability: Durability) -> list[Submission] | None:
+    """The submissions of an ``EVALSHA submit`` + ``WAITAOF`` pipeline run with
+    ``raise_on_error=False``, or None when the script must be loaded (NOSCRIPT, after a restart).
+
+    The replies carry each command's own error, so a script's refusal is read from its own words
+    rather than from redis-py's annotated pipeline message."""
+    result, waited = replies
+    if isinstance(result, NoScriptError):
+        return None
+    if isinstance(result, redis.ResponseError):
+        raise script_refusal(result)
+    if isinstance(waited, redis.ResponseError):
+        raise aof_refusal(waited, durability)
+    local, _replicas = waited
+    return durable_submissions(result, local)
+
+
 class Journal:
     """The input side of one shard."""
 
@@ -109,18 +146,21 @@ class Journal:
         if not requests:
             return []
         script_keys, args = submit_arguments(self.bus.keys, requests)
-        if self.durability is Durability.EVERYSEC:
-            return parse_submit(self.bus.submit_script(keys=script_keys, args=args))
+        try:
+            if self.durability is Durability.EVERYSEC:
+                return parse_submit(self.bus.submit_script(keys=script_keys, args=args))
+            return self._submit_durably(script_keys, args)
+        except redis.ResponseError as exc:  # EVALSHA outside a pipeline (everysec)
+            raise script_refusal(exc) from None
+
+    def _submit_durably(self, script_keys: list[str], args: list[Any]) -> list[Submission]:
         script = self.bus.submit_script
-        for attempt in (1, 2):  # EVALSHA straight into the pipeline: see AsyncBus.submit_many
+        for _attempt in (1, 2):  # EVALSHA straight into the pipeline: see AsyncBus.submit_many
             pipe = self.bus.client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
             pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-            try:
-                result, (local, _replicas) = pipe.execute()
-                break
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                self.bus.client.script_load(script.script)
-        return durable_submissions(result, local)
+            submissions = durable_reply(pipe.execute(raise_on_error=False), self.durability)
+            if submissions is not None:
+                return submissions
+            self.bus.client.script_load(script.script)
+        raise NoScriptError("the submit script is missing right after it was loaded")

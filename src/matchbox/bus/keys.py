@@ -58,6 +58,21 @@ class Keys:
         return f"{self.prefix}dead:{group}"
 
     @property
+    def alarm(self) -> str:
+        """String: why the exchange halted (Redis went back in time). Set once, by whoever sees it
+        first (a leader, an API instance, a consumer); cleared only by an operator."""
+        return f"{self.prefix}alarm"
+
+    @property
+    def certified(self) -> str:
+        """String: the run id of the server process a leader last checked against every witness.
+
+        A restarted server, a promoted replica or a restored backup has another run id: until a
+        leader has checked it again, ``submit`` hands out nothing and ``commit`` writes nothing.
+        """
+        return f"{self.prefix}certified"
+
+    @property
     def order_id(self) -> str:
         """String counter: the last order id allocated by ``submit``."""
         return f"{self.prefix}order_id"

@@ -5,6 +5,11 @@ The winner INCRs the fencing epoch; every commit checks it, so a leader that los
 without knowing it (paused, partitioned) writes nothing once another has won. Locally, the
 lease is taken to end ``ttl`` after the renewal that was *sent* last (not answered): a leader
 past that point stops matching at once, before Redis would tell it so.
+
+A leader renews between batches, so a leader that hangs loses the lock. A few steps are long
+but bounded (recovering a large book, hashing or snapshotting it): ``kept`` renews from a
+thread for their duration, so that a book large enough to take longer than the TTL can still
+be led.
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
 
 from matchbox.bus.connection import Bus
 
@@ -24,14 +34,22 @@ class Lease:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.token = f"{self.name}:{secrets.token_hex(8)}"
         self.expires = 0.0  # time.monotonic() when our lease surely ends
+        self.renewed = 0.0  # time.monotonic() when the last renewal that held was sent
+        self.won = 0.0  # time.monotonic() when the lock was last acquired
 
     @property
     def held(self) -> bool:
         return time.monotonic() < self.expires
 
     def acquire(self) -> bool:
+        """Win the lock: it is free, or it still holds this lease's own token (a step-down whose
+        release could not reach Redis, such as across a restart: no need to wait out the TTL)."""
         sent = time.monotonic()
-        if self.bus.client.set(self.bus.keys.leader, self.token, nx=True, px=self.ttl_ms):
+        keys = [self.bus.keys.leader]
+        if self.bus.client.set(keys[0], self.token, nx=True, px=self.ttl_ms) or (
+            self.bus.renew_script(keys=keys, args=[self.token, self.ttl_ms]) == 1
+        ):
+            self.won = self.renewed = sent
             self.expires = sent + self.ttl_ms / 1000
             return True
         return False
@@ -39,7 +57,7 @@ class Lease:
     def renew(self) -> bool:
         sent = time.monotonic()
         if self.bus.renew_script(keys=[self.bus.keys.leader], args=[self.token, self.ttl_ms]) == 1:
-            self.expires = sent + self.ttl_ms / 1000
+            self.renewed, self.expires = sent, sent + self.ttl_ms / 1000
             return True
         self.expires = 0.0
         return False
@@ -47,3 +65,43 @@ class Lease:
     def release(self) -> None:
         self.expires = 0.0
         self.bus.release_script(keys=[self.bus.keys.leader], args=[self.token])
+
+    def lapses_in(self) -> float:
+        """Seconds until the lock lapses unless its holder renews it (0 if nobody holds it)."""
+        return max(0, int(self.bus.client.pttl(self.bus.keys.leader))) / 1000
+
+    def why_lost(self) -> str:
+        """Why a renewal failed, in words: the lock lapsed, or another candidate holds it."""
+        holder = self.bus.client.get(self.bus.keys.leader)
+        if isinstance(holder, bytes) and holder.decode() != self.token:
+            return f"the lock is held by another candidate ({holder.decode().rpartition(':')[0]})"
+        silent = time.monotonic() - self.renewed
+        return f"the lock lapsed: last renewed {silent:.2f} s ago, its TTL is {self.ttl_ms / 1000:.2f} s"
+
+
+@contextmanager
+def kept(lease: Lease) -> Iterator[None]:
+    """Renew ``lease`` every third of its TTL from a thread while the block runs.
+
+    Only for long steps that surely end (see the module docstring). A renewal that fails ends
+    the lease (``lease.held`` turns false); a Redis error leaves it to run out on its own. The
+    holder checks ``lease.held`` after the block.
+    """
+    done = threading.Event()
+
+    def renew() -> None:
+        # a third of the TTL after the last renewal that held (not after entering the block)
+        while not done.wait(max(0.0, lease.renewed + lease.ttl_ms / 3000 - time.monotonic())):
+            try:
+                if not lease.renew():
+                    return
+            except redis.RedisError:
+                return
+
+    keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join()

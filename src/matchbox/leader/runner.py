@@ -1,11 +1,15 @@
 """The engine leader: win the lock, recover, then match the input journal batch by batch.
 
-One loop, one thread, one engine (see :mod:`matchbox.engine`). As a candidate it tries the lock
-every few hundred milliseconds. On winning it INCRs the fencing epoch, checks that Redis has not
-gone back in time, rebuilds the engine (the newest snapshot, then the journal from the snapshot's
-offset up to the committed offset, output suppressed, checked against the committed state hash
-and counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset,
+One loop, one thread, one engine (see :mod:`matchbox.engine`). As a candidate it keeps a warm
+standby engine (:mod:`matchbox.leader.standby`) and tries the lock whenever the holder's could
+have lapsed (at most every few hundred milliseconds). On winning it INCRs the fencing epoch,
+checks that Redis has not gone back in time, rebuilds the engine (the standby's, brought up to
+the committed offset; else the newest snapshot, then the journal from the snapshot's offset up
+to the committed offset, output suppressed, checked against the committed state hash and
+counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset,
 state hash and books in one script under the epoch check, snapshot now and then, renew the lock.
+The steps that take time in proportion to the book (recovery, a state hash, a snapshot) keep
+renewing the lock from a thread while they run (:func:`matchbox.leader.election.kept`).
 
 Anything that makes the leader unsure of its standing (a refused commit, a lost lock, a lease
 that ran out locally, a Redis error) makes it drop its engine and become a candidate again: it
@@ -22,7 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,16 +37,27 @@ from matchbox.bus.commit import (
     Batch,
     CommitRefused,
     Offset,
+    RollbackAlarm,
     commit,
     latest_snapshot,
     read_offset,
     store_snapshot,
 )
 from matchbox.bus.connection import Bus, Entry
+from matchbox.bus.journal import Durability, aof_problem
+from matchbox.bus.rollback import Witness, certify, check_witness, witness_of
 from matchbox.engine import Engine
 from matchbox.engine.types import AdvanceTime
-from matchbox.leader.election import Lease
-from matchbox.leader.recovery import Watermark, apply_entry, check_rollback, recover
+from matchbox.leader.election import Lease, kept
+from matchbox.leader.recovery import (
+    HASH_DUTY,
+    RollbackDetected,
+    Watermark,
+    apply_entry,
+    check_rollback,
+    recover,
+)
+from matchbox.leader.standby import Standby
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +81,8 @@ class LeaderConfig:
     hash_every_seconds: float = 0.2  # hashing the whole state is throttled to this, and done when idle
     name: str = ""  # how this candidate calls itself; host:pid by default
     watermark: Path | None = None  # a local file recording the highest state committed
+    witnesses: Callable[[], Sequence[Witness]] | None = None  # others that remember (the consumers' SQL)
+    durability: Durability = Durability.ALWAYS  # what the API promises: checked against the server's AOF
 
     @property
     def poll_seconds(self) -> float:
@@ -80,6 +97,7 @@ class LeaderStats:
     inputs: int = 0  # entries applied live (not replayed)
     events: int = 0
     replayed: int = 0
+    recovery_seconds: float = 0.0  # the last term's, from winning the lock to leading
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest ones
 
 
@@ -89,11 +107,14 @@ class EngineLeader:
         self.config = config or LeaderConfig()
         self.stop = stop or threading.Event()
         self.lease = Lease(bus, self.config.lock_ttl_ms, self.config.name)
+        self.standby = Standby(bus)
         self.stats = LeaderStats()
         self.epoch = 0
         self.watermark = Watermark(self.config.watermark)
+        self.seen = Offset()  # the newest offset this process saw committed: a rollback witness
         self._clock_ticked = 0.0
         self._hash, self._hash_at, self._hashed = "", "", 0.0  # the last state hash taken, where, when
+        self._hash_seconds = 0.0  # how long it took
 
     # ------------------------------------------------------------------ candidate
 
@@ -109,16 +130,30 @@ class EngineLeader:
                     finally:
                         self._step_down()
                 else:
-                    self.stop.wait(self.config.poll_seconds)
+                    self._stand_by()
                 backoff = 0.1
             except (CommitRefused, LeadershipLost) as exc:
                 log.warning("stepped down: %s", exc, extra={"epoch": self.epoch})
+            except RollbackAlarm as exc:  # another witness halted the exchange
+                raise RollbackDetected(f"the exchange is halted by the rollback alarm: {exc}") from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _stand_by(self) -> None:
+        """Until the next try of the lock, keep the standby engine warm. The next try comes as
+        soon as the holder's lock could lapse, and at most ``poll_seconds`` from now."""
+        until = time.monotonic() + min(self.config.poll_seconds, self.lease.lapses_in())
+        seen = self.standby.follow(until) or Offset()
+        if self.seen.id:  # what it followed before is a witness, standing by as well as leading
+            check_witness(self.bus, witness_of("this candidate (standing by)", self.seen), seen)
+        if seen.inputs > self.seen.inputs:
+            self.seen = seen  # followed: a witness of what Redis held
+        self.stop.wait(max(0.0, until - time.monotonic()))
+
     def _step_down(self) -> None:
+        self.watermark.write(self.seen, force=True)
         try:
             self.lease.release()
         except redis.RedisError:
@@ -128,20 +163,37 @@ class EngineLeader:
 
     def _lead(self) -> None:
         client, keys, config = self.bus.client, self.bus.keys, self.config
-        self.epoch = epoch = int(client.incr(keys.epoch))
-        offset = read_offset(self.bus) or Offset()
-        snapshot = latest_snapshot(self.bus)
-        check_rollback(self.bus, epoch, offset, snapshot, self.watermark.read())
-        engine, replayed = recover(self.bus, offset, snapshot)
+        with kept(self.lease):  # the witnesses' database, and a large book, take longer than the lock lives
+            self.epoch = epoch = int(client.incr(keys.epoch))
+            problem = aof_problem(config.durability, self.bus.aof_enabled())
+            if problem:  # said at every term: a term starts at start and after every reconnect
+                log.error(problem)
+            offset = read_offset(self.bus) or Offset()
+            snapshot = latest_snapshot(self.bus)
+            check_rollback(self.bus, epoch, offset, snapshot, self.witnesses())
+            engine, replayed = self.standby.take(offset) or recover(self.bus, offset, snapshot)
+        if not self.lease.held:
+            raise LeadershipLost(f"while recovering: {self.lease.why_lost()}")
+        certify(self.bus, epoch)  # only now may this server hand out ids (see matchbox.bus.rollback)
+        self.seen = offset
         self.stats.replayed += replayed
+        self.stats.recovery_seconds = time.monotonic() - self.lease.won
         self._hash, self._hash_at, self._hashed = offset.hash, offset.hash_at, time.monotonic()
+        self._hash_seconds = max(self._hash_seconds, self.standby.pass_seconds)  # paced from the start
         client.hset(
             keys.leader_info,
             mapping={"name": self.lease.name, "epoch": epoch, "since_ms": int(time.time() * 1000), "pid": os.getpid()},
         )
         log.info(
             "leading",
-            extra={"epoch": epoch, "offset": offset.id, "inputs": offset.inputs, "candidate": self.lease.name},
+            extra={
+                "epoch": epoch,
+                "offset": offset.id,
+                "inputs": offset.inputs,
+                "candidate": self.lease.name,
+                "replayed": replayed,
+                "seconds": round(self.stats.recovery_seconds, 3),  # since the lock was won
+            },
         )
         snapshot_inputs = snapshot.offset.inputs if snapshot else 0
         snapshot_time = time.monotonic()
@@ -157,14 +209,14 @@ class EngineLeader:
                     if stuck > config.lock_ttl_ms / 2000:  # let the lock lapse: a successor can do better
                         raise LeadershipLost(f"a commit has been in flight for {stuck:.1f} s")
                     if not self.lease.renew():
-                        raise LeadershipLost("the lock is held by another candidate")
+                        raise LeadershipLost(self.lease.why_lost())
                     renew_at = now + renew_every
                 if not entries:
                     block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
                     entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
                     if not entries:
-                        if self._hash_at != offset.id:  # idle: bring the committed hash up to date
-                            offset = self._refresh_hash(engine, offset)
+                        if offset.hash_at != offset.id and self._hash_due(idle=True):  # bring it up to date
+                            offset = self._with_hash(engine, offset)
                             committer.put(Batch(follows=offset.id, offset=offset))
                         self._tick_clock(engine)
                         continue
@@ -179,7 +231,8 @@ class EngineLeader:
                 if offset.inputs - snapshot_inputs >= config.snapshot_every or (
                     offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
                 ):
-                    data = engine.snapshot()
+                    with kept(self.lease):
+                        data = engine.snapshot()
                     committer.put((offset, data))
                     snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
                     self._hash, self._hash_at = hashlib.sha256(data).hexdigest(), offset.id  # = state_hash()
@@ -200,8 +253,17 @@ class EngineLeader:
         self._clock_ticked = time.monotonic()
         self.bus.client.xadd(self.bus.keys.input, {"c": encode_command(AdvanceTime(seq=0, ts=0))})
 
+    def witnesses(self) -> list[Witness]:
+        """What this candidate, its watermark file and the configured others saw committed."""
+        found = [witness_of("this candidate", self.seen)]
+        mark = self.watermark.read()
+        if mark is not None:
+            found.append(witness_of(f"the watermark file {self.config.watermark}", mark))
+        return found + list(self.config.witnesses() if self.config.witnesses else ())
+
     def _committed(self, batch: Batch) -> None:
         """Called by the committer after each successful commit."""
+        self.seen = batch.offset
         self.stats.commits += 1
         self.stats.events += len(batch.events)
         self.watermark.write(batch.offset, force=False)
@@ -230,13 +292,30 @@ class EngineLeader:
         self.stats.batch_sizes.append(len(entries))
         last_event = out[-1][0] if out else offset.last_event
         after = Offset(entry_id, inputs, n, self._hash, epoch, last_event, self._hash_at)
-        if time.monotonic() - self._hashed >= self.config.hash_every_seconds:
+        if self._hash_due(idle=False):
             after = self._refresh_hash(engine, after)
         return Batch(follows=offset.id, offset=after, events=out, books=books)
 
+    def _hash_due(self, *, idle: bool) -> bool:
+        """Whether to hash the whole state now: when idle (to bring the committed hash up to
+        date), else every ``hash_every_seconds``; never more than 1/HASH_DUTY of the time, as a
+        hash is O(resting orders) (over a second for a million)."""
+        since = time.monotonic() - self._hashed
+        return since >= HASH_DUTY * self._hash_seconds and (idle or since >= self.config.hash_every_seconds)
+
+    def _with_hash(self, engine: Engine, offset: Offset) -> Offset:
+        """``offset`` with the state hash at its own id: the one a snapshot just gave, or a new one."""
+        if self._hash_at == offset.id:
+            return dataclasses.replace(offset, hash=self._hash, hash_at=offset.id)
+        return self._refresh_hash(engine, offset)
+
     def _refresh_hash(self, engine: Engine, offset: Offset) -> Offset:
-        """``offset`` with the state hash taken now (O(resting orders), so not on every batch)."""
-        self._hash, self._hash_at, self._hashed = engine.state_hash(), offset.id, time.monotonic()
+        """``offset`` with the state hash taken now (see ``_hash_due``)."""
+        started = time.monotonic()
+        with kept(self.lease):
+            self._hash = engine.state_hash()
+        self._hash_at, self._hashed = offset.id, time.monotonic()
+        self._hash_seconds = self._hashed - started
         return dataclasses.replace(offset, hash=self._hash, hash_at=offset.id)
 
     # ------------------------------------------------------------------ snapshots, watermark

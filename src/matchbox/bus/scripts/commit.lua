@@ -3,7 +3,8 @@
 -- KEYS[1]      the fencing epoch
 -- KEYS[2]      the committed offset (hash)
 -- KEYS[3]      the output stream
--- KEYS[4..]    the L2 book key of each market the batch touched
+-- KEYS[4]      the rollback alarm, KEYS[5] the certified run id
+-- KEYS[6..]    the L2 book key of each market the batch touched
 -- ARGV[1]      the committing leader's epoch
 -- ARGV[2]      the offset this batch follows ("" for the first batch ever)
 -- ARGV[3]      the new offset: id of the last input entry applied
@@ -17,11 +18,19 @@
 --
 -- Every check happens before the first write, so a refused commit writes nothing: a fenced
 -- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
--- gets STALE. Event stream ids are derived from the input ids (see docs/events.md), so even a
--- second emission that got past these checks would be refused by XADD itself.
+-- gets STALE, and a server no leader has certified since it restarted (or one halted by the
+-- rollback alarm) gets UNCERTIFIED (or ALARM): the leader steps down and a new term checks the
+-- data against every witness before writing again. Event stream ids are derived from the input
+-- ids (see docs/events.md), so even a second emission that got past these checks would be
+-- refused by XADD itself.
+--#include guard
 local epoch = redis.call("GET", KEYS[1])
 if epoch ~= ARGV[1] then
     return redis.error_reply("FENCED epoch is " .. tostring(epoch) .. ", committer has " .. ARGV[1])
+end
+local refused = refuse(KEYS[4], KEYS[5], true)
+if refused then
+    return refused
 end
 local committed = redis.call("HGET", KEYS[2], "id") or ""
 if committed ~= ARGV[2] then
@@ -43,7 +52,7 @@ while true do
 end
 redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
     "epoch", ARGV[1], "last_event", last_event, "hash_at", ARGV[7])
-for k = 4, #KEYS do
-    redis.call("SET", KEYS[k], ARGV[k + 5])
+for k = 6, #KEYS do
+    redis.call("SET", KEYS[k], ARGV[k + 3])
 end
 return count
