@@ -25,7 +25,7 @@ from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Durability, Journal, Request
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers import schema
-from matchbox.consumers.batch import read_position
+from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import table_rows
@@ -147,7 +147,7 @@ def test_consumer_killed_mid_batch_restarts_with_every_trade_once(exchange: Bus,
     try:
         wait_until(
             lambda: (
-                read_position(database, "persistence") == last_id
+                read_newest(database, "persistence") == last_id
                 and not bus.client.xpending(bus.keys.events, "persistence")["pending"]
             ),
             timeout=60,
@@ -179,5 +179,5 @@ def test_consumer_killed_mid_batch_restarts_with_every_trade_once(exchange: Bus,
     assert replay.wait(120) == 0
     rebuilt = open_database(*rebuilt_location)
     databases.engines.append(rebuilt)
-    assert read_position(rebuilt, "rebuilt") == last_id
+    assert read_newest(rebuilt, "rebuilt") == last_id
     assert tables(rebuilt) == tables(database)  # replay equals live, row for row

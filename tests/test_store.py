@@ -23,6 +23,7 @@ from matchbox.bus.connection import Entry
 from matchbox.bus.consumer import Poison, Sink
 from matchbox.consumers import queries
 from matchbox.consumers.analytics import AnalyticsSink
+from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import database_url, migrate, open_database, run_write
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import Candle, Level
@@ -89,7 +90,7 @@ def test_migrations_match_the_schema_and_run_twice_as_a_no_op(database: sa.Engin
     migrate(database)
     with database.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0003"]
         assert set(sa.inspect(connection).get_table_names()) == {*TABLES, "alembic_version"}
 
 
@@ -114,7 +115,7 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Da
     databases.engines.extend(opened)
     assert not failures
     with opened[0].connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0003"]
 
 
 def test_the_default_database_is_a_sqlite_file_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
@@ -453,7 +454,7 @@ def test_an_undecodable_entry_is_poison_and_nothing_is_written(database: sa.Engi
     assert all(queries.table_rows(database, name) == [] for name in TABLES)
 
 
-def test_the_tracking_row_is_the_highest_stream_id_applied(database: sa.Engine) -> None:
+def test_the_tracking_row_moves_its_newest_id_and_its_floor_forward_only(database: sa.Engine) -> None:
     stream = Stream(start_ms=998)
     stream.apply(CreateMarket, market_id="m", scheme=TickScheme.BINARY)  # 999-1
     for _ in range(9):  # 999-2 .. 999-10, all in one millisecond: "999-10" sorts before "999-9" as text
@@ -463,23 +464,24 @@ def test_the_tracking_row_is_the_highest_stream_id_applied(database: sa.Engine) 
     assert ids[8:] == ["999-9", "999-10", "1000-11"]
     for sink in sinks(database):
         assert sink.position() is None
-        sink.apply(stream.entries[9:10])  # 999-10
-        assert sink.position() == "999-10"
-        sink.apply(stream.entries[:9])  # up to 999-9: the row does not move back
-        assert sink.position() == "999-10"
-        sink.apply(stream.entries[10:])
-        assert sink.position() == "1000-11"
-        sink.apply(stream.entries[:3])
-        assert sink.position() == "1000-11"
+        sink.apply(stream.entries[9:10], floor="999-8")  # 999-10
+        assert (read_newest(database, sink.group), sink.position()) == ("999-10", "999-8")
+        sink.apply(stream.entries[:9], floor="999-2")  # up to 999-9: neither moves back
+        assert (read_newest(database, sink.group), sink.position()) == ("999-10", "999-8")
+        sink.apply(stream.entries[10:], floor="999-10")
+        assert (read_newest(database, sink.group), sink.position()) == ("1000-11", "999-10")
+        sink.apply(stream.entries[:3])  # no floor (the group was gone): it stays
+        assert (read_newest(database, sink.group), sink.position()) == ("1000-11", "999-10")
     offsets = queries.table_rows(database, "consumer_offsets")
-    assert [(row["consumer_group"], row["last_id"], row["last_ms"], row["last_seq"]) for row in offsets] == [
-        ("analytics", "1000-11", 1000, 11),
-        ("persistence", "1000-11", 1000, 11),
+    columns = ("consumer_group", "last_id", "last_ms", "last_seq", "floor_id", "floor_ms", "floor_seq")
+    assert [tuple(row[column] for column in columns) for row in offsets] == [
+        ("analytics", "1000-11", 1000, 11, "999-10", 999, 10),
+        ("persistence", "1000-11", 1000, 11, "999-10", 999, 10),
     ]
 
 
 def test_a_group_name_is_its_own_tracking_row(database: sa.Engine) -> None:
-    PersistenceSink(database, group="replay-1").apply(FLOW.entries[:10])
+    PersistenceSink(database, group="replay-1").apply(FLOW.entries[:10], FLOW.entries[9][0].decode())
     assert PersistenceSink(database, group="replay-1").position() == FLOW.entries[9][0].decode()
     assert PersistenceSink(database).position() is None
 
@@ -487,6 +489,6 @@ def test_a_group_name_is_its_own_tracking_row(database: sa.Engine) -> None:
 def test_events_that_change_no_table_still_move_the_tracking_row(database: sa.Engine) -> None:
     rejected = Rejected(seq=1, ts=1, command="", reason=RejectReason.MALFORMED_COMMAND)
     for sink in sinks(database):
-        sink.apply([entry("5-1", encode_event(rejected, 1, "5-0"))])
+        sink.apply([entry("5-1", encode_event(rejected, 1, "5-0"))], "5-1")
         assert sink.position() == "5-1"
     assert queries.table_rows(database, "orders") == []

@@ -460,7 +460,7 @@ def test_a_database_at_the_first_revision_migrates_with_its_trades(databases: Da
         )
     migrate(engine)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0002"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0003"]
         assert {"balances", "balance_history", "positions", "position_history"} <= set(
             sa.inspect(connection).get_table_names()
         )

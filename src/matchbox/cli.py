@@ -274,6 +274,7 @@ def consume(
     the group stored more than Redis holds (Redis went back in time: the rollback alarm).
     """
     from matchbox.bus.commit import RollbackAlarm
+    from matchbox.bus.outage import REDIS_DOWN
     from matchbox.consume import run_consumer
     from matchbox.logs import configure
 
@@ -285,6 +286,9 @@ def consume(
     except RollbackAlarm as exc:
         typer.echo(f"ALARM: {exc}", err=True)
         raise typer.Exit(3) from None
+    except REDIS_DOWN as exc:  # --burst only: the long-running consumer waits for Redis
+        typer.echo(f"error: Redis cannot be reached ({exc}): start it, or check REDIS_URL", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

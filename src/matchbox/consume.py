@@ -22,10 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink
+from matchbox.bus.outage import wait_out
 from matchbox.bus.rollback import Witness, check_witness
 from matchbox.consumers.analytics import AnalyticsSink
-from matchbox.consumers.batch import tracked_witnesses, tracking_witness
-from matchbox.consumers.db import SQLITE_FILE, create_engine, open_database
+from matchbox.consumers.batch import read_newest, tracked_witnesses, tracking_witness
+from matchbox.consumers.db import DOWN, SQLITE_FILE, create_engine, open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.settings import Settings
 
@@ -55,13 +56,28 @@ def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerC
 
 
 def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burst: bool, stop: threading.Event) -> int:
-    """Feed one sink until stopped (or caught up, in burst mode); the entries applied."""
-    with _connections(settings) as (database, bus):
-        sink = make_sink(kind, database, group)
-        # a group that stored more than Redis holds: halt everything rather than skip or repeat
-        check_witness(bus, tracking_witness(group, sink.position()))
-        consumer = GroupConsumer(bus, sink, consumer_config(settings, group, name), stop)
-        consumer.ensure_group()
+    """Feed one sink until stopped (or caught up, in burst mode); the entries applied.
+
+    Started while the database or Redis cannot be reached, it waits for them (logged, with a
+    capped backoff) until stopped, as it waits out an outage later on; in burst mode, a one-off
+    job, it raises instead.
+    """
+    with _connections(settings, None if burst else stop) as connections:
+        if connections is None:
+            return 0  # stopped while waiting for the database
+        database, bus = connections
+        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group, name), stop)
+
+        def start() -> bool:
+            # a group that stored more than Redis holds: halt everything rather than skip or repeat
+            check_witness(bus, tracking_witness(group, read_newest(database, group)))
+            consumer.ensure_group()
+            return True
+
+        if burst:
+            start()
+        elif wait_out(f"Redis at {bus.where()}", start, stop) is None:
+            return 0
         log.info("consumer started", extra={"group": group, "sink": kind.value, "database": _where(database)})
         if burst:
             return consumer.drain()
@@ -71,7 +87,9 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
 
 def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> int:
     """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied."""
-    with _connections(settings) as (database, bus):
+    with _connections(settings) as connections:
+        assert connections is not None  # waits for nothing
+        database, bus = connections
         stream = bus.keys.events
         with contextlib.suppress(redis.ResponseError):  # no stream yet
             bus.client.xgroup_destroy(stream, group)
@@ -84,9 +102,16 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
 
 
 @contextlib.contextmanager
-def _connections(settings: Settings) -> Iterator[tuple[sa.Engine, Bus]]:
-    """The consumers' database and the bus, closed on the way out."""
-    database = open_database(settings.database_url, settings.data_dir)
+def _connections(settings: Settings, wait: threading.Event | None = None) -> Iterator[tuple[sa.Engine, Bus] | None]:
+    """The consumers' database (migrated) and the bus, closed on the way out. With ``wait``, a
+    database that cannot be reached is waited for until ``wait`` is set (then None)."""
+    if wait is None:
+        database: sa.Engine | None = open_database(settings.database_url, settings.data_dir)
+    else:
+        database = wait_out("the database", lambda: open_database(settings.database_url, settings.data_dir), wait, DOWN)
+    if database is None:
+        yield None
+        return
     bus = Bus.connect(settings.redis_url or "", settings.shard)
     try:
         yield database, bus

@@ -24,6 +24,7 @@ from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.journal import aof_problem
+from matchbox.bus.outage import Backoff
 from matchbox.engine.types import (
     CreateMarket,
     TickScheme,
@@ -57,13 +58,17 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         tail = asyncio.create_task(services.tail.run(), name="event-tail")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(services.tail.caught_up.wait(), settings.startup_catch_up_seconds)
-        await _ensure_default_market(services)
+        market = asyncio.create_task(_ensure_default_market(services), name="default-market")
+        if services.tail.caught_up.is_set():  # else it comes once Redis does, while this instance serves
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(market), settings.outcome_timeout)
         try:
             yield
         finally:
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail
+            for task in (market, tail):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.bus.close()
             services.close()
 
@@ -89,13 +94,25 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
 
 
 async def _ensure_default_market(services: Services) -> None:
-    """The seed's body names no market: it trades on a ``ticks`` market named by the settings."""
+    """The seed's body names no market: it trades on a ``ticks`` market named by the settings.
+
+    Submitted once the tail has caught up and found no such market. A submission Redis does not
+    take (down, or refusing until a leader has checked it) is tried again with a backoff, so an
+    instance started before Redis still makes the market when Redis comes; once in the journal it
+    is the engine's, whenever it comes."""
     market_id = services.settings.default_market
-    if not market_id or market_id in services.projection.markets:
-        return
     command = CreateMarket(seq=0, ts=0, market_id=market_id, scheme=TickScheme.TICKS, max_tick=100_000)
-    try:
-        submission = await submit_one(services, command)
+    backoff = Backoff()
+    while market_id:
+        await services.tail.caught_up.wait()
+        if market_id in services.projection.markets:
+            return
+        try:
+            submission = await submit_one(services, command)
+        except (redis.RedisError, ApiError) as exc:
+            delay = backoff.next()
+            log.warning("could not create the default market (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            continue
         await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
-    except (redis.RedisError, ApiError) as exc:  # the API still starts; the market comes when Redis does
-        log.warning("could not create the default market: %s", exc)
+        return

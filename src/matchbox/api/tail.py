@@ -19,12 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-import redis
-
 from matchbox.api.projection import Projection, Update
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, DecodedEvent, decode_event
 from matchbox.bus.connection import id_order
+from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.engine.types import Event
 
 log = logging.getLogger(__name__)
@@ -76,18 +75,18 @@ class EventTail:
         return f"the event tail lags: it is at {self.position}, the engine committed up to {committed}"
 
     async def _follow(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             _stop_if_cancelled()
             try:
                 entries = await self.bus.read(self.bus.keys.events, self.position, count=PAGE, block_ms=1000)
                 self.connected = True
-                backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                backoff.reset()
+            except REDIS_DOWN as exc:
                 self.connected = False
-                log.warning("event tail: redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next()
+                log.warning("event tail: redis unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
                 continue
             for raw_id, fields in entries:
                 stream_id = raw_id.decode()

@@ -42,6 +42,7 @@ class Bus:
         self.release_script: Script = client.register_script(script_source("release"))
         self.snapshot_script: Script = client.register_script(script_source("snapshot"))
         self.certify_script: Script = client.register_script(script_source("certify"))
+        self.forget_script: Script = client.register_script(script_source("forget"))
 
     @classmethod
     def connect(cls, url: str, shard: int = 0, **options: Any) -> Bus:
@@ -53,6 +54,11 @@ class Bus:
 
     def close(self) -> None:
         self.client.close()
+
+    def where(self) -> str:
+        """The server, for a log line: ``host:port`` or the socket's path (never a password)."""
+        options = self.client.connection_pool.connection_kwargs
+        return str(options.get("path") or f"{options.get('host')}:{options.get('port')}")
 
     # ------------------------------------------------------------------ typed stream reads
 

@@ -7,17 +7,25 @@ effects together with its tracking row.
 
 How :class:`GroupConsumer` treats an entry:
 
-- The group is created at the sink's tracking position (``0`` for a new sink), never at ``$``,
-  which would skip whatever was written before the group existed. When Redis answers NOGROUP
-  (it restarted without persistence, or an operator destroyed the group), the group is created
-  again the same way and the runner carries on.
+- The group is created at the sink's floor (``0`` for a new sink), never at ``$``, which would
+  skip whatever was written before the group existed. The floor is a contiguous low watermark:
+  every entry at or below it is stored. It is read from the group before each batch (:func:`frontier`:
+  below the group's oldest pending entry, else its last delivered id; an entry is acknowledged
+  only once the sink committed it) and committed with the batch. When Redis answers NOGROUP (it
+  lost the group, or an operator destroyed it), the group is created again at the floor, below
+  every entry that was still pending, and the runner carries on: the entries stored again are
+  absorbed by the sink's idempotence. (The newest entry stored is no place to start: entries
+  below it may have been pending on a consumer that died.)
 - A batch is read with XREADGROUP ``>``, applied, then acknowledged. A crash between the commit
   and the XACK redelivers entries the sink already holds; the sink's idempotence absorbs that.
   After a full batch the next one is read ahead on a second thread while the sink's
   transaction runs (it waits on the database with the GIL released); on stopping, a batch read
   ahead counts as in hand and is applied and acknowledged before returning.
 - Entries left pending, by a consumer that died or by a failure here, are reclaimed with
-  XAUTOCLAIM once idle for ``claim_idle_ms``: on start and every ``claim_every_s``.
+  XAUTOCLAIM once idle for ``claim_idle_ms``: on start and every ``claim_every_s``. Then the
+  consumers of the group with nothing pending, unseen for ``FORGET_AFTER_CLAIMS`` times that,
+  are removed (``forget.lua``, checked and removed in one step): those that died, so that
+  ``XINFO CONSUMERS`` lists the consumers that exist.
 
 Failures. A batch the sink refuses is halved, and each half applied in turn, left first, halving
 again what fails, down to the entries that fail on their own: the rest goes through, in stream
@@ -42,8 +50,9 @@ reclaim does not make it an outage.
 
 Known limits: a sink should raise :class:`Poison` for what it can never apply (the SQL sinks do
 for data their database refuses), since any other error from a lone, never-suspected entry
-reads as an outage and is retried until it passes. When the group vanishes, entries that were
-pending at or below the sink's position are not retried: the pending list went with the group.
+reads as an outage and is retried until it passes. A group that an operator creates again
+elsewhere (at ``$``, say) moves the floor with it: what it skipped is skipped for good, except
+by ``matchbox replay``.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from matchbox.bus.connection import Bus, Entry, id_order
+from matchbox.bus.outage import REDIS_DOWN, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,7 @@ LAG_COUNT_PAGE = 1000
 LAG_COUNT_LIMIT = 100_000  # past this many undelivered entries a counted lag is a floor
 SUSPECTS_KEPT = 10_000  # failed-alone entries remembered, newest kept
 MAX_SEQUENCE = 2**64 - 1  # the largest sequence part of a stream id
+FORGET_AFTER_CLAIMS = 10  # a consumer unseen this many claim_idle_ms, with nothing pending, is gone
 
 
 class Poison(Exception):
@@ -93,11 +104,13 @@ class Sink(Protocol):
     group: str
 
     def position(self) -> str | None:
-        """The stream id of the newest entry durably applied (the tracking row), None if none."""
+        """The floor of the tracking row: every entry at or below this stream id is stored (or was
+        dead-lettered); where a recreated group starts. None if nothing is tracked yet."""
         ...
 
-    def apply(self, entries: Sequence[Entry]) -> None:
-        """Apply ``entries`` and move the tracking row, all in one transaction, or nothing."""
+    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
+        """Apply ``entries`` and move the tracking row, all in one transaction, or nothing: its
+        newest id to the last entry's and its floor to ``floor`` (None: leave it), never back."""
         ...
 
 
@@ -162,7 +175,7 @@ class GroupConsumer:
     # ------------------------------------------------------------------ the loops
 
     def ensure_group(self) -> bool:
-        """Create the group at the sink's position (``0`` for a new sink); False if it exists."""
+        """Create the group at the sink's floor (``0`` for a new sink); False if it exists."""
         position = self.sink.position() or "0"
         try:
             self.bus.client.xgroup_create(self.stream, self.config.group, id=position, mkstream=True)
@@ -180,19 +193,19 @@ class GroupConsumer:
         the long-running process, and what it left pending is reclaimed once Redis is back.
         """
         log.info("consumer starting", extra=self._fields())
-        ready, delay = False, BACKOFF_FIRST_S
+        ready, backoff = False, Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         while not self.stop.is_set():
             try:
                 if not ready:
                     self.ensure_group()
                     ready = True
                 self._guarded(lambda: self._step(self.config.block_ms))
-                delay = BACKOFF_FIRST_S
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                backoff.reset()
+            except REDIS_DOWN as exc:
                 self._ahead = None  # whatever it read stays pending, for a reclaim
+                delay = backoff.next()
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay, extra=self._fields())
                 self.stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
         self._guarded(self._finish_read_ahead)
         log.info("consumer stopped", extra={**self._fields(), "applied": self.stats.applied})
 
@@ -266,6 +279,7 @@ class GroupConsumer:
         if now >= self._claim_at:
             self._claim_at = now + self.config.claim_every_s
             self._reclaim()
+            self._forget_gone()
             if self.config.retention:
                 self._trim()
         if now >= self._lag_log_at:
@@ -340,8 +354,9 @@ class GroupConsumer:
     def _handle(self, entries: Sequence[Entry], deliveries: Mapping[bytes, int]) -> None:
         """Apply ``entries``, acknowledge what went through, settle or hold what did not."""
         delay = BACKOFF_FIRST_S
+        floor = self._floor()
         while True:
-            failed = self._apply(entries)
+            failed = self._apply(entries, floor)
             done = [entry_id for entry_id, _ in entries if entry_id not in failed]
             self._ack(done)
             held = [] if done else self._outage_victims(entries, failed)
@@ -360,7 +375,7 @@ class GroupConsumer:
                 return  # stopped: they stay pending, for a reclaim
             entries, delay = held, min(delay * 2, BACKOFF_MAX_S)
 
-    def _apply(self, entries: Sequence[Entry]) -> dict[bytes, Exception]:
+    def _apply(self, entries: Sequence[Entry], floor: str | None) -> dict[bytes, Exception]:
         """Apply the batch, halving what fails (see the module docstring); the entries that
         failed, with their error."""
         failed: dict[bytes, Exception] = {}
@@ -368,7 +383,7 @@ class GroupConsumer:
         through = probing = False
         while pieces:
             piece = pieces.pop()
-            error = self._try(piece)
+            error = self._try(piece, floor)
             if error is None:
                 through = True
                 continue
@@ -389,10 +404,10 @@ class GroupConsumer:
         self.stats.applied += len(entries) - len(failed)
         return failed
 
-    def _try(self, entries: Sequence[Entry]) -> Exception | None:
-        """What ``sink.apply(entries)`` raised, or None if it went through."""
+    def _try(self, entries: Sequence[Entry], floor: str | None) -> Exception | None:
+        """What ``sink.apply(entries, floor)`` raised, or None if it went through."""
         try:
-            self.sink.apply(entries)
+            self.sink.apply(entries, floor)
         except Exception as exc:
             return exc
         return None
@@ -455,8 +470,21 @@ class GroupConsumer:
 
     # ------------------------------------------------------------------ upkeep
 
+    def _floor(self) -> str | None:
+        """What the sink may record as stored throughout, read before a batch is applied: the id
+        before the group's first unacknowledged entry (None if the group is gone: the floor stays)."""
+        first = frontier(self.bus, self.stream, self.config.group)
+        return None if first is None else previous_id(first)
+
+    def _forget_gone(self) -> None:
+        idle_ms = FORGET_AFTER_CLAIMS * self.config.claim_idle_ms
+        removed = self.bus.forget_script(keys=[self.stream], args=[self.config.group, idle_ms])
+        if removed:
+            names = sorted(_text(name) for name in removed)
+            log.info("removed consumers gone from the group", extra={**self._fields(), "removed": names})
+
     def _recreate_group(self) -> None:
-        log.warning("consumer group gone (NOGROUP); creating it again at the sink's position", extra=self._fields())
+        log.warning("consumer group gone (NOGROUP); creating it again at the sink's floor", extra=self._fields())
         self._suspects.clear()  # their pending entries went with the group
         self.stats.recreated += 1
         self.ensure_group()
@@ -499,15 +527,15 @@ def trim_events(bus: Bus, stream: str) -> int:
     so everything from ``<ms of the snapshot's input id>-0`` is kept. With no group or no
     snapshot nothing is trimmed. Returns the number of entries removed.
     """
-    frontiers = [_frontier(bus, stream, row) for row in _groups(bus, stream)]
+    frontiers = [frontier(bus, stream, _text(row["name"])) for row in _groups(bus, stream)]
     snapshot_bound = _snapshot_bound(bus)
     if not frontiers or snapshot_bound is None:
         return 0
     bounds = [snapshot_bound]
-    for frontier in frontiers:
-        if frontier is None:  # a group vanished meanwhile: it is changing, trim nothing this time
+    for first in frontiers:
+        if first is None:  # a group vanished meanwhile: it is changing, trim nothing this time
             return 0
-        bounds.append(frontier)
+        bounds.append(first)
     lowest = min(bounds, key=id_order)
     return bus.client.xtrim(stream, minid=lowest, approximate=False)
 
@@ -547,22 +575,28 @@ def undelivered(bus: Bus, stream: str, after: str) -> int:
     return min(count, LAG_COUNT_LIMIT)
 
 
-def _frontier(bus: Bus, stream: str, row: dict[str, Any]) -> str | None:
-    """The first id the group has not acknowledged: its oldest pending entry, else the one after its
-    last delivered; None if the group is gone.
+def frontier(bus: Bus, stream: str, group: str) -> str | None:
+    """The first id ``group`` has not acknowledged: its oldest pending entry, else the one after its
+    last delivered; None if the group (or the stream) is gone.
 
-    XINFO GROUPS is read before XPENDING, so a group that moved on in between only makes this
-    lower than it is: safe.
+    Read in one MULTI (XINFO GROUPS, XPENDING), so no delivery falls between the two reads: read
+    apart in the other order, an entry delivered in between would count as acknowledged.
     """
-    try:
-        summary = bus.client.xpending(stream, row["name"])
-    except redis.ResponseError as exc:
-        if str(exc).startswith("NOGROUP"):
-            return None
-        raise
+    pipe = bus.client.pipeline(transaction=True)
+    pipe.xinfo_groups(stream)
+    pipe.xpending(stream, group)
+    groups, summary = pipe.execute(raise_on_error=False)
+    for reply in (groups, summary):
+        if isinstance(reply, redis.ResponseError):
+            if "NOGROUP" in str(reply) or "no such key" in str(reply).lower():
+                return None
+            raise reply
     if summary["pending"]:
         return _text(summary["min"])
-    return next_id(_text(row["last-delivered-id"]))
+    for row in groups:
+        if _text(row["name"]) == group:
+            return next_id(_text(row["last-delivered-id"]))
+    return None
 
 
 def _snapshot_bound(bus: Bus) -> str | None:
@@ -577,6 +611,14 @@ def next_id(stream_id: str) -> str:
     """The smallest stream id after ``stream_id``."""
     ms, seq = id_order(stream_id)
     return f"{ms}-{seq + 1}" if seq < MAX_SEQUENCE else f"{ms + 1}-0"
+
+
+def previous_id(stream_id: str) -> str:
+    """The largest stream id before ``stream_id`` (``0-0`` stays ``0-0``)."""
+    ms, seq = id_order(stream_id)
+    if seq:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{MAX_SEQUENCE}" if ms else "0-0"
 
 
 def _text(value: bytes | str) -> str:

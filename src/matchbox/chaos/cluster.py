@@ -194,9 +194,10 @@ class Cluster:
             raise ClusterError(f"{name} is not running")
         os.kill(pid, signum)
 
-    async def restart_valkey(self, hard: bool, down_s: float) -> None:
+    async def restart_valkey(self, hard: bool, down_s: float, restart_meanwhile: str | None = None) -> None:
         """Stop Valkey (SIGKILL of the server: a crash; else a clean SHUTDOWN), wait ``down_s``, and
-        start it again on the same port and data folder."""
+        start it again on the same port and data folder. ``restart_meanwhile``: a child SIGKILLed
+        and started again while Valkey is down (it must wait for Valkey, not exit)."""
         child = self.child("valkey")
         if self.pid("valkey") is None:
             raise ClusterError("valkey is not running")
@@ -209,9 +210,31 @@ class Cluster:
                 assert child.process is not None
                 child.process.send_signal(signal.SIGTERM)  # the wrapper shuts the server down cleanly
             await self._wait_exit(child)
+            if restart_meanwhile is not None:
+                await self.kill(restart_meanwhile)
             await asyncio.sleep(down_s)
             child.start()
             await self.wait_valkey()
+        finally:
+            child.stopping = False
+
+    async def lose_group(self, consumer: str, kill_first: bool) -> None:
+        """XGROUP DESTROY the group of ``consumer`` (named as its sink), under it while it runs, or
+        while it is SIGKILLed (its entries in hand were pending), starting it again after."""
+        assert self._redis is not None
+        child = self.child(consumer)
+        if self.pid(consumer) is None:
+            raise ClusterError(f"{consumer} is not running")
+        if not kill_first:
+            await self._redis.xgroup_destroy(self.keys.events, consumer)
+            return
+        child.stopping = True
+        try:
+            assert child.process is not None
+            child.process.kill()
+            await self._wait_exit(child)
+            await self._redis.xgroup_destroy(self.keys.events, consumer)
+            child.start()
         finally:
             child.stopping = False
 

@@ -1,5 +1,7 @@
 """Faults at seeded times: kills and pauses of the leader and the standby, kills of an API instance
-and of a consumer, and Valkey restarts.
+and of a consumer, Valkey restarts (one of them with a consumer started while Valkey is down),
+and consumer groups lost (``XGROUP DESTROY``, under a running consumer or with a killed one's
+entries pending).
 
 The schedule spreads the faults over the run's middle (none in its first or last few seconds),
 one every few seconds, every kind once before any comes twice. Each fault is recorded with when
@@ -27,6 +29,8 @@ KINDS = (
     "kill-api",
     "kill-consumer",
     "restart-valkey",
+    "consumer-while-valkey-down",
+    "lose-group",
 )
 EVERY_S = 4.0  # one fault about this often
 EDGE_S = 5.0  # no fault in the run's first or last this many seconds
@@ -34,7 +38,12 @@ STOP_S = (1.0, 2.5)  # SIGSTOP for this long: around the lock TTL, so a paused l
 VALKEY_DOWN_S = (0.5, 2.0)
 # after a fault ends, how long its effects may last: a new leader within the TTL and its recovery,
 # clients reconnecting to a restarted Valkey with their backoff
-GRACE_S = {"restart-valkey": 8.0, "kill-leader": LOCK_TTL_MS / 1000 + 5.0, "stop-leader": LOCK_TTL_MS / 1000 + 5.0}
+GRACE_S = {
+    "restart-valkey": 8.0,
+    "consumer-while-valkey-down": 8.0,
+    "kill-leader": LOCK_TTL_MS / 1000 + 5.0,
+    "stop-leader": LOCK_TTL_MS / 1000 + 5.0,
+}
 DEFAULT_GRACE_S = 3.0
 
 
@@ -75,6 +84,14 @@ async def inject(cluster: Cluster, records: Records, rng: random.Random, kind: s
             hard = rng.random() < 0.5
             fault.detail = "SIGKILL of the server" if hard else "clean SHUTDOWN"
             await cluster.restart_valkey(hard, rng.uniform(*VALKEY_DOWN_S))
+        elif kind == "consumer-while-valkey-down":
+            fault.detail = f"clean SHUTDOWN of Valkey; {target} SIGKILLed and started while it is down"
+            await cluster.restart_valkey(False, rng.uniform(*VALKEY_DOWN_S), restart_meanwhile=target)
+        elif kind == "lose-group":
+            running = rng.random() < 0.5
+            how = "under the running consumer" if running else f"with {target} SIGKILLed, then started again"
+            fault.detail = f"XGROUP DESTROY {target} {how}"
+            await cluster.lose_group(target, kill_first=not running)
         elif kind.startswith("stop-"):
             paused = rng.uniform(*STOP_S)
             fault.detail = f"SIGSTOP for {paused:.1f} s"
@@ -96,7 +113,9 @@ async def _target(cluster: Cluster, rng: random.Random, kind: str) -> str | None
         return "valkey" if cluster.pid("valkey") else None
     if kind == "kill-api":
         return _running(cluster, rng.choice(APIS))
-    if kind == "kill-consumer":
+    if kind == "consumer-while-valkey-down" and cluster.pid("valkey") is None:
+        return None
+    if kind in ("kill-consumer", "consumer-while-valkey-down", "lose-group"):
         return _running(cluster, rng.choice(CONSUMERS))
     leader = await cluster.leader()
     if leader is None:

@@ -193,14 +193,14 @@ class AnalyticsSink:
     def position(self) -> str | None:
         return read_position(self.engine, self.group)
 
-    def apply(self, entries: Sequence[Entry]) -> None:
+    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
         items = decode_entries(entries)
         if not items:
             return
         fold = AnalyticsFold()
         for item in items:
             fold.add(item)
-        tracking = tracking_row(self.group, items)
+        tracking = tracking_row(self.group, items, floor)
 
         def write(connection: sa.Connection) -> None:
             if fold.markets:

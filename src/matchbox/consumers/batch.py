@@ -151,8 +151,17 @@ def first_known(statement: Insert, table: sa.Table, column: str) -> sa.ColumnEle
 
 
 def read_position(engine: sa.Engine, group: str) -> str | None:
-    """The stream id of the newest entry the group has applied, None if none."""
-    query = sa.select(consumer_offsets.c.last_id).where(consumer_offsets.c.consumer_group == group)
+    """The group's floor: every entry at or below this stream id is stored; None if untracked."""
+    return _read_tracking(engine, group, consumer_offsets.c.floor_id)
+
+
+def read_newest(engine: sa.Engine, group: str) -> str | None:
+    """The stream id of the newest entry the group has stored, None if none."""
+    return _read_tracking(engine, group, consumer_offsets.c.last_id)
+
+
+def _read_tracking(engine: sa.Engine, group: str, column: sa.Column[str]) -> str | None:
+    query = sa.select(column).where(consumer_offsets.c.consumer_group == group)
     with engine.connect() as connection:
         found: str | None = connection.execute(query).scalar_one_or_none()
     return found
@@ -172,31 +181,42 @@ def tracking_witness(group: str, last_id: str | None) -> Witness:
 
 
 def tracking_writer(dialect: sa.Dialect) -> RowWriter:
-    """Moves a group's tracking row forward to ``last_id``, never back (by stream-id order)."""
+    """Moves a group's tracking row forward: its newest id and its floor, each never back (by
+    stream-id order). Two consumers of a group commit in any order, so each is taken on its own."""
     statement = insert(dialect.name, consumer_offsets)
     stored = consumer_offsets.c
     incoming = statement.excluded
-    ahead = sa.or_(
-        incoming.last_ms > stored.last_ms,
-        sa.and_(incoming.last_ms == stored.last_ms, incoming.last_seq > stored.last_seq),
-    )
+
+    def ahead(name: str) -> sa.ColumnElement[bool]:
+        ms, seq = f"{name}_ms", f"{name}_seq"
+        return sa.or_(incoming[ms] > stored[ms], sa.and_(incoming[ms] == stored[ms], incoming[seq] > stored[seq]))
+
+    def forward(name: str) -> dict[str, sa.ColumnElement[Any]]:
+        columns = (f"{name}_id", f"{name}_ms", f"{name}_seq")
+        return {column: sa.case((ahead(name), incoming[column]), else_=stored[column]) for column in columns}
+
     upsert = statement.on_conflict_do_update(
         index_elements=[stored.consumer_group],
-        set_={
-            "last_id": incoming.last_id,
-            "last_ms": incoming.last_ms,
-            "last_seq": incoming.last_seq,
-            "updated_at": sa.func.current_timestamp(),
-        },
-        where=ahead,
+        set_={**forward("last"), **forward("floor"), "updated_at": sa.func.current_timestamp()},
+        where=sa.or_(ahead("last"), ahead("floor")),  # a batch applied again changes nothing, its time included
     )
     return RowWriter(dialect, upsert, consumer_offsets)
 
 
-def tracking_row(group: str, items: Sequence[Item]) -> Row:
+def tracking_row(group: str, items: Sequence[Item], floor: str | None) -> Row:
+    """The tracking row after ``items``; a ``floor`` of None (the group was gone) moves nothing."""
     last = max(items, key=_position)
     ms, seq = last.position
-    return {"consumer_group": group, "last_id": last.stream_id, "last_ms": ms, "last_seq": seq}
+    floor_ms, floor_seq = id_order(floor) if floor is not None else (0, 0)
+    return {
+        "consumer_group": group,
+        "last_id": last.stream_id,
+        "last_ms": ms,
+        "last_seq": seq,
+        "floor_id": floor or "0-0",
+        "floor_ms": floor_ms,
+        "floor_seq": floor_seq,
+    }
 
 
 def _position(item: Item) -> tuple[int, int]:

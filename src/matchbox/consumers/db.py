@@ -48,6 +48,7 @@ WRITE_ATTEMPTS = 5
 # deadlock, serialization failure, unique violation: a concurrent batch of the same group won
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "23505"})
 REFUSED_DATA = (sa.exc.DataError, sa.exc.IntegrityError)  # the statement's values, not the database's state
+DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)  # the database cannot be reached, for now
 
 T = TypeVar("T")
 

@@ -339,14 +339,14 @@ class PersistenceSink:
     def position(self) -> str | None:
         return read_position(self.engine, self.group)
 
-    def apply(self, entries: Sequence[Entry]) -> None:
+    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
         items = decode_entries(entries)
         if not items:
             return
         fold = Fold()
         for item in items:
             fold.add(item)
-        tracking = tracking_row(self.group, items)
+        tracking = tracking_row(self.group, items, floor)
 
         def write(connection: sa.Connection) -> None:
             if fold.markets:

@@ -59,6 +59,11 @@ consumer_offsets = sa.Table(
     sa.Column("last_id", StreamId, nullable=False),  # the newest stream id applied
     sa.Column("last_ms", sa.BigInteger, nullable=False),  # last_id as a sortable pair
     sa.Column("last_seq", sa.BigInteger, nullable=False),
+    # the floor: every entry at or below it is stored (a contiguous low watermark); a recreated
+    # group starts there. "0-0" for a row from before revision 0003 (nothing was known then).
+    sa.Column("floor_id", StreamId, nullable=False),
+    sa.Column("floor_ms", sa.BigInteger, nullable=False),
+    sa.Column("floor_seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 

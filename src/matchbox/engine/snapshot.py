@@ -133,7 +133,7 @@ _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
 
 
 @contextmanager
-def _collector_paused(*, promote: bool = False) -> Iterator[None]:
+def collector_paused(*, promote: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector for a bulk build or walk (see the module docstring);
     ``promote`` what was built when it resumes."""
     if not gc.isenabled():  # paused already, by a caller or another thread: theirs to resume
@@ -163,7 +163,7 @@ def _promote() -> None:
 
 
 def encode(engine: Engine) -> bytes:
-    with _collector_paused():
+    with collector_paused():
         return _encode(engine)
 
 
@@ -226,7 +226,7 @@ def _ledger(engine: Engine) -> _Ledger:
 
 def decode(data: bytes, engine: Engine) -> Engine:
     """Fill an empty engine from snapshot bytes; raise SnapshotError if they are not one."""
-    with _collector_paused(promote=True):
+    with collector_paused(promote=True):
         snapshot = _read(data)
         engine.last_order_id = snapshot.last_order_id
         engine.last_trade_id = snapshot.last_trade_id

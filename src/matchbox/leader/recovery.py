@@ -19,6 +19,7 @@ from matchbox.bus.commit import Offset, StoredSnapshot
 from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.rollback import Witness, disagreements, raise_alarm, read_alarm
 from matchbox.engine import Engine
+from matchbox.engine.snapshot import collector_paused
 from matchbox.engine.types import Event, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,15 @@ class RollbackDetected(RuntimeError):
 def recover(bus: Bus, offset: Offset, snapshot: StoredSnapshot | None) -> tuple[Engine, int]:
     """The engine as of the committed offset, and how many entries were replayed to get there."""
     started = time.monotonic()
-    if snapshot is not None:
-        engine = Engine.restore(snapshot.data)
-        start = snapshot.offset
-    else:
-        engine, start = Engine(), Offset()
-    position, checked = replay(bus, engine, start, offset)
+    # no collector passes while the book is rebuilt: a full one over a large book holds the GIL
+    # for long enough (seconds, on a busy machine) to starve the thread that keeps the lease
+    with collector_paused(promote=True):
+        if snapshot is not None:
+            engine = Engine.restore(snapshot.data)
+            start = snapshot.offset
+        else:
+            engine, start = Engine(), Offset()
+        position, checked = replay(bus, engine, start, offset)
     check_counts(position, offset)
     if offset.id and not checked:
         log.warning("the committed state hash (at %s) predates the snapshot; not checked", offset.hash_at)

@@ -45,6 +45,7 @@ from matchbox.bus.commit import (
 )
 from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.journal import Durability, aof_problem
+from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.bus.rollback import Witness, certify, check_witness, witness_of
 from matchbox.engine import Engine
 from matchbox.engine.types import AdvanceTime
@@ -120,7 +121,7 @@ class EngineLeader:
 
     def run(self) -> None:
         """Be a candidate until ``stop`` is set. Raises :class:`RollbackDetected` (do not restart)."""
-        backoff = 0.1
+        backoff = Backoff()
         while not self.stop.is_set():
             try:
                 if self.lease.acquire():
@@ -131,15 +132,15 @@ class EngineLeader:
                         self._step_down()
                 else:
                     self._stand_by()
-                backoff = 0.1
+                backoff.reset()
             except (CommitRefused, LeadershipLost) as exc:
                 log.warning("stepped down: %s", exc, extra={"epoch": self.epoch})
             except RollbackAlarm as exc:  # another witness halted the exchange
                 raise RollbackDetected(f"the exchange is halted by the rollback alarm: {exc}") from None
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except REDIS_DOWN as exc:
+                delay = backoff.next()
+                log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+                self.stop.wait(delay)
 
     def _stand_by(self) -> None:
         """Until the next try of the lock, keep the standby engine warm. The next try comes as
