@@ -16,6 +16,7 @@ test: $(STAMP) $(VENDORED) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(BIN)/vulture
 	$(BIN)/pytest
 
 bench: $(STAMP)

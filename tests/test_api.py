@@ -56,7 +56,7 @@ def place(client: TestClient, **body: Any) -> Any:
     return client.post("/orders", json=body)
 
 
-# --------------------------------------------------------------------------- the seed's walk-through
+# --------------------------------------------------------------------------- the original README's walk-through
 
 
 def test_seed_orders_trade_on_the_default_market(client: TestClient) -> None:

@@ -1,10 +1,10 @@
 """The API end to end, with real processes: one Valkey, two engines, two API instances.
 
-The seed's walk-through (a sell on one instance, the crossing buy on the other, empty books on
+The original README's walk-through (a sell on one instance, the crossing buy on the other, empty books on
 both, the fill on both WebSockets), reads across instances, channel subscriptions, WebSocket
 resume without gap or duplicate, and ``matchbox loadgen`` against both instances.
 
-The processes are started once for the module (about two seconds); each test but the seed's
+The processes are started once for the module (about two seconds); each test but the original walk-through
 trades on a market of its own, so the tests do not see each other's orders.
 """
 
@@ -223,7 +223,7 @@ def stream_trades(bus: Bus, market_id: str) -> dict[int, TradeExecuted]:
     return trades
 
 
-# --------------------------------------------------------------------------- the seed's walk-through
+# --------------------------------------------------------------------------- the original README's walk-through
 
 
 def test_seed_walkthrough_across_two_instances(cluster: Cluster, http: httpx.Client) -> None:

@@ -1,5 +1,5 @@
 """The cold path never skips an event: a group lost with entries pending, a Redis or a database
-that is down when a process starts, consumers that died (issue 18). SQLite and PostgreSQL."""
+that is down when a process starts, consumers that died. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def consumer_names(bus: Bus) -> set[str]:
 
 
 def test_a_group_lost_while_entries_are_pending_is_recreated_below_them(bus: Bus, databases: Databases) -> None:
-    """The issue's case: entries pending on a consumer that died, then the group lost. Recreated at
+    """The case found under load: entries pending on a consumer that died, then the group lost. Recreated at
     the newest entry stored, the group skipped them for good; at the floor, they come again."""
     first, held, rest = FLOW.entries[:150], FLOW.entries[150:260], FLOW.entries[260:]
     assert trades_in(slice(150, 260)) > 0, "the entries lost with the group must include trades"

@@ -1,4 +1,4 @@
-"""The dead-man switch (issue 7): Heartbeat arms a deadline; past it, the account's resting orders go."""
+"""The dead-man switch: Heartbeat arms a deadline; past it, the account's resting orders go."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The matching rules of matchbox.engine, one test per rule, on the seed's scenarios first."""
+"""The matching rules of matchbox.engine, one test per rule, on the original README's scenarios first."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def rejected(events: list[object]) -> RejectReason:
     return events[0].reason
 
 
-# ---------------------------------------------------------------------- the seed's scenarios
+# ---------------------------------------------------------------------- the original README's scenarios
 
 
 def test_no_match_rests_on_book(driver: Driver) -> None:

@@ -1,4 +1,4 @@
-"""The API's edge under hostile input (issue 12, items 4, 5, 10c and 10d).
+"""The API's edge under hostile input (body limits, bounded numbers, auth before the body).
 
 - A body is counted as it arrives, whatever its framing: a chunked body is cut off at 64 KiB.
 - Who is calling is checked before a body is read or validated: 401 or 403, never a 422 that

@@ -197,7 +197,7 @@ def test_an_entry_the_database_refuses_amid_good_ones_is_dead_lettered_and_the_r
 def test_an_entry_the_database_refuses_read_alone_does_not_stall_the_consumer(
     bus: Bus, databases: Databases, kind: str
 ) -> None:
-    """The issue's case: a deposit's lone event, refused, was taken for a database that is down
+    """The case found in review: a deposit's lone event, refused, was taken for a database that is down
     and retried every 5 s forever, with nothing after it stored."""
     refused(databases, kind)
     good = [fields for _, fields in FLOW.entries]

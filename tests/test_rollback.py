@@ -1,4 +1,4 @@
-"""Rollbacks (issue 12, item 2): a Redis restored to older data never hands out an id twice.
+"""Rollbacks: a Redis restored to older data never hands out an id twice.
 
 Each test restores a real Valkey's AOF to an earlier copy, the way an operator restores a backup,
 and checks that the exchange halts before the first new id, naming the witness that noticed:

@@ -1,9 +1,8 @@
-"""The WebSocket feed and the event tail against hostile clients and faults (issue 12, items 1, 6,
-8 and 10): a bad cursor, a failing subscriber or a poison event never stops the tail, and /ready
-says when the tail is in trouble; a revoked key closes its connection; every message is bounded
-and rate limited; a resume reaches back a bounded stretch; a fill never names the other side.
-
-Over a real Valkey and a real engine leader (in a thread), the app in process."""
+"""The WebSocket feed and the event tail against hostile clients and faults: a bad cursor, a failing
+subscriber or a poison event never stops the tail, and /ready says when the tail is in trouble; a
+revoked key closes its connection; every message is bounded and rate limited; a resume reaches back
+a bounded stretch; a fill never names the other side. Over a real Valkey and a real engine leader
+(in a thread), the app in process."""
 
 from __future__ import annotations
 

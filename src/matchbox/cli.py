@@ -468,7 +468,7 @@ def bench_engine(
 def bench_pipeline(
     orders: Annotated[int, typer.Option(min=1_000, help="Orders preloaded in the journal.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed of the flow (the engine benchmark's).")] = 7,
-    lpop_sample: Annotated[int, typer.Option(min=100, help="Orders through the seed's LPOP loop.")] = 20_000,
+    lpop_sample: Annotated[int, typer.Option(min=100, help="Orders through the original design's LPOP loop.")] = 20_000,
     submits: Annotated[int, typer.Option(min=10, help="Single submissions timed per durability mode.")] = 2_000,
     json_output: JsonOutput = False,
 ) -> None:

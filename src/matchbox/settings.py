@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     ws_resume_events: int = Field(
         default=10_000, ge=0, description="How far back a WebSocket resume (?last_id=) reaches, in events."
     )
-    default_market: str = Field(default="default", description="The market of orders that name none (the seed's).")
+    default_market: str = Field(
+        default="default", description="The market of orders that name none (the original README's)."
+    )
     outcome_timeout: float = Field(default=1.0, gt=0, description="How long POST /orders waits for the engine.")
     startup_catch_up_seconds: float = Field(default=30.0, gt=0)
     host: str = Field(default="127.0.0.1")

@@ -170,6 +170,7 @@ class Supervisor:
                 if ran >= STABLE_AFTER_S:
                     child.backoff = BACKOFF_FIRST_S
                 child.due_at = now + child.backoff
+                child.restarts += 1
                 log.warning(
                     "exited; restarting after backoff",
                     extra={
@@ -177,6 +178,7 @@ class Supervisor:
                         "code": process.returncode,
                         "ran_s": round(ran, 1),
                         "backoff_s": child.backoff,
+                        "restarts": child.restarts,
                         "log": str(child.log_path),
                         "last_lines": child.tail(),
                     },
@@ -184,7 +186,6 @@ class Supervisor:
                 child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
                 child.process = None
             elif process is None and now >= child.due_at:
-                child.restarts += 1
                 child.start()
 
     def stop_all(self, order: Sequence[str]) -> None:

@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
 
 
 async def _ensure_default_market(services: Services) -> None:
-    """The seed's body names no market: it trades on a ``ticks`` market named by the settings.
+    """The original README's order body names no market: it trades on a ``ticks`` market named by the settings.
 
     Submitted once the tail has caught up and found no such market. A submission Redis does not
     take (down, or refusing until a leader has checked it) is tried again with a backoff, so an

@@ -3,7 +3,7 @@
 Channels: ``trades:<market>`` (every trade), ``orders:<account>`` (the account's order events,
 fills, balance and position changes, and dead-man switch events), ``book:<market>`` (an image,
 then level deltas; from the projection, see the hub)
-and the seed's plain feed of fills, which a client gets until it subscribes to something.
+and the original README's plain feed of fills, which a client gets until it subscribes to something.
 
 Every message speaks its market's units, as REST does (see :mod:`matchbox.api.prices`): prices
 as cents, decimal odds or ticks, sides as buy/sell or back/lay. On the orders channel an event
@@ -39,7 +39,7 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 
-FILLS = "fills"  # the seed's plain feed
+FILLS = "fills"  # the original README's plain feed
 
 SchemeOf = Callable[[str], TickScheme]  # a market's tick scheme (ticks for one not known)
 

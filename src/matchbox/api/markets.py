@@ -148,7 +148,7 @@ async def settle(request: Request, market_id: MarketId, body: SettleIn | None = 
 
 @router.get("/orderbook", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
 async def orderbook(request: Request, market_id: MarketId | None = None) -> BookOut:
-    """The seed's book: bids highest first, asks lowest first, and the sequence."""
+    """The original README's book: bids highest first, asks lowest first, and the sequence."""
     services = services_of(request)
     market = market_of(services, market_id or services.settings.default_market)
     return _book_out(services, market, None, with_orders=False)

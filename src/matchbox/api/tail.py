@@ -43,7 +43,6 @@ class EventTail:
         self.listeners: list[Listener] = []
         self.position = "0-0"  # stream id of the last entry read
         self.caught_up = asyncio.Event()  # set once the tail first reached the end of the stream
-        self.connected = False
         self.failure: str | None = None  # why the tail last stopped, until it reads again
         self.at_end_at: float | None = None  # monotonic seconds when it last reached the end of the stream
         self._waiters: dict[str, asyncio.Future[list[Event]]] = {}
@@ -80,10 +79,8 @@ class EventTail:
             _stop_if_cancelled()
             try:
                 entries = await self.bus.read(self.bus.keys.events, self.position, count=PAGE, block_ms=1000)
-                self.connected = True
                 backoff.reset()
             except REDIS_DOWN as exc:
-                self.connected = False
                 delay = backoff.next()
                 log.warning("event tail: redis unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

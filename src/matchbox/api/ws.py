@@ -59,7 +59,7 @@ class Session:
 
 @router.websocket("/ws")
 async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | None = None) -> None:
-    """The feed. With no subscription: the seed's plain fills. Messages (JSON objects, 4 KiB at
+    """The feed. With no subscription: the original README's plain fills. Messages (JSON objects, 4 KiB at
     most, each counted against the rate limit as a request):
     {"op":"subscribe"|"unsubscribe","channel":"trades"|"book","market_id":..};
     {"op":"auth","key":<API key>} then {"op":"subscribe","channel":"orders"} (your orders, fills,

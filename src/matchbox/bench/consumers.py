@@ -37,7 +37,6 @@ from matchbox.engine.types import CreateMarket, TickScheme
 
 CHUNK = 2000
 GROUP = "bench-persistence"
-DEFAULT_POSTGRES = "postgresql://127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True, slots=True)

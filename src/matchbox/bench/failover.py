@@ -127,7 +127,6 @@ class Trickle(threading.Thread):
         self.redis_url = redis_url
         self.rng = random.Random(seed)
         self.stop = threading.Event()
-        self.submitted = 0
         self.error: Exception | None = None
 
     def order(self) -> PlaceOrder:
@@ -149,7 +148,6 @@ class Trickle(threading.Thread):
             journal = Journal(bus, Durability.EVERYSEC)
             while not self.stop.wait(TRICKLE_INTERVAL):
                 journal.submit_many([Request(self.order()) for _ in range(TRICKLE_BATCH)])
-                self.submitted += TRICKLE_BATCH
         except Exception as exc:  # reported by run(): a thread's traceback would be lost
             self.error = exc
         finally:

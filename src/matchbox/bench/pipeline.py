@@ -8,7 +8,7 @@ machine with the leader. In one run it measures:
   ``commit.lua`` (epoch check, XADD per event, offset, state hash, L2 books).
 - **raw XADD**: the same N command payloads appended with pipelined XADD, nothing else: the
   server's own ceiling for writing that many entries, the baseline of the ratio.
-- **LPOP loop**: the seed's design, one round trip per order (its events written in the same
+- **LPOP loop**: the original design, one round trip per order (its events written in the same
   pipeline as the next LPOP, the most generous form of it), on a sample of the flow.
 - **submission**: ``Journal.submit`` one at a time and ``submit_many`` by 100, with the server's
   AOF in ``always`` then ``everysec``.
@@ -121,7 +121,7 @@ def _drain(url: str, total: int, progress: Progress) -> tuple[float, EngineLeade
 
 
 def _lpop_loop(client: redis.Redis, commands: list[Command], progress: Progress) -> float:
-    """The seed's design: a list of orders, one LPOP per order; events go out with the next LPOP."""
+    """The original design: a list of orders, one LPOP per order; events go out with the next LPOP."""
     key, out = "bench:lpop:orders", "bench:lpop:events"
     pipe = client.pipeline(transaction=False)
     for command in commands:
@@ -129,7 +129,7 @@ def _lpop_loop(client: redis.Redis, commands: list[Command], progress: Progress)
     pipe.execute()
     engine = Engine()
     engine.apply(CreateMarket(seq=0, ts=0, market_id=MARKET, scheme=TickScheme.BINARY))
-    task = progress.add_task("seed LPOP loop (one round trip per order)", total=len(commands))
+    task = progress.add_task("original LPOP loop (one round trip per order)", total=len(commands))
     pending: list[bytes] = []
     n = seq = 0
     started = time.perf_counter()
@@ -230,7 +230,9 @@ def render(f: Figures, console: Console) -> None:
     )
     table.add_row("baseline: raw XADD", f"{f.raw_xadd_per_s:,.0f}", f"ratio leader/raw {f.ratio_to_xadd:.2f}")
     table.add_row(
-        "seed LPOP loop", f"{f.lpop_loop_per_s:,.0f}", f"{f.lpop_sample:,} orders; leader is {f.speedup_vs_lpop:.1f}x"
+        "original LPOP loop",
+        f"{f.lpop_loop_per_s:,.0f}",
+        f"{f.lpop_sample:,} orders; leader is {f.speedup_vs_lpop:.1f}x",
     )
     table.add_row("submit, always", f"{f.submit_always_per_s:,.0f}", "one command per round trip, AOF fsync each")
     table.add_row("submit, everysec", f"{f.submit_everysec_per_s:,.0f}", "one command per round trip")

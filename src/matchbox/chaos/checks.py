@@ -348,7 +348,7 @@ def _feed(feed: FeedLog, trades: Sequence[str]) -> list[str]:
 
 
 def check_hostile(probes: Sequence[Probe]) -> Check:
-    check = Check("hostile clients are refused as issue 12 requires")
+    check = Check("hostile clients are refused")
     failed = [p for p in probes if not p.held]
     check.violations = [f"{p.name} on {p.instance}: {p.observed} (required: {p.expected})" for p in failed]
     check.figures = {"probes": len(probes), "as required": len(probes) - len(failed)}

@@ -1,4 +1,4 @@
-"""Hostile clients, each once at a seeded time, and whether the exchange answered as issue 12 says.
+"""Hostile clients, each once at a seeded time, and whether the exchange answered as the hardening rules say.
 
 - bogus resume cursors (``/ws?last_id=abc`` and kin): refused at the handshake, or answered
   with an error; the socket is then kept open, as an attacker would, and the instance must
@@ -332,7 +332,7 @@ async def _rest_refuses(h: Hostile, instance: Instance, key: str) -> str:
 
 
 async def counterparty(h: Hostile) -> Probe | None:
-    """A trader's own orders channel must not name whom it traded with (issue 12, item 8)."""
+    """A trader's own orders channel must not name whom it traded with (own-side fills only)."""
     account, key = next((a, k) for a, k in h.records.keys.items() if a.startswith("chaos-t"))
     instance = h.instance()
     ws = await _connect(h, instance, "")

@@ -106,7 +106,7 @@ class Probe:
 
     name: str
     instance: str
-    held: bool  # answered as the issue requires
+    held: bool  # answered as the hardening rules require
     observed: str  # what came back
     expected: str
 

@@ -721,9 +721,6 @@ class Engine:
             heappop(timers)  # the order went before its time, or the deadline moved: drop the entry
         return timers[0][0] if timers else None
 
-    def market(self, market_id: str) -> Book | None:
-        return self.books.get(market_id)
-
     def depth(self, market_id: str, max_levels: int = 10) -> BookDepth | None:
         """L2 depth: per side, up to ``max_levels`` of (price, total quantity, order count)."""
         book = self.books.get(market_id)

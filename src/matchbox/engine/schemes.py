@@ -9,7 +9,7 @@
   so the book's price-time rule reads: a back at odds o matches resting lays at odds >= o, a lay
   at odds o matches resting backs at odds <= o, and each taker gets the best odds for it first
   (highest lay odds for a back, lowest back odds for a lay). The quantity is the stake.
-- ``ticks``: plain integer ticks 1..max_tick (the seed's generic model, prices like 490/500/510).
+- ``ticks``: plain integer ticks 1..max_tick (the original README's generic model, prices like 490/500/510).
 
 The engine only sees ticks. Odds are kept here in integer hundredths (``101`` is 1.01) so the
 ladder has no floats; the API edge turns them into ``Decimal``.

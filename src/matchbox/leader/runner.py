@@ -39,6 +39,7 @@ from matchbox.bus.commit import (
     Offset,
     RollbackAlarm,
     commit,
+    event_id,
     latest_snapshot,
     read_offset,
     store_snapshot,
@@ -61,8 +62,6 @@ from matchbox.leader.recovery import (
 from matchbox.leader.standby import Standby
 
 log = logging.getLogger(__name__)
-
-REPLAY_CHUNK = 5000
 
 
 class LeadershipLost(RuntimeError):
@@ -276,11 +275,10 @@ class EngineLeader:
         entry_id = offset.id
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
-            ms = entry_id.partition("-")[0]
             inputs += 1
             for event in apply_entry(engine, entry_id, fields, inputs):
                 n += 1
-                out.append((f"{ms}-{n}", encode_event(event, n, entry_id)))
+                out.append((event_id(entry_id, n), encode_event(event, n, entry_id)))
                 market = getattr(event, "market_id", "")
                 if market:
                     touched.add(market)
