@@ -4,8 +4,8 @@
 # ruff: noqa
 from matchbox.api import models
 from matchbox.bench import pipeline
-from matchbox.bus import consumer
-from matchbox.consume import SinkKind
+from matchbox.consumers import runner
+from matchbox.consumers.process import SinkKind
 
 models.FillOut.timestamp  # response fields: FastAPI writes them into the public JSON
 models.TradeOut.timestamp
@@ -14,7 +14,7 @@ models.EngineOut.committed_offset
 models.EngineOut.state_hash_at
 models.StatsOut.last_trade_at
 pipeline.Figures.batch_max  # in the benchmark's JSON report (asdict)
-consumer.GroupLag.last_delivered_id  # a field of the lag report, compared whole by the tests
+runner.GroupLag.last_delivered_id  # a field of the lag report, compared whole by the tests
 SinkKind.ANALYTICS  # chosen by value from the command line
 _.isolation_level  # consumers/db.py: set on the sqlite3 driver's connection, which reads it
 _.exc_type  # __exit__'s signature

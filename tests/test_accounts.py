@@ -23,10 +23,10 @@ from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.consumers import queries
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.settings import Settings
 
 ADMIN = {"Authorization": "Bearer test-admin"}

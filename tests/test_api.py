@@ -20,10 +20,10 @@ from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
 

@@ -15,7 +15,7 @@ ALLOWED = {
     "bus": {"engine"},
     "leader": {"engine", "bus"},
     "api": {"engine", "bus", "settings", "consumers"},  # consumers.queries: candles and stats
-    "consumers": {"engine", "bus"},
+    "consumers": {"engine", "bus", "settings"},  # process.py: the consume and replay processes
     "web": set(),
     "bench": {"engine", "bus", "leader", "consumers"},
     "chaos": {"engine", "bus", "leader", "consumers", "api", "up", "logs", "settings"},  # runs the whole exchange

@@ -32,7 +32,8 @@ from matchbox.engine.types import (
     TickScheme,
     TradeExecuted,
 )
-from matchbox.leader.recovery import RollbackDetected, apply_entry, recover
+from matchbox.leader.apply import apply_entry
+from matchbox.leader.recovery import RollbackDetected, recover
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 

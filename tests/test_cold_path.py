@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from conftest import in_thread, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import FORGET_AFTER_CLAIMS, ConsumerConfig, GroupConsumer
 from matchbox.bus.journal import Durability, Journal
 from matchbox.bus.server import EmbeddedValkey, free_port
-from matchbox.consume import SinkKind, run_consumer
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.process import SinkKind, run_consumer
+from matchbox.consumers.runner import FORGET_AFTER_CLAIMS, ConsumerConfig, GroupConsumer
 from matchbox.engine.types import CreateMarket, TickScheme, TradeExecuted
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings

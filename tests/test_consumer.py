@@ -19,7 +19,7 @@ import pytest
 
 from conftest import in_thread, wait_until
 from matchbox.bus.connection import Bus, Entry, id_order
-from matchbox.bus.consumer import (
+from matchbox.consumers.runner import (
     ConsumerConfig,
     GroupConsumer,
     GroupLag,
@@ -319,7 +319,7 @@ def test_a_failing_entry_is_dead_lettered_at_max_deliveries_and_the_group_moves_
     getattr(sink, failure).add(ids[2])
     runner = consumer(bus, sink, max_deliveries=3, claim_idle_ms=100)
 
-    with caplog.at_level(logging.WARNING, logger="matchbox.bus.consumer"):
+    with caplog.at_level(logging.WARNING, logger="matchbox.consumers.runner"):
         assert runner.drain() == 9
     assert sink.tried_alone[ids[2]] == 3  # once after the batch failed, then twice reclaimed
     [(_, letter)] = dead_letters(bus, "persistence")
@@ -380,7 +380,7 @@ def test_a_group_destroyed_mid_run_is_recreated_at_the_sink_floor(
     sink.before_apply = destroy_during_the_second_batch
     runner = consumer(bus, sink, batch=5)
 
-    with caplog.at_level(logging.INFO, logger="matchbox.bus.consumer"), running(runner):
+    with caplog.at_level(logging.INFO, logger="matchbox.consumers.runner"), running(runner):
         wait_until(lambda: len(applications(database)) == 20, message="the stream to be consumed")
         bus.client.xgroup_destroy(bus.keys.events, "persistence")  # now while it waits in XREADGROUP
         ids += publish(bus, 10, first=21)

@@ -23,7 +23,7 @@ import yaml
 from pydantic import AliasChoices
 
 from matchbox import cli
-from matchbox.consume import SinkKind
+from matchbox.consumers.process import SinkKind
 from matchbox.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

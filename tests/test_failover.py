@@ -42,7 +42,7 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 from matchbox.leader import runner
-from matchbox.leader.recovery import apply_entry
+from matchbox.leader.apply import apply_entry
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 
 LOCK_TTL_MS = 1000

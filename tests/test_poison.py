@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from conftest import in_thread, wait_until
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Bus, Entry
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.consumers import queries
 from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import create_engine, run_write
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.consumers.schema import metadata
 from matchbox.engine.types import BalanceChanged, BalanceReason
 from store_support import Databases, random_flow

@@ -26,14 +26,14 @@ from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Offset, RollbackAlarm, Uncertified, read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.bus.journal import Durability, Journal, Request
 from matchbox.bus.rollback import Witness, clear_alarm, disagreements, raise_alarm, read_alarm
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.cli import app
-from matchbox.consume import SinkKind, run_consumer, sql_witnesses
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.process import SinkKind, run_consumer, sql_witnesses
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine.types import IDS_PER_MS, CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from matchbox.leader.recovery import RollbackDetected, Watermark
 from matchbox.leader.runner import EngineLeader

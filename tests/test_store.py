@@ -20,13 +20,13 @@ from alembic.migration import MigrationContext
 
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Entry
-from matchbox.bus.consumer import Poison, Sink
 from matchbox.consumers import queries
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import database_url, migrate, open_database, run_write
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import Candle, Level
+from matchbox.consumers.runner import Poison, Sink
 from matchbox.consumers.schema import CANDLE_INTERVALS_MS, consumer_offsets, metadata
 from matchbox.engine.types import (
     CancelOrder,

@@ -13,7 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from matchbox.bus.accounts import AccountStore
-    from matchbox.consume import SinkKind
+    from matchbox.consumers.process import SinkKind
     from matchbox.settings import Settings
 
 app = typer.Typer(
@@ -151,7 +151,7 @@ def engine(
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
     """
     from matchbox.bus.connection import Bus
-    from matchbox.consume import sql_witnesses
+    from matchbox.consumers.process import sql_witnesses
     from matchbox.leader.recovery import RollbackDetected
     from matchbox.leader.runner import EngineLeader, LeaderConfig
     from matchbox.logs import configure
@@ -275,7 +275,7 @@ def consume(
     """
     from matchbox.bus.commit import RollbackAlarm
     from matchbox.bus.outage import REDIS_DOWN
-    from matchbox.consume import run_consumer
+    from matchbox.consumers.process import run_consumer
     from matchbox.logs import configure
 
     settings = _consumer_settings(redis_url, database_url, data_dir)
@@ -308,7 +308,7 @@ def replay(
     """
     from rich.console import Console
 
-    from matchbox.consume import replay as run_replay
+    from matchbox.consumers.process import replay as run_replay
     from matchbox.logs import configure
 
     settings = _consumer_settings(redis_url, database_url, data_dir)
@@ -338,7 +338,7 @@ def _consumer_settings(redis_url: str | None, database_url: str | None, data_dir
 
 
 def _sink_kind(name: str) -> SinkKind:
-    from matchbox.consume import SinkKind
+    from matchbox.consumers.process import SinkKind
 
     try:
         return SinkKind(name)

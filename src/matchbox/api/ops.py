@@ -17,8 +17,8 @@ from matchbox.api.models import (
     EngineOut,
 )
 from matchbox.api.services import Services, services_of
-from matchbox.bus.consumer import GroupLag, group_lag
 from matchbox.bus.journal import aof_problem
+from matchbox.consumers.runner import GroupLag, group_lag
 
 router = APIRouter(tags=["operations"])
 

@@ -28,10 +28,10 @@ from rich.table import Table
 from matchbox.bench.engine import MARKET, generate
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine import Engine
 from matchbox.engine.types import CreateMarket, TickScheme
 

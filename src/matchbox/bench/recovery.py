@@ -39,7 +39,7 @@ from rich.table import Table
 from matchbox.bus.codec import encode_command
 from matchbox.engine import Engine
 from matchbox.engine.types import CancelOrder, Command, CreateMarket, PlaceOrder, Side, TickScheme, TimeInForce
-from matchbox.leader.recovery import apply_entry
+from matchbox.leader.apply import apply_entry
 
 MARKETS = (
     ("binary", TickScheme.BINARY, 4),

@@ -16,9 +16,9 @@ import redis
 
 from matchbox.bus.commit import read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import group_lag
 from matchbox.chaos.cluster import CONSUMERS, Cluster
 from matchbox.chaos.http import Http
+from matchbox.consumers.runner import group_lag
 
 QUIET_TIMEOUT_S = 90.0
 EVERY_S = 0.5

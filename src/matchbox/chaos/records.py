@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,17 @@ class Cash:
     withdrawn: int = 0
     deposit_unknown: int = 0  # no clear answer (503, timeout, broken connection): may or may not be in
     withdraw_unknown: int = 0
+
+    def answered(self, what: Literal["deposit", "withdraw"], amount: int, status: int | None) -> None:
+        """Count a deposit or withdrawal by its answer: a 200 went in; a 5xx or no answer may have."""
+        sure = amount if status == 200 else 0
+        unsure = amount if status is None or status >= 500 else 0
+        if what == "deposit":
+            self.deposited += sure
+            self.deposit_unknown += unsure
+        else:
+            self.withdrawn += sure
+            self.withdraw_unknown += unsure
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from matchbox.chaos.clock import pause
 from matchbox.chaos.http import Http, Instance, Reply
@@ -125,12 +125,11 @@ async def _fund(http: Http, records: Records, account: str, amount: int) -> None
     deadline = time.monotonic() + SETUP_TIMEOUT_S
     while True:
         reply = await http.call(http.instances[0], "POST", path, admin=True, body={"amount": amount})
+        cash.answered("deposit", amount, reply.status)
         if reply.status == 200:
-            cash.deposited += amount
             return
         if reply.status is not None and reply.status < 500:
             raise SetupError(f"funding {account}: {reply.status} {reply.body}")
-        cash.deposit_unknown += amount
         if time.monotonic() > deadline:
             raise SetupError(f"funding {account}: {reply.status or reply.error} {reply.body}")
         await asyncio.sleep(0.2)
@@ -275,26 +274,15 @@ class Trader:
         self.open_orders = [(o, m) for o, m in self.open_orders if m != market]
 
     async def deposit(self) -> None:
-        amount = self.rng.randint(1_000, 50_000)
-        reply = await self._cash("deposit", amount)
-        cash = self.records.cash_of(self.account)
-        if reply.status == 200:
-            cash.deposited += amount
-        elif reply.status is None or reply.status >= 500:
-            cash.deposit_unknown += amount
+        await self._cash("deposit", self.rng.randint(1_000, 50_000))
 
     async def withdraw(self) -> None:
-        amount = self.rng.randint(100, 20_000)
-        reply = await self._cash("withdraw", amount)
-        cash = self.records.cash_of(self.account)
-        if reply.status == 200:
-            cash.withdrawn += amount
-        elif reply.status is None or reply.status >= 500:
-            cash.withdraw_unknown += amount
+        await self._cash("withdraw", self.rng.randint(100, 20_000))
 
-    async def _cash(self, what: str, amount: int) -> Reply:
+    async def _cash(self, what: Literal["deposit", "withdraw"], amount: int) -> None:
         path = f"/admin/accounts/{self.account}/{what}"
-        return await self.http.call(self.instance(), "POST", path, admin=True, body={"amount": amount})
+        reply = await self.http.call(self.instance(), "POST", path, admin=True, body={"amount": amount})
+        self.records.cash_of(self.account).answered(what, amount, reply.status)
 
     async def read(self) -> None:
         if self.open_orders and self.rng.random() < 0.5:

@@ -177,7 +177,7 @@ class AnalyticsFold:
 
 
 class AnalyticsSink:
-    """Candles, last trades and resting orders (see the module docstring); a :class:`~matchbox.bus.consumer.Sink`."""
+    """Candles, last trades and resting orders (see the module docstring); a :class:`~.runner.Sink`."""
 
     def __init__(self, engine: sa.Engine, group: str = "analytics") -> None:
         self.engine = engine

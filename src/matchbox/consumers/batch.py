@@ -2,7 +2,7 @@
 
 A batch is decoded whole before any transaction opens: an entry that does not decode (no
 ``event`` field, not JSON, an unknown event or schema version, a malformed stream id) raises
-:class:`~matchbox.bus.consumer.Poison` and nothing is written. In a batch of several entries the
+:class:`~matchbox.consumers.runner.Poison` and nothing is written. In a batch of several entries the
 runner then retries them one at a time, and only the bad one is dead-lettered.
 """
 
@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.connection import Entry, id_order
-from matchbox.bus.consumer import Poison
 from matchbox.bus.rollback import Witness
+from matchbox.consumers.runner import Poison
 from matchbox.consumers.schema import consumer_offsets
 from matchbox.engine.types import Event
 

@@ -14,7 +14,7 @@ deadlock or a unique violation between two of them is retried by :func:`run_writ
 A write the database refuses for the data itself (a DataError or IntegrityError other than a lost
 race: a NUL byte in text on PostgreSQL, an integer beyond 64 bits), or one the driver cannot even
 send (an integer beyond 64 bits, on SQLite), fails the same way every time:
-:func:`run_write` raises it as :class:`~matchbox.bus.consumer.Poison`, so the consumer runner
+:func:`run_write` raises it as :class:`~matchbox.consumers.runner.Poison`, so the consumer runner
 looks for the entry at fault instead of waiting for the database to come back.
 
 Migrations run to head on open, under a lock (an advisory lock on PostgreSQL, the write lock of
@@ -36,7 +36,7 @@ from alembic import command
 from alembic.config import Config
 from psycopg.types.array import ListBinaryDumper
 
-from matchbox.bus.consumer import Poison
+from matchbox.consumers.runner import Poison
 
 log = logging.getLogger(__name__)
 

@@ -321,7 +321,7 @@ def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
 
 class PersistenceSink:
     """Markets, orders, trades, balances and positions (see the module docstring); a
-    :class:`~matchbox.bus.consumer.Sink`."""
+    :class:`~matchbox.consumers.runner.Sink`."""
 
     def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
         self.engine = engine

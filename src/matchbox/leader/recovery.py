@@ -1,8 +1,6 @@
 """Recovery: rebuild the engine from the newest snapshot plus the journal after it, check it
 against what was committed, and refuse to go on if Redis went back in time.
-
-Also the one function that turns an input entry into engine events (``apply_entry``), used by
-the live loop and by replay alike, so the two cannot drift apart.
+Replay goes through :func:`~matchbox.leader.apply.apply_entry`, as the live loop does.
 """
 
 from __future__ import annotations
@@ -14,13 +12,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from matchbox.bus.codec import CodecError, decode_command
 from matchbox.bus.commit import Offset, StoredSnapshot
 from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.rollback import Witness, disagreements, raise_alarm, read_alarm
 from matchbox.engine import Engine
 from matchbox.engine.snapshot import collector_paused
-from matchbox.engine.types import Event, Rejected, RejectReason
+from matchbox.leader.apply import apply_entry
 
 log = logging.getLogger(__name__)
 
@@ -210,23 +207,3 @@ class Watermark:
             ) from None
         self._high, self._loaded = max(self._high, mark.inputs), True
         return mark
-
-
-def apply_entry(
-    engine: Engine, entry_id: str, fields: dict[bytes, bytes], seq: int, *, quiet: bool = False
-) -> list[Event]:
-    """Apply one input entry (the ``seq``-th of the journal) to ``engine``; return its events.
-
-    The command's time is the entry id's millisecond part, in ns. A malformed entry is one
-    ``Rejected`` event (MALFORMED_COMMAND) and changes nothing; it never stops the leader.
-    """
-    ts = int(entry_id.partition("-")[0]) * 1_000_000
-    oid = fields.get(b"oid")
-    try:
-        order_id = int(oid) if oid is not None else None
-        command = decode_command(fields.get(b"c", b""), seq=seq, ts=ts, order_id=order_id)
-    except (CodecError, ValueError) as exc:
-        if not quiet:
-            log.warning("malformed input entry %s: %s", entry_id, exc)
-        return [Rejected(seq=seq, ts=ts, command="", reason=RejectReason.MALFORMED_COMMAND)]
-    return engine.apply(command)

@@ -50,12 +50,12 @@ from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.bus.rollback import Witness, certify, check_witness, witness_of
 from matchbox.engine import Engine
 from matchbox.engine.types import AdvanceTime
+from matchbox.leader.apply import apply_entry
 from matchbox.leader.election import Lease, kept
 from matchbox.leader.recovery import (
     HASH_DUTY,
     RollbackDetected,
     Watermark,
-    apply_entry,
     check_rollback,
     recover,
 )

@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from matchbox.bus.connection import Bus
-from matchbox.bus.consumer import ConsumerConfig, GroupConsumer, Sink
 from matchbox.bus.outage import wait_out
 from matchbox.bus.rollback import Witness, check_witness
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.batch import read_newest, tracked_witnesses, tracking_witness
 from matchbox.consumers.db import DOWN, SQLITE_FILE, create_engine, open_database
 from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer, Sink
 from matchbox.settings import Settings
 
 log = logging.getLogger(__name__)
