@@ -13,6 +13,8 @@ models.AccountTradeOut.timestamp
 models.EngineOut.committed_offset
 models.EngineOut.state_hash_at
 models.StatsOut.last_trade_at
+models.BookOut.sequence
+models.TickerOut.sequence
 pipeline.Figures.batch_max  # in the benchmark's JSON report (asdict)
 runner.GroupLag.last_delivered_id  # a field of the lag report, compared whole by the tests
 SinkKind.ANALYTICS  # chosen by value from the command line

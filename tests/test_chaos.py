@@ -287,9 +287,7 @@ BOOK: Book = ([(49, 3, 1)], [(51, 2, 2)])
 
 def instances(apis: list[ApiView], answers: Answers, quiet: Quiet | None = None) -> list[str]:
     engine = EngineView(books={"m": BOOK})
-    check = check_instances(
-        apis, "9-9", {"m": BOOK}, engine, answers, Answers(), [(0.0, 1e12)], quiet or Quiet(reached=True)
-    )
+    check = check_instances(apis, "9-9", engine, answers, Answers(), [(0.0, 1e12)], quiet or Quiet(reached=True))
     return check.violations
 
 

@@ -1,32 +1,26 @@
 """The bus for asyncio services (the API): submission and the reads they need, on redis.asyncio.
 
-Same scripts, keys and arguments as the synchronous :class:`~matchbox.bus.journal.Journal`; only
-the transport differs.
+The same calls as the synchronous :class:`~matchbox.bus.connection.Bus` (described once, without
+I/O, in :mod:`matchbox.bus.calls`, :mod:`~matchbox.bus.journal` and :mod:`~matchbox.bus.commit`);
+only the sending differs. What is its own: coalescing the submissions of concurrent requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from matchbox.bus.commit import Offset, script_refusal
-from matchbox.bus.connection import Entry, script_source
-from matchbox.bus.journal import (
-    WAITAOF_TIMEOUT_MS,
-    Durability,
-    Request,
-    Submission,
-    durable_reply,
-    parse_submit,
-    submit_arguments,
-)
+from matchbox.bus import calls
+from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry
+from matchbox.bus.commit import Offset, offset_call
+from matchbox.bus.journal import Durability, Request, Submission, submit_call
 from matchbox.bus.keys import Keys
 
+T = TypeVar("T")
 COALESCE_LIMIT = 200  # commands per coalesced submission, at most
 
 
@@ -36,15 +30,13 @@ class AsyncBus:
         self.keys = Keys(shard)
         self.durability = durability
         self.seen_events = 0  # the most events this process saw committed: a rollback witness (submit.lua)
-        self._submit = client.register_script(script_source("submit"))
         self._queued: list[tuple[Request, asyncio.Future[Submission]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def connect(cls, url: str, shard: int = 0, durability: Durability = Durability.ALWAYS, **options: Any) -> AsyncBus:
-        options.setdefault("socket_connect_timeout", 2.0)
-        options.setdefault("socket_timeout", 10.0)
         # a burst waits for a free connection (up to 5 s) instead of failing with "too many"
+        options = {**CONNECT_OPTIONS, **options}
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
         return cls(aioredis.Redis(connection_pool=pool), shard, durability)
 
@@ -82,57 +74,47 @@ class AsyncBus:
         """Append commands in one round trip (see :meth:`matchbox.bus.journal.Journal.submit_many`)."""
         if not requests:
             return []
-        script_keys, args = submit_arguments(self.keys, requests, self.seen_events)
-        try:
-            if self.durability is Durability.EVERYSEC:
-                return parse_submit(await self._submit(keys=script_keys, args=args))
-            return await self._submit_durably(script_keys, args)
-        except redis.ResponseError as exc:
-            raise script_refusal(exc) from None
+        return await self.run(submit_call(self.keys, requests, self.durability, self.seen_events))
 
-    async def _submit_durably(self, script_keys: list[str], args: list[Any]) -> list[Submission]:
-        # EVALSHA straight into the pipeline: a Script object there costs a SCRIPT EXISTS round
-        # trip before every execute; a NOSCRIPT answer (after a restart) loads it and goes again
-        for _attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            submissions = durable_reply(await pipe.execute(raise_on_error=False), self.durability)
-            if submissions is not None:
-                return submissions
-            await self.client.script_load(self._submit.script)
-        raise NoScriptError("the submit script is missing right after it was loaded")
+    async def run(self, call: Call[T]) -> T:
+        """Send ``call``'s commands in one round trip and read the replies (as the synchronous ``Bus.run``)."""
+        replies = await self._send(call.commands)
+        if call.missing_script(replies):
+            call = call.reloading()
+            replies = await self._send(call.commands)
+        return call.read(replies)
+
+    async def _send(self, commands: tuple[Command, ...]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
+
+    # ------------------------------------------------------------------ reads (see matchbox.bus.calls)
 
     async def read(self, stream: str, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
-        reply = await self.client.xread({stream: after}, count=count, block=block_ms)
-        if not reply:
-            return []
-        return cast("list[Entry]", reply[0][1])  # type: ignore[index]
+        return await self.run(calls.read(stream, after, count=count, block_ms=block_ms))
 
     async def range(self, stream: str, low: str = "-", high: str = "+", *, count: int | None = None) -> list[Entry]:
-        return cast("list[Entry]", await self.client.xrange(stream, min=low, max=high, count=count))
+        return await self.run(calls.entries(stream, low, high, count=count))
 
     async def offset(self) -> Offset | None:
-        raw = cast("dict[bytes, bytes]", await self.client.hgetall(self.keys.offset))
-        return Offset.from_hash(raw) if raw else None
+        return await self.run(offset_call(self.keys))
 
     async def aof_enabled(self) -> bool:
-        info = await self.client.info("persistence")
-        return bool(int(info.get("aof_enabled", 0)))
+        return await self.run(calls.aof_enabled())
 
     async def alarm(self) -> str | None:
-        """The rollback alarm's reason, if it is set (see :mod:`matchbox.bus.rollback`)."""
-        value = await self.client.get(self.keys.alarm)
-        return value.decode() if isinstance(value, bytes) else None
+        return await self.run(calls.alarm(self.keys))
 
     async def certified(self) -> bool:
-        """Whether a leader has certified this server process (see :mod:`matchbox.bus.rollback`)."""
-        certified = await self.client.get(self.keys.certified)
-        if not isinstance(certified, bytes):
-            return True  # never certified: a new exchange, which takes orders before its first leader
-        info = await self.client.info("server")
-        return bool(certified.decode() == info["run_id"])
+        """Whether submissions are safe on this server process (see :func:`matchbox.bus.calls.certified`)."""
+        return await self.run(calls.certified(self.keys, strict=False))
 
     async def leader_holder(self) -> str | None:
-        value = await self.client.get(self.keys.leader)
-        return value.decode() if isinstance(value, bytes) else None
+        return await self.run(calls.leader_holder(self.keys))

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from matchbox.engine.queries import BookDepth, PriceLevel
 from matchbox.engine.types import AnyCommand, AnyEvent, Command, Event, PlaceOrder
 
 SCHEMA_VERSION = 1
@@ -98,26 +97,3 @@ def to_builtins(event: Event) -> dict[str, Any]:
     """The event as plain JSON-ready data (tagged), for feeds and APIs."""
     data: dict[str, Any] = msgspec.to_builtins(event)
     return data
-
-
-# --------------------------------------------------------------------------- books
-
-
-class BookImage(msgspec.Struct, frozen=True, gc=False):
-    """A market's L2 book as of the event numbered ``sequence``; levels are [price, qty, orders]."""
-
-    market_id: str
-    sequence: int
-    bids: list[PriceLevel]  # highest first
-    asks: list[PriceLevel]  # lowest first
-
-
-_book_decoder = msgspec.json.Decoder(BookImage)
-
-
-def encode_book(depth: BookDepth, sequence: int) -> bytes:
-    return _json_encoder.encode(BookImage(depth.market_id, sequence, depth.bids, depth.asks))
-
-
-def decode_book(raw: bytes) -> BookImage:
-    return _book_decoder.decode(raw)

@@ -2,8 +2,11 @@
 
 A commit is one call of ``commit.lua``: it checks the fencing epoch and that the batch follows
 the committed offset, and only then appends the batch's events, moves the offset (with the
-input count, the event count and the state hash after the batch) and stores the L2 book of each
-market the batch touched. Either all of that happens or none of it.
+input count, the event count and the state hash after the batch). Either all of that happens or
+none of it.
+
+What a commit sends and what its reply means is :func:`commit_call` (no I/O, as every call of the
+bus: see :mod:`matchbox.bus.calls`); :func:`commit` runs it on the synchronous bus.
 
 Event stream ids are derived from the input: the event numbered ``n`` that the input entry
 ``<ms>-<k>`` caused gets the id ``<ms>-<n>``. Input ids never go back in time and ``n`` only
@@ -13,11 +16,13 @@ grows, so the ids increase, and re-emitting an event (same ``n``) is refused by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
 
 import redis
 
-from matchbox.bus.connection import Bus, Entry
+from matchbox.bus import calls
+from matchbox.bus.calls import Call, Entry
+from matchbox.bus.connection import Bus
+from matchbox.bus.keys import Keys
 
 
 class CommitRefused(RuntimeError):
@@ -39,7 +44,7 @@ class RollbackAlarm(RuntimeError):
 
 def script_refusal(exc: redis.ResponseError) -> Exception:
     """A script's refusal as what it means (by the reply's first word), or ``exc`` itself."""
-    message = str(exc)  # a script's own error: never redis-py's annotated pipeline message (see durable_reply)
+    message = str(exc)  # a script's own error: never redis-py's annotated pipeline message (see Bus.run)
     word, _, rest = message.partition(" ")
     if word == "ALARM":
         return RollbackAlarm(rest)
@@ -83,34 +88,40 @@ class Batch:
     follows: str  # the offset id the batch was applied on top of
     offset: Offset  # the offset after it
     events: list[tuple[str, bytes]] = field(default_factory=list)  # (stream id, event JSON)
-    books: dict[str, bytes] = field(default_factory=dict)  # market id -> L2 book JSON
+
+
+def offset_call(keys: Keys) -> Call[Offset | None]:
+    """The committed offset, None before the first commit."""
+    return calls.command("HGETALL", keys.offset, read=lambda raw: Offset.from_hash(raw) if raw else None)
 
 
 def read_offset(bus: Bus) -> Offset | None:
-    raw = bus.hash(bus.keys.offset)
-    return Offset.from_hash(raw) if raw else None
+    return bus.run(offset_call(bus.keys))
+
+
+def commit_call(keys: Keys, epoch: int, batch: Batch) -> Call[None]:
+    """``commit.lua`` for ``batch`` under ``epoch``; its reply read as nothing, or as the refusal it is."""
+    offset = batch.offset
+    return calls.script_call(
+        "commit",
+        [keys.epoch, keys.offset, keys.events, keys.alarm, keys.certified],
+        [
+            epoch,
+            batch.follows,
+            offset.id,
+            offset.inputs,
+            offset.events,
+            offset.hash,
+            offset.hash_at,
+            b"".join(b"%s %s\n" % (event_id.encode(), payload) for event_id, payload in batch.events),
+        ],
+        read=lambda _count: None,
+        meaning=script_refusal,
+    )
 
 
 def commit(bus: Bus, epoch: int, batch: Batch) -> None:
-    keys = bus.keys
-    markets = list(batch.books)
-    script_keys = [keys.epoch, keys.offset, keys.events, keys.alarm, keys.certified, *(keys.book(m) for m in markets)]
-    offset = batch.offset
-    args: list[str | int | bytes] = [
-        epoch,
-        batch.follows,
-        offset.id,
-        offset.inputs,
-        offset.events,
-        offset.hash,
-        offset.hash_at,
-        b"".join(b"%s %s\n" % (event_id.encode(), payload) for event_id, payload in batch.events),
-        *(batch.books[m] for m in markets),
-    ]
-    try:
-        bus.commit_script(keys=script_keys, args=args)
-    except redis.ResponseError as exc:
-        raise script_refusal(exc) from None
+    bus.run(commit_call(bus.keys, epoch, batch))
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -126,22 +137,23 @@ class StoredSnapshot:
 def store_snapshot(bus: Bus, epoch: int, offset: Offset, data: bytes, *, keep: int, trim_input: bool) -> int:
     """Store a snapshot taken at the committed ``offset``; return how many input entries were trimmed."""
     keys = bus.keys
-    try:
-        trimmed = bus.snapshot_script(
-            keys=[keys.epoch, keys.offset, keys.snapshot, keys.input],
-            args=[epoch, offset.id, offset.inputs, offset.events, offset.hash, data, keep, "1" if trim_input else "0"],
+    return bus.run(
+        calls.script_call(
+            "snapshot",
+            [keys.epoch, keys.offset, keys.snapshot, keys.input],
+            [epoch, offset.id, offset.inputs, offset.events, offset.hash, data, keep, "1" if trim_input else "0"],
+            read=int,
+            meaning=script_refusal,
         )
-    except redis.ResponseError as exc:
-        raise script_refusal(exc) from None
-    return int(trimmed)
+    )
 
 
 def latest_snapshot(bus: Bus, after: str = "") -> StoredSnapshot | None:
     """The newest stored snapshot; with ``after`` (a snapshot's entry id), only if it is newer than that one."""
-    found = cast("list[Entry]", bus.client.xrevrange(bus.keys.snapshot, "+", f"({after}" if after else "-", count=1))
-    if not found:
+    found: Entry | None = bus.run(calls.newest(bus.keys.snapshot, "+", f"({after}" if after else "-"))
+    if found is None:
         return None
-    entry_id, fields = found[0]
+    entry_id, fields = found
     offset = Offset(
         id=fields[b"in"].decode(),
         inputs=int(fields[b"inputs"]),

@@ -8,21 +8,23 @@ only once the server's AOF holds the entry on disk (fsynced); in ``everysec``, t
 about once a second and up to a second of acknowledged commands can be lost if the *machine*
 running Redis dies (a crash of the Redis process alone loses nothing).
 
-The argument building and result parsing are plain functions, so the asyncio API can send the
-same script over its own client.
+What a submission sends and what its replies mean is :func:`submit_call`, with no I/O (see
+:mod:`matchbox.bus.calls`): :class:`Journal` runs it on the synchronous bus, and
+:class:`~matchbox.bus.aio.AsyncBus` on the asyncio one.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
 import redis
-from redis.exceptions import NoScriptError
 
+from matchbox.bus import calls
+from matchbox.bus.calls import Call
 from matchbox.bus.codec import encode_command
 from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
@@ -91,6 +93,23 @@ def submit_arguments(keys: Keys, requests: Sequence[Request], seen_events: int =
     return script_keys, args
 
 
+def submit_call(
+    keys: Keys, requests: Sequence[Request], durability: Durability, seen_events: int = 0
+) -> Call[list[Submission]]:
+    """``submit.lua`` for ``requests``, followed in ``always`` durability by ``WAITAOF 1 0`` in the same
+    round trip; the replies read as one submission per request, or raised as what they mean."""
+    script_keys, args = submit_arguments(keys, requests, seen_events)
+    call = calls.script_call("submit", script_keys, args, read=parse_submit, meaning=script_refusal)
+    if durability is Durability.EVERYSEC:
+        return call
+    submit = call.read
+    return replace(
+        call,
+        commands=(*call.commands, ("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)),
+        read=lambda replies: durable_submissions(submit(replies[:1]), replies[1], durability),
+    )
+
+
 def parse_submit(result: Sequence[Sequence[Any]]) -> list[Submission]:
     return [
         Submission(_text(status), int(order_id), _text(entry))  # type: ignore[arg-type]
@@ -102,33 +121,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def durable_submissions(result: Sequence[Sequence[Any]], fsynced_locally: int) -> list[Submission]:
-    """The submissions of a script reply whose WAITAOF answered ``fsynced_locally``; raises if a new
-    command was appended but the server did not confirm the fsync."""
-    submissions = parse_submit(result)
+def durable_submissions(submissions: list[Submission], waited: Any, durability: Durability) -> list[Submission]:
+    """``submissions``, once ``WAITAOF`` answered ``waited``: raises if a new command was appended but
+    the server did not confirm the fsync (or cannot: its AOF is off)."""
+    if isinstance(waited, redis.ResponseError):
+        raise aof_refusal(waited, durability)
+    fsynced_locally, _replicas = waited
     if int(fsynced_locally) < 1 and any(s.status == "new" for s in submissions):
         raise DurabilityError(
             f"the server did not confirm the AOF fsync within {WAITAOF_TIMEOUT_MS} ms: is appendonly on? "
             "(CONFIG SET appendonly yes)"
         )
     return submissions
-
-
-def durable_reply(replies: Sequence[Any], durability: Durability) -> list[Submission] | None:
-    """The submissions of an ``EVALSHA submit`` + ``WAITAOF`` pipeline run with
-    ``raise_on_error=False``, or None when the script must be loaded (NOSCRIPT, after a restart).
-
-    The replies carry each command's own error, so a script's refusal is read from its own words
-    rather than from redis-py's annotated pipeline message."""
-    result, waited = replies
-    if isinstance(result, NoScriptError):
-        return None
-    if isinstance(result, redis.ResponseError):
-        raise script_refusal(result)
-    if isinstance(waited, redis.ResponseError):
-        raise aof_refusal(waited, durability)
-    local, _replicas = waited
-    return durable_submissions(result, local)
 
 
 class Journal:
@@ -145,22 +149,4 @@ class Journal:
         """Append up to a few hundred commands in one round trip; one submission per request."""
         if not requests:
             return []
-        script_keys, args = submit_arguments(self.bus.keys, requests)
-        try:
-            if self.durability is Durability.EVERYSEC:
-                return parse_submit(self.bus.submit_script(keys=script_keys, args=args))
-            return self._submit_durably(script_keys, args)
-        except redis.ResponseError as exc:  # EVALSHA outside a pipeline (everysec)
-            raise script_refusal(exc) from None
-
-    def _submit_durably(self, script_keys: list[str], args: list[Any]) -> list[Submission]:
-        script = self.bus.submit_script
-        for _attempt in (1, 2):  # EVALSHA straight into the pipeline: see AsyncBus.submit_many
-            pipe = self.bus.client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-            submissions = durable_reply(pipe.execute(raise_on_error=False), self.durability)
-            if submissions is not None:
-                return submissions
-            self.bus.client.script_load(script.script)
-        raise NoScriptError("the submit script is missing right after it was loaded")
+        return self.bus.run(submit_call(self.bus.keys, requests, self.durability))

@@ -77,10 +77,6 @@ class Keys:
         """String counter: the last order id allocated by ``submit``."""
         return f"{self.prefix}order_id"
 
-    def book(self, market_id: str) -> str:
-        """String: the L2 book of one market (JSON), as of the last commit that touched it."""
-        return f"{self.prefix}book:{market_id}"
-
     def client_order(self, account: str, client_order_id: str) -> str:
         """String with a 24 h TTL: the order id and content digest of a client order id.
 

@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis
-
+from matchbox.bus import calls
 from matchbox.bus.commit import Offset, RollbackAlarm, read_offset, script_refusal
 from matchbox.bus.connection import Bus, id_order
 
@@ -97,8 +96,7 @@ def raise_alarm(bus: Bus, reason: str) -> str:
 
 
 def read_alarm(bus: Bus) -> str | None:
-    value = bus.client.get(bus.keys.alarm)
-    return value.decode() if isinstance(value, bytes) else None
+    return bus.run(calls.alarm(bus.keys))
 
 
 def clear_alarm(bus: Bus) -> bool:
@@ -108,15 +106,18 @@ def clear_alarm(bus: Bus) -> bool:
 
 def is_certified(bus: Bus) -> bool:
     """Whether a leader has certified this server process (see :func:`certify`)."""
-    certified = bus.client.get(bus.keys.certified)
-    return isinstance(certified, bytes) and certified.decode() == bus.client.info("server")["run_id"]
+    return bus.run(calls.certified(bus.keys, strict=True))
 
 
 def certify(bus: Bus, epoch: int) -> str:
     """Certify the server process for ``epoch``'s leader (see ``certify.lua``); its run id."""
     keys = bus.keys
-    try:
-        run_id = bus.certify_script(keys=[keys.epoch, keys.alarm, keys.certified], args=[epoch])
-    except redis.ResponseError as exc:
-        raise script_refusal(exc) from None
-    return run_id.decode() if isinstance(run_id, bytes) else str(run_id)
+    return bus.run(
+        calls.script_call(
+            "certify", [keys.epoch, keys.alarm, keys.certified], [epoch], read=_run_id, meaning=script_refusal
+        )
+    )
+
+
+def _run_id(reply: bytes | str) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

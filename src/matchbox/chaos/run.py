@@ -275,7 +275,6 @@ def _checks(records: Records, state: State, quiet: Quiet) -> list[Check]:
         check_instances(
             state.apis,
             state.stream_end,
-            state.stored_books,
             state.engine,
             records.answers,
             records.check_answers,

@@ -1,7 +1,6 @@
 """What every part of the exchange holds once it is quiet, read into plain data for the checks.
 
-- the output stream, whole, decoded (:func:`~matchbox.bus.codec.decode_event`), and the stored L2
-  book of each market;
+- the output stream, whole, decoded (:func:`~matchbox.bus.codec.decode_event`);
 - the engine's state rebuilt from the newest snapshot and the journal, as a new leader would
   (:func:`~matchbox.leader.recovery.recover`, which also checks it against the committed state
   hash): its balances, what each collateral market holds, and its books;
@@ -23,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from matchbox.api.prices import price_out
-from matchbox.bus.codec import CodecError, decode_book, decode_event
+from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.commit import latest_snapshot, read_offset
 from matchbox.bus.connection import Bus
 from matchbox.chaos.http import Http, Instance
@@ -37,7 +36,7 @@ from matchbox.engine.types import Event, MarketCreated, TickScheme
 from matchbox.leader.recovery import recover
 
 PAGE = 10_000
-DEPTH = 50  # levels a side: what the engine stores per book
+DEPTH = 50  # levels a side compared between the engine and each API instance
 
 Level = tuple[float | int, int, int]  # price (the API's units), quantity, orders
 Book = tuple[list[Level], list[Level]]  # bids, asks
@@ -84,7 +83,6 @@ class State:
     events: list[StreamEvent] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)  # stream ids of entries that are not events
     stream_end: str = ""
-    stored_books: dict[str, Book | None] = field(default_factory=dict)
     engine: EngineView = field(default_factory=EngineView)
     sql: SqlView = field(default_factory=SqlView)
     apis: list[ApiView] = field(default_factory=list)
@@ -123,12 +121,6 @@ def _from_redis(url: str) -> State:
                 state.events.append(StreamEvent(stream_id, decoded.n, decoded.in_id, decoded.event))
             cursor = f"({entries[-1][0].decode()}"
         state.stream_end = bus.last_generated_id(keys.events)
-        schemes = state.schemes()
-        for market in MARKETS:
-            raw = bus.client.get(keys.book(market.market_id))
-            image = decode_book(raw) if isinstance(raw, bytes) else None
-            scheme = schemes.get(market.market_id, market.scheme)
-            state.stored_books[market.market_id] = None if image is None else _book(scheme, image.bids, image.asks)
         for group in ("persistence", "analytics"):
             state.dead_letters[group] = int(bus.client.xlen(keys.dead_letter(group)))
         return state

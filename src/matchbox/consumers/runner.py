@@ -70,6 +70,7 @@ from typing import Any, Protocol, cast
 import redis
 from redis.typing import EncodableT, FieldT
 
+from matchbox.bus import calls
 from matchbox.bus.connection import Bus, Entry, id_order
 from matchbox.bus.outage import REDIS_DOWN, Backoff
 
@@ -478,7 +479,7 @@ class GroupConsumer:
 
     def _forget_gone(self) -> None:
         idle_ms = FORGET_AFTER_CLAIMS * self.config.claim_idle_ms
-        removed = self.bus.forget_script(keys=[self.stream], args=[self.config.group, idle_ms])
+        removed: list[bytes] = self.bus.run(calls.script_call("forget", [self.stream], [self.config.group, idle_ms]))
         if removed:
             names = sorted(_text(name) for name in removed)
             log.info("removed consumers gone from the group", extra={**self._fields(), "removed": names})

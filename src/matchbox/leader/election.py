@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import redis
 
+from matchbox.bus import calls
 from matchbox.bus.connection import Bus
 
 
@@ -46,9 +47,7 @@ class Lease:
         release could not reach Redis, such as across a restart: no need to wait out the TTL)."""
         sent = time.monotonic()
         keys = [self.bus.keys.leader]
-        if self.bus.client.set(keys[0], self.token, nx=True, px=self.ttl_ms) or (
-            self.bus.renew_script(keys=keys, args=[self.token, self.ttl_ms]) == 1
-        ):
+        if self.bus.client.set(keys[0], self.token, nx=True, px=self.ttl_ms) or (self._renewed()):
             self.won = self.renewed = sent
             self.expires = sent + self.ttl_ms / 1000
             return True
@@ -56,7 +55,7 @@ class Lease:
 
     def renew(self) -> bool:
         sent = time.monotonic()
-        if self.bus.renew_script(keys=[self.bus.keys.leader], args=[self.token, self.ttl_ms]) == 1:
+        if self._renewed():
             self.renewed, self.expires = sent, sent + self.ttl_ms / 1000
             return True
         self.expires = 0.0
@@ -64,7 +63,11 @@ class Lease:
 
     def release(self) -> None:
         self.expires = 0.0
-        self.bus.release_script(keys=[self.bus.keys.leader], args=[self.token])
+        self.bus.run(calls.script_call("release", [self.bus.keys.leader], [self.token]))
+
+    def _renewed(self) -> bool:
+        """Whether the lock held this lease's token and now lives ``ttl_ms`` again (``renew.lua``)."""
+        return bool(self.bus.run(calls.script_call("renew", [self.bus.keys.leader], [self.token, self.ttl_ms])) == 1)
 
     def lapses_in(self) -> float:
         """Seconds until the lock lapses unless its holder renews it (0 if nobody holds it)."""
@@ -72,9 +75,9 @@ class Lease:
 
     def why_lost(self) -> str:
         """Why a renewal failed, in words: the lock lapsed, or another candidate holds it."""
-        holder = self.bus.client.get(self.bus.keys.leader)
-        if isinstance(holder, bytes) and holder.decode() != self.token:
-            return f"the lock is held by another candidate ({holder.decode().rpartition(':')[0]})"
+        holder = self.bus.run(calls.leader_holder(self.bus.keys))
+        if holder is not None and holder != self.token:
+            return f"the lock is held by another candidate ({holder.rpartition(':')[0]})"
         silent = time.monotonic() - self.renewed
         return f"the lock lapsed: last renewed {silent:.2f} s ago, its TTL is {self.ttl_ms / 1000:.2f} s"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from matchbox.bus.codec import encode_book, encode_command, encode_event
+from matchbox.bus.codec import encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
     CommitRefused,
@@ -77,7 +77,6 @@ class LeaderConfig:
     snapshot_seconds: float = 60.0  # and at least this often while anything happens
     snapshots_kept: int = 3
     trim_input: bool = True  # trim the journal behind the oldest kept snapshot
-    book_depth: int = 50  # levels per side in the stored L2 books
     hash_every_seconds: float = 0.2  # hashing the whole state is throttled to this, and done when idle
     name: str = ""  # how this candidate calls itself; host:pid by default
     watermark: Path | None = None  # a local file recording the highest state committed
@@ -271,7 +270,6 @@ class EngineLeader:
     def _apply_batch(self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int) -> Batch:
         inputs, n = offset.inputs, offset.events
         out: list[tuple[str, bytes]] = []
-        touched: set[str] = set()
         entry_id = offset.id
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
@@ -279,21 +277,13 @@ class EngineLeader:
             for event in apply_entry(engine, entry_id, fields, inputs):
                 n += 1
                 out.append((event_id(entry_id, n), encode_event(event, n, entry_id)))
-                market = getattr(event, "market_id", "")
-                if market:
-                    touched.add(market)
-        books = {}
-        for market in touched:
-            depth = engine.depth(market, self.config.book_depth)
-            if depth is not None:
-                books[market] = encode_book(depth, n)
         self.stats.inputs += len(entries)
         self.stats.batch_sizes.append(len(entries))
         last_event = out[-1][0] if out else offset.last_event
         after = Offset(entry_id, inputs, n, self._hash, epoch, last_event, self._hash_at)
         if self._hash_due(idle=False):
             after = self._refresh_hash(engine, after)
-        return Batch(follows=offset.id, offset=after, events=out, books=books)
+        return Batch(follows=offset.id, offset=after, events=out)
 
     def _hash_due(self, *, idle: bool) -> bool:
         """Whether to hash the whole state now: when idle (to bring the committed hash up to

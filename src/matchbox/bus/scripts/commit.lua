@@ -4,7 +4,6 @@
 -- KEYS[2]      the committed offset (hash)
 -- KEYS[3]      the output stream
 -- KEYS[4]      the rollback alarm, KEYS[5] the certified run id
--- KEYS[6..]    the L2 book key of each market the batch touched
 -- ARGV[1]      the committing leader's epoch
 -- ARGV[2]      the offset this batch follows ("" for the first batch ever)
 -- ARGV[3]      the new offset: id of the last input entry applied
@@ -14,7 +13,6 @@
 -- ARGV[8]      the events, one line each: "<stream id> <event JSON>\n" (one argument rather
 --              than two per event is far cheaper to send and to parse; compact JSON holds no
 --              raw newline, so a line is an event)
--- ARGV[9..]    one L2 book JSON per book key
 --
 -- Every check happens before the first write, so a refused commit writes nothing: a fenced
 -- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
@@ -52,7 +50,4 @@ while true do
 end
 redis.call("HSET", KEYS[2], "id", ARGV[3], "inputs", ARGV[4], "events", ARGV[5], "hash", ARGV[6],
     "epoch", ARGV[1], "last_event", last_event, "hash_at", ARGV[7])
-for k = 6, #KEYS do
-    redis.call("SET", KEYS[k], ARGV[k + 3])
-end
 return count
