@@ -5,7 +5,7 @@ machine with the leader. In one run it measures:
 
 - **leader**: N orders (the engine benchmark's seeded flow) preloaded in the input stream, then
   one ``EngineLeader`` draining them: decode, match, encode every event, commit each batch with
-  ``commit.lua`` (epoch check, XADD per event, offset, state hash, L2 books).
+  ``commit.lua`` (epoch check, XADD per event, offset, state hash).
 - **raw XADD**: the same N command payloads appended with pipelined XADD, nothing else: the
   server's own ceiling for writing that many entries, the baseline of the ratio.
 - **LPOP loop**: the original design, one round trip per order (its events written in the same
