@@ -25,9 +25,10 @@ from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import database_url, migrate, open_database, run_write
 from matchbox.consumers.persistence import PersistenceSink
-from matchbox.consumers.queries import Candle, Level
+from matchbox.consumers.queries import Candle
 from matchbox.consumers.runner import Poison, Sink
 from matchbox.consumers.schema import CANDLE_INTERVALS_MS, consumer_offsets, metadata
+from matchbox.engine.queries import PriceLevel
 from matchbox.engine.types import (
     CancelOrder,
     CreateMarket,
@@ -313,6 +314,18 @@ def reference_candles(events: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
+def stored_book(database: sa.Engine, market_id: str) -> tuple[list[PriceLevel], list[PriceLevel]]:
+    """The analytics sink's resting orders summed into levels (bids highest first, asks lowest first)."""
+    levels: dict[Side, dict[int, tuple[int, int]]] = {Side.BUY: {}, Side.SELL: {}}
+    for row in queries.table_rows(database, "analytics_book_orders"):
+        if row["market_id"] == market_id and row["remaining"] > 0:
+            qty, count = levels[Side(row["side"])].get(row["price"], (0, 0))
+            levels[Side(row["side"])][row["price"]] = (qty + row["remaining"], count + 1)
+    bids = [PriceLevel(price, *levels[Side.BUY][price]) for price in sorted(levels[Side.BUY], reverse=True)]
+    asks = [PriceLevel(price, *levels[Side.SELL][price]) for price in sorted(levels[Side.SELL])]
+    return bids, asks
+
+
 def test_flow_candles_and_book_match_a_plain_computation_and_the_engine(database: sa.Engine) -> None:
     rng = random.Random(7)
     batches = list(split(FLOW.entries, rng, 90))
@@ -320,11 +333,9 @@ def test_flow_candles_and_book_match_a_plain_computation_and_the_engine(database
     build(database, batches)
     assert queries.table_rows(database, "candles") == reference_candles([event for _, event in FLOW.events])
     for market_id in FLOW.engine.books:
-        bids, asks = queries.depth(database, market_id, max_levels=1000)
         book = FLOW.engine.depth(market_id, max_levels=1000)
         assert book is not None
-        assert bids == [Level(level.price, level.qty, level.orders) for level in book.bids]
-        assert asks == [Level(level.price, level.qty, level.orders) for level in book.asks]
+        assert stored_book(database, market_id) == (book.bids, book.asks)
         found = queries.stats(database, market_id, now_ms=FLOW.ms)
         assert found is not None
         assert (found.best_bid, found.best_ask) == FLOW.engine.best_bid_ask(market_id)
@@ -418,9 +429,9 @@ def test_best_bid_and_ask_follow_rests_fills_reductions_and_cancels(database: sa
     stream.place("m", "eve", Side.SELL, 47, 5, tif=TimeInForce.IOC)  # takes bob's 5@47 whole
     assert top() == (45, 50, 5, 47.5)
     stream.apply(ReduceOrder, order_id=4, reduce_by=2)  # dan: 1 left at 50
-    assert queries.depth(database, "m")[1][0] == Level(50, 3, 1)  # not folded yet
+    assert stored_book(database, "m")[1][0] == PriceLevel(50, 3, 1)  # not folded yet
     assert top() == (45, 50, 5, 47.5)
-    assert queries.depth(database, "m") == ([Level(45, 10, 1)], [Level(50, 1, 1), Level(52, 7, 1)])
+    assert stored_book(database, "m") == ([PriceLevel(45, 10, 1)], [PriceLevel(50, 1, 1), PriceLevel(52, 7, 1)])
     stream.place("m", "eve", Side.BUY, 50, 1)  # fills dan's last unit
     assert top() == (45, 52, 7, 48.5)
     stream.apply(ReduceOrder, order_id=1, reduce_by=10)  # the whole remainder: a cancel

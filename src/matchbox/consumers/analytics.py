@@ -2,8 +2,10 @@
 
 Per market it keeps candles of 1 s, 1 m, 1 h and 1 d (open, high, low, close, volume, trade
 count, and the sum of price times quantity, so a candle's VWAP is exact), the last trade, and every
-order that rested with its side, price and remaining quantity; the best bid and ask are read
-from those (:mod:`~matchbox.consumers.queries`). A trade falls in the candle of its ``ts`` floored
+order that rested with its side, price and remaining quantity; the best bid and ask of ``GET
+/markets/{id}/stats`` are read from those (:func:`~matchbox.consumers.queries.stats`). The book
+clients read is the API's own, folded from the event stream; these rows give the statistics
+their top of book from the same transaction as their last trade and volume. A trade falls in the candle of its ``ts`` floored
 to the interval, in milliseconds.
 
 Exactly once, the same way as :mod:`~matchbox.consumers.persistence`, with one table of its own

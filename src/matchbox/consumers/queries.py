@@ -1,5 +1,5 @@
-"""The read side of the consumers' tables, for the HTTP API: candles, market statistics, depth,
-and an account's trades, orders, balance and positions.
+"""The read side of the consumers' tables, for the HTTP API: candles, market statistics (with
+the top of book), and an account's trades, orders, balance and positions.
 
 Plain synchronous functions over an Engine; results are frozen dataclasses. Prices are ticks and
 quantities units, money minor units, as everywhere below the API, which converts them to cents or
@@ -53,13 +53,6 @@ class Candle:
     @property
     def vwap(self) -> float:
         return self.notional / self.volume
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    price: int
-    qty: int
-    orders: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,23 +154,6 @@ def _best(market_id: str, side: Side) -> sa.Select[tuple[int | None]]:
     o = analytics_book_orders.c
     best = sa.func.max(o.price) if side is Side.BUY else sa.func.min(o.price)
     return sa.select(best).where(o.market_id == market_id, o.side == int(side), o.remaining > 0)
-
-
-def depth(engine: sa.Engine, market_id: str, max_levels: int = 10) -> tuple[list[Level], list[Level]]:
-    """(bids highest first, asks lowest first): price, total remaining, order count per level."""
-    o = analytics_book_orders.c
-    sides: list[list[Level]] = []
-    with engine.connect() as connection:
-        for side in (Side.BUY, Side.SELL):
-            query = (
-                sa.select(o.price, sa.func.sum(o.remaining), sa.func.count())
-                .where(o.market_id == market_id, o.side == int(side), o.remaining > 0)
-                .group_by(o.price)
-                .order_by(o.price.desc() if side is Side.BUY else o.price)
-                .limit(max_levels)
-            )
-            sides.append([Level(price, int(qty), count) for price, qty, count in connection.execute(query)])
-    return sides[0], sides[1]
 
 
 # --------------------------------------------------------------------------- accounts
