@@ -130,17 +130,10 @@ class Trickle(threading.Thread):
         self.error: Exception | None = None
 
     def order(self) -> PlaceOrder:
+        """Around the middle of the book, so some orders trade."""
         rng = self.rng
-        return PlaceOrder(
-            seq=0,
-            ts=0,
-            market_id=MARKET,
-            order_id=0,
-            account=f"a{rng.randrange(50)}",
-            side=rng.choice((Side.BUY, Side.SELL)),
-            price=rng.randint(46, 54),
-            qty=rng.randint(1, 10),
-        )
+        side = rng.choice((Side.BUY, Side.SELL))
+        return _order(f"a{rng.randrange(50)}", side, rng.randint(46, 54), rng.randint(1, 10))
 
     def run(self) -> None:
         bus = Bus.connect(self.redis_url)
@@ -206,17 +199,15 @@ def load(fleet: Fleet, resting: int, seed: int) -> None:
 
 
 def _resting_order(rng: random.Random) -> PlaceOrder:
+    """Away from the middle, so it rests: bids up to 45, asks from 55."""
     buy = rng.random() < 0.5
-    return PlaceOrder(
-        seq=0,
-        ts=0,
-        market_id=MARKET,
-        order_id=0,
-        account=f"r{rng.randrange(10_000)}",
-        side=Side.BUY if buy else Side.SELL,
-        price=rng.randint(1, 45) if buy else rng.randint(55, 99),
-        qty=rng.randint(1, 100),
-    )
+    price = rng.randint(1, 45) if buy else rng.randint(55, 99)
+    return _order(f"r{rng.randrange(10_000)}", Side.BUY if buy else Side.SELL, price, rng.randint(1, 100))
+
+
+def _order(account: str, side: Side, price: int, qty: int) -> PlaceOrder:
+    """A limit order on the benchmark's market (seq, ts and the order id are the journal's)."""
+    return PlaceOrder(seq=0, ts=0, market_id=MARKET, order_id=0, account=account, side=side, price=price, qty=qty)
 
 
 def _wait_for_standbys(fleet: Fleet, timeout: float) -> None:

@@ -5,8 +5,8 @@ count, and the sum of price times quantity, so a candle's VWAP is exact), the la
 order that rested with its side, price and remaining quantity; the best bid and ask of ``GET
 /markets/{id}/stats`` are read from those (:func:`~matchbox.consumers.queries.stats`). The book
 clients read is the API's own, folded from the event stream; these rows give the statistics
-their top of book from the same transaction as their last trade and volume. A trade falls in the candle of its ``ts`` floored
-to the interval, in milliseconds.
+their top of book from the same transaction as their last trade and volume. A trade falls in the
+candle of its ``ts`` floored to the interval, in milliseconds.
 
 Exactly once, the same way as :mod:`~matchbox.consumers.persistence`, with one table of its own
 for the additive part:
@@ -34,27 +34,22 @@ applied late bring the order back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from matchbox.bus.connection import Entry
 from matchbox.consumers.batch import (
+    FoldingSink,
     Insert,
     Item,
     NewRows,
     Row,
     RowWriter,
-    decode_entries,
     first_known,
     insert,
     newer,
-    read_position,
-    tracking_row,
-    tracking_writer,
+    write_sorted,
 )
-from matchbox.consumers.db import run_write
 from matchbox.consumers.schema import (
     CANDLE_INTERVALS_MS,
     analytics_book_orders,
@@ -178,44 +173,28 @@ class AnalyticsFold:
         return [rows[key] for key in sorted(rows)]
 
 
-class AnalyticsSink:
+class AnalyticsSink(FoldingSink[AnalyticsFold]):
     """Candles, last trades and resting orders (see the module docstring); a :class:`~.runner.Sink`."""
 
     def __init__(self, engine: sa.Engine, group: str = "analytics") -> None:
-        self.engine = engine
-        self.group = group
+        super().__init__(engine, group)
         dialect = engine.dialect
         self._trades = NewRows(dialect, analytics_trades, "trade_id")
         self._candles = RowWriter(dialect, _candles_upsert(insert(dialect.name, candles)), candles)
         self._markets = RowWriter(dialect, _markets_upsert(insert(dialect.name, analytics_markets)), analytics_markets)
         book = analytics_book_orders
         self._book = RowWriter(dialect, _book_upsert(insert(dialect.name, book)), book)
-        self._track = tracking_writer(dialect)
 
-    def position(self) -> str | None:
-        return read_position(self.engine, self.group)
+    def fold(self) -> AnalyticsFold:
+        return AnalyticsFold()
 
-    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
-        items = decode_entries(entries)
-        if not items:
-            return
-        fold = AnalyticsFold()
-        for item in items:
-            fold.add(item)
-        tracking = tracking_row(self.group, items, floor)
-
-        def write(connection: sa.Connection) -> None:
-            if fold.markets:
-                self._markets.write(connection, [fold.markets[key] for key in sorted(fold.markets)])
-            if fold.trades:
-                inserted = self._trades.insert(connection, fold.trade_rows())
-                if inserted:
-                    self._candles.write(connection, fold.candle_rows(inserted))
-            if fold.book:
-                self._book.write(connection, [fold.book[key] for key in sorted(fold.book)])
-            self._track.write(connection, [tracking])
-
-        run_write(self.engine, write)
+    def write(self, connection: sa.Connection, fold: AnalyticsFold) -> None:
+        write_sorted(connection, self._markets, fold.markets)
+        if fold.trades:
+            inserted = self._trades.insert(connection, fold.trade_rows())
+            if inserted:
+                self._candles.write(connection, fold.candle_rows(inserted))
+        write_sorted(connection, self._book, fold.book)
 
 
 def _markets_upsert(statement: Insert) -> Insert:

@@ -1,4 +1,5 @@
-"""What both sinks share: decoding a batch, the tracking row, and the dialects' upserts.
+"""What both sinks share: a batch decoded, folded and written with its tracking row in one
+transaction (:class:`FoldingSink`), and the dialects' upserts.
 
 A batch is decoded whole before any transaction opens: an entry that does not decode (no
 ``event`` field, not JSON, an unknown event or schema version, a malformed stream id) raises
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.connection import Entry, id_order
 from matchbox.bus.rollback import Witness
+from matchbox.consumers.db import run_write
 from matchbox.consumers.runner import Poison
 from matchbox.consumers.schema import consumer_offsets
 from matchbox.engine.types import Event
@@ -37,6 +39,56 @@ class Item:
         self.position = position
         self.n = n
         self.event = event
+
+
+class Fold(Protocol):
+    """A batch's effects gathered in memory, one event at a time, before anything is written."""
+
+    def add(self, item: Item) -> None: ...
+
+
+F = TypeVar("F", bound=Fold)
+
+
+class FoldingSink(Generic[F]):
+    """A :class:`~matchbox.consumers.runner.Sink` that folds each batch (:meth:`fold`) and writes the
+    fold (:meth:`write`) and the group's tracking row in one transaction, retried whole by
+    :func:`~matchbox.consumers.db.run_write`."""
+
+    def __init__(self, engine: sa.Engine, group: str) -> None:
+        self.engine = engine
+        self.group = group
+        self._track = tracking_writer(engine.dialect)
+
+    def position(self) -> str | None:
+        return read_position(self.engine, self.group)
+
+    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
+        items = decode_entries(entries)
+        if not items:
+            return
+        fold = self.fold()
+        for item in items:
+            fold.add(item)
+        tracking = tracking_row(self.group, items, floor)
+
+        def write(connection: sa.Connection) -> None:
+            self.write(connection, fold)
+            self._track.write(connection, [tracking])
+
+        run_write(self.engine, write)
+
+    def fold(self) -> F:
+        raise NotImplementedError
+
+    def write(self, connection: sa.Connection, fold: F) -> None:
+        raise NotImplementedError
+
+
+def write_sorted(connection: sa.Connection, writer: RowWriter, rows: dict[Any, Row]) -> None:
+    """``rows`` in key order (so concurrent transactions lock rows in the same order), if any."""
+    if rows:
+        writer.write(connection, [rows[key] for key in sorted(rows)])
 
 
 def decode_entries(entries: Sequence[Entry]) -> list[Item]:

@@ -45,22 +45,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from matchbox.bus.connection import Entry
 from matchbox.consumers.batch import (
+    FoldingSink,
     Insert,
     Item,
     NewRows,
     Row,
     RowWriter,
-    decode_entries,
     first_known,
     insert,
     newer,
-    read_position,
-    tracking_row,
-    tracking_writer,
+    write_sorted,
 )
-from matchbox.consumers.db import run_write
 from matchbox.consumers.schema import (
     OrderStatus,
     balance_history,
@@ -319,13 +315,12 @@ def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
         row["last_n"] = n
 
 
-class PersistenceSink:
+class PersistenceSink(FoldingSink[Fold]):
     """Markets, orders, trades, balances and positions (see the module docstring); a
     :class:`~matchbox.consumers.runner.Sink`."""
 
     def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
-        self.engine = engine
-        self.group = group
+        super().__init__(engine, group)
         dialect = engine.dialect
         self._trades = NewRows(dialect, trades, "trade_id")
         self._orders = RowWriter(dialect, _orders_upsert(insert(dialect.name, orders)), orders)
@@ -334,41 +329,21 @@ class PersistenceSink:
         self._positions = _latest_writer(dialect, positions, ["account", "market_id"], POSITION_LATEST)
         self._balance_history = _once_writer(dialect, balance_history)
         self._position_history = _once_writer(dialect, position_history)
-        self._track = tracking_writer(dialect)
 
-    def position(self) -> str | None:
-        return read_position(self.engine, self.group)
+    def fold(self) -> Fold:
+        return Fold()
 
-    def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
-        items = decode_entries(entries)
-        if not items:
-            return
-        fold = Fold()
-        for item in items:
-            fold.add(item)
-        tracking = tracking_row(self.group, items, floor)
-
-        def write(connection: sa.Connection) -> None:
-            if fold.markets:
-                self._markets.write(connection, [fold.markets[key] for key in sorted(fold.markets)])
-            inserted: set[int] = set()
-            if fold.trades:
-                inserted = self._trades.insert(connection, [fold.trades[key] for key in sorted(fold.trades)])
-            if fold.orders:
-                self._orders.write(connection, fold.order_rows(inserted))
-            _write_sorted(connection, self._balances, fold.balances)
-            _write_sorted(connection, self._balance_history, fold.balance_history)
-            _write_sorted(connection, self._positions, fold.positions)
-            _write_sorted(connection, self._position_history, fold.position_history)
-            self._track.write(connection, [tracking])
-
-        run_write(self.engine, write)
-
-
-def _write_sorted(connection: sa.Connection, writer: RowWriter, rows: dict[Any, Row]) -> None:
-    """``rows`` in key order (so concurrent transactions lock rows in the same order), if any."""
-    if rows:
-        writer.write(connection, [rows[key] for key in sorted(rows)])
+    def write(self, connection: sa.Connection, fold: Fold) -> None:
+        write_sorted(connection, self._markets, fold.markets)
+        inserted: set[int] = set()
+        if fold.trades:
+            inserted = self._trades.insert(connection, [fold.trades[key] for key in sorted(fold.trades)])
+        if fold.orders:
+            self._orders.write(connection, fold.order_rows(inserted))
+        write_sorted(connection, self._balances, fold.balances)
+        write_sorted(connection, self._balance_history, fold.balance_history)
+        write_sorted(connection, self._positions, fold.positions)
+        write_sorted(connection, self._position_history, fold.position_history)
 
 
 def _latest_writer(dialect: sa.Dialect, table: sa.Table, key: list[str], latest: Sequence[str]) -> RowWriter:
