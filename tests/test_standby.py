@@ -102,11 +102,11 @@ def trades_of(bus: Bus, entry_id: str) -> list[TradeExecuted]:
 
 def test_a_book_that_takes_longer_than_the_ttl_to_recover_still_gets_a_leader(redis_url: str, bus: Bus) -> None:
     open_market(bus)
-    last = submit(bus, resting(120_000))
+    last = submit(bus, resting(300_000))
     with running_leader(redis_url, snapshot_every=NEVER):
         committed(bus, last)
 
-    # 120,001 committed entries and no snapshot: recovery replays them all, several TTLs long. (A
+    # 300,001 committed entries and no snapshot: recovery replays them all, several TTLs long. (A
     # TTL of 600 ms, not less: a renewing thread can wait a few hundred ms for the GIL on a busy
     # machine, which is why the default is 3 s.)
     ttl_ms = 600
@@ -116,7 +116,7 @@ def test_a_book_that_takes_longer_than_the_ttl_to_recover_still_gets_a_leader(re
         committed(bus, cross)
         assert trades_of(bus, cross), "the successor does not match"
         assert successor.stats.terms == 1, "the lock lapsed while the successor recovered"
-        assert successor.stats.replayed == 120_001
+        assert successor.stats.replayed == 300_001
         assert successor.stats.recovery_seconds > ttl_ms / 1000, "recovery was quicker than the TTL: nothing tested"
 
 
