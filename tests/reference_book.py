@@ -143,16 +143,9 @@ class ReferenceBook:
         statuses = {}
         for order in self.all_resting():
             status = OrderStatus.PARTIALLY_FILLED if order.filled > 0 else OrderStatus.OPEN
-            statuses[order.order_id] = LiveOrder(
-                order_id=order.order_id,
-                account=order.account,
-                side=order.side,
-                price=order.price,
-                qty=order.qty,
-                remaining=order.remaining,
-                filled=order.filled,
-                market_id=order.market_id,
-                status=status,
+            o = order
+            statuses[o.order_id] = LiveOrder(
+                o.order_id, o.account, o.side, o.price, o.qty, o.remaining, o.filled, o.market_id, status
             )
         return statuses
 

@@ -71,7 +71,9 @@ Ids
     INVALID_MARKET_SPEC, a cancel or reduce acts without an account, and any other UNKNOWN_MARKET.
 Rejections
     Bad input is never an exception: it is one ``Rejected`` event with a reason code, and the
-    book is exactly as it was (timers due at the command's time still fire first).
+    book is exactly as it was (timers due at the command's time still fire first). A new order's
+    own fields (quantity, price, type, time in force, expiry) are checked by
+    :func:`matchbox.engine.rules.check_order`, the one rule the API asks too.
 
 Events for one order, in order: ``OrderAccepted``; then a ``TradeExecuted`` for each fill (and
 an ``OrderCancelled`` for each resting order removed by self-trade prevention); then
