@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from matchbox.engine.queries import BookDepth, OrderStatus, PriceLevel
+from matchbox.engine.queries import BookDepth, LiveOrder, PriceLevel
 from matchbox.engine.types import (
     AdvanceTime,
     CancelAll,
@@ -41,7 +41,7 @@ from matchbox.engine.types import (
     OrderKind,
     OrderReduced,
     OrderRested,
-    OrderState,
+    OrderStatus,
     PlaceOrder,
     ReduceOrder,
     Rejected,
@@ -138,21 +138,14 @@ class ReferenceBook:
                 return order
         return None
 
-    def order_statuses(self) -> dict[int, OrderStatus]:
-        """The status of every live order, by id."""
+    def order_statuses(self) -> dict[int, LiveOrder]:
+        """The status of every live order, by id (stated here on its own, not by the engine's rules)."""
         statuses = {}
         for order in self.all_resting():
-            state = OrderState.PARTIALLY_FILLED if order.filled > 0 else OrderState.OPEN
-            statuses[order.order_id] = OrderStatus(
-                order.order_id,
-                order.market_id,
-                order.account,
-                order.side,
-                order.price,
-                order.qty,
-                order.remaining,
-                order.filled,
-                state,
+            status = OrderStatus.PARTIALLY_FILLED if order.filled > 0 else OrderStatus.OPEN
+            o = order
+            statuses[o.order_id] = LiveOrder(
+                o.order_id, o.account, o.side, o.price, o.qty, o.remaining, o.filled, o.market_id, status
             )
         return statuses
 

@@ -114,6 +114,29 @@ def test_binary_market_orders_book_trades_and_ticker(client: TestClient) -> None
     assert (listed[market]["best_bid"], listed[market]["best_ask"]) == (40, 41)
 
 
+def test_a_market_order_is_ioc_by_default_and_refused_as_gtc(client: TestClient) -> None:
+    """The engine's rule: a market order is IOC or FOK. Left out, the time in force is IOC; asked
+    for GTC (once silently turned into IOC by the API) it is refused, as the engine refuses it."""
+    market = new_market(client)
+    assert place(client, market_id=market, side="sell", price=40, qty=1, account="ann").status_code == 201
+    taken = place(client, market_id=market, side="buy", qty=3, type="market", account="bob")
+    assert (taken.status_code, taken.json()["tif"], taken.json()["status"]) == (201, "IOC", "cancelled")
+    gtc = place(client, market_id=market, side="buy", qty=1, type="market", tif="GTC", account="bob")
+    assert (gtc.status_code, gtc.json()["field"]) == (400, "tif")
+    assert place(client, market_id=market, side="buy", price=40, qty=1, account="bob").json()["tif"] == "GTC"
+
+
+def test_a_gtd_expiry_already_past_is_judged_by_the_engine_on_journal_time(client: TestClient) -> None:
+    """The API does not read its own clock for an expiry (it could refuse what the engine would
+    take): a past one goes to the engine, which refuses it on journal time, naming the field."""
+    market = new_market(client)
+    past = place(client, market_id=market, side="buy", price=20, qty=1, tif="GTD", expires_at=1, account="ann")
+    assert past.status_code == 422
+    assert (past.json()["reason"], past.json()["field"]) == ("INVALID_EXPIRY", "expires_at")
+    missing = place(client, market_id=market, side="buy", price=20, qty=1, tif="GTD", account="ann")
+    assert (missing.status_code, missing.json()["field"]) == (400, "expires_at")
+
+
 def test_odds_market_takes_odds_stake_and_back_lay(client: TestClient) -> None:
     market = new_market(client, "odds")
     back = place(client, market_id=market, side="back", odds="2.5", stake=10, account="ann")

@@ -21,7 +21,7 @@ from matchbox.consumers import queries
 from matchbox.consumers.db import alembic_config, create_engine, migrate, write_transaction
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import AccountTrade, Balance, BalanceEntry, Position, PositionEntry
-from matchbox.consumers.schema import OrderStatus, trades
+from matchbox.consumers.schema import trades
 from matchbox.engine.types import (
     IDS_PER_MS,
     BalanceChanged,
@@ -31,6 +31,7 @@ from matchbox.engine.types import (
     CreateMarket,
     Deposit,
     OrderAccepted,
+    OrderStatus,
     PositionChanged,
     ReduceOrder,
     Rejected,

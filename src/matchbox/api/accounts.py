@@ -10,7 +10,7 @@ tables, so they trail the live feed by that group's lag.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -36,6 +36,7 @@ from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, services_of
 from matchbox.bus.accounts import AccountError, IssuedKey
 from matchbox.consumers import queries
+from matchbox.consumers.queries import OrderFilter
 from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, TickScheme, Withdraw
 
 router = APIRouter(tags=["accounts"], route_class=EdgeRoute)
@@ -162,7 +163,7 @@ async def my_positions(request: Request, caller: Caller, account: NamedAccount =
 def my_orders(
     request: Request,
     caller: Caller,
-    state: Literal["open", "closed", "all"] = "open",
+    state: OrderFilter = "open",
     limit: Limit = 100,
     before: Before = None,
     account: NamedAccount = None,

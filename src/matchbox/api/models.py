@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH
 from matchbox.engine.ledger import INT64_MAX
-from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS
+from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
 
 # Numbers are bounded before they are used (JSON numbers as they are parsed: see
 # matchbox.api.routing). Every integer field has a bound within 64 bits, as every integer of a
@@ -83,7 +83,9 @@ class OrderIn(BaseModel):
     qty: Int64 | None = Field(default=None, description="contracts or units")
     stake: Int64 | None = Field(default=None, description="the stake (odds markets; same as qty)")
     type: Literal["limit", "market"] = "limit"
-    tif: Literal["GTC", "GTD", "IOC", "FOK"] = "GTC"
+    tif: Literal["GTC", "GTD", "IOC", "FOK"] | None = Field(
+        default=None, description="default: GTC for a limit order, IOC for a market order (which is IOC or FOK)"
+    )
     post_only: bool = False
     expires_at: int | None = Field(
         default=None, ge=0, le=INT64_MAX // NS_PER_MS, description="GTD only: unix time in milliseconds"
@@ -126,7 +128,7 @@ class OrderOut(BaseModel):
     qty: int | None = Field(default=None, description="absent for an order the engine rejected")
     remaining: int
     filled: int
-    status: str = Field(description="accepted, open, partially_filled, filled, cancelled, rejected or pending")
+    status: OrderStatus
     tif: str | None = None
     type: str | None = None
     post_only: bool = False

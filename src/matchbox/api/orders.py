@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from types import SimpleNamespace
 from typing import Annotated
 
+import msgspec
 import redis
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
@@ -32,7 +32,7 @@ from matchbox.api.models import (
     ReduceIn,
 )
 from matchbox.api.prices import PriceError, price_out, side_of, side_word, tick_of
-from matchbox.api.projection import OrderView, Projection
+from matchbox.api.projection import MarketView, OrderView, Projection
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import (
     Services,
@@ -48,6 +48,7 @@ from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
 from matchbox.consumers.queries import AccountOrder
 from matchbox.engine.ledger import INT64_MAX
+from matchbox.engine.rules import LIVE_STATUSES, Invalid, check_order
 from matchbox.engine.types import (
     CancelAll,
     CancelOrder,
@@ -56,6 +57,7 @@ from matchbox.engine.types import (
     MarketState,
     OrderCancelled,
     OrderKind,
+    OrderStatus,
     PlaceOrder,
     ReduceOrder,
     Rejected,
@@ -72,7 +74,7 @@ OrderId = Annotated[int, Path(ge=1, le=INT64_MAX, description="the order id the 
 def order_out(services: Services, order: OrderView, client_order_id: str | None = None) -> OrderOut:
     market = services.projection.markets.get(order.market_id)
     scheme = market.scheme if market else TickScheme.TICKS
-    rejected = order.status == "rejected"
+    rejected = order.status is OrderStatus.REJECTED
     return OrderOut(
         order_id=order.order_id,
         market_id=order.market_id,
@@ -111,7 +113,7 @@ def stored_order_out(services: Services, account: str, row: AccountOrder) -> Ord
         qty=row.qty,
         remaining=row.remaining,
         filled=row.filled,
-        status=str(row.status),
+        status=row.status,
         tif=None if row.tif is None else row.tif.name,
         type=None if row.kind is None else row.kind.name.lower(),
         post_only=bool(row.post_only),
@@ -131,56 +133,42 @@ def _pending(submission: Submission, body: OrderIn, command: PlaceOrder) -> Orde
         qty=qty,
         remaining=qty,
         filled=0,
-        status="pending",
+        status=OrderStatus.PENDING,
         client_order_id=body.client_order_id,
         entry_id=submission.entry_id,
     )
 
 
 def _place_command(services: Services, body: OrderIn, caller_account: str | None) -> PlaceOrder:
-    """The engine command for an order request, or an ApiError naming the field at fault."""
+    """The engine command for an order request, or an ApiError naming the field at fault.
+
+    The words are translated here (side, price or odds, qty or stake); whether the order is valid
+    on its market is the engine's own rule, :func:`~matchbox.engine.rules.check_order`, asked
+    early. It is asked without a time (``ts`` 0): a GTD expiry in the past is judged by the engine,
+    on journal time, and comes back as a 422 (the API's clock could refuse an expiry the engine
+    would take, wherever the two clocks differ).
+    """
     if caller_account is not None:
         account = acting_as(caller_account, body.account)
     else:
         account = body.account or f"anon-{secrets.token_hex(6)}"
     market_id = body.market_id or services.settings.default_market
     market = market_of(services, market_id)
+    qty_field = "stake" if body.qty is None and market.scheme is TickScheme.ODDS else "qty"
+    kind = OrderKind.MARKET if body.type == "market" else OrderKind.LIMIT
     try:
         side = side_of(market.scheme, body.side)
         if body.qty is not None and body.stake is not None:
             raise PriceError("stake", "give qty or stake, not both")
         qty = body.qty if body.qty is not None else body.stake
-        field = "stake" if body.qty is None and market.scheme is TickScheme.ODDS else "qty"
         if qty is None:
-            raise PriceError(field, f"{field} is required")
-        if qty <= 0:
-            raise PriceError(field, f"{field} must be > 0")
-        if qty > market.max_qty:
-            raise PriceError(field, f"{field} {qty} is over this market's maximum of {market.max_qty}")
-        kind = OrderKind.MARKET if body.type == "market" else OrderKind.LIMIT
-        tif = TimeInForce[body.tif]
-        if kind is OrderKind.MARKET:
-            if tif not in (TimeInForce.IOC, TimeInForce.FOK):
-                tif = TimeInForce.IOC
-            if body.post_only:
-                raise PriceError("post_only", "a market order cannot be post-only")
-            price = 0
-        else:
-            price = tick_of(market.scheme, market.max_tick, body.price, body.odds)
-        if body.post_only and tif not in (TimeInForce.GTC, TimeInForce.GTD):
-            raise PriceError("post_only", "post-only needs GTC or GTD")
-        expires_at = 0
-        if tif is TimeInForce.GTD:
-            if body.expires_at is None or body.expires_at <= time.time() * 1000:
-                raise PriceError("expires_at", "GTD needs expires_at, a future unix time in milliseconds")
-            expires_at = body.expires_at * NS_PER_MS
-        elif body.expires_at is not None:
-            raise PriceError("expires_at", "expires_at is for GTD orders only")
+            raise PriceError(qty_field, f"{qty_field} is required")
+        price = 0 if kind is OrderKind.MARKET else tick_of(market.scheme, body.price, body.odds)
     except PriceError as exc:
         raise ApiError(400, exc.message, exc.field) from None
-    if market.state is not MarketState.OPEN:
-        raise ApiError(409, f"market {market_id!r} is {market.state.name.lower()}: it takes no orders", "market_id")
-    return PlaceOrder(
+    tif = TimeInForce[body.tif] if body.tif else _DEFAULT_TIF[kind]
+    expires_at = 0 if body.expires_at is None else body.expires_at * NS_PER_MS
+    command = PlaceOrder(
         seq=0,
         ts=0,
         market_id=market_id,
@@ -194,6 +182,37 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
         post_only=body.post_only,
         expires_at=expires_at,
     )
+    invalid = check_order(market, command)
+    if invalid is not None:
+        field = qty_field if invalid.field == "qty" else invalid.field
+        raise ApiError(400, _invalid_message(market, command, invalid, field), field)
+    if market.state is not MarketState.OPEN:
+        raise ApiError(409, f"market {market_id!r} is {market.state.name.lower()}: it takes no orders", "market_id")
+    return command
+
+
+_DEFAULT_TIF = {OrderKind.LIMIT: TimeInForce.GTC, OrderKind.MARKET: TimeInForce.IOC}
+
+
+def _invalid_message(market: MarketView, command: PlaceOrder, invalid: Invalid, field: str) -> str:
+    """What the client is told of a refusal by :func:`check_order`."""
+    match invalid.reason:
+        case RejectReason.INVALID_QUANTITY:
+            return f"{field} must be > 0"
+        case RejectReason.QUANTITY_OVER_MAX:
+            return f"{field} {command.qty} is over this market's maximum of {market.max_qty}"
+        case RejectReason.INVALID_PRICE:
+            unit = "cents (1..99)" if market.scheme is TickScheme.BINARY else f"ticks (1..{market.max_tick})"
+            return f"price {command.price} is off this market's ladder: {unit}"
+        case RejectReason.INVALID_EXPIRY if command.tif is TimeInForce.GTD:
+            return "GTD needs expires_at, a future unix time in milliseconds"
+        case RejectReason.INVALID_EXPIRY:
+            return "expires_at is for GTD orders only"
+    if invalid.field == "tif":
+        return "a market order is IOC or FOK (the default), never GTC or GTD"
+    if command.kind is OrderKind.MARKET:
+        return "a market order cannot be post-only"
+    return "post-only needs GTC or GTD"
 
 
 async def _order_result(
@@ -211,7 +230,11 @@ async def _order_result(
             ),
         )
     known = services.projection.orders.get(submission.order_id)
-    if submission.status == "dup" and known is not None and known.status not in ("accepted", "rejected"):
+    if (
+        submission.status == "dup"
+        and known is not None
+        and known.status not in (OrderStatus.ACCEPTED, OrderStatus.REJECTED)
+    ):
         return 200, order_out(services, known, body.client_order_id), None  # a retry: the first outcome
     events = await _outcome(services, submission)
     if events is None:
@@ -227,7 +250,7 @@ async def _order_result(
                 reason=rejected.reason.name,
                 code=int(rejected.reason),
                 order_id=submission.order_id,
-                field=_REJECT_FIELDS.get(rejected.reason),
+                field=_reject_field(services, command, rejected),
             ),
         )
     services.metrics.orders.labels("accepted").inc()
@@ -271,14 +294,21 @@ def _replayed(services: Services, command: PlaceOrder, submission: Submission, e
     return replay.orders.get(submission.order_id)
 
 
-_REJECT_FIELDS = {
+def _reject_field(services: Services, command: PlaceOrder, rejected: Rejected) -> str | None:
+    """The request field an engine rejection concerns: for the order's own fields (a GTD expiry
+    that engine time had passed), the one check_order names at the engine's time; else the
+    matching's (below)."""
+    market = services.projection.markets.get(command.market_id)
+    if market is not None:
+        invalid = check_order(market, msgspec.structs.replace(command, ts=rejected.ts))
+        if invalid is not None and invalid.reason is rejected.reason:
+            return invalid.field
+    return _REJECT_FIELDS.get(rejected.reason)
+
+
+_REJECT_FIELDS = {  # the reasons that only the market's state or the book can give
     RejectReason.UNKNOWN_MARKET: "market_id",
     RejectReason.MARKET_NOT_OPEN: "market_id",
-    RejectReason.INVALID_PRICE: "price",
-    RejectReason.INVALID_QUANTITY: "qty",
-    RejectReason.QUANTITY_OVER_MAX: "qty",
-    RejectReason.INVALID_EXPIRY: "expires_at",
-    RejectReason.INVALID_ORDER_TYPE: "type",
     RejectReason.POST_ONLY_WOULD_TAKE: "post_only",
     RejectReason.FOK_CANNOT_FILL: "tif",
     RejectReason.SELF_TRADE: "account",
@@ -431,7 +461,7 @@ async def cancel_order(
     services = services_of(request)
     order = _own_order(services, order_id, caller, account)
     account = caller or account
-    if order.status not in ("open", "partially_filled"):
+    if order.status not in LIVE_STATUSES:
         raise ApiError(409, f"order {order_id} is {order.status}: nothing to cancel", "order_id")
     await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
     return order_out(services, services.projection.orders[order_id])
@@ -449,7 +479,7 @@ async def reduce_order(request: Request, order_id: OrderId, body: ReduceIn, call
     field = "reduce_by" if body.reduce_by is not None else "qty"
     if reduce_by <= 0:
         raise ApiError(400, "an order can only be reduced; to raise it, cancel and place a new one", field)
-    if order.status not in ("open", "partially_filled"):
+    if order.status not in LIVE_STATUSES:
         raise ApiError(409, f"order {order_id} is {order.status}: nothing to reduce", "order_id")
     command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
     await engine_outcome(services, command)

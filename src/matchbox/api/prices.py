@@ -41,10 +41,11 @@ def side_word(scheme: TickScheme, side: Side) -> str:
     return next(word for word, value in SIDE_WORDS[scheme].items() if value is side)
 
 
-def tick_of(scheme: TickScheme, max_tick: int, price: int | None, odds: Decimal | None) -> int:
+def tick_of(scheme: TickScheme, price: int | None, odds: Decimal | None) -> int:
     """The tick of a limit order's price (``price`` for binary/ticks markets, ``odds`` for odds
     markets). The odds are as the request model bounds them (finite, a dozen digits at most), so
-    the arithmetic on them is small whatever the client sent."""
+    the arithmetic on them is small whatever the client sent. Whether a price is on the market's
+    ladder is the engine's rule (``check_order``)."""
     if scheme is TickScheme.ODDS:
         if odds is None:
             raise PriceError("odds", "an odds market takes its price as odds, e.g. 2.5")
@@ -54,11 +55,6 @@ def tick_of(scheme: TickScheme, max_tick: int, price: int | None, odds: Decimal 
         return tick
     if price is None:
         raise PriceError("price", "a limit order needs a price")
-    if price <= 0:
-        raise PriceError("price", "price must be > 0")
-    if price > max_tick:
-        unit = "cents (1..99)" if scheme is TickScheme.BINARY else f"ticks (1..{max_tick})"
-        raise PriceError("price", f"price {price} is off this market's ladder: {unit}")
     return price
 
 

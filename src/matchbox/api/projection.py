@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from matchbox.engine.rules import order_status
 from matchbox.engine.types import (
     BalanceChanged,
     CancelReason,
@@ -27,6 +28,7 @@ from matchbox.engine.types import (
     OrderKind,
     OrderReduced,
     OrderRested,
+    OrderStatus,
     PositionChanged,
     Rejected,
     RejectReason,
@@ -37,7 +39,6 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 
-OrderStatus = Literal["accepted", "open", "partially_filled", "filled", "cancelled", "rejected"]
 RECENT_TRADES = 1000
 
 
@@ -68,22 +69,33 @@ class OrderView:
     order_id: int
     market_id: str
     account: str
-    side: Side
-    price: int
-    qty: int
-    tif: TimeInForce
-    kind: OrderKind
-    post_only: bool
-    expires_at: int
     entry_id: str
     ts: int
+    # as the OrderAccepted states them; a rejected order states none, and keeps these defaults
+    side: Side = Side.BUY
+    price: int = 0
+    qty: int = 0
+    tif: TimeInForce = TimeInForce.GTC
+    kind: OrderKind = OrderKind.LIMIT
+    post_only: bool = False
+    expires_at: int = 0
     remaining: int = 0
     filled: int = 0
-    status: OrderStatus = "accepted"
     resting: bool = False
     cancel_reason: CancelReason | None = None
     reject_reason: RejectReason | None = None
     fills: list[Fill] = field(default_factory=list)
+
+    @property
+    def status(self) -> OrderStatus:
+        """By the engine's rule; until the events say whether it rests, an order with no fill is ACCEPTED."""
+        return order_status(
+            rejected=self.reject_reason is not None,
+            cancelled=self.cancel_reason is not None,
+            filled=self.filled,
+            remaining=self.remaining,
+            told=self.resting,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,21 +188,8 @@ class Projection:
         return [market]
 
     def _accepted(self, e: OrderAccepted, n: int, entry_id: str) -> list[Update]:
-        order = OrderView(
-            e.order_id,
-            e.market_id,
-            e.account,
-            e.side,
-            e.price,
-            e.qty,
-            e.tif,
-            e.kind,
-            e.post_only,
-            e.expires_at,
-            entry_id,
-            e.ts,
-            remaining=e.qty,
-        )
+        order = OrderView(e.order_id, e.market_id, e.account, entry_id, e.ts, e.side, e.price, e.qty, e.tif, e.kind)
+        order.post_only, order.expires_at, order.remaining = e.post_only, e.expires_at, e.qty
         self.orders[e.order_id] = order
         self.live.setdefault(e.account, {})[e.order_id] = None
         return [order]
@@ -198,7 +197,6 @@ class Projection:
     def _rested(self, e: OrderRested, n: int, entry_id: str) -> list[Update]:
         order = self.orders[e.order_id]
         order.resting, order.price, order.remaining = True, e.price, e.remaining
-        order.status = "partially_filled" if order.filled else "open"
         return [order, self._level(e.market_id, e.side, e.price, e.remaining, 1)]
 
     def _trade(self, e: TradeExecuted, n: int, entry_id: str) -> list[Update]:
@@ -229,10 +227,7 @@ class Projection:
             order.fills.append(Fill(e.trade_id, e.price, e.qty, role, e.ts))  # type: ignore[arg-type]
             if remaining == 0:
                 order.resting = False
-                order.status = "filled"
                 self._finish(order_id)
-            else:
-                order.status = "partially_filled"
             updates.append(order)
         return updates
 
@@ -243,7 +238,7 @@ class Projection:
         updates: list[Update] = [order]
         if order.resting:
             updates.append(self._level(order.market_id, order.side, order.price, -e.cancelled_qty, -1))
-        order.resting, order.remaining, order.status, order.cancel_reason = False, 0, "cancelled", e.reason
+        order.resting, order.remaining, order.cancel_reason = False, 0, e.reason
         self._finish(e.order_id)
         return updates
 
@@ -255,22 +250,7 @@ class Projection:
     def _rejected(self, e: Rejected, n: int, entry_id: str) -> list[Update]:
         if e.command != "PlaceOrder" or not e.order_id:
             return []
-        order = OrderView(
-            e.order_id,
-            e.market_id,
-            e.account,
-            Side.BUY,
-            0,
-            0,
-            TimeInForce.GTC,
-            OrderKind.LIMIT,
-            False,
-            0,
-            entry_id,
-            e.ts,
-            status="rejected",
-            reject_reason=e.reason,
-        )
+        order = OrderView(e.order_id, e.market_id, e.account, entry_id, e.ts, reject_reason=e.reason)
         self.orders[e.order_id] = order
         self._finish(e.order_id)
         return [order]

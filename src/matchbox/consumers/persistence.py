@@ -21,8 +21,9 @@ tables as one in-order build:
 - The fields an event states once (an order's side, price, quantity…; a market's scheme and
   ticks) are kept from whichever event brought them first; they never change.
 - Cancellation and rejection are terminal: once a reason is stored it stays.
-- ``status`` is derived from those merged values (rejected, cancelled, then filled when nothing
-  remains and something filled, partially filled, open) in the same statement.
+- ``status`` is derived from those merged values in the same statement, by the SQL twin of
+  :func:`matchbox.engine.rules.order_status` (rejected, cancelled, then filled when nothing
+  remains and something filled, partially filled, open).
 - Money events (``BalanceChanged``, ``PositionChanged``) carry absolute values: ``balances`` and
   ``positions`` take an incoming row only from a newer event (an upsert whose update is guarded
   by ``last_n``), and every event is inserted once into ``balance_history`` /
@@ -58,7 +59,6 @@ from matchbox.consumers.batch import (
     write_sorted,
 )
 from matchbox.consumers.schema import (
-    OrderStatus,
     balance_history,
     balances,
     markets,
@@ -67,6 +67,7 @@ from matchbox.consumers.schema import (
     positions,
     trades,
 )
+from matchbox.engine.rules import order_status
 from matchbox.engine.types import (
     BalanceChanged,
     MarketCreated,
@@ -76,6 +77,7 @@ from matchbox.engine.types import (
     OrderCancelled,
     OrderReduced,
     OrderRested,
+    OrderStatus,
     PositionChanged,
     Rejected,
     RejectReason,
@@ -100,17 +102,6 @@ ORDER_ONCE = (
 ORDER_LATEST = ("remaining", "updated_ts", "last_n")
 BALANCE_LATEST = ("total", "reserved", "updated_ts", "last_n")
 POSITION_LATEST = ("yes", "no", "committed", "stake", "liability", "updated_ts", "last_n")
-
-
-def order_status(reject_reason: int | None, cancel_reason: int | None, remaining: int, filled: int) -> OrderStatus:
-    """The rule :func:`_status_sql` states in SQL."""
-    if reject_reason is not None:
-        return OrderStatus.REJECTED
-    if cancel_reason is not None:
-        return OrderStatus.CANCELLED
-    if filled:
-        return OrderStatus.FILLED if remaining == 0 else OrderStatus.PARTIALLY_FILLED
-    return OrderStatus.OPEN
 
 
 class Fold:
@@ -303,7 +294,12 @@ class Fold:
         for order_id in sorted(self.orders):
             row = self.orders[order_id]
             row["filled"] = filled[order_id]  # set, not added to: a retried transaction asks again
-            row["status"] = order_status(row["reject_reason"], row["cancel_reason"], row["remaining"], row["filled"])
+            row["status"] = order_status(
+                rejected=row["reject_reason"] is not None,
+                cancelled=row["cancel_reason"] is not None,
+                filled=row["filled"],
+                remaining=row["remaining"],
+            )
             rows.append(row)
         return rows
 
@@ -384,7 +380,9 @@ def _orders_upsert(statement: Insert) -> Insert:
 
 
 def _status_sql(merged: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[Any]:
-    """:func:`order_status` over the merged values of an upsert."""
+    """:func:`matchbox.engine.rules.order_status` over the merged values of an upsert, in SQL: the
+    table keeps no flag for an order whose placement the engine has not told to its end, so
+    ``told`` is always true here (tests/test_status_sql.py runs both over every input)."""
     filled = merged["filled"]
     zero: sa.ColumnElement[int] = sa.literal_column("0")  # literal SQL: see RowWriter
     return sa.case(

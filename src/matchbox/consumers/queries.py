@@ -23,7 +23,6 @@ from matchbox.consumers import schema
 from matchbox.consumers.schema import (
     CANDLE_INTERVALS_MS,
     WALL_CLOCK_COLUMNS,
-    OrderStatus,
     analytics_book_orders,
     analytics_markets,
     balance_history,
@@ -33,7 +32,8 @@ from matchbox.consumers.schema import (
     positions,
     trades,
 )
-from matchbox.engine.types import BalanceReason, CancelReason, OrderKind, RejectReason, Side, TimeInForce
+from matchbox.engine.rules import LIVE_STATUSES
+from matchbox.engine.types import BalanceReason, CancelReason, OrderKind, OrderStatus, RejectReason, Side, TimeInForce
 
 DAY_MS = 86_400_000
 E = TypeVar("E", bound=IntEnum)
@@ -158,8 +158,7 @@ def _best(market_id: str, side: Side) -> sa.Select[tuple[int | None]]:
 
 # --------------------------------------------------------------------------- accounts
 
-OrderState = Literal["open", "closed", "all"]
-OPEN_STATUSES = (OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value)
+OrderFilter = Literal["open", "closed", "all"]  # which of an account's orders: live ones, finished ones, or both
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,14 +309,14 @@ def account_orders(
     engine: sa.Engine,
     account: str,
     *,
-    state: OrderState = "all",
+    state: OrderFilter = "all",
     before: int | None = None,
     limit: int = 100,
 ) -> list[AccountOrder]:
     """The account's orders, newest ``order_id`` first, ids below ``before``.
 
-    ``open``: open or partially filled (still on the book); ``closed``: filled, cancelled or
-    rejected; ``all``: both. Raises ValueError for another state.
+    ``open``: the live statuses (``LIVE_STATUSES``: still on the book); ``closed``: the others;
+    ``all``: both. Raises ValueError for another filter.
     """
     _check_limit(limit)
     o = orders.c
@@ -341,9 +340,9 @@ def account_orders(
         o.updated_ts,
     ).where(o.account == account)
     if state == "open":
-        query = query.where(o.status.in_(OPEN_STATUSES))
+        query = query.where(o.status.in_(LIVE_STATUSES))
     elif state == "closed":
-        query = query.where(o.status.not_in(OPEN_STATUSES))
+        query = query.where(o.status.not_in(LIVE_STATUSES))
     elif state != "all":
         raise ValueError(f"unknown order state {state!r}: open, closed or all")
     if before is not None:

@@ -18,7 +18,6 @@ Keep this file and ``migrations/versions`` in step: the tests compare them.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 import sqlalchemy as sa
 
@@ -38,16 +37,6 @@ NOW = sa.text("CURRENT_TIMESTAMP")  # the database's clock, on insert
 
 def _ingested_at() -> sa.Column[datetime]:
     return sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW)
-
-
-class OrderStatus(StrEnum):
-    """An order's status in the ``orders`` table, derived from its terminal flags and quantities."""
-
-    OPEN = "open"
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
 
 
 # --------------------------------------------------------------------------- tracking
@@ -103,7 +92,7 @@ orders = sa.Table(
     sa.Column("post_only", sa.Boolean),
     sa.Column("expires_at", sa.BigInteger),
     sa.Column("created_ts", sa.BigInteger),
-    # derived: rejected / cancelled if terminal, else filled / partially_filled / open
+    # an OrderStatus value, by matchbox.engine.rules.order_status (persistence states it in SQL too)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("filled", sa.BigInteger, nullable=False),  # the sum of the order's trades
     sa.Column("remaining", sa.BigInteger, nullable=False),  # last-writer-wins by last_n; 0 once done

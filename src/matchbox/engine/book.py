@@ -22,7 +22,6 @@ import msgspec
 
 from matchbox.engine.types import (
     MarketState,
-    OrderState,
     SelfTradePrevention,
     Side,
     TickScheme,
@@ -32,13 +31,9 @@ from matchbox.engine.types import (
 _REMAINING = attrgetter("remaining")
 
 
-class Order(msgspec.Struct):
-    """A live (resting) order. Mutable, engine-internal; the outside sees events.
-
-    A msgspec Struct rather than a slotted class: it is built for every order that rests, and a
-    Struct is built in well under half the time (the book is a cycle through ``book``, so it
-    stays tracked by the garbage collector).
-    """
+class OrderFields(msgspec.Struct):
+    """What a live order is: its own fields, shared by the book's :class:`Order` and the
+    queries' frozen copy of one (``matchbox.engine.queries.LiveOrder``)."""
 
     order_id: int
     account: str
@@ -47,13 +42,20 @@ class Order(msgspec.Struct):
     qty: int
     remaining: int
     filled: int
+
+
+class Order(OrderFields):
+    """A live (resting) order. Mutable, engine-internal; the outside sees events.
+
+    A msgspec Struct rather than a slotted class: it is built for every order that rests, and a
+    Struct is built in well under half the time (the book is a cycle through ``book``, so it
+    stays tracked by the garbage collector). Built positionally: the fields of
+    :class:`OrderFields`, then these.
+    """
+
     tif: TimeInForce
     expires_at: int
     book: Book
-
-    @property
-    def state(self) -> OrderState:
-        return OrderState.PARTIALLY_FILLED if self.filled else OrderState.OPEN
 
 
 class Level:

@@ -71,7 +71,9 @@ Ids
     INVALID_MARKET_SPEC, a cancel or reduce acts without an account, and any other UNKNOWN_MARKET.
 Rejections
     Bad input is never an exception: it is one ``Rejected`` event with a reason code, and the
-    book is exactly as it was (timers due at the command's time still fire first).
+    book is exactly as it was (timers due at the command's time still fire first). A new order's
+    own fields (quantity, price, type, time in force, expiry) are checked by
+    :func:`matchbox.engine.rules.check_order`, the one rule the API asks too.
 
 Events for one order, in order: ``OrderAccepted``; then a ``TradeExecuted`` for each fill (and
 an ``OrderCancelled`` for each resting order removed by self-trade prevention); then
@@ -102,7 +104,8 @@ from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
 from matchbox.engine.ids import valid_account, valid_market_id
 from matchbox.engine.ledger import Account, Ledger
-from matchbox.engine.queries import BookDepth, BookIntegrityError, OrderStatus
+from matchbox.engine.queries import BookDepth, BookIntegrityError, LiveOrder
+from matchbox.engine.rules import RESTING_TIFS, check_order
 from matchbox.engine.schemes import tick_range
 from matchbox.engine.types import (
     IDS_PER_MS,
@@ -153,7 +156,6 @@ _MARKET = OrderKind.MARKET
 _FOK = TimeInForce.FOK
 _OPEN = MarketState.OPEN
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
-_RESTING_TIFS = (TimeInForce.GTC, TimeInForce.GTD)
 _INT64_MAX = 2**63 - 1
 _NS_PER_MS = 1_000_000
 
@@ -286,7 +288,7 @@ class Engine:
             remaining, stopped = self._match(cmd, book, side, price, events)
         if not remaining:
             return
-        if stopped or tif not in _RESTING_TIFS:
+        if stopped or tif not in RESTING_TIFS:
             reason_c = CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED
             events.append(OrderCancelled(seq, ts, market_id, order_id, account, remaining, reason_c))
             return
@@ -327,22 +329,8 @@ class Engine:
             return RejectReason.MARKET_NOT_OPEN
         if cmd.order_id <= self.last_order_id:
             return RejectReason.DUPLICATE_ORDER_ID
-        qty = cmd.qty
-        if qty <= 0:
-            return RejectReason.INVALID_QUANTITY
-        if qty > book.max_qty:
-            return RejectReason.QUANTITY_OVER_MAX
-        tif = cmd.tif
-        if cmd.kind is OrderKind.MARKET:
-            if tif in _RESTING_TIFS or cmd.post_only:
-                return RejectReason.INVALID_ORDER_TYPE
-        elif not book.min_tick <= cmd.price <= book.max_tick:
-            return RejectReason.INVALID_PRICE
-        if cmd.post_only and tif not in _RESTING_TIFS:
-            return RejectReason.INVALID_ORDER_TYPE
-        if (tif is _GTD) != (cmd.expires_at != 0) or (tif is _GTD and cmd.expires_at <= cmd.ts):
-            return RejectReason.INVALID_EXPIRY
-        return None
+        invalid = check_order(book, cmd)  # the order's own fields: the rule the API checks too
+        return None if invalid is None else invalid.reason
 
     def _affordable(self, cmd: PlaceOrder, book: Book) -> bool:
         limit = cmd.price
@@ -364,30 +352,21 @@ class Engine:
     def _match(self, cmd: PlaceOrder, book: Book, side: Side, price: int, events: list[Event]) -> tuple[int, bool]:
         """Trade an incoming order against the book; return (remaining, stopped by self-trade)."""
         remaining = cmd.qty
-        if side is _BUY:
-            levels = book.levels[_SELL]
-            while remaining and book.best_ask <= price:
-                best = book.best_ask
-                level = levels[best]
-                assert level is not None
-                remaining, stopped = self._take_level(cmd, book, level, remaining, events)
-                if not level.count:
-                    level.orders.clear()
-                    book.level_emptied(_SELL, best)
-                if stopped:
-                    return remaining, True
-        else:
-            levels = book.levels[_BUY]
-            while remaining and book.best_bid >= price:
-                best = book.best_bid
-                level = levels[best]
-                assert level is not None
-                remaining, stopped = self._take_level(cmd, book, level, remaining, events)
-                if not level.count:
-                    level.orders.clear()
-                    book.level_emptied(_BUY, best)
-                if stopped:
-                    return remaining, True
+        buying = side is _BUY
+        maker_side = _SELL if buying else _BUY
+        levels = book.levels[maker_side]
+        while remaining:
+            best = book.best_ask if buying else book.best_bid
+            if (best > price) if buying else (best < price):  # an empty side's sentinel never crosses
+                break
+            level = levels[best]
+            assert level is not None
+            remaining, stopped = self._take_level(cmd, book, level, remaining, events)
+            if not level.count:
+                level.orders.clear()
+                book.level_emptied(maker_side, best)
+            if stopped:
+                return remaining, True
         return remaining, False
 
     def _take_level(
@@ -733,9 +712,9 @@ class Engine:
             return None, None
         return (book.best_bid or None, book.best_ask if book.best_ask <= book.max_tick else None)
 
-    def order_status(self, order_id: int) -> OrderStatus | None:
+    def order_status(self, order_id: int) -> LiveOrder | None:
         """Status of a live order; finished orders live in the event stream, not here."""
-        return queries.order_status(self, order_id)
+        return queries.live_order(self, order_id)
 
     def check_invariants(self) -> None:
         queries.check_invariants(self)

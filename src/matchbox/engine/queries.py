@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from matchbox.engine.book import OrderFields
 from matchbox.engine.ledger import cash_reserve
-from matchbox.engine.types import MarketState, OrderState, Side, TickScheme
+from matchbox.engine.rules import order_status
+from matchbox.engine.types import MarketState, OrderStatus, Side, TickScheme
 
 if TYPE_CHECKING:
     from matchbox.engine.book import Book
@@ -26,16 +28,11 @@ class BookDepth(msgspec.Struct, frozen=True):
     asks: list[PriceLevel]  # lowest price first
 
 
-class OrderStatus(msgspec.Struct, frozen=True):
-    order_id: int
+class LiveOrder(OrderFields):
+    """A copy of a live order, with its market and status (mutable, as its base is; a copy all the same)."""
+
     market_id: str
-    account: str
-    side: Side
-    price: int
-    qty: int
-    remaining: int
-    filled: int
-    state: OrderState
+    status: OrderStatus
 
 
 class BookIntegrityError(AssertionError):
@@ -54,21 +51,13 @@ def depth(book: Book, max_levels: int) -> BookDepth:
     return BookDepth(book.market_id, sides[0], sides[1])
 
 
-def order_status(engine: Engine, order_id: int) -> OrderStatus | None:
+def live_order(engine: Engine, order_id: int) -> LiveOrder | None:
     order = engine.orders.get(order_id)
     if order is None:
         return None
-    return OrderStatus(
-        order.order_id,
-        order.book.market_id,
-        order.account,
-        order.side,
-        order.price,
-        order.qty,
-        order.remaining,
-        order.filled,
-        OrderState.PARTIALLY_FILLED if order.filled else OrderState.OPEN,
-    )
+    status = order_status(rejected=False, cancelled=False, filled=order.filled, remaining=order.remaining)
+    o = order
+    return LiveOrder(o.order_id, o.account, o.side, o.price, o.qty, o.remaining, o.filled, o.book.market_id, status)
 
 
 def check_invariants(engine: Engine) -> None:

@@ -14,7 +14,7 @@ path, where a keyword call costs two to three times as much; everyone else shoul
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated
 
 import msgspec
@@ -61,11 +61,18 @@ class MarketState(IntEnum):
     SETTLED = 3  # the outcome is known; final
 
 
-class OrderState(IntEnum):
-    OPEN = 0  # resting, nothing filled yet
-    PARTIALLY_FILLED = 1  # resting, something filled
-    FILLED = 2
-    CANCELLED = 3
+class OrderStatus(StrEnum):
+    """An order's status, the one list every reader of the events uses (the engine's queries, the
+    API's projection, the SQL ``orders`` table); derived by :func:`matchbox.engine.rules.order_status`.
+    The values are the public JSON's and the stored column's."""
+
+    ACCEPTED = "accepted"  # the engine took it; the events that say whether it rests are still to come
+    OPEN = "open"  # resting, nothing filled yet
+    PARTIALLY_FILLED = "partially_filled"  # something filled, the rest is live
+    FILLED = "filled"
+    CANCELLED = "cancelled"  # by its owner, a timer, the market or self-trade prevention; fills stand
+    REJECTED = "rejected"
+    PENDING = "pending"  # the API's answer only: journalled, the engine's outcome not known in time
 
 
 class RejectReason(IntEnum):
