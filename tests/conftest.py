@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import sqlalchemy as sa
 
-from matchbox.bus.connection import Bus
+from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (
@@ -23,6 +23,8 @@ from matchbox.engine.types import (
     CreateMarket,
     Event,
     PlaceOrder,
+    Rejected,
+    RejectReason,
     Side,
     TickScheme,
 )
@@ -70,6 +72,13 @@ def driver() -> Driver:
     return d
 
 
+def rejected(events: list[Event]) -> RejectReason:
+    """The reason of the one event a refused command gives."""
+    assert len(events) == 1, events
+    assert isinstance(events[0], Rejected), events
+    return events[0].reason
+
+
 # --------------------------------------------------------------------------- Redis
 
 
@@ -115,6 +124,14 @@ def bus(redis_url: str) -> Iterator[Bus]:
     connection = Bus.connect(redis_url)
     yield connection
     connection.close()
+
+
+def deliver_to_ghost(bus: Bus, group: str, count: int) -> list[bytes]:
+    """A consumer of ``group`` that reads ``count`` entries and dies before acknowledging them."""
+    reply = cast(
+        "list[tuple[bytes, list[Entry]]]", bus.client.xreadgroup(group, "ghost", {bus.keys.events: ">"}, count=count)
+    )
+    return [entry_id for entry_id, _ in reply[0][1]]
 
 
 @pytest.fixture(scope="module")

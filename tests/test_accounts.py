@@ -24,6 +24,7 @@ from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
 from matchbox.bus.consumer import ConsumerConfig, GroupConsumer
+from matchbox.bus.journal import Durability
 from matchbox.consumers import queries
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
@@ -37,7 +38,7 @@ def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
     return Settings(
         redis_url=exchange,
         admin_token="test-admin",
-        durability="everysec",
+        durability=Durability.EVERYSEC,
         outcome_timeout=5.0,
         data_dir=data_dir,
         **fields,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import in_thread, wait_until
+from conftest import deliver_to_ghost, in_thread, wait_until
 from matchbox.bus.connection import Bus, Entry, id_order
 from matchbox.bus.consumer import (
     ConsumerConfig,
@@ -135,12 +135,6 @@ def dead_letters(bus: Bus, group: str) -> list[Entry]:
     return bus.range(bus.keys.dead_letter(group))
 
 
-def deliver_to_ghost(bus: Bus, group: str, count: int) -> list[bytes]:
-    """A consumer that reads ``count`` entries and dies before acknowledging them."""
-    reply = bus.client.xreadgroup(group, "ghost", {bus.keys.events: ">"}, count=count)
-    return [entry_id for entry_id, _ in reply[0][1]]
-
-
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     return tmp_path / "projection.db"
@@ -254,7 +248,8 @@ def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, 
 def test_two_consumers_in_one_group_share_the_work(bus: Bus, database: Path) -> None:
     ids = publish(bus, 100)
     first, second = SqliteSink(database, "persistence", "a"), SqliteSink(database, "persistence", "b")
-    second_started, gate = threading.Event(), []
+    second_started = threading.Event()
+    gate: list[bool] = []
 
     def hold_the_first_batch(entries: Sequence[Entry]) -> None:
         """The first consumer keeps its first batch in hand until the second one has one too."""

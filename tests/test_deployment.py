@@ -41,7 +41,9 @@ ESCAPED_OR_VARIABLE = re.compile(r"\$\$|" + VARIABLE.pattern)
 
 # typer >= 0.29 carries its own copy of click: reach its classes through typer, not `import click`.
 Command = Any
-CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+CLICK_ERROR = next(
+    cls for cls in typer.BadParameter.__mro__ if issubclass(cls, Exception) and cls.__name__ == "ClickException"
+)
 
 
 class NotACommand(Exception):

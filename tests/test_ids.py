@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from conftest import Driver
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability
 from matchbox.engine.ids import MAX_ID_LENGTH, valid_account, valid_market_id
 from matchbox.engine.types import (
     CancelAll,
@@ -170,7 +171,7 @@ ADMIN = {"Authorization": "Bearer test-admin"}
 
 @pytest.fixture(scope="module")
 def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec", data_dir=data_dir)
+    settings = Settings(redis_url=exchange, admin_token="test-admin", durability=Durability.EVERYSEC, data_dir=data_dir)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
