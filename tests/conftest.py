@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 import redis
 import sqlalchemy as sa
+from hypothesis import settings
 
 from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.server import EmbeddedValkey
@@ -77,6 +78,17 @@ def rejected(events: list[Event]) -> RejectReason:
     assert len(events) == 1, events
     assert isinstance(events[0], Rejected), events
     return events[0].reason
+
+
+# `make test` runs every property suite with the examples it asks for; `make test-fast` passes
+# --hypothesis-profile=fast, which runs fewer (and caps the suites that ask for none).
+settings.register_profile("fast", max_examples=25)
+
+
+def examples(full: int) -> int:
+    """How many examples a property suite runs: ``full``, or the fast profile's few under it."""
+    fast = settings.get_profile("fast")
+    return fast.max_examples if settings.default is fast else full
 
 
 # --------------------------------------------------------------------------- Redis
@@ -183,7 +195,8 @@ def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
         leader_bus.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The shared persistence suite runs on both; the PostgreSQL half needs the server, so it is e2e.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
 def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
     if request.param == "postgresql":
         require_postgres()

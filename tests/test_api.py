@@ -380,6 +380,7 @@ def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange:
 # --------------------------------------------------------------------------- failure modes
 
 
+@pytest.mark.e2e  # waits out the outcome timeout with no leader
 def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("lonely"), fsync="everysec") as server:
         settings = Settings(
@@ -398,6 +399,7 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
         assert journal_length == 1  # the default market's creation waits in the journal for an engine
 
 
+@pytest.mark.e2e  # waits out a leader's failover
 def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server, ExitStack() as engine:
         engine.enter_context(running_leader(server.url))
@@ -414,6 +416,7 @@ def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_facto
                 assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
 
 
+@pytest.mark.e2e  # waits out a Redis that is down
 def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> None:
     server = EmbeddedValkey(tmp_path_factory.mktemp("down"), fsync="everysec").start()
     settings = Settings(

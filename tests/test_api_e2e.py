@@ -32,6 +32,8 @@ from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine.types import OrderAccepted, TradeExecuted
 
+pytestmark = pytest.mark.e2e  # multi-process: API instances, leaders and consumers as processes
+
 ADMIN_TOKEN = "e2e-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STARTUP_TIMEOUT = 30.0

@@ -33,6 +33,8 @@ from matchbox.settings import Settings
 if TYPE_CHECKING:  # schemathesis names the type of an OpenAPI case only for type checkers
     from schemathesis.specs.openapi.schemas import OpenApiCase
 
+pytestmark = pytest.mark.e2e  # schemathesis: generated requests against a running exchange
+
 ADMIN_TOKEN = "t"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHECKS: list[schemathesis.CheckFunction] = [

@@ -27,6 +27,8 @@ from matchbox.settings import Settings
 from store_support import Databases, random_flow, require_postgres
 from test_poison import stored_tables, xadd
 
+pytestmark = pytest.mark.e2e  # outages: each test waits for a Redis or a database that is down, or for a lost group
+
 FLOW = random_flow(seed=18, commands=400)
 GROUP = "persistence"
 

@@ -217,6 +217,7 @@ def test_a_sink_that_is_down_leaves_everything_pending_and_nothing_dead_lettered
     assert runner.stats.dead_lettered == 0
 
 
+@pytest.mark.e2e  # waits out a database outage
 def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, database: Path) -> None:
     """Each reclaim would count a delivery: with max_deliveries=1 a steal would dead-letter them."""
     ids = publish(bus, 5)

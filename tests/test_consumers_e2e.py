@@ -32,6 +32,8 @@ from matchbox.consumers.queries import table_rows
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from store_support import Databases
 
+pytestmark = pytest.mark.e2e  # multi-process: `matchbox consume` killed mid-batch and `matchbox replay`
+
 ORDERS = 3000
 COMPARED = sorted(name for name in schema.metadata.tables if name != "consumer_offsets")
 

@@ -26,6 +26,8 @@ from matchbox import cli
 from matchbox.consume import SinkKind
 from matchbox.settings import Settings
 
+pytestmark = pytest.mark.e2e  # deployment: the Dockerfile, docker-compose.yml and the CLI they call
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -311,6 +311,7 @@ def push_out_of_the_window(exchange: str, client: TestClient) -> None:
     wait_until(all_folded, timeout=60, message="the tail to read the filler entries")
 
 
+@pytest.mark.e2e  # waits for the outcome to leave the window
 def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(exchange: str, forgetful: TestClient) -> None:
     market = new_market(forgetful)
     maker = {"market_id": market, "side": "sell", "price": 60, "qty": 5, "account": "ann"}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Driver, rejected
+from conftest import Driver, examples, rejected
 from matchbox.bus.codec import decode_command, decode_event, encode_command, encode_event
 from matchbox.engine import BookIntegrityError, Engine
 from matchbox.engine.schemes import BACK, LAY, ODDS_LADDER
@@ -371,7 +371,7 @@ def test_snapshot_and_restore_keep_the_ledger() -> None:
 
 # ---------------------------------------------------------------------- properties
 
-PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ACCOUNTS = ("a", "b", "c")
 MONEY_MARKETS = {"bin": (45, 55), "odds": (96, 104), "bin2": (92, 99)}  # price bands, so orders cross
 ALL_MARKETS = (*MONEY_MARKETS, "plain")

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from conftest import wait_until
 from matchbox.bus.keys import Keys
 from matchbox.bus.server import EmbeddedValkey, free_port, port_in_use
 from matchbox.demo import MARKETS
+
+pytestmark = pytest.mark.e2e  # starts `matchbox up` as processes
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 

@@ -162,6 +162,7 @@ def test_the_tail_reads_on_past_a_failing_listener(redis_url: str) -> None:
     assert (tail.position, tail.failure, tail.projection.markets["m1"].state) == ("2-2", None, MarketState.SUSPENDED)
 
 
+@pytest.mark.e2e  # waits out a stopped tail and its restart
 def test_ready_is_503_while_the_tail_is_stopped_and_the_tail_restarts(redis_url: str, tmp_path: Path) -> None:
     with ExitStack() as stack:
         stack.enter_context(running_leader(redis_url))
