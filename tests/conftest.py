@@ -147,7 +147,7 @@ def deliver_to_ghost(bus: Bus, group: str, count: int) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def exchange_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Valkey and an engine leader for a module's API tests; yields the Redis URL."""
     with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
         yield server.url

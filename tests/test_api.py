@@ -33,10 +33,10 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     settings = Settings(  # open mode: these tests are about orders; tests/test_accounts.py has the keys
         open_access=True,
-        redis_url=exchange,
+        redis_url=exchange_url,
         admin_token="test-admin",
         durability=Durability.EVERYSEC,
         outcome_timeout=5.0,
@@ -242,14 +242,16 @@ def test_engine_health_ready_and_metrics(client: TestClient) -> None:
 # --------------------------------------------------------------------------- history (analytics consumer)
 
 
-def test_candles_and_stats_come_from_the_analytics_consumer(client: TestClient, exchange: str, data_dir: Path) -> None:
+def test_candles_and_stats_come_from_the_analytics_consumer(
+    client: TestClient, exchange_url: str, data_dir: Path
+) -> None:
     market = new_market(client)
     assert place(client, market_id=market, side="sell", price=55, qty=4, account="s").status_code == 201
     assert place(client, market_id=market, side="sell", price=57, qty=5, account="s").status_code == 201
     assert place(client, market_id=market, side="buy", price=57, qty=6, account="b").json()["status"] == "filled"
     assert place(client, market_id=market, side="buy", price=52, qty=3, account="b").status_code == 201
     database = open_database(None, data_dir)
-    bus = Bus.connect(exchange)
+    bus = Bus.connect(exchange_url)
     try:
         consumer = GroupConsumer(bus, AnalyticsSink(database), ConsumerConfig(group="analytics", block_ms=10))
         consumer.ensure_group()
@@ -368,10 +370,12 @@ def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
         assert ws.receive_json() == {"op": "pong"}
 
 
-def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange: str) -> None:
+def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange_url: str) -> None:
     market = new_market(client)
     order = place(client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
-    settings = Settings(open_access=True, redis_url=exchange, admin_token="test-admin", durability=Durability.EVERYSEC)
+    settings = Settings(
+        open_access=True, redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC
+    )
     with TestClient(create_app(settings)) as other:
         assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
         assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
@@ -400,7 +404,7 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
 
 
 @pytest.mark.e2e  # waits out a leader's failover
-def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_orders_wait_out_a_failover_as_202_pending(exchange_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server, ExitStack() as engine:
         engine.enter_context(running_leader(server.url))
         settings = Settings(open_access=True, redis_url=server.url, durability=Durability.EVERYSEC, outcome_timeout=0.3)
