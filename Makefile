@@ -1,4 +1,4 @@
-# The two commands of the README. Each builds .venv by itself on first use.
+# The commands of the README (run, test; test-fast while working). Each builds .venv by itself on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,17 +7,25 @@ STAMP := $(VENV)/.installed
 VENDORED := src/matchbox/web/static/vendor/lightweight-charts.standalone.production.js
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench clean chromium
+.PHONY: run test test-fast lint bench clean chromium
 
 run: $(STAMP) $(VENDORED)
 	$(BIN)/matchbox up --demo
 
-test: $(STAMP) $(VENDORED) chromium
+test: $(STAMP) $(VENDORED) chromium lint
+	$(BIN)/pytest
+
+# While working: the lint steps and every test but the e2e suites (processes, the browser,
+# schemathesis, deployment, chaos, failover, outages, PostgreSQL), property suites on a few
+# examples. Well under a minute; `make test` (what CI runs) runs everything.
+test-fast: $(STAMP) $(VENDORED) lint
+	$(BIN)/pytest -q -m "not e2e" --hypothesis-profile=fast
+
+lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/vulture
-	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/matchbox bench engine

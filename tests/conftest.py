@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import sqlalchemy as sa
+from hypothesis import settings
 
-from matchbox.bus.connection import Bus
+from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (
@@ -23,6 +24,8 @@ from matchbox.engine.types import (
     CreateMarket,
     Event,
     PlaceOrder,
+    Rejected,
+    RejectReason,
     Side,
     TickScheme,
 )
@@ -68,6 +71,24 @@ def driver() -> Driver:
     d = Driver()
     d.market()
     return d
+
+
+def rejected(events: list[Event]) -> RejectReason:
+    """The reason of the one event a refused command gives."""
+    assert len(events) == 1, events
+    assert isinstance(events[0], Rejected), events
+    return events[0].reason
+
+
+# `make test` runs every property suite with the examples it asks for; `make test-fast` passes
+# --hypothesis-profile=fast, which runs fewer (and caps the suites that ask for none).
+settings.register_profile("fast", max_examples=25)
+
+
+def examples(full: int) -> int:
+    """How many examples a property suite runs: ``full``, or the fast profile's few under it."""
+    fast = settings.get_profile("fast")
+    return fast.max_examples if settings.default is fast else full
 
 
 # --------------------------------------------------------------------------- Redis
@@ -117,8 +138,16 @@ def bus(redis_url: str) -> Iterator[Bus]:
     connection.close()
 
 
+def deliver_to_ghost(bus: Bus, group: str, count: int) -> list[bytes]:
+    """A consumer of ``group`` that reads ``count`` entries and dies before acknowledging them."""
+    reply = cast(
+        "list[tuple[bytes, list[Entry]]]", bus.client.xreadgroup(group, "ghost", {bus.keys.events: ">"}, count=count)
+    )
+    return [entry_id for entry_id, _ in reply[0][1]]
+
+
 @pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def exchange_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Valkey and an engine leader for a module's API tests; yields the Redis URL."""
     with EmbeddedValkey(tmp_path_factory.mktemp("valkey"), fsync="everysec") as server, running_leader(server.url):
         yield server.url
@@ -166,7 +195,8 @@ def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
         leader_bus.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The shared persistence suite runs on both; the PostgreSQL half needs the server, so it is e2e.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
 def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
     if request.param == "postgresql":
         require_postgres()

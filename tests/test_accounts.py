@@ -23,6 +23,7 @@ from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability
 from matchbox.consumers import queries
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
@@ -33,11 +34,11 @@ ADMIN = {"Authorization": "Bearer test-admin"}
 _names = itertools.count(1)
 
 
-def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
+def settings_for(exchange_url: str, data_dir: Path, **fields: Any) -> Settings:
     return Settings(
-        redis_url=exchange,
+        redis_url=exchange_url,
         admin_token="test-admin",
-        durability="everysec",
+        durability=Durability.EVERYSEC,
         outcome_timeout=5.0,
         data_dir=data_dir,
         **fields,
@@ -45,8 +46,8 @@ def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(exchange, data_dir))) as test_client:
+def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(exchange_url, data_dir))) as test_client:
         yield test_client
 
 
@@ -80,9 +81,9 @@ def balance(client: TestClient, key: dict[str, str]) -> tuple[int, int, int]:
     return body["total"], body["reserved"], body["free"]
 
 
-def drain_persistence(exchange: str, data_dir: Path) -> sa.Engine:
+def drain_persistence(exchange_url: str, data_dir: Path) -> sa.Engine:
     database = open_database(None, data_dir)
-    bus = Bus.connect(exchange)
+    bus = Bus.connect(exchange_url)
     try:
         consumer = GroupConsumer(bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=10))
         consumer.ensure_group()
@@ -196,10 +197,10 @@ def test_the_orders_channel_needs_the_key_and_carries_balances(client: TestClien
         )
 
 
-def test_rate_limit_is_429_with_retry_after(exchange: str, data_dir: Path, client: TestClient) -> None:
+def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, client: TestClient) -> None:
     _, key = account(client)
     _, other = account(client)
-    with TestClient(create_app(settings_for(exchange, data_dir, rate_limit=0.5, rate_burst=2))) as limited:
+    with TestClient(create_app(settings_for(exchange_url, data_dir, rate_limit=0.5, rate_burst=2))) as limited:
         assert [limited.get("/account", headers=key).status_code for _ in range(2)] == [200, 200]
         over = limited.get("/account", headers=key)
         assert over.status_code == 429
@@ -208,10 +209,10 @@ def test_rate_limit_is_429_with_retry_after(exchange: str, data_dir: Path, clien
         assert limited.get("/account", headers=other).status_code == 200  # per key
 
 
-def test_open_mode_says_so_on_every_answer(exchange: str, data_dir: Path, client: TestClient) -> None:
+def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok", "auth": "keys"}
     assert "x-matchbox-auth" not in client.get("/health").headers
-    with TestClient(create_app(settings_for(exchange, data_dir, open_access=True))) as open_api:
+    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as open_api:
         health = open_api.get("/health")
         assert health.json() == {"status": "ok", "auth": "open"}
         assert health.headers["x-matchbox-auth"] == "open"
@@ -221,9 +222,9 @@ def test_open_mode_says_so_on_every_answer(exchange: str, data_dir: Path, client
         assert placed.headers["x-matchbox-auth"] == "open"
 
 
-def test_the_cli_creates_an_account_whose_key_works(exchange: str, client: TestClient) -> None:
+def test_the_cli_creates_an_account_whose_key_works(exchange_url: str, client: TestClient) -> None:
     name = fresh("cli")
-    env = {**os.environ, "REDIS_URL": exchange, "MATCHBOX_DURABILITY": "everysec"}
+    env = {**os.environ, "REDIS_URL": exchange_url, "MATCHBOX_DURABILITY": "everysec"}
     done = subprocess.run(
         [sys.executable, "-m", "matchbox", "accounts", "create", name, "--deposit", "1234"],
         capture_output=True,
@@ -301,7 +302,7 @@ def test_dead_man_switch_cancels_resting_orders_when_heartbeats_stop(client: Tes
 
 
 def test_a_binary_market_trades_settles_and_the_database_agrees(
-    client: TestClient, exchange: str, data_dir: Path
+    client: TestClient, exchange_url: str, data_dir: Path
 ) -> None:
     market_id = market(client)
     alice, alice_key = account(client, deposit=10_000)
@@ -319,7 +320,7 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     assert client.get("/account/positions", headers=bob_key).json()[0]["no"] == 10
     resting = client.post("/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
     assert balance(client, alice_key) == (9_600, 150, 9_450)
-    database = drain_persistence(exchange, data_dir)  # the database agrees before settlement too
+    database = drain_persistence(exchange_url, data_dir)  # the database agrees before settlement too
     try:
         for name, key in ((alice, alice_key), (bob, bob_key)):
             live = [(p["market_id"], p["yes"], p["no"]) for p in client.get("/account/positions", headers=key).json()]
@@ -337,7 +338,7 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     assert balance(client, bob_key) == (9_400, 0, 9_400)
     assert client.get("/account/positions", headers=alice_key).json() == []
 
-    database = drain_persistence(exchange, data_dir)
+    database = drain_persistence(exchange_url, data_dir)
     try:
         for name, key in ((alice, alice_key), (bob, bob_key)):
             stored = queries.account_balance(database, name)

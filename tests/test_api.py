@@ -20,6 +20,7 @@ from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
@@ -32,12 +33,12 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     settings = Settings(  # open mode: these tests are about orders; tests/test_accounts.py has the keys
         open_access=True,
-        redis_url=exchange,
+        redis_url=exchange_url,
         admin_token="test-admin",
-        durability="everysec",
+        durability=Durability.EVERYSEC,
         outcome_timeout=5.0,
         data_dir=data_dir,
     )
@@ -264,14 +265,16 @@ def test_engine_health_ready_and_metrics(client: TestClient) -> None:
 # --------------------------------------------------------------------------- history (analytics consumer)
 
 
-def test_candles_and_stats_come_from_the_analytics_consumer(client: TestClient, exchange: str, data_dir: Path) -> None:
+def test_candles_and_stats_come_from_the_analytics_consumer(
+    client: TestClient, exchange_url: str, data_dir: Path
+) -> None:
     market = new_market(client)
     assert place(client, market_id=market, side="sell", price=55, qty=4, account="s").status_code == 201
     assert place(client, market_id=market, side="sell", price=57, qty=5, account="s").status_code == 201
     assert place(client, market_id=market, side="buy", price=57, qty=6, account="b").json()["status"] == "filled"
     assert place(client, market_id=market, side="buy", price=52, qty=3, account="b").status_code == 201
     database = open_database(None, data_dir)
-    bus = Bus.connect(exchange)
+    bus = Bus.connect(exchange_url)
     try:
         consumer = GroupConsumer(bus, AnalyticsSink(database), ConsumerConfig(group="analytics", block_ms=10))
         consumer.ensure_group()
@@ -390,10 +393,12 @@ def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
         assert ws.receive_json() == {"op": "pong"}
 
 
-def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange: str) -> None:
+def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange_url: str) -> None:
     market = new_market(client)
     order = place(client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
-    settings = Settings(open_access=True, redis_url=exchange, admin_token="test-admin", durability="everysec")
+    settings = Settings(
+        open_access=True, redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC
+    )
     with TestClient(create_app(settings)) as other:
         assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
         assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
@@ -402,12 +407,13 @@ def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange:
 # --------------------------------------------------------------------------- failure modes
 
 
+@pytest.mark.e2e  # waits out the outcome timeout with no leader
 def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("lonely"), fsync="everysec") as server:
         settings = Settings(
             open_access=True,
             redis_url=server.url,
-            durability="everysec",
+            durability=Durability.EVERYSEC,
             outcome_timeout=0.2,
             startup_catch_up_seconds=1,
         )
@@ -420,10 +426,11 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
         assert journal_length == 1  # the default market's creation waits in the journal for an engine
 
 
-def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.e2e  # waits out a leader's failover
+def test_orders_wait_out_a_failover_as_202_pending(exchange_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     with EmbeddedValkey(tmp_path_factory.mktemp("failover"), fsync="everysec") as server, ExitStack() as engine:
         engine.enter_context(running_leader(server.url))
-        settings = Settings(open_access=True, redis_url=server.url, durability="everysec", outcome_timeout=0.3)
+        settings = Settings(open_access=True, redis_url=server.url, durability=Durability.EVERYSEC, outcome_timeout=0.3)
         with TestClient(create_app(settings)) as api:
             assert api.post("/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
             engine.close()  # the only engine goes away
@@ -436,10 +443,15 @@ def test_orders_wait_out_a_failover_as_202_pending(exchange: str, tmp_path_facto
                 assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
 
 
+@pytest.mark.e2e  # waits out a Redis that is down
 def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> None:
     server = EmbeddedValkey(tmp_path_factory.mktemp("down"), fsync="everysec").start()
     settings = Settings(
-        open_access=True, redis_url=server.url, durability="everysec", outcome_timeout=0.2, startup_catch_up_seconds=1
+        open_access=True,
+        redis_url=server.url,
+        durability=Durability.EVERYSEC,
+        outcome_timeout=0.2,
+        startup_catch_up_seconds=1,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         server.kill()
@@ -470,7 +482,7 @@ def test_a_gtd_order_expires_on_time_with_no_other_traffic(client: TestClient) -
     assert order["status"] == "open"
 
     def expired() -> bool:
-        return client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled"
+        return bool(client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled")
 
     wait_until(expired, timeout=5, message="the GTD order to expire")
     assert client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
@@ -498,8 +510,10 @@ def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() ->
     trade = TradeExecuted(1, 1, "m", 1, 50, 2, Side.BUY, 1, 2, "ann", "bob", 0, 0)
     for n, stream_id in ((6, "1000-6"), (7, "1000-7"), (8, "1001-8")):
         hub.publish(stream_id, DecodedEvent(n, "1000-0", trade), [])
-    sent = []
+    sent: list[dict[str, Any]] = []
     while not client.queue.empty():
-        sent.append(client.queue.get_nowait())
+        message = client.queue.get_nowait()
+        assert message is not None
+        sent.append(message)
     assert [message["n"] for message in sent] == [8]  # 6 and 7 came from history already
     assert client.skip_through == ""

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine.types import OrderAccepted, TradeExecuted
+
+pytestmark = pytest.mark.e2e  # multi-process: API instances, leaders and consumers as processes
 
 ADMIN_TOKEN = "e2e-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -95,7 +98,7 @@ class Cluster:
 
         with httpx.Client(timeout=2.0) as client:
             for url in self.urls:
-                wait_until(lambda url=url: ready(client, url), STARTUP_TIMEOUT, f"{url} to be ready")
+                wait_until(partial(ready, client, url), STARTUP_TIMEOUT, f"{url} to be ready")
 
     def check_alive(self) -> None:
         dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
@@ -206,11 +209,11 @@ def place(http: httpx.Client, url: str, **body: Any) -> dict[str, Any]:
 
 def wait_known_everywhere(http: httpx.Client, cluster: Cluster, market_id: str) -> None:
     for url in cluster.urls:
-        wait_until(
-            lambda url=url: http.get(f"{url}/markets/{market_id}").status_code == 200,
-            10,
-            f"{url} to know market {market_id}",
-        )
+
+        def knows_it(url: str = url) -> bool:
+            return http.get(f"{url}/markets/{market_id}").status_code == 200
+
+        wait_until(knows_it, 10, f"{url} to know market {market_id}")
 
 
 def stream_trades(bus: Bus, market_id: str) -> dict[int, TradeExecuted]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -25,13 +25,19 @@ from schemathesis.python import asgi
 from matchbox.api.app import create_app
 from matchbox.bus.accounts import AccountStore
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings
 
+if TYPE_CHECKING:  # schemathesis names the type of an OpenAPI case only for type checkers
+    from schemathesis.specs.openapi.schemas import OpenApiCase
+
+pytestmark = pytest.mark.e2e  # schemathesis: generated requests against a running exchange
+
 ADMIN_TOKEN = "t"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-CHECKS = [
+CHECKS: list[schemathesis.CheckFunction] = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
     schemathesis.checks.content_type_conformance,
@@ -56,7 +62,11 @@ ADMIN_OPERATIONS = [
 
 def app_settings(redis_url: str | None, data_dir: Path = Path("data")) -> Settings:
     return Settings(
-        redis_url=redis_url, admin_token=ADMIN_TOKEN, durability="everysec", outcome_timeout=2.0, data_dir=data_dir
+        redis_url=redis_url,
+        admin_token=ADMIN_TOKEN,
+        durability=Durability.EVERYSEC,
+        outcome_timeout=2.0,
+        data_dir=data_dir,
     )
 
 
@@ -127,7 +137,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     assert not running.thread.is_alive(), "the engine leader did not stop"
 
 
-def checks_for(case: schemathesis.Case) -> list[Any]:
+def checks_for(case: OpenApiCase) -> list[schemathesis.CheckFunction]:
     return CHECKS
 
 
@@ -136,13 +146,13 @@ def checks_for(case: schemathesis.Case) -> list[Any]:
 
 @schema.parametrize()
 @EXAMPLES
-def test_api_conforms_to_its_schema(case: schemathesis.Case, exchange: Exchange) -> None:
+def test_api_conforms_to_its_schema(case: OpenApiCase, exchange: Exchange) -> None:
     case.call_and_validate(app=exchange.app, checks=checks_for(case))
 
 
 @schema.include(path_regex="^/(markets|admin)").parametrize()
 @EXAMPLES
-def test_admin_operations_with_the_token_conform(case: schemathesis.Case, exchange: Exchange) -> None:
+def test_admin_operations_with_the_token_conform(case: OpenApiCase, exchange: Exchange) -> None:
     if (case.path_parameters or {}).get("market_id") == "default":  # the other tests trade there
         case.path_parameters = {"market_id": "not-default"}
     case.call_and_validate(app=exchange.app, headers=ADMIN, checks=CHECKS)
@@ -150,7 +160,7 @@ def test_admin_operations_with_the_token_conform(case: schemathesis.Case, exchan
 
 @schema.include(path_regex="^/(orders|account)").parametrize()
 @EXAMPLES
-def test_operations_with_a_key_conform(case: schemathesis.Case, exchange: Exchange) -> None:
+def test_operations_with_a_key_conform(case: OpenApiCase, exchange: Exchange) -> None:
     case.call_and_validate(app=exchange.app, headers=exchange.generated, checks=CHECKS)
 
 

@@ -14,6 +14,8 @@ from matchbox.bench import failover
 from matchbox.bench.recovery import _rebuild, generate, measure
 from matchbox.cli import app
 
+pytestmark = pytest.mark.e2e  # the recovery benchmark: snapshots restored against a rebuild
+
 
 def test_the_book_rests_whole_and_the_tail_mixes_what_recovery_replays() -> None:
     book = generate(3000, 400, seed=3)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from conftest import running_leader, wait_until
 from matchbox.bus.aio import AsyncBus
@@ -220,14 +222,14 @@ def test_leader_matches_the_journal_and_commits_numbered_events(bus: Bus, redis_
 def test_poison_input_is_rejected_and_the_leader_goes_on(bus: Bus, redis_url: str) -> None:
     journal = Journal(bus, Durability.EVERYSEC)
     journal.submit(binary_market())
-    poison = [
+    poison: list[dict[FieldT, EncodableT]] = [
         {"c": b"\xff\xfe garbage"},
         {"c": b'{"type":"PlaceOrder","market_id":"m","account":"a","side":0,"price":"high","qty":1}', "oid": b"2"},
         {"c": b'{"type":"CancelOrder","order_id":123456789012345678901234567890}'},
         {"nothing": b"here"},
         {"c": encode_command(order(40)), "oid": b"not a number"},
     ]
-    poison_ids = [bus.client.xadd(bus.keys.input, fields).decode() for fields in poison]  # type: ignore[arg-type]
+    poison_ids = [cast("bytes", bus.client.xadd(bus.keys.input, fields)).decode() for fields in poison]
     huge = journal.submit(order(40, qty=2**62))  # well-formed, but over the market's maximum
     good = journal.submit(order(40))
     with running_leader(redis_url) as leader:

@@ -106,7 +106,7 @@ def test_noscript_loads_the_script_in_the_same_round_trip_once() -> None:
 
 
 def test_a_call_that_runs_no_script_never_reloads_one() -> None:
-    call = calls.command("GET", "k")
+    call: calls.Call[object] = calls.command("GET", "k")
     assert not call.missing_script([NoScriptError("No matching script")])
 
 

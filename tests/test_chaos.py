@@ -44,6 +44,8 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 
+pytestmark = pytest.mark.e2e  # chaos: processes killed and Valkey restarted for seconds on end
+
 # --------------------------------------------------------------------------- hand-made events
 
 

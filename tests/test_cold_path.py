@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import in_thread, running_leader, wait_until
+from conftest import deliver_to_ghost, in_thread, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Durability, Journal
@@ -26,6 +26,8 @@ from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings
 from store_support import Databases, random_flow, require_postgres
 from test_poison import stored_tables, xadd
+
+pytestmark = pytest.mark.e2e  # outages: each test waits for a Redis or a database that is down, or for a lost group
 
 FLOW = random_flow(seed=18, commands=400)
 GROUP = "persistence"
@@ -49,12 +51,6 @@ def everything(databases: Databases) -> dict[str, list[dict[str, object]]]:
     return stored_tables(reference)
 
 
-def ghost_reads(bus: Bus, count: int) -> list[bytes]:
-    """A consumer that reads ``count`` entries and is SIGKILLed before it stores them."""
-    reply = bus.client.xreadgroup(GROUP, "ghost", {bus.keys.events: ">"}, count=count)
-    return [entry_id for entry_id, _ in reply[0][1]]
-
-
 def pending(bus: Bus) -> int:
     return int(bus.client.xpending(bus.keys.events, GROUP)["pending"])
 
@@ -75,7 +71,7 @@ def test_a_group_lost_while_entries_are_pending_is_recreated_below_them(bus: Bus
     xadd(bus, first)
     assert GroupConsumer(bus, sink, config()).drain() == len(first)
     xadd(bus, held)
-    assert ghost_reads(bus, len(held)) == [entry_id for entry_id, _ in held]
+    assert deliver_to_ghost(bus, GROUP, len(held)) == [entry_id for entry_id, _ in held]
     xadd(bus, rest)
     assert GroupConsumer(bus, sink, config()).drain() == len(rest)  # stored past the ghost's entries
     assert pending(bus) == len(held)
@@ -100,7 +96,7 @@ def test_a_group_lost_mid_run_is_found_gone_and_recreated_below_what_was_pending
         wait_until(lambda: pending(bus) == 0 and runner.stats.applied >= len(first), message="the first entries")
         runner.stop.set()
     xadd(bus, held)
-    ghost_reads(bus, len(held))
+    deliver_to_ghost(bus, GROUP, len(held))
     runner = GroupConsumer(bus, sink, config())
     with in_thread(runner.run, runner.stop):
         xadd(bus, rest)
@@ -208,7 +204,7 @@ def test_consumers_that_died_leave_the_group_once_their_entries_are_reclaimed(bu
     xadd(bus, FLOW.entries[:100])
     runner = GroupConsumer(bus, sink, config(claim_idle_ms=claim_idle_ms))
     runner.ensure_group()
-    ghost_reads(bus, 40)  # died with entries in hand
+    deliver_to_ghost(bus, GROUP, 40)  # died with entries in hand
     bus.client.xreadgroup(GROUP, "idle-ghost", {bus.keys.events: "0"})  # died with nothing in hand
     assert consumer_names(bus) == {"ghost", "idle-ghost"}
     with in_thread(runner.run, runner.stop):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import in_thread, wait_until
+from conftest import deliver_to_ghost, in_thread, wait_until
 from matchbox.bus.connection import Bus, Entry, id_order
 from matchbox.consumers.runner import (
     ConsumerConfig,
@@ -135,45 +135,39 @@ def dead_letters(bus: Bus, group: str) -> list[Entry]:
     return bus.range(bus.keys.dead_letter(group))
 
 
-def deliver_to_ghost(bus: Bus, group: str, count: int) -> list[bytes]:
-    """A consumer that reads ``count`` entries and dies before acknowledging them."""
-    reply = bus.client.xreadgroup(group, "ghost", {bus.keys.events: ">"}, count=count)
-    return [entry_id for entry_id, _ in reply[0][1]]
-
-
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
+def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "projection.db"
 
 
 # --------------------------------------------------------------------------- the group's start
 
 
-def test_the_group_starts_at_the_sink_position_not_at_the_end(bus: Bus, database: Path) -> None:
+def test_the_group_starts_at_the_sink_position_not_at_the_end(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 10)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     sink.apply(bus.range(bus.keys.events, count=4), ids[3].decode())  # the projection holds the first four
 
     runner = consumer(bus, sink)
     assert runner.ensure_group()
     assert group_info(bus, "persistence")["last-delivered-id"] == ids[3]
     assert runner.drain() == 6
-    assert applications(database) == Counter(ids)  # the first four once (above), the rest once
+    assert applications(sqlite_path) == Counter(ids)  # the first four once (above), the rest once
     assert not runner.ensure_group()  # BUSYGROUP: exists already
 
 
-def test_a_new_sink_starts_at_zero(bus: Bus, database: Path) -> None:
+def test_a_new_sink_starts_at_zero(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 5)
-    runner = consumer(bus, SqliteSink(database, "persistence"))
+    runner = consumer(bus, SqliteSink(sqlite_path, "persistence"))
     assert runner.ensure_group()
     assert group_info(bus, "persistence")["last-delivered-id"] == b"0-0"
     assert runner.drain() == 5
-    assert applications(database) == Counter(ids)
+    assert applications(sqlite_path) == Counter(ids)
 
 
-def test_a_config_for_another_group_is_refused(bus: Bus, database: Path) -> None:
+def test_a_config_for_another_group_is_refused(bus: Bus, sqlite_path: Path) -> None:
     with pytest.raises(ValueError, match="analytics"):
-        GroupConsumer(bus, SqliteSink(database, "persistence"), ConsumerConfig(group="analytics"))
+        GroupConsumer(bus, SqliteSink(sqlite_path, "persistence"), ConsumerConfig(group="analytics"))
 
 
 def test_the_consumer_name_defaults_to_host_and_pid() -> None:
@@ -184,9 +178,9 @@ def test_the_consumer_name_defaults_to_host_and_pid() -> None:
 # --------------------------------------------------------------------------- acknowledgement
 
 
-def test_entries_are_acknowledged_only_after_apply(bus: Bus, database: Path) -> None:
+def test_entries_are_acknowledged_only_after_apply(bus: Bus, sqlite_path: Path) -> None:
     publish(bus, 12)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     unacknowledged_during_apply: list[bool] = []
 
     def check(entries: Sequence[Entry]) -> None:
@@ -200,9 +194,9 @@ def test_entries_are_acknowledged_only_after_apply(bus: Bus, database: Path) -> 
     assert pending(bus, "persistence") == 0
 
 
-def test_a_sink_that_is_down_leaves_everything_pending_and_nothing_dead_lettered(bus: Bus, database: Path) -> None:
+def test_a_sink_that_is_down_leaves_everything_pending_and_nothing_dead_lettered(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 5)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     sink.down.set()
     calls = Counter[str]()
     sink.before_apply = lambda entries: calls.update(["batch" if len(entries) == 5 else "part"])  # the whole batch
@@ -211,22 +205,23 @@ def test_a_sink_that_is_down_leaves_everything_pending_and_nothing_dead_lettered
     with running(runner):
         wait_until(lambda: calls["batch"] >= 3, message="the batch to be retried from memory")
         assert pending(bus, "persistence") == 5
-        assert not applications(database)
+        assert not applications(sqlite_path)
         rows = bus.client.xpending_range(bus.keys.events, "persistence", "-", "+", 10)
         assert {row["times_delivered"] for row in rows} == {1}  # retries from memory count no delivery
 
         sink.down.clear()
-        wait_until(lambda: len(applications(database)) == 5, message="the sink to catch up once it is back")
+        wait_until(lambda: len(applications(sqlite_path)) == 5, message="the sink to catch up once it is back")
         wait_until(lambda: pending(bus, "persistence") == 0, message="the batch to be acknowledged")
-    assert applications(database) == Counter(ids)
+    assert applications(sqlite_path) == Counter(ids)
     assert not dead_letters(bus, "persistence")
     assert runner.stats.dead_lettered == 0
 
 
-def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, database: Path) -> None:
+@pytest.mark.e2e  # waits out a database outage
+def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, sqlite_path: Path) -> None:
     """Each reclaim would count a delivery: with max_deliveries=1 a steal would dead-letter them."""
     ids = publish(bus, 5)
-    holder, other = SqliteSink(database, "persistence", "a"), SqliteSink(database, "persistence", "b")
+    holder, other = SqliteSink(sqlite_path, "persistence", "a"), SqliteSink(sqlite_path, "persistence", "b")
     holder.down.set()
     other.down.set()
     batches = Counter[str]()
@@ -244,17 +239,18 @@ def test_during_an_outage_no_other_consumer_reclaims_the_held_entries(bus: Bus, 
             holder.down.clear()
             other.down.clear()
             wait_until(lambda: pending(bus, "persistence") == 0, message="the held batch to go through")
-    assert applications(database, "a") == Counter(ids)
+    assert applications(sqlite_path, "a") == Counter(ids)
     assert not dead_letters(bus, "persistence")
 
 
 # --------------------------------------------------------------------------- sharing and fan-out
 
 
-def test_two_consumers_in_one_group_share_the_work(bus: Bus, database: Path) -> None:
+def test_two_consumers_in_one_group_share_the_work(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 100)
-    first, second = SqliteSink(database, "persistence", "a"), SqliteSink(database, "persistence", "b")
-    second_started, gate = threading.Event(), []
+    first, second = SqliteSink(sqlite_path, "persistence", "a"), SqliteSink(sqlite_path, "persistence", "b")
+    second_started = threading.Event()
+    gate: list[bool] = []
 
     def hold_the_first_batch(entries: Sequence[Entry]) -> None:
         """The first consumer keeps its first batch in hand until the second one has one too."""
@@ -275,9 +271,9 @@ def test_two_consumers_in_one_group_share_the_work(bus: Bus, database: Path) -> 
 
     assert not any(thread.is_alive() for thread in threads)
     assert gate == [True]
-    assert applications(database) == Counter(ids)  # the union is everything, each entry once
-    assert sum(applications(database, "a").values()) == counts["a"] > 0
-    assert sum(applications(database, "b").values()) == counts["b"] > 0
+    assert applications(sqlite_path) == Counter(ids)  # the union is everything, each entry once
+    assert sum(applications(sqlite_path, "a").values()) == counts["a"] > 0
+    assert sum(applications(sqlite_path, "b").values()) == counts["b"] > 0
     assert pending(bus, "persistence") == 0
 
 
@@ -294,28 +290,28 @@ def test_two_groups_each_see_everything(bus: Bus, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- reclaiming
 
 
-def test_a_dead_consumer_entries_are_reclaimed_after_claim_idle_ms(bus: Bus, database: Path) -> None:
+def test_a_dead_consumer_entries_are_reclaimed_after_claim_idle_ms(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 10)
-    runner = consumer(bus, SqliteSink(database, "persistence"), claim_idle_ms=150)
+    runner = consumer(bus, SqliteSink(sqlite_path, "persistence"), claim_idle_ms=150)
     runner.ensure_group()
     read_at = time.monotonic()
     orphans = deliver_to_ghost(bus, "persistence", 4)
 
     with running(runner):
-        wait_until(lambda: len(applications(database)) == 10, message="the ghost's entries to be reclaimed")
+        wait_until(lambda: len(applications(sqlite_path)) == 10, message="the ghost's entries to be reclaimed")
         wait_until(lambda: pending(bus, "persistence") == 0, message="the reclaimed entries to be acknowledged")
     assert orphans == ids[:4]
-    assert applications(database) == Counter(ids)
-    assert min(applied_at(database, entry_id) for entry_id in orphans) - read_at >= 0.14  # not before 150 ms idle
+    assert applications(sqlite_path) == Counter(ids)
+    assert min(applied_at(sqlite_path, entry_id) for entry_id in orphans) - read_at >= 0.14  # not before 150 ms idle
     assert runner.stats.reclaimed == 4
 
 
 @pytest.mark.parametrize("failure", ["poison", "broken"])
 def test_a_failing_entry_is_dead_lettered_at_max_deliveries_and_the_group_moves_on(
-    bus: Bus, database: Path, failure: str, caplog: pytest.LogCaptureFixture
+    bus: Bus, sqlite_path: Path, failure: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = publish(bus, 10)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     getattr(sink, failure).add(ids[2])
     runner = consumer(bus, sink, max_deliveries=3, claim_idle_ms=100)
 
@@ -334,14 +330,14 @@ def test_a_failing_entry_is_dead_lettered_at_max_deliveries_and_the_group_moves_
 
     more = publish(bus, 5, first=11)
     assert runner.drain() == 5
-    assert applications(database) == Counter(ids[:2] + ids[3:] + more)
+    assert applications(sqlite_path) == Counter(ids[:2] + ids[3:] + more)
     assert pending(bus, "persistence") == 0
     assert len(dead_letters(bus, "persistence")) == 1
 
 
-def test_an_entry_its_consumers_die_on_is_dead_lettered_without_another_try(bus: Bus, database: Path) -> None:
+def test_an_entry_its_consumers_die_on_is_dead_lettered_without_another_try(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 3)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     runner = consumer(bus, sink, max_deliveries=3, claim_idle_ms=100)
     runner.ensure_group()
     deliver_to_ghost(bus, "persistence", 1)
@@ -358,7 +354,7 @@ def test_an_entry_its_consumers_die_on_is_dead_lettered_without_another_try(bus:
     assert letter[b"deliveries"] == b"4"
     assert letter[b"reason"] == b"not acknowledged after 4 deliveries"
     assert ids[0] not in sink.tried_alone
-    assert applications(database) == Counter(ids[1:])
+    assert applications(sqlite_path) == Counter(ids[1:])
     assert pending(bus, "persistence") == 0
 
 
@@ -366,10 +362,10 @@ def test_an_entry_its_consumers_die_on_is_dead_lettered_without_another_try(bus:
 
 
 def test_a_group_destroyed_mid_run_is_recreated_at_the_sink_floor(
-    bus: Bus, database: Path, caplog: pytest.LogCaptureFixture
+    bus: Bus, sqlite_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = publish(bus, 20)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     calls: list[int] = []
 
     def destroy_during_the_second_batch(entries: Sequence[Entry]) -> None:
@@ -381,13 +377,13 @@ def test_a_group_destroyed_mid_run_is_recreated_at_the_sink_floor(
     runner = consumer(bus, sink, batch=5)
 
     with caplog.at_level(logging.INFO, logger="matchbox.consumers.runner"), running(runner):
-        wait_until(lambda: len(applications(database)) == 20, message="the stream to be consumed")
+        wait_until(lambda: len(applications(sqlite_path)) == 20, message="the stream to be consumed")
         bus.client.xgroup_destroy(bus.keys.events, "persistence")  # now while it waits in XREADGROUP
         ids += publish(bus, 10, first=21)
-        wait_until(lambda: len(applications(database)) == 30, message="the entries after the second loss")
+        wait_until(lambda: len(applications(sqlite_path)) == 30, message="the entries after the second loss")
         wait_until(lambda: pending(bus, "persistence") == 0, message="the last batch to be acknowledged")
 
-    assert set(applications(database)) == set(ids)  # nothing lost (the batch in hand is stored again)
+    assert set(applications(sqlite_path)) == set(ids)  # nothing lost (the batch in hand is stored again)
     assert runner.stats.recreated == 2
     positions = [getattr(r, "position", None) for r in caplog.records if r.getMessage() == "consumer group created"]
     # first start, then the floor twice: below the second batch (pending when the group went), and
@@ -398,9 +394,9 @@ def test_a_group_destroyed_mid_run_is_recreated_at_the_sink_floor(
 # --------------------------------------------------------------------------- drain and stop
 
 
-def test_drain_returns_the_count_and_leaves_nothing_pending(bus: Bus, database: Path) -> None:
+def test_drain_returns_the_count_and_leaves_nothing_pending(bus: Bus, sqlite_path: Path) -> None:
     publish(bus, 25)
-    runner = consumer(bus, SqliteSink(database, "persistence"), batch=10)
+    runner = consumer(bus, SqliteSink(sqlite_path, "persistence"), batch=10)
     reported: list[int] = []
     assert runner.drain(reported.append) == 25
     assert reported[:3] == [10, 20, 25]  # the count so far after each batch
@@ -410,9 +406,9 @@ def test_drain_returns_the_count_and_leaves_nothing_pending(bus: Bus, database: 
     assert (lag.pending, lag.lag) == (0, 0)
 
 
-def test_a_stop_mid_run_returns_after_acknowledging_the_batch_in_hand(bus: Bus, database: Path) -> None:
+def test_a_stop_mid_run_returns_after_acknowledging_the_batch_in_hand(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 20)
-    sink = SqliteSink(database, "persistence")
+    sink = SqliteSink(sqlite_path, "persistence")
     in_apply, release = threading.Event(), threading.Event()
 
     def pause(entries: Sequence[Entry]) -> None:
@@ -431,19 +427,19 @@ def test_a_stop_mid_run_returns_after_acknowledging_the_batch_in_hand(bus: Bus, 
     delivered = group_info(bus, "persistence")["last-delivered-id"]
     assert delivered in (ids[4], ids[9])
     in_hand = ids[: ids.index(delivered) + 1]
-    assert applications(database) == Counter(in_hand)
+    assert applications(sqlite_path) == Counter(in_hand)
     assert pending(bus, "persistence") == 0
 
 
 # --------------------------------------------------------------------------- lag
 
 
-def test_group_lag(bus: Bus, database: Path) -> None:
+def test_group_lag(bus: Bus, sqlite_path: Path) -> None:
     assert group_lag(bus, bus.keys.events) == []  # no stream, no group
     ids = publish(bus, 10)
     bus.client.xgroup_create(bus.keys.events, "reading", id="0")
     deliver_to_ghost(bus, "reading", 4)
-    sink = SqliteSink(database, "midway")
+    sink = SqliteSink(sqlite_path, "midway")
     sink.apply(bus.range(bus.keys.events, count=5), ids[4].decode())
     consumer(bus, sink).ensure_group()
     assert group_info(bus, "midway")["lag"] is None  # the server cannot tell: counted by group_lag
@@ -503,11 +499,11 @@ def test_trim_events_keeps_what_a_group_or_the_oldest_snapshot_needs(bus: Bus) -
     assert first_id(bus) == ids[23] == b"1006-24"
 
 
-def test_the_runner_trims_when_retention_is_on(bus: Bus, database: Path) -> None:
+def test_the_runner_trims_when_retention_is_on(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 20)
     add_snapshot(bus, "1003-0")
-    runner = consumer(bus, SqliteSink(database, "persistence"), retention=True)
+    runner = consumer(bus, SqliteSink(sqlite_path, "persistence"), retention=True)
     with running(runner):
-        wait_until(lambda: len(applications(database)) == 20, message="the stream to be consumed")
+        wait_until(lambda: len(applications(sqlite_path)) == 20, message="the stream to be consumed")
         wait_until(lambda: first_id(bus) == ids[11], message="the stream to be trimmed below the snapshot")
     assert runner.stats.trimmed == 11

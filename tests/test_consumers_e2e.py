@@ -32,12 +32,14 @@ from matchbox.consumers.queries import table_rows
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from store_support import Databases
 
+pytestmark = pytest.mark.e2e  # multi-process: `matchbox consume` killed mid-batch and `matchbox replay`
+
 ORDERS = 3000
 COMPARED = sorted(name for name in schema.metadata.tables if name != "consumer_offsets")
 
 
 @pytest.fixture
-def exchange(tmp_path: Path) -> Iterator[Bus]:
+def traded_bus(tmp_path: Path) -> Iterator[Bus]:
     """A private Valkey and a leader that has matched a seeded flow of crossing orders."""
     with EmbeddedValkey(tmp_path / "valkey", fsync="everysec") as server, running_leader(server.url):
         bus = Bus.connect(server.url)
@@ -132,8 +134,8 @@ def tables(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
     return {name: table_rows(engine, name) for name in COMPARED}
 
 
-def test_consumer_killed_mid_batch_restarts_with_every_trade_once(exchange: Bus, databases: Databases) -> None:
-    bus = exchange
+def test_consumer_killed_mid_batch_restarts_with_every_trade_once(traded_bus: Bus, databases: Databases) -> None:
+    bus = traded_bus
     location = databases.location()
     newest = bus.last(bus.keys.events)
     assert newest is not None

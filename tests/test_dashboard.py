@@ -36,6 +36,8 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from conftest import wait_until
 from matchbox.bus.server import free_port
 
+pytestmark = pytest.mark.e2e  # the browser test: a real system driven by chromium
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard.png"
 ADMIN_TOKEN = "dashboard-admin"

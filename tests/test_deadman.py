@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Driver, running_leader, wait_until
+from conftest import Driver, examples, running_leader, wait_until
 from matchbox.bus.codec import decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Journal
@@ -490,7 +490,7 @@ def test_the_invariants_catch_a_deadline_without_its_timer() -> None:
 
 # ---------------------------------------------------------------------- property
 
-PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HEARTBEATS = st.lists(
     st.tuples(st.integers(0, 80), st.sampled_from(("a", "b", "c")), st.sampled_from((0, 1, 2, 3, 5, 8))),
     max_size=40,

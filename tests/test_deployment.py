@@ -26,6 +26,8 @@ from matchbox import cli
 from matchbox.consumers.process import SinkKind
 from matchbox.settings import Settings
 
+pytestmark = pytest.mark.e2e  # deployment: the Dockerfile, docker-compose.yml and the CLI they call
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -41,7 +43,9 @@ ESCAPED_OR_VARIABLE = re.compile(r"\$\$|" + VARIABLE.pattern)
 
 # typer >= 0.29 carries its own copy of click: reach its classes through typer, not `import click`.
 Command = Any
-CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+CLICK_ERROR = next(
+    cls for cls in typer.BadParameter.__mro__ if issubclass(cls, Exception) and cls.__name__ == "ClickException"
+)
 
 
 class NotACommand(Exception):

@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     AdvanceTime,
@@ -46,7 +47,7 @@ from matchbox.engine.types import (
 )
 from reference_book import ReferenceBook
 
-PROFILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MAX_STEPS = 80
 ACCOUNTS = ("a", "b", "c")

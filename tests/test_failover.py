@@ -45,6 +45,8 @@ from matchbox.leader import runner
 from matchbox.leader.apply import apply_entry
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 
+pytestmark = pytest.mark.e2e  # failover: leader processes killed and a standby taking over
+
 LOCK_TTL_MS = 1000
 MARKET = "m"
 

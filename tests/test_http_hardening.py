@@ -41,9 +41,9 @@ CHUNK = 8 * 1024
 _names = itertools.count(1)
 
 
-def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
+def settings_for(exchange_url: str, data_dir: Path, **fields: Any) -> Settings:
     return Settings(
-        redis_url=exchange,
+        redis_url=exchange_url,
         admin_token=ADMIN_TOKEN,
         durability=Durability.EVERYSEC,
         outcome_timeout=3.0,
@@ -53,16 +53,16 @@ def settings_for(exchange: str, data_dir: Path, **fields: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def keyed(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+def keyed(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     """The API with keys, as it runs in production."""
-    with TestClient(create_app(settings_for(exchange, data_dir))) as client:
+    with TestClient(create_app(settings_for(exchange_url, data_dir))) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def opened(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+def opened(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     """The API in open mode: requests name their account."""
-    with TestClient(create_app(settings_for(exchange, data_dir, open_access=True))) as client:
+    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as client:
         yield client
 
 
@@ -283,20 +283,20 @@ def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(open
 
 
 @pytest.fixture(scope="module")
-def forgetful(exchange: str, data_dir: Path) -> Iterator[TestClient]:
+def forgetful(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     """Open mode, with a projection that keeps one finished order (the tail's window of recent
     outcomes stays as it is: the test pushes entries through it)."""
-    with TestClient(create_app(settings_for(exchange, data_dir, open_access=True))) as client:
+    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         services.projection.keep_finished = 1
         yield client
 
 
-def push_out_of_the_window(exchange: str, client: TestClient) -> None:
+def push_out_of_the_window(exchange_url: str, client: TestClient) -> None:
     """RECENT_OUTCOMES more journal entries, each with an event, read by the API's tail: every
     outcome before them has left its window."""
     filler, count, batch = fresh("filler"), RECENT_OUTCOMES + 1, 500
-    bus = Bus.connect(exchange)
+    bus = Bus.connect(exchange_url)
     try:
         journal = Journal(bus, Durability.EVERYSEC)
         for start in range(0, count, batch):
@@ -311,7 +311,10 @@ def push_out_of_the_window(exchange: str, client: TestClient) -> None:
     wait_until(all_folded, timeout=60, message="the tail to read the filler entries")
 
 
-def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(exchange: str, forgetful: TestClient) -> None:
+@pytest.mark.e2e  # waits for the outcome to leave the window
+def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(
+    exchange_url: str, forgetful: TestClient
+) -> None:
     market = new_market(forgetful)
     maker = {"market_id": market, "side": "sell", "price": 60, "qty": 5, "account": "ann"}
     assert forgetful.post("/orders", json=maker).status_code == 201
@@ -324,7 +327,7 @@ def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(exchang
     ioc = {"market_id": market, "side": "buy", "price": 1, "qty": 1, "tif": "IOC", "account": "cy"}
     assert forgetful.post("/orders", json=ioc).json()["status"] == "cancelled"  # the projection drops "t-1"
     assert forgetful.get(f"/orders/{filled.json()['order_id']}").status_code == 404
-    push_out_of_the_window(exchange, forgetful)
+    push_out_of_the_window(exchange_url, forgetful)
     services: Services = forgetful.app.state.services  # type: ignore[attr-defined]
     assert forgetful.portal is not None
     assert forgetful.portal.call(services.tail.outcome, filled.json()["entry_id"], 0.0) is None  # forgotten

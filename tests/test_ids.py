@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from conftest import Driver
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Durability
 from matchbox.engine.ids import MAX_ID_LENGTH, valid_account, valid_market_id
 from matchbox.engine.types import (
     CancelAll,
@@ -169,14 +170,16 @@ ADMIN = {"Authorization": "Bearer test-admin"}
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings(redis_url=exchange, admin_token="test-admin", durability="everysec", data_dir=data_dir)
+def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC, data_dir=data_dir
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
-def journal_length(exchange: str) -> int:
-    bus = Bus.connect(exchange)
+def journal_length(exchange_url: str) -> int:
+    bus = Bus.connect(exchange_url)
     try:
         return int(bus.client.xlen(bus.keys.input))
     finally:
@@ -199,14 +202,14 @@ def journal_length(exchange: str) -> int:
     ],
 )
 def test_the_api_answers_a_malformed_id_with_a_4xx_naming_it_and_journals_nothing(
-    client: TestClient, exchange: str, method: str, path: str, body: dict[str, Any] | None, field: str
+    client: TestClient, exchange_url: str, method: str, path: str, body: dict[str, Any] | None, field: str
 ) -> None:
-    before = journal_length(exchange)
+    before = journal_length(exchange_url)
     content = None if body is None else json.dumps(body)
     answer = client.request(method, path, content=content, headers={**ADMIN, "Content-Type": "application/json"})
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()["field"] == field
-    assert journal_length(exchange) == before
+    assert journal_length(exchange_url) == before
 
 
 def test_a_market_id_with_a_colon_is_created_through_the_api(client: TestClient) -> None:

@@ -39,7 +39,7 @@ from matchbox.leader.recovery import RollbackDetected, Watermark
 from matchbox.leader.runner import EngineLeader
 from matchbox.settings import Settings
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # restores a real Valkey's AOF, test after test
 
 
 class Restorable:

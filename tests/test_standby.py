@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from conftest import in_thread, running_leader, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Offset, read_offset
@@ -22,6 +24,8 @@ from matchbox.leader.election import Lease
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.leader.standby import Standby
 from test_failover import Candidates
+
+pytestmark = pytest.mark.e2e  # warm standby: candidates racing for the lease for seconds
 
 MARKET = "m"
 NEVER = 10**9  # snapshot_every: no snapshot, so that a cold recovery replays the whole journal

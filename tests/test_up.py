@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from conftest import wait_until
 from matchbox.bus.keys import Keys
 from matchbox.bus.server import EmbeddedValkey, free_port, port_in_use
 from matchbox.demo import MARKETS
+
+pytestmark = pytest.mark.e2e  # starts `matchbox up` as processes
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 
@@ -177,11 +180,11 @@ def test_demo_markets_keep_trading(tmp_path: Path) -> None:
     with up(tmp_path, "--demo") as exchange:
         exchange.start()
         for market in MARKETS:  # a binary and an odds market, both with trades flowing
-            wait_until(
-                lambda m=market.market_id: len(exchange.http.get(f"/markets/{m}/trades").json()) >= 3,
-                timeout=30,
-                message=f"trades on {market.market_id}",
-            )
+
+            def traded(market_id: str = market.market_id) -> bool:
+                return len(exchange.http.get(f"/markets/{market_id}/trades").json()) >= 3
+
+            wait_until(traded, timeout=30, message=f"trades on {market.market_id}")
         markets = {m["market_id"]: m for m in exchange.http.get("/markets").json()}
         assert {markets[m.market_id]["scheme"] for m in MARKETS} == {"binary", "odds"}
         assert all(markets[m.market_id]["collateral"] for m in MARKETS)  # every order needed money

@@ -65,8 +65,8 @@ def settings_for(url: str, data_dir: Path, **fields: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client(exchange: str, data_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(exchange, data_dir))) as test_client:
+def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(exchange_url, data_dir))) as test_client:
         yield test_client
 
 
@@ -162,6 +162,7 @@ def test_the_tail_reads_on_past_a_failing_listener(redis_url: str) -> None:
     assert (tail.position, tail.failure, tail.projection.markets["m1"].state) == ("2-2", None, MarketState.SUSPENDED)
 
 
+@pytest.mark.e2e  # waits out a stopped tail and its restart
 def test_ready_is_503_while_the_tail_is_stopped_and_the_tail_restarts(redis_url: str, tmp_path: Path) -> None:
     with ExitStack() as stack:
         stack.enter_context(running_leader(redis_url))
@@ -195,8 +196,8 @@ def test_a_tail_behind_the_committed_events_for_seconds_is_not_ready(redis_url: 
 # --------------------------------------------------------------------------- item 10: bounds
 
 
-def test_a_resume_reaches_back_a_bounded_number_of_events(exchange: str, data_dir: Path) -> None:
-    with TestClient(create_app(settings_for(exchange, data_dir, ws_resume_events=3))) as api:
+def test_a_resume_reaches_back_a_bounded_number_of_events(exchange_url: str, data_dir: Path) -> None:
+    with TestClient(create_app(settings_for(exchange_url, data_dir, ws_resume_events=3))) as api:
         market = new_market(api)
         old = stream_position(api)
         for price in (10, 11):  # two resting orders: four events
@@ -234,8 +235,8 @@ def new_account(client: TestClient) -> tuple[str, str]:
 
 
 @pytest.mark.timeout(30)  # the old feed never closed the connection: the receive below waited forever
-def test_a_revoked_key_closes_its_websocket(exchange: str, data_dir: Path) -> None:
-    keys_mode = settings_for(exchange, data_dir, open_access=False, key_cache_seconds=0.5)
+def test_a_revoked_key_closes_its_websocket(exchange_url: str, data_dir: Path) -> None:
+    keys_mode = settings_for(exchange_url, data_dir, open_access=False, key_cache_seconds=0.5)
     with TestClient(create_app(keys_mode)) as api, TestClient(create_app(keys_mode)) as other:
         name, key = new_account(api)
         with api.websocket_connect("/ws") as ws:
@@ -249,8 +250,8 @@ def test_a_revoked_key_closes_its_websocket(exchange: str, data_dir: Path) -> No
             assert (closed.code, "revoked" in closed.reason) == (1008, True)
 
 
-def test_websocket_messages_spend_the_rate_limit(exchange: str, data_dir: Path) -> None:
-    limited = settings_for(exchange, data_dir, open_access=False, rate_limit=0.01, rate_burst=3)
+def test_websocket_messages_spend_the_rate_limit(exchange_url: str, data_dir: Path) -> None:
+    limited = settings_for(exchange_url, data_dir, open_access=False, rate_limit=0.01, rate_burst=3)
     with TestClient(create_app(limited)) as api:
         _, key = new_account(api)
         with api.websocket_connect("/ws") as ws:
