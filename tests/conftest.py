@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -13,9 +14,12 @@ from typing import Any, cast
 import pytest
 import redis
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from hypothesis import settings
 
+from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus, Entry
+from matchbox.bus.journal import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (
@@ -30,6 +34,7 @@ from matchbox.engine.types import (
     TickScheme,
 )
 from matchbox.leader.runner import EngineLeader, LeaderConfig
+from matchbox.settings import Settings
 from store_support import Databases, require_postgres
 
 
@@ -157,6 +162,45 @@ def exchange_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An API's data folder for the module: where it finds the consumers' SQLite database."""
     return tmp_path_factory.mktemp("data")
+
+
+# --------------------------------------------------------------------------- the API in process
+
+ADMIN_TOKEN = "test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+_names = itertools.count(1)
+
+
+def fresh(prefix: str) -> str:
+    """A name no other test in this process uses: ``prefix`` and a number."""
+    return f"{prefix}{next(_names)}"
+
+
+def api_settings(redis_url: str, data_dir: Path, **fields: Any) -> Settings:
+    """The API's settings in the tests: the admin token above, AOF ``everysec``, 5 s to wait for
+    the engine's answer; ``fields`` change or add to them."""
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "admin_token": ADMIN_TOKEN,
+        "durability": Durability.EVERYSEC,
+        "outcome_timeout": 5.0,
+        "data_dir": data_dir,
+    }
+    return Settings(**{**base, **fields})
+
+
+@pytest.fixture(scope="module")
+def keyed_client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
+    """The API with keys, as it runs in production, over the module's exchange."""
+    with TestClient(create_app(api_settings(exchange_url, data_dir))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def open_client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
+    """The API in open mode (requests name their account), over the module's exchange."""
+    with TestClient(create_app(api_settings(exchange_url, data_dir, open_access=True))) as client:
+        yield client
 
 
 @contextmanager

@@ -6,11 +6,9 @@ Over a real Valkey and a real engine leader (in a thread), with the app in keys 
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,65 +16,40 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import wait_until
+from conftest import ADMIN, api_settings, fresh, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability
 from matchbox.consumers import queries
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.settings import Settings
 
-ADMIN = {"Authorization": "Bearer test-admin"}
-_names = itertools.count(1)
 
-
-def settings_for(exchange_url: str, data_dir: Path, **fields: Any) -> Settings:
-    return Settings(
-        redis_url=exchange_url,
-        admin_token="test-admin",
-        durability=Durability.EVERYSEC,
-        outcome_timeout=5.0,
-        data_dir=data_dir,
-        **fields,
-    )
-
-
-@pytest.fixture(scope="module")
-def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(exchange_url, data_dir))) as test_client:
-        yield test_client
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}{next(_names)}"
-
-
-def account(client: TestClient, deposit: int = 0) -> tuple[str, dict[str, str]]:
+def account(keyed_client: TestClient, deposit: int = 0) -> tuple[str, dict[str, str]]:
     """A new account (funded if asked) and the headers that carry its key."""
-    made = client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+    made = keyed_client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
     assert made.status_code == 201, made.text
     name, key = made.json()["account"], made.json()["api_key"]
     if deposit:
-        funded = client.post(f"/admin/accounts/{name}/deposit", json={"amount": deposit}, headers=ADMIN)
+        funded = keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": deposit}, headers=ADMIN)
         assert funded.json() == {"account": name, "total": deposit, "reserved": 0, "free": deposit}
     return name, {"Authorization": f"Bearer {key}"}
 
 
-def market(client: TestClient, scheme: str = "binary", collateral: bool = True) -> str:
+def market(keyed_client: TestClient, scheme: str = "binary", collateral: bool = True) -> str:
     market_id = fresh(f"{scheme}-")
     body = {"market_id": market_id, "scheme": scheme, "collateral": collateral}
-    made = client.post("/markets", json=body, headers=ADMIN)
+    made = keyed_client.post("/markets", json=body, headers=ADMIN)
     assert made.status_code == 201, made.text
     assert made.json()["collateral"] is collateral
     return market_id
 
 
-def balance(client: TestClient, key: dict[str, str]) -> tuple[int, int, int]:
-    body = client.get("/account", headers=key).json()
+def balance(keyed_client: TestClient, key: dict[str, str]) -> tuple[int, int, int]:
+    body = keyed_client.get("/account", headers=key).json()
     assert body["free"] == body["total"] - body["reserved"]
     return body["total"], body["reserved"], body["free"]
 
@@ -96,25 +69,25 @@ def drain_persistence(exchange_url: str, data_dir: Path) -> sa.Engine:
 # --------------------------------------------------------------------------- authentication
 
 
-def test_no_key_or_a_bad_key_is_401_and_says_nothing_more(client: TestClient) -> None:
-    _, key = account(client)
+def test_no_key_or_a_bad_key_is_401_and_says_nothing_more(keyed_client: TestClient) -> None:
+    _, key = account(keyed_client)
     forged = key["Authorization"][:-4] + "abcd"
     answers = [
-        client.get("/account"),
-        client.get("/account", headers={"Authorization": "Bearer not-a-key"}),
-        client.get("/account", headers={"Authorization": forged}),
-        client.post("/orders", json={"side": "buy", "price": 5, "qty": 1}, headers={"Authorization": forged}),
-        client.get("/orders/1"),
+        keyed_client.get("/account"),
+        keyed_client.get("/account", headers={"Authorization": "Bearer not-a-key"}),
+        keyed_client.get("/account", headers={"Authorization": forged}),
+        keyed_client.post("/orders", json={"side": "buy", "price": 5, "qty": 1}, headers={"Authorization": forged}),
+        keyed_client.get("/orders/1"),
     ]
     for answer in answers:
         assert answer.status_code == 401
         assert answer.headers["www-authenticate"] == "Bearer"
     assert len({answer.text for answer in answers}) == 1  # a forged key of a real account reads like noise
-    assert client.get("/account", headers=key).status_code == 200
+    assert keyed_client.get("/account", headers=key).status_code == 200
 
 
-def test_admin_endpoints_need_the_admin_token(client: TestClient) -> None:
-    name, key = account(client)
+def test_admin_endpoints_need_the_admin_token(keyed_client: TestClient) -> None:
+    name, key = account(keyed_client)
     for method, path, body in (
         ("post", "/admin/accounts", {"account": fresh("x")}),
         ("get", "/admin/accounts", None),
@@ -124,49 +97,49 @@ def test_admin_endpoints_need_the_admin_token(client: TestClient) -> None:
         ("post", "/markets", {"market_id": fresh("m"), "scheme": "binary"}),
     ):
         for headers in ({}, key, {"Authorization": "Bearer wrong"}):  # an account's key is not the admin's
-            answer = client.request(method, path, json=body, headers=headers)
+            answer = keyed_client.request(method, path, json=body, headers=headers)
             assert answer.status_code == 403, (path, headers, answer.text)
-    assert balance(client, key) == (0, 0, 0)
+    assert balance(keyed_client, key) == (0, 0, 0)
 
 
-def test_accounts_keys_list_and_revoke(client: TestClient) -> None:
-    name, first = account(client)
-    again = client.post("/admin/accounts", json={"account": name}, headers=ADMIN)
+def test_accounts_keys_list_and_revoke(keyed_client: TestClient) -> None:
+    name, first = account(keyed_client)
+    again = keyed_client.post("/admin/accounts", json={"account": name}, headers=ADMIN)
     assert (again.status_code, again.json()["field"]) == (409, "account")
-    bad = client.post("/admin/accounts", json={"account": "no spaces"}, headers=ADMIN)
+    bad = keyed_client.post("/admin/accounts", json={"account": "no spaces"}, headers=ADMIN)
     assert (bad.status_code, bad.json()["field"]) == (422, "account")
-    second = client.post(f"/admin/accounts/{name}/keys", headers=ADMIN).json()
-    assert client.post(f"/admin/accounts/{fresh('ghost')}/keys", headers=ADMIN).status_code == 404
-    listed = {a["account"]: a for a in client.get("/admin/accounts", headers=ADMIN).json()}
+    second = keyed_client.post(f"/admin/accounts/{name}/keys", headers=ADMIN).json()
+    assert keyed_client.post(f"/admin/accounts/{fresh('ghost')}/keys", headers=ADMIN).status_code == 404
+    listed = {a["account"]: a for a in keyed_client.get("/admin/accounts", headers=ADMIN).json()}
     assert listed[name]["key_ids"] == sorted([first["Authorization"].split("_")[1], second["key_id"]])
-    assert client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 204
-    assert client.get("/account", headers={"Authorization": f"Bearer {second['api_key']}"}).status_code == 401
-    assert client.get("/account", headers=first).json()["account"] == name  # the other key still works
-    assert client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 404
+    assert keyed_client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 204
+    assert keyed_client.get("/account", headers={"Authorization": f"Bearer {second['api_key']}"}).status_code == 401
+    assert keyed_client.get("/account", headers=first).json()["account"] == name  # the other key still works
+    assert keyed_client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 404
 
 
-def test_one_account_never_sees_or_touches_anothers_orders(client: TestClient) -> None:
-    market_id = market(client, collateral=False)
-    ann, ann_key = account(client)
-    bob, bob_key = account(client)
-    placed = client.post(
+def test_one_account_never_sees_or_touches_anothers_orders(keyed_client: TestClient) -> None:
+    market_id = market(keyed_client, collateral=False)
+    ann, ann_key = account(keyed_client)
+    bob, bob_key = account(keyed_client)
+    placed = keyed_client.post(
         "/orders", json={"market_id": market_id, "side": "buy", "price": 30, "qty": 2}, headers=ann_key
     )
     assert placed.status_code == 201
     assert placed.json()["account"] == ann
     order_id = placed.json()["order_id"]
-    assert client.get(f"/orders/{order_id}", headers=bob_key).status_code == 404
-    assert client.delete(f"/orders/{order_id}", headers=bob_key).status_code == 404
-    assert client.patch(f"/orders/{order_id}", json={"reduce_by": 1}, headers=bob_key).status_code == 404
-    assert client.delete("/orders", params={"market_id": market_id}, headers=bob_key).json()["cancelled"] == []
+    assert keyed_client.get(f"/orders/{order_id}", headers=bob_key).status_code == 404
+    assert keyed_client.delete(f"/orders/{order_id}", headers=bob_key).status_code == 404
+    assert keyed_client.patch(f"/orders/{order_id}", json={"reduce_by": 1}, headers=bob_key).status_code == 404
+    assert keyed_client.delete("/orders", params={"market_id": market_id}, headers=bob_key).json()["cancelled"] == []
     as_ann = {"market_id": market_id, "side": "buy", "price": 30, "qty": 1, "account": ann}
-    refused = client.post("/orders", json=as_ann, headers=bob_key)
+    refused = keyed_client.post("/orders", json=as_ann, headers=bob_key)
     assert (refused.status_code, refused.json()["field"]) == (403, "account")
-    assert client.get("/account/orders", headers=bob_key).json() == {"items": [], "next": None}
-    mine = client.get("/account/orders", headers=ann_key).json()
+    assert keyed_client.get("/account/orders", headers=bob_key).json() == {"items": [], "next": None}
+    mine = keyed_client.get("/account/orders", headers=ann_key).json()
     assert [o["order_id"] for o in mine["items"]] == [order_id]
-    assert client.get(f"/orders/{order_id}", headers=ann_key).json()["status"] == "open"
-    with client.websocket_connect("/ws") as ws:
+    assert keyed_client.get(f"/orders/{order_id}", headers=ann_key).json()["status"] == "open"
+    with keyed_client.websocket_connect("/ws") as ws:
         ws.send_json({"op": "subscribe", "channel": "orders", "account": ann})
         assert "key first" in ws.receive_json()["error"]
         ws.send_json({"op": "auth", "key": "mbk_nope"})
@@ -175,18 +148,18 @@ def test_one_account_never_sees_or_touches_anothers_orders(client: TestClient) -
         assert ws.receive_json() == {"op": "authed", "account": bob}
         ws.send_json({"op": "subscribe", "channel": "orders", "account": ann})
         assert ws.receive_json()["op"] == "error"
-    assert client.delete(f"/orders/{order_id}", headers=ann_key).json()["status"] == "cancelled"
+    assert keyed_client.delete(f"/orders/{order_id}", headers=ann_key).json()["status"] == "cancelled"
 
 
-def test_the_orders_channel_needs_the_key_and_carries_balances(client: TestClient) -> None:
-    name, key = account(client)
-    with client.websocket_connect("/ws?subscribe=orders:" + name) as ws:  # refused: no key in a query
+def test_the_orders_channel_needs_the_key_and_carries_balances(keyed_client: TestClient) -> None:
+    name, key = account(keyed_client)
+    with keyed_client.websocket_connect("/ws?subscribe=orders:" + name) as ws:  # refused: no key in a query
         assert "auth" in ws.receive_json()["error"]
         ws.send_json({"op": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
         assert ws.receive_json() == {"op": "authed", "account": name}
         ws.send_json({"op": "subscribe", "channel": "orders"})
         assert ws.receive_json() == {"op": "subscribed", "channel": f"orders:{name}"}
-        client.post(f"/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
+        keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
         change = ws.receive_json()
         assert (change["type"], change["account"], change["total"], change["reserved"], change["reason"]) == (
             "BalanceChanged",
@@ -197,10 +170,10 @@ def test_the_orders_channel_needs_the_key_and_carries_balances(client: TestClien
         )
 
 
-def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, client: TestClient) -> None:
-    _, key = account(client)
-    _, other = account(client)
-    with TestClient(create_app(settings_for(exchange_url, data_dir, rate_limit=0.5, rate_burst=2))) as limited:
+def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, keyed_client: TestClient) -> None:
+    _, key = account(keyed_client)
+    _, other = account(keyed_client)
+    with TestClient(create_app(api_settings(exchange_url, data_dir, rate_limit=0.5, rate_burst=2))) as limited:
         assert [limited.get("/account", headers=key).status_code for _ in range(2)] == [200, 200]
         over = limited.get("/account", headers=key)
         assert over.status_code == 429
@@ -209,10 +182,10 @@ def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, c
         assert limited.get("/account", headers=other).status_code == 200  # per key
 
 
-def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "auth": "keys"}
-    assert "x-matchbox-auth" not in client.get("/health").headers
-    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as open_api:
+def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, keyed_client: TestClient) -> None:
+    assert keyed_client.get("/health").json() == {"status": "ok", "auth": "keys"}
+    assert "x-matchbox-auth" not in keyed_client.get("/health").headers
+    with TestClient(create_app(api_settings(exchange_url, data_dir, open_access=True))) as open_api:
         health = open_api.get("/health")
         assert health.json() == {"status": "ok", "auth": "open"}
         assert health.headers["x-matchbox-auth"] == "open"
@@ -222,7 +195,7 @@ def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, cl
         assert placed.headers["x-matchbox-auth"] == "open"
 
 
-def test_the_cli_creates_an_account_whose_key_works(exchange_url: str, client: TestClient) -> None:
+def test_the_cli_creates_an_account_whose_key_works(exchange_url: str, keyed_client: TestClient) -> None:
     name = fresh("cli")
     env = {**os.environ, "REDIS_URL": exchange_url, "MATCHBOX_DURABILITY": "everysec"}
     done = subprocess.run(
@@ -235,7 +208,7 @@ def test_the_cli_creates_an_account_whose_key_works(exchange_url: str, client: T
     )
     lines = dict(line.split(None, 1) for line in done.stdout.splitlines() if line.strip())
     key = {"Authorization": f"Bearer {lines['API'].removeprefix('key').strip()}"}
-    wait_until(lambda: balance(client, key) == (1234, 0, 1234), message="the CLI's deposit")
+    wait_until(lambda: balance(keyed_client, key) == (1234, 0, 1234), message="the CLI's deposit")
     again = subprocess.run(
         [sys.executable, "-m", "matchbox", "accounts", "create", name],
         capture_output=True,
@@ -250,50 +223,52 @@ def test_the_cli_creates_an_account_whose_key_works(exchange_url: str, client: T
 # --------------------------------------------------------------------------- money
 
 
-def test_every_money_rejection_has_its_reason_code(client: TestClient) -> None:
-    market_id = market(client)
-    name, key = account(client, deposit=100)
-    too_big = client.post("/orders", json={"market_id": market_id, "side": "buy", "price": 50, "qty": 3}, headers=key)
+def test_every_money_rejection_has_its_reason_code(keyed_client: TestClient) -> None:
+    market_id = market(keyed_client)
+    name, key = account(keyed_client, deposit=100)
+    too_big = keyed_client.post(
+        "/orders", json={"market_id": market_id, "side": "buy", "price": 50, "qty": 3}, headers=key
+    )
     assert too_big.status_code == 422
     assert (too_big.json()["reason"], too_big.json()["code"], too_big.json()["field"]) == (
         "INSUFFICIENT_FUNDS",
         600,
         "qty",
     )
-    withdraw = client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 101}, headers=ADMIN)
+    withdraw = keyed_client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 101}, headers=ADMIN)
     assert (withdraw.status_code, withdraw.json()["code"]) == (409, 600)
-    zero = client.post(f"/admin/accounts/{name}/deposit", json={"amount": 0}, headers=ADMIN)
+    zero = keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": 0}, headers=ADMIN)
     assert (zero.status_code, zero.json()["field"]) == (400, "amount")
-    ticks = client.post(
+    ticks = keyed_client.post(
         "/markets", json={"market_id": fresh("t"), "scheme": "ticks", "max_tick": 9, "collateral": True}, headers=ADMIN
     )
     assert (ticks.status_code, ticks.json()["field"]) == (400, "collateral")
-    settle = client.post(f"/markets/{market_id}/settle", json={"outcome": "maybe"}, headers=ADMIN)
+    settle = keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "maybe"}, headers=ADMIN)
     assert (settle.status_code, settle.json()["code"]) == (409, 105)
-    assert balance(client, key) == (100, 0, 100)  # nothing changed
-    ok = client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 100}, headers=ADMIN)
+    assert balance(keyed_client, key) == (100, 0, 100)  # nothing changed
+    ok = keyed_client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 100}, headers=ADMIN)
     assert ok.json() == {"account": name, "total": 0, "reserved": 0, "free": 0}
 
 
-def test_dead_man_switch_cancels_resting_orders_when_heartbeats_stop(client: TestClient) -> None:
-    market_id = market(client)
-    _, key = account(client, deposit=1000)
+def test_dead_man_switch_cancels_resting_orders_when_heartbeats_stop(keyed_client: TestClient) -> None:
+    market_id = market(keyed_client)
+    _, key = account(keyed_client, deposit=1000)
     order = {"market_id": market_id, "side": "buy", "price": 20, "qty": 10}
-    first = client.post("/orders", json=order, headers=key).json()["order_id"]
-    second = client.post("/orders", json={**order, "price": 21}, headers=key).json()["order_id"]
-    assert balance(client, key) == (1000, 410, 590)
-    armed = client.post("/account/heartbeat", json={"timeout_ms": 300}, headers=key)
+    first = keyed_client.post("/orders", json=order, headers=key).json()["order_id"]
+    second = keyed_client.post("/orders", json={**order, "price": 21}, headers=key).json()["order_id"]
+    assert balance(keyed_client, key) == (1000, 410, 590)
+    armed = keyed_client.post("/account/heartbeat", json={"timeout_ms": 300}, headers=key)
     assert armed.status_code == 200
     assert armed.json()["deadline"] > 0
-    assert client.post("/account/heartbeat", json={"timeout_ms": -1}, headers=key).status_code == 400
+    assert keyed_client.post("/account/heartbeat", json={"timeout_ms": -1}, headers=key).status_code == 400
 
     def gone() -> bool:
-        states = [client.get(f"/orders/{i}", headers=key).json() for i in (first, second)]
+        states = [keyed_client.get(f"/orders/{i}", headers=key).json() for i in (first, second)]
         return all(s["status"] == "cancelled" and s["cancel_reason"] == "DEADMAN" for s in states)
 
     wait_until(gone, message="the dead-man switch to cancel both orders")
-    assert balance(client, key) == (1000, 0, 1000)
-    with client.websocket_connect("/ws") as ws:
+    assert balance(keyed_client, key) == (1000, 0, 1000)
+    with keyed_client.websocket_connect("/ws") as ws:
         ws.send_json({"op": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
         ws.receive_json()
         ws.send_json({"op": "heartbeat", "timeout_ms": 0})
@@ -302,56 +277,58 @@ def test_dead_man_switch_cancels_resting_orders_when_heartbeats_stop(client: Tes
 
 
 def test_a_binary_market_trades_settles_and_the_database_agrees(
-    client: TestClient, exchange_url: str, data_dir: Path
+    keyed_client: TestClient, exchange_url: str, data_dir: Path
 ) -> None:
-    market_id = market(client)
-    alice, alice_key = account(client, deposit=10_000)
-    bob, bob_key = account(client, deposit=10_000)
+    market_id = market(keyed_client)
+    alice, alice_key = account(keyed_client, deposit=10_000)
+    bob, bob_key = account(keyed_client, deposit=10_000)
     buy = {"market_id": market_id, "side": "buy", "price": 40, "qty": 10}
-    bid = client.post("/orders", json=buy, headers=alice_key).json()
+    bid = keyed_client.post("/orders", json=buy, headers=alice_key).json()
     assert bid["status"] == "open"
-    assert balance(client, alice_key) == (10_000, 400, 9_600)
-    sell = client.post("/orders", json={**buy, "side": "sell", "price": 35}, headers=bob_key).json()
+    assert balance(keyed_client, alice_key) == (10_000, 400, 9_600)
+    sell = keyed_client.post("/orders", json={**buy, "side": "sell", "price": 35}, headers=bob_key).json()
     assert (sell["status"], sell["fills"][0]["price"]) == ("filled", 40)  # at the maker's price
-    assert balance(client, alice_key) == (9_600, 0, 9_600)  # paid 40 a contract
-    assert balance(client, bob_key) == (9_400, 0, 9_400)  # sold short: put up 100 - 40
-    positions = client.get("/account/positions", headers=alice_key).json()
+    assert balance(keyed_client, alice_key) == (9_600, 0, 9_600)  # paid 40 a contract
+    assert balance(keyed_client, bob_key) == (9_400, 0, 9_400)  # sold short: put up 100 - 40
+    positions = keyed_client.get("/account/positions", headers=alice_key).json()
     assert [(p["market_id"], p["yes"], p["no"]) for p in positions] == [(market_id, 10, 0)]
-    assert client.get("/account/positions", headers=bob_key).json()[0]["no"] == 10
-    resting = client.post("/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
-    assert balance(client, alice_key) == (9_600, 150, 9_450)
+    assert keyed_client.get("/account/positions", headers=bob_key).json()[0]["no"] == 10
+    resting = keyed_client.post("/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
+    assert balance(keyed_client, alice_key) == (9_600, 150, 9_450)
     database = drain_persistence(exchange_url, data_dir)  # the database agrees before settlement too
     try:
         for name, key in ((alice, alice_key), (bob, bob_key)):
-            live = [(p["market_id"], p["yes"], p["no"]) for p in client.get("/account/positions", headers=key).json()]
+            live = [
+                (p["market_id"], p["yes"], p["no"]) for p in keyed_client.get("/account/positions", headers=key).json()
+            ]
             assert [(p.market_id, p.yes, p.no) for p in queries.account_positions(database, name)] == live
             stored = queries.account_balance(database, name)
             assert stored is not None
-            assert (stored.total, stored.reserved, stored.free) == balance(client, key)
+            assert (stored.total, stored.reserved, stored.free) == balance(keyed_client, key)
     finally:
         database.dispose()
 
-    settled = client.post(f"/markets/{market_id}/settle", json={"outcome": "yes"}, headers=ADMIN)
+    settled = keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "yes"}, headers=ADMIN)
     assert settled.json()["state"] == "settled"
-    assert client.get(f"/orders/{resting['order_id']}", headers=alice_key).json()["status"] == "cancelled"
-    assert balance(client, alice_key) == (10_600, 0, 10_600)  # 10 winning contracts pay 100 each
-    assert balance(client, bob_key) == (9_400, 0, 9_400)
-    assert client.get("/account/positions", headers=alice_key).json() == []
+    assert keyed_client.get(f"/orders/{resting['order_id']}", headers=alice_key).json()["status"] == "cancelled"
+    assert balance(keyed_client, alice_key) == (10_600, 0, 10_600)  # 10 winning contracts pay 100 each
+    assert balance(keyed_client, bob_key) == (9_400, 0, 9_400)
+    assert keyed_client.get("/account/positions", headers=alice_key).json() == []
 
     database = drain_persistence(exchange_url, data_dir)
     try:
         for name, key in ((alice, alice_key), (bob, bob_key)):
             stored = queries.account_balance(database, name)
             assert stored is not None
-            assert (stored.total, stored.reserved, stored.total - stored.reserved) == balance(client, key)
+            assert (stored.total, stored.reserved, stored.total - stored.reserved) == balance(keyed_client, key)
             assert all(not (p.yes or p.no) for p in queries.account_positions(database, name, include_empty=True))
             history = queries.account_balance_history(database, name, before=None, limit=100)
             assert history[0].total == stored.total
-        trades = client.get("/account/trades", headers=alice_key).json()
+        trades = keyed_client.get("/account/trades", headers=alice_key).json()
         assert [(t["market_id"], t["price"], t["qty"], t["side"], t["role"]) for t in trades["items"]] == [
             (market_id, 40, 10, "buy", "maker")
         ]
-        closed = client.get("/account/orders", params={"state": "closed"}, headers=alice_key).json()["items"]
+        closed = keyed_client.get("/account/orders", params={"state": "closed"}, headers=alice_key).json()["items"]
         assert [(o["order_id"], o["status"]) for o in closed[:2]] == [
             (resting["order_id"], "cancelled"),
             (bid["order_id"], "filled"),
@@ -360,28 +337,28 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
         database.dispose()
 
 
-def test_an_odds_market_back_and_lay_then_win(client: TestClient) -> None:
-    market_id = market(client, "odds")
-    _, back_key = account(client, deposit=5_000)
-    _, lay_key = account(client, deposit=5_000)
+def test_an_odds_market_back_and_lay_then_win(keyed_client: TestClient) -> None:
+    market_id = market(keyed_client, "odds")
+    _, back_key = account(keyed_client, deposit=5_000)
+    _, lay_key = account(keyed_client, deposit=5_000)
     back = {"market_id": market_id, "side": "back", "odds": "3.0", "stake": 1_000}
-    assert client.post("/orders", json=back, headers=back_key).json()["status"] == "open"
-    assert balance(client, back_key) == (5_000, 1_000, 4_000)  # a back reserves its stake
-    lay = client.post("/orders", json={**back, "side": "lay"}, headers=lay_key).json()
+    assert keyed_client.post("/orders", json=back, headers=back_key).json()["status"] == "open"
+    assert balance(keyed_client, back_key) == (5_000, 1_000, 4_000)  # a back reserves its stake
+    lay = keyed_client.post("/orders", json={**back, "side": "lay"}, headers=lay_key).json()
     assert lay["status"] == "filled"
-    assert balance(client, lay_key) == (3_000, 0, 3_000)  # a lay puts up stake x (odds - 1)
-    held = client.get("/account/positions", headers=back_key).json()
+    assert balance(keyed_client, lay_key) == (3_000, 0, 3_000)  # a lay puts up stake x (odds - 1)
+    held = keyed_client.get("/account/positions", headers=back_key).json()
     assert [(p["scheme"], p["stake"]) for p in held] == [("odds", 1_000)]
-    client.post(f"/markets/{market_id}/settle", json={"outcome": "win"}, headers=ADMIN)
-    assert balance(client, back_key) == (7_000, 0, 7_000)  # stake x odds
-    assert balance(client, lay_key) == (3_000, 0, 3_000)
+    keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "win"}, headers=ADMIN)
+    assert balance(keyed_client, back_key) == (7_000, 0, 7_000)  # stake x odds
+    assert balance(keyed_client, lay_key) == (3_000, 0, 3_000)
 
 
-def test_pagination_walks_every_open_order_once(client: TestClient) -> None:
-    market_id = market(client, collateral=False)
-    _, key = account(client)
+def test_pagination_walks_every_open_order_once(keyed_client: TestClient) -> None:
+    market_id = market(keyed_client, collateral=False)
+    _, key = account(keyed_client)
     placed = [
-        client.post(
+        keyed_client.post(
             "/orders", json={"market_id": market_id, "side": "buy", "price": 10 + i, "qty": 1}, headers=key
         ).json()["order_id"]
         for i in range(5)
@@ -389,7 +366,7 @@ def test_pagination_walks_every_open_order_once(client: TestClient) -> None:
     seen, cursor = [], None
     while True:
         params: dict[str, Any] = {"limit": 2, **({"before": cursor} if cursor else {})}
-        page = client.get("/account/orders", params=params, headers=key).json()
+        page = keyed_client.get("/account/orders", params=params, headers=key).json()
         seen += [o["order_id"] for o in page["items"]]
         cursor = page["next"]
         if cursor is None:

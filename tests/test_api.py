@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import running_leader, wait_until
+from conftest import ADMIN, fresh, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
@@ -28,43 +27,26 @@ from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
 
-ADMIN = {"Authorization": "Bearer test-admin"}
-_names = itertools.count(1)
 
-
-@pytest.fixture(scope="module")
-def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings(  # open mode: these tests are about orders; tests/test_accounts.py has the keys
-        open_access=True,
-        redis_url=exchange_url,
-        admin_token="test-admin",
-        durability=Durability.EVERYSEC,
-        outcome_timeout=5.0,
-        data_dir=data_dir,
-    )
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def new_market(client: TestClient, scheme: str = "binary", **fields: Any) -> str:
-    market_id = f"m{next(_names)}"
-    response = client.post("/markets", json={"market_id": market_id, "scheme": scheme, **fields}, headers=ADMIN)
+def new_market(open_client: TestClient, scheme: str = "binary", **fields: Any) -> str:
+    market_id = fresh("m")
+    response = open_client.post("/markets", json={"market_id": market_id, "scheme": scheme, **fields}, headers=ADMIN)
     assert response.status_code == 201, response.text
     return market_id
 
 
-def place(client: TestClient, **body: Any) -> Any:
-    return client.post("/orders", json=body)
+def place(open_client: TestClient, **body: Any) -> Any:
+    return open_client.post("/orders", json=body)
 
 
 # --------------------------------------------------------------------------- the original README's walk-through
 
 
-def test_seed_orders_trade_on_the_default_market(client: TestClient) -> None:
-    sell = place(client, side="sell", price=50, qty=10)
+def test_seed_orders_trade_on_the_default_market(open_client: TestClient) -> None:
+    sell = place(open_client, side="sell", price=50, qty=10)
     assert sell.status_code == 201, sell.text
     assert sell.json()["status"] == "open"
-    buy = place(client, side="buy", price=50, qty=10)
+    buy = place(open_client, side="buy", price=50, qty=10)
     assert buy.status_code == 201
     body = buy.json()
     assert (body["status"], body["filled"], body["remaining"]) == ("filled", 10, 0)
@@ -77,187 +59,187 @@ def test_seed_orders_trade_on_the_default_market(client: TestClient) -> None:
             "timestamp": body["fills"][0]["timestamp"],
         }
     ]
-    book = client.get("/orderbook").json()
+    book = open_client.get("/orderbook").json()
     assert (book["bids"], book["asks"]) == ([], [])
     assert book["sequence"] > 0
 
 
-def test_seed_validation_statuses(client: TestClient) -> None:
-    zero_qty = place(client, side="buy", price=50, qty=0)
+def test_seed_validation_statuses(open_client: TestClient) -> None:
+    zero_qty = place(open_client, side="buy", price=50, qty=0)
     assert (zero_qty.status_code, zero_qty.json()["field"]) == (400, "qty")
-    zero_price = place(client, side="buy", price=0, qty=5)
+    zero_price = place(open_client, side="buy", price=0, qty=5)
     assert (zero_price.status_code, zero_price.json()["field"]) == (400, "price")
-    bad_side = place(client, side="up", price=50, qty=5)
+    bad_side = place(open_client, side="up", price=50, qty=5)
     assert (bad_side.status_code, bad_side.json()["field"]) == (422, "side")
 
 
 # --------------------------------------------------------------------------- markets
 
 
-def test_binary_market_orders_book_trades_and_ticker(client: TestClient) -> None:
-    market = new_market(client)
+def test_binary_market_orders_book_trades_and_ticker(open_client: TestClient) -> None:
+    market = new_market(open_client)
     for price, qty in ((40, 5), (42, 3)):
-        assert place(client, market_id=market, side="buy", price=price, qty=qty, account="ann").status_code == 201
-    assert place(client, market_id=market, side="sell", price=45, qty=7, account="ann").status_code == 201
-    taker = place(client, market_id=market, side="sell", price=41, qty=4, account="bob").json()
+        assert place(open_client, market_id=market, side="buy", price=price, qty=qty, account="ann").status_code == 201
+    assert place(open_client, market_id=market, side="sell", price=45, qty=7, account="ann").status_code == 201
+    taker = place(open_client, market_id=market, side="sell", price=41, qty=4, account="bob").json()
     assert [(f["price"], f["qty"]) for f in taker["fills"]] == [(42, 3)]
     assert (taker["status"], taker["remaining"]) == ("partially_filled", 1)  # the rest rests at 41
-    book = client.get(f"/markets/{market}/book", params={"depth": 5}).json()
+    book = open_client.get(f"/markets/{market}/book", params={"depth": 5}).json()
     assert book["bids"] == [{"price": 40, "qty": 5, "orders": 1}]
     assert book["asks"] == [{"price": 41, "qty": 1, "orders": 1}, {"price": 45, "qty": 7, "orders": 1}]
-    trades = client.get(f"/markets/{market}/trades").json()
+    trades = open_client.get(f"/markets/{market}/trades").json()
     assert [(t["price"], t["qty"], t["taker_side"]) for t in trades] == [(42, 3, "sell")]
-    ticker = client.get(f"/markets/{market}/ticker").json()
+    ticker = open_client.get(f"/markets/{market}/ticker").json()
     assert (ticker["best_bid"], ticker["best_ask"], ticker["mid"], ticker["spread"]) == (40, 41, 40.5, 1)
     assert (ticker["last_price"], ticker["last_qty"]) == (42, 3)
-    listed = {m["market_id"]: m for m in client.get("/markets").json()}
+    listed = {m["market_id"]: m for m in open_client.get("/markets").json()}
     assert listed[market]["scheme"] == "binary"
     assert (listed[market]["best_bid"], listed[market]["best_ask"]) == (40, 41)
 
 
-def test_a_market_order_is_ioc_by_default_and_refused_as_gtc(client: TestClient) -> None:
+def test_a_market_order_is_ioc_by_default_and_refused_as_gtc(open_client: TestClient) -> None:
     """The engine's rule: a market order is IOC or FOK. Left out, the time in force is IOC; asked
     for GTC (once silently turned into IOC by the API) it is refused, as the engine refuses it."""
-    market = new_market(client)
-    assert place(client, market_id=market, side="sell", price=40, qty=1, account="ann").status_code == 201
-    taken = place(client, market_id=market, side="buy", qty=3, type="market", account="bob")
+    market = new_market(open_client)
+    assert place(open_client, market_id=market, side="sell", price=40, qty=1, account="ann").status_code == 201
+    taken = place(open_client, market_id=market, side="buy", qty=3, type="market", account="bob")
     assert (taken.status_code, taken.json()["tif"], taken.json()["status"]) == (201, "IOC", "cancelled")
-    gtc = place(client, market_id=market, side="buy", qty=1, type="market", tif="GTC", account="bob")
+    gtc = place(open_client, market_id=market, side="buy", qty=1, type="market", tif="GTC", account="bob")
     assert (gtc.status_code, gtc.json()["field"]) == (400, "tif")
-    assert place(client, market_id=market, side="buy", price=40, qty=1, account="bob").json()["tif"] == "GTC"
+    assert place(open_client, market_id=market, side="buy", price=40, qty=1, account="bob").json()["tif"] == "GTC"
 
 
-def test_a_gtd_expiry_already_past_is_judged_by_the_engine_on_journal_time(client: TestClient) -> None:
+def test_a_gtd_expiry_already_past_is_judged_by_the_engine_on_journal_time(open_client: TestClient) -> None:
     """The API does not read its own clock for an expiry (it could refuse what the engine would
     take): a past one goes to the engine, which refuses it on journal time, naming the field."""
-    market = new_market(client)
-    past = place(client, market_id=market, side="buy", price=20, qty=1, tif="GTD", expires_at=1, account="ann")
+    market = new_market(open_client)
+    past = place(open_client, market_id=market, side="buy", price=20, qty=1, tif="GTD", expires_at=1, account="ann")
     assert past.status_code == 422
     assert (past.json()["reason"], past.json()["field"]) == ("INVALID_EXPIRY", "expires_at")
-    missing = place(client, market_id=market, side="buy", price=20, qty=1, tif="GTD", account="ann")
+    missing = place(open_client, market_id=market, side="buy", price=20, qty=1, tif="GTD", account="ann")
     assert (missing.status_code, missing.json()["field"]) == (400, "expires_at")
 
 
-def test_odds_market_takes_odds_stake_and_back_lay(client: TestClient) -> None:
-    market = new_market(client, "odds")
-    back = place(client, market_id=market, side="back", odds="2.5", stake=10, account="ann")
+def test_odds_market_takes_odds_stake_and_back_lay(open_client: TestClient) -> None:
+    market = new_market(open_client, "odds")
+    back = place(open_client, market_id=market, side="back", odds="2.5", stake=10, account="ann")
     assert back.status_code == 201, back.text
-    lay = place(client, market_id=market, side="lay", odds=2.6, stake=4, account="bob").json()
+    lay = place(open_client, market_id=market, side="lay", odds=2.6, stake=4, account="bob").json()
     assert lay["fills"][0]["price"] == 2.5  # the maker's odds, better for the layer than 2.6
     assert lay["status"] == "filled"
-    off_ladder = place(client, market_id=market, side="back", odds=2.51, stake=1, account="ann")
+    off_ladder = place(open_client, market_id=market, side="back", odds=2.51, stake=1, account="ann")
     assert (off_ladder.status_code, off_ladder.json()["field"]) == (400, "odds")
-    wrong_word = place(client, market_id=market, side="buy", odds=2.5, stake=1, account="ann")
+    wrong_word = place(open_client, market_id=market, side="buy", odds=2.5, stake=1, account="ann")
     assert (wrong_word.status_code, wrong_word.json()["field"]) == (400, "side")
-    book = client.get(f"/markets/{market}/book").json()
+    book = open_client.get(f"/markets/{market}/book").json()
     assert book["asks"] == [{"price": 2.5, "qty": 6, "orders": 1}]
 
 
-def test_market_admin_needs_the_token_and_lifecycle_works(client: TestClient) -> None:
-    refused = client.post("/markets", json={"market_id": "nope", "scheme": "binary"})
+def test_market_admin_needs_the_token_and_lifecycle_works(open_client: TestClient) -> None:
+    refused = open_client.post("/markets", json={"market_id": "nope", "scheme": "binary"})
     assert refused.status_code == 403
-    market = new_market(client)
-    assert client.post(f"/markets/{market}/suspend").status_code == 403
-    assert client.post(f"/markets/{market}/suspend", headers=ADMIN).json()["state"] == "suspended"
-    suspended = place(client, market_id=market, side="buy", price=40, qty=1, account="ann")
+    market = new_market(open_client)
+    assert open_client.post(f"/markets/{market}/suspend").status_code == 403
+    assert open_client.post(f"/markets/{market}/suspend", headers=ADMIN).json()["state"] == "suspended"
+    suspended = place(open_client, market_id=market, side="buy", price=40, qty=1, account="ann")
     assert (suspended.status_code, suspended.json()["field"]) == (409, "market_id")
-    assert client.post(f"/markets/{market}/resume", headers=ADMIN).json()["state"] == "open"
-    resting = place(client, market_id=market, side="buy", price=40, qty=1, account="ann").json()
-    assert client.post(f"/markets/{market}/close", headers=ADMIN).json()["state"] == "closed"
-    assert client.get(f"/orders/{resting['order_id']}").json()["status"] == "cancelled"
-    settled = client.post(f"/markets/{market}/settle", json={"outcome": "yes"}, headers=ADMIN).json()
+    assert open_client.post(f"/markets/{market}/resume", headers=ADMIN).json()["state"] == "open"
+    resting = place(open_client, market_id=market, side="buy", price=40, qty=1, account="ann").json()
+    assert open_client.post(f"/markets/{market}/close", headers=ADMIN).json()["state"] == "closed"
+    assert open_client.get(f"/orders/{resting['order_id']}").json()["status"] == "cancelled"
+    settled = open_client.post(f"/markets/{market}/settle", json={"outcome": "yes"}, headers=ADMIN).json()
     assert (settled["state"], settled["outcome"]) == ("settled", "yes")
-    again = client.post("/markets", json={"market_id": market, "scheme": "binary"}, headers=ADMIN)
+    again = open_client.post("/markets", json={"market_id": market, "scheme": "binary"}, headers=ADMIN)
     assert (again.status_code, again.json()["field"]) == (409, "market_id")
 
 
 # --------------------------------------------------------------------------- managing orders
 
 
-def test_cancel_reduce_and_cancel_all(client: TestClient) -> None:
-    market = new_market(client)
-    first = place(client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
-    second = place(client, market_id=market, side="buy", price=31, qty=10, account="ann").json()
-    reduced = client.patch(f"/orders/{first['order_id']}", json={"reduce_by": 4})
+def test_cancel_reduce_and_cancel_all(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    first = place(open_client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
+    second = place(open_client, market_id=market, side="buy", price=31, qty=10, account="ann").json()
+    reduced = open_client.patch(f"/orders/{first['order_id']}", json={"reduce_by": 4})
     assert (reduced.status_code, reduced.json()["remaining"]) == (200, 6)
-    raise_attempt = client.patch(f"/orders/{first['order_id']}", json={"qty": 20})
+    raise_attempt = open_client.patch(f"/orders/{first['order_id']}", json={"qty": 20})
     assert (raise_attempt.status_code, raise_attempt.json()["field"]) == (400, "qty")
-    cancelled = client.delete(f"/orders/{second['order_id']}")
+    cancelled = open_client.delete(f"/orders/{second['order_id']}")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
-    twice = client.delete(f"/orders/{second['order_id']}")
+    twice = open_client.delete(f"/orders/{second['order_id']}")
     assert twice.status_code == 409
-    third = place(client, market_id=market, side="sell", price=60, qty=1, account="ann").json()
-    everything = client.delete("/orders", params={"market_id": market, "account": "ann"})
+    third = place(open_client, market_id=market, side="sell", price=60, qty=1, account="ann").json()
+    everything = open_client.delete("/orders", params={"market_id": market, "account": "ann"})
     assert everything.status_code == 200
     assert sorted(everything.json()["cancelled"]) == sorted([first["order_id"], third["order_id"]])
-    assert client.get(f"/markets/{market}/book").json()["bids"] == []
+    assert open_client.get(f"/markets/{market}/book").json()["bids"] == []
 
 
-def test_client_order_id_is_idempotent_and_conflicts_are_409(client: TestClient) -> None:
-    market = new_market(client)
+def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestClient) -> None:
+    market = new_market(open_client)
     body = {"market_id": market, "side": "buy", "price": 20, "qty": 2, "account": "ann", "client_order_id": "c-1"}
-    first = place(client, **body)
-    again = place(client, **body)
+    first = place(open_client, **body)
+    again = place(open_client, **body)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["order_id"] == again.json()["order_id"]
-    changed = place(client, **{**body, "qty": 3})
+    changed = place(open_client, **{**body, "qty": 3})
     assert (changed.status_code, changed.json()["field"]) == (409, "client_order_id")
-    assert client.get(f"/markets/{market}/book").json()["bids"] == [{"price": 20, "qty": 2, "orders": 1}]
+    assert open_client.get(f"/markets/{market}/book").json()["bids"] == [{"price": 20, "qty": 2, "orders": 1}]
 
 
-def test_engine_rejections_are_422_with_the_reason(client: TestClient) -> None:
-    market = new_market(client)
-    place(client, market_id=market, side="sell", price=50, qty=5, account="ann")
-    post_only = place(client, market_id=market, side="buy", price=50, qty=1, account="bob", post_only=True)
+def test_engine_rejections_are_422_with_the_reason(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    place(open_client, market_id=market, side="sell", price=50, qty=5, account="ann")
+    post_only = place(open_client, market_id=market, side="buy", price=50, qty=1, account="bob", post_only=True)
     assert post_only.status_code == 422
     assert (post_only.json()["reason"], post_only.json()["code"]) == ("POST_ONLY_WOULD_TAKE", 300)
-    fok = place(client, market_id=market, side="buy", price=50, qty=9, account="bob", tif="FOK")
+    fok = place(open_client, market_id=market, side="buy", price=50, qty=9, account="bob", tif="FOK")
     assert (fok.status_code, fok.json()["reason"]) == (422, "FOK_CANNOT_FILL")
-    assert client.get(f"/orders/{fok.json()['order_id']}").json()["status"] == "rejected"
+    assert open_client.get(f"/orders/{fok.json()['order_id']}").json()["status"] == "rejected"
 
 
-def test_batch_gives_each_order_its_outcome(client: TestClient) -> None:
-    market = new_market(client)
+def test_batch_gives_each_order_its_outcome(open_client: TestClient) -> None:
+    market = new_market(open_client)
     orders = [
         {"market_id": market, "side": "sell", "price": 55, "qty": 2, "account": "ann"},
         {"market_id": market, "side": "buy", "price": 55, "qty": 2, "account": "bob"},
         {"market_id": market, "side": "buy", "price": 0, "qty": 2, "account": "bob"},
         {"market_id": "no-such-market", "side": "buy", "price": 5, "qty": 2, "account": "bob"},
     ]
-    response = client.post("/orders/batch", json={"orders": orders})
+    response = open_client.post("/orders/batch", json={"orders": orders})
     assert response.status_code == 200
     items = response.json()
     assert [item["status"] for item in items] == [201, 201, 400, 404]
     assert items[1]["order"]["status"] == "filled"
     assert items[2]["error"]["field"] == "price"
-    too_many = client.post("/orders/batch", json={"orders": orders * 26})
+    too_many = open_client.post("/orders/batch", json={"orders": orders * 26})
     assert too_many.status_code == 422
 
 
-def test_error_bodies_name_the_field_and_never_500(client: TestClient) -> None:
-    assert client.get("/orders/999999999").status_code == 404
-    assert client.get("/markets/absent").status_code == 404
-    not_json = client.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
+def test_error_bodies_name_the_field_and_never_500(open_client: TestClient) -> None:
+    assert open_client.get("/orders/999999999").status_code == 404
+    assert open_client.get("/markets/absent").status_code == 404
+    not_json = open_client.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
     assert (not_json.status_code, not_json.json()["field"]) == (400, "body")
-    huge = client.post("/orders", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
+    huge = open_client.post("/orders", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
     assert (huge.status_code, huge.json()["field"]) == (413, "body")
-    unknown = place(client, market_id="absent", side="buy", price=5, qty=1)
+    unknown = place(open_client, market_id="absent", side="buy", price=5, qty=1)
     assert (unknown.status_code, unknown.json()["field"]) == (404, "market_id")
-    wrong_type = place(client, side="buy", price="fifty", qty=1)
+    wrong_type = place(open_client, side="buy", price="fifty", qty=1)
     assert (wrong_type.status_code, wrong_type.json()["field"]) == (422, "price")
-    extra = place(client, side="buy", price=5, qty=1, colour="red")
+    extra = place(open_client, side="buy", price=5, qty=1, colour="red")
     assert (extra.status_code, extra.json()["field"]) == (422, "colour")
 
 
-def test_engine_health_ready_and_metrics(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "auth": "open"}
-    wait_until(lambda: client.get("/ready").status_code == 200, message="ready")
-    engine = client.get("/engine").json()
+def test_engine_health_ready_and_metrics(open_client: TestClient) -> None:
+    assert open_client.get("/health").json() == {"status": "ok", "auth": "open"}
+    wait_until(lambda: open_client.get("/ready").status_code == 200, message="ready")
+    engine = open_client.get("/engine").json()
     assert engine["epoch"] >= 1
     assert len(engine["state_hash"]) == 64
     assert engine["inputs"] >= 1
-    assert place(client, side="buy", price=5, qty=1).status_code == 201  # served ahead of FastAPI's routing
-    metrics = client.get("/metrics").text
+    assert place(open_client, side="buy", price=5, qty=1).status_code == 201  # served ahead of FastAPI's routing
+    metrics = open_client.get("/metrics").text
     assert 'matchbox_http_requests_total{method="POST",route="/orders",status="201"}' in metrics
     assert "matchbox_engine_lag_entries" in metrics
 
@@ -266,13 +248,13 @@ def test_engine_health_ready_and_metrics(client: TestClient) -> None:
 
 
 def test_candles_and_stats_come_from_the_analytics_consumer(
-    client: TestClient, exchange_url: str, data_dir: Path
+    open_client: TestClient, exchange_url: str, data_dir: Path
 ) -> None:
-    market = new_market(client)
-    assert place(client, market_id=market, side="sell", price=55, qty=4, account="s").status_code == 201
-    assert place(client, market_id=market, side="sell", price=57, qty=5, account="s").status_code == 201
-    assert place(client, market_id=market, side="buy", price=57, qty=6, account="b").json()["status"] == "filled"
-    assert place(client, market_id=market, side="buy", price=52, qty=3, account="b").status_code == 201
+    market = new_market(open_client)
+    assert place(open_client, market_id=market, side="sell", price=55, qty=4, account="s").status_code == 201
+    assert place(open_client, market_id=market, side="sell", price=57, qty=5, account="s").status_code == 201
+    assert place(open_client, market_id=market, side="buy", price=57, qty=6, account="b").json()["status"] == "filled"
+    assert place(open_client, market_id=market, side="buy", price=52, qty=3, account="b").status_code == 201
     database = open_database(None, data_dir)
     bus = Bus.connect(exchange_url)
     try:
@@ -282,36 +264,36 @@ def test_candles_and_stats_come_from_the_analytics_consumer(
     finally:
         bus.close()
         database.dispose()
-    candles = client.get(f"/markets/{market}/candles", params={"interval": "1h"}).json()
+    candles = open_client.get(f"/markets/{market}/candles", params={"interval": "1h"}).json()
     assert len(candles) == 1  # both trades within the same hour, unless the test straddles one
     (candle,) = candles
     assert (candle["open"], candle["high"], candle["low"], candle["close"]) == (55, 57, 55, 57)
     assert (candle["volume"], candle["trades"]) == (6, 2)
     assert candle["vwap"] == pytest.approx((55 * 4 + 57 * 2) / 6, abs=1e-4)
-    stats = client.get(f"/markets/{market}/stats").json()
+    stats = open_client.get(f"/markets/{market}/stats").json()
     assert (stats["last_price"], stats["last_qty"], stats["volume_24h"], stats["trades_24h"]) == (57, 2, 6, 2)
     assert (stats["best_bid"], stats["best_ask"], stats["spread"], stats["mid"]) == (52, 57, 5, 54.5)
-    metrics = client.get("/metrics").text
+    metrics = open_client.get("/metrics").text
     assert 'matchbox_consumer_pending_entries{group="analytics"} 0.0' in metrics
     assert 'matchbox_consumer_lag_entries{group="analytics"}' in metrics
 
 
-def test_history_errors_name_the_field(client: TestClient) -> None:
-    market = new_market(client)
-    assert client.get("/markets/absent/candles").status_code == 404
-    bad_interval = client.get(f"/markets/{market}/candles", params={"interval": "7m"})
+def test_history_errors_name_the_field(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    assert open_client.get("/markets/absent/candles").status_code == 404
+    bad_interval = open_client.get(f"/markets/{market}/candles", params={"interval": "7m"})
     assert (bad_interval.status_code, bad_interval.json()["field"]) == (422, "interval")
-    backwards = client.get(f"/markets/{market}/candles", params={"from": 2000, "to": 1000})
+    backwards = open_client.get(f"/markets/{market}/candles", params={"from": 2000, "to": 1000})
     assert (backwards.status_code, backwards.json()["field"]) == (400, "to")
-    assert client.get(f"/markets/{market}/stats").json()["volume_24h"] == 0  # not seen by analytics yet
+    assert open_client.get(f"/markets/{market}/stats").json()["volume_24h"] == 0  # not seen by analytics yet
 
 
 # --------------------------------------------------------------------------- WebSocket
 
 
-def test_websocket_plain_feed_trades_book_and_orders(client: TestClient) -> None:
-    market = new_market(client)
-    with client.websocket_connect("/ws") as plain, client.websocket_connect("/ws") as subscriber:
+def test_websocket_plain_feed_trades_book_and_orders(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    with open_client.websocket_connect("/ws") as plain, open_client.websocket_connect("/ws") as subscriber:
         for channel, key, value in (
             ("trades", "market_id", market),
             ("book", "market_id", market),
@@ -322,8 +304,8 @@ def test_websocket_plain_feed_trades_book_and_orders(client: TestClient) -> None
         assert {m.get("op") for m in received} >= {"subscribed"}
         image = next(m for m in received if m.get("type") == "image")
         assert (image["bids"], image["asks"]) == ([], [])
-        place(client, market_id=market, side="sell", price=60, qty=3, account="ann")
-        place(client, market_id=market, side="buy", price=60, qty=2, account="bob")
+        place(open_client, market_id=market, side="sell", price=60, qty=3, account="ann")
+        place(open_client, market_id=market, side="buy", price=60, qty=2, account="bob")
         fill = plain.receive_json()
         assert (fill["price"], fill["qty"], fill["market_id"]) == (60, 2, market)
         messages = [subscriber.receive_json() for _ in range(5)]  # 2 book deltas, a trade, 2 of bob's events
@@ -342,49 +324,49 @@ def test_websocket_plain_feed_trades_book_and_orders(client: TestClient) -> None
         assert (executed["type"], executed["price"], executed["taker_side"]) == ("TradeExecuted", 60, "buy")
 
 
-def test_websocket_speaks_odds_and_back_lay_as_rest_does_live_and_resumed(client: TestClient) -> None:
-    market = new_market(client, "odds")
-    backer, layer = f"backer{next(_names)}", f"layer{next(_names)}"
+def test_websocket_speaks_odds_and_back_lay_as_rest_does_live_and_resumed(open_client: TestClient) -> None:
+    market = new_market(open_client, "odds")
+    backer, layer = fresh("backer"), fresh("layer")
     query = f"subscribe=trades:{market},orders:{backer},orders:{layer}"
-    with client.websocket_connect(f"/ws?subscribe=book:{market}") as probe:
+    with open_client.websocket_connect(f"/ws?subscribe=book:{market}") as probe:
         start = probe.receive_json()["id"]  # the stream as of now: every event below comes after it
-    with client.websocket_connect(f"/ws?{query}") as ws:
-        back = place(client, market_id=market, side="back", odds=2.5, stake=10, account=backer).json()
-        lay = place(client, market_id=market, side="lay", type="market", tif="IOC", stake=4, account=layer).json()
-        refused = place(client, market_id=market, side="lay", odds=2.0, stake=1, tif="FOK", account=layer)
-        cancelled = client.delete(f"/orders/{back['order_id']}", params={"account": backer}).json()
+    with open_client.websocket_connect(f"/ws?{query}") as ws:
+        back = place(open_client, market_id=market, side="back", odds=2.5, stake=10, account=backer).json()
+        lay = place(open_client, market_id=market, side="lay", type="market", tif="IOC", stake=4, account=layer).json()
+        refused = place(open_client, market_id=market, side="lay", odds=2.0, stake=1, tif="FOK", account=layer)
+        cancelled = open_client.delete(f"/orders/{back['order_id']}", params={"account": backer}).json()
         live = [ws.receive_json() for _ in range(8)]
         ws.send_json({"op": "ping"})
         assert ws.receive_json() == {"op": "pong"}  # and nothing else came
     back_accepted, rested, lay_accepted, trade, *executed, rejected, gone = live
-    rest_trade = client.get(f"/markets/{market}/trades").json()[0]
+    rest_trade = open_client.get(f"/markets/{market}/trades").json()[0]
     assert (trade["channel"], trade["price"], trade["taker_side"]) == ("trades", 2.5, "lay")
     assert {key: trade[key] for key in rest_trade} == rest_trade
     assert [(m["type"], m["price"], m["taker_side"]) for m in executed] == [("TradeExecuted", 2.5, "lay")] * 2
-    rest_back = client.get(f"/orders/{back['order_id']}").json()
+    rest_back = open_client.get(f"/orders/{back['order_id']}").json()
     assert (back_accepted["type"], back_accepted["side"], back_accepted["price"]) == ("OrderAccepted", "back", 2.5)
     assert (back_accepted["side"], back_accepted["price"]) == (rest_back["side"], rest_back["price"])
     assert (back_accepted["tif"], back_accepted["kind"]) == (rest_back["tif"], rest_back["type"]) == ("GTC", "limit")
     assert (rested["type"], rested["side"], rested["price"], rested["remaining"]) == ("OrderRested", "back", 2.5, 10)
-    rest_lay = client.get(f"/orders/{lay['order_id']}").json()
+    rest_lay = open_client.get(f"/orders/{lay['order_id']}").json()
     assert (lay_accepted["side"], lay_accepted["tif"], lay_accepted["kind"]) == ("lay", "IOC", "market")
     assert (rest_lay["side"], rest_lay["tif"], rest_lay["type"]) == ("lay", "IOC", "market")
     assert lay_accepted["price"] == 1000  # a market lay's worst price: the top of the odds ladder
     assert rest_lay["fills"][0]["price"] == trade["price"]
     assert (rejected["type"], rejected["reason"]) == ("Rejected", "FOK_CANNOT_FILL")
-    assert client.get(f"/orders/{refused.json()['order_id']}").json()["reject_reason"] == refused.json()["reason"]
+    assert open_client.get(f"/orders/{refused.json()['order_id']}").json()["reject_reason"] == refused.json()["reason"]
     assert refused.json()["reason"] == rejected["reason"]
     assert (gone["type"], gone["reason"], gone["cancelled_qty"]) == ("OrderCancelled", "USER", 6)
     assert gone["reason"] == cancelled["cancel_reason"]
-    with client.websocket_connect(f"/ws?last_id={start}&{query}") as resumed:
+    with open_client.websocket_connect(f"/ws?last_id={start}&{query}") as resumed:
         history = [resumed.receive_json() for _ in range(8)]
         resumed.send_json({"op": "ping"})
         assert resumed.receive_json() == {"op": "pong"}
     assert history == live
 
 
-def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
-    with client.websocket_connect("/ws") as ws:
+def test_websocket_rejects_bad_messages_politely(open_client: TestClient) -> None:
+    with open_client.websocket_connect("/ws") as ws:
         ws.send_text("not json")
         assert ws.receive_json()["op"] == "error"
         ws.send_json({"op": "subscribe", "channel": "candles", "market_id": "x"})
@@ -393,9 +375,9 @@ def test_websocket_rejects_bad_messages_politely(client: TestClient) -> None:
         assert ws.receive_json() == {"op": "pong"}
 
 
-def test_a_second_app_sees_what_the_first_accepted(client: TestClient, exchange_url: str) -> None:
-    market = new_market(client)
-    order = place(client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
+def test_a_second_app_sees_what_the_first_accepted(open_client: TestClient, exchange_url: str) -> None:
+    market = new_market(open_client)
+    order = place(open_client, market_id=market, side="buy", price=33, qty=4, account="ann").json()
     settings = Settings(
         open_access=True, redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC
     )
@@ -462,37 +444,37 @@ def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_a_slow_websocket_client_is_cut_off_not_waited_for() -> None:
-    client = Client()
-    client.queue = asyncio.Queue(3)
+    open_client = Client()
+    open_client.queue = asyncio.Queue(3)
     for i in range(3):
-        client.offer({"i": i})
-    assert not client.overflowed
-    client.offer({"i": 3})
-    assert client.overflowed
-    assert client.queue.get_nowait() is None  # the sender's cue to close with a reason
-    client.offer({"i": 4})  # ignored from now on
-    assert client.queue.empty()
+        open_client.offer({"i": i})
+    assert not open_client.overflowed
+    open_client.offer({"i": 3})
+    assert open_client.overflowed
+    assert open_client.queue.get_nowait() is None  # the sender's cue to close with a reason
+    open_client.offer({"i": 4})  # ignored from now on
+    assert open_client.queue.empty()
 
 
-def test_a_gtd_order_expires_on_time_with_no_other_traffic(client: TestClient) -> None:
-    market = new_market(client)
+def test_a_gtd_order_expires_on_time_with_no_other_traffic(open_client: TestClient) -> None:
+    market = new_market(open_client)
     expires_at = int(time.time() * 1000) + 300
     body = {"market_id": market, "side": "buy", "price": 20, "qty": 1, "tif": "GTD", "expires_at": expires_at}
-    order = place(client, account="ann", **body).json()
+    order = place(open_client, account="ann", **body).json()
     assert order["status"] == "open"
 
     def expired() -> bool:
-        return bool(client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled")
+        return bool(open_client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled")
 
     wait_until(expired, timeout=5, message="the GTD order to expire")
-    assert client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
-    assert client.get(f"/markets/{market}/book").json()["bids"] == []
+    assert open_client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
+    assert open_client.get(f"/markets/{market}/book").json()["bids"] == []
 
 
-def test_cancel_all_with_nothing_to_cancel_answers_at_once(client: TestClient) -> None:
-    market = new_market(client)
+def test_cancel_all_with_nothing_to_cancel_answers_at_once(open_client: TestClient) -> None:
+    market = new_market(open_client)
     started = time.monotonic()
-    response = client.delete("/orders", params={"market_id": market, "account": "nobody"})
+    response = open_client.delete("/orders", params={"market_id": market, "account": "nobody"})
     assert (response.status_code, response.json()["cancelled"]) == (200, [])
     assert time.monotonic() - started < 3.0  # it did not wait out the outcome timeout (5 s here)
 
@@ -505,15 +487,15 @@ def test_a_trade_of_a_market_the_hub_does_not_know_is_sent_in_plain_ticks() -> N
 
 def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() -> None:
     hub = Hub(Projection())
-    client = hub.register()
-    client.skip_through = "1000-7"  # history went up to here; the tail is still behind it
+    open_client = hub.register()
+    open_client.skip_through = "1000-7"  # history went up to here; the tail is still behind it
     trade = TradeExecuted(1, 1, "m", 1, 50, 2, Side.BUY, 1, 2, "ann", "bob", 0, 0)
     for n, stream_id in ((6, "1000-6"), (7, "1000-7"), (8, "1001-8")):
         hub.publish(stream_id, DecodedEvent(n, "1000-0", trade), [])
     sent: list[dict[str, Any]] = []
-    while not client.queue.empty():
-        message = client.queue.get_nowait()
+    while not open_client.queue.empty():
+        message = open_client.queue.get_nowait()
         assert message is not None
         sent.append(message)
     assert [message["n"] for message in sent] == [8]  # 6 and 7 came from history already
-    assert client.skip_through == ""
+    assert open_client.skip_through == ""

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import external_redis_url, wait_until
+from conftest import ADMIN, ADMIN_TOKEN, external_redis_url, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.server import EmbeddedValkey, free_port
@@ -34,8 +34,6 @@ from matchbox.engine.types import OrderAccepted, TradeExecuted
 
 pytestmark = pytest.mark.e2e  # multi-process: API instances, leaders and consumers as processes
 
-ADMIN_TOKEN = "e2e-admin"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STARTUP_TIMEOUT = 30.0
 SEED_FILL_KEYS = {"maker_order_id", "taker_order_id", "price", "qty", "timestamp", "market_id", "id", "n"}
 

@@ -22,6 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 
+from conftest import ADMIN, ADMIN_TOKEN
 from matchbox.api.app import create_app
 from matchbox.bus.accounts import AccountStore
 from matchbox.bus.connection import Bus
@@ -35,8 +36,6 @@ if TYPE_CHECKING:  # schemathesis names the type of an OpenAPI case only for typ
 
 pytestmark = pytest.mark.e2e  # schemathesis: generated requests against a running exchange
 
-ADMIN_TOKEN = "t"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHECKS: list[schemathesis.CheckFunction] = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,

@@ -33,14 +33,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from conftest import wait_until
+from conftest import ADMIN_TOKEN, wait_until
 from matchbox.bus.server import free_port
 
 pytestmark = pytest.mark.e2e  # the browser test: a real system driven by chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard.png"
-ADMIN_TOKEN = "dashboard-admin"
 STARTUP_TIMEOUT_S = 60.0
 UI_TIMEOUT_MS = 15_000
 CANDLES_IN_PICTURE = 8

@@ -14,17 +14,15 @@ Over a real Valkey and a real engine leader (in a thread).
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import wait_until
+from conftest import ADMIN, ADMIN_TOKEN, api_settings, fresh, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.middleware import MAX_BODY
 from matchbox.api.services import Services
@@ -32,42 +30,9 @@ from matchbox.api.tail import RECENT_OUTCOMES
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Durability, Journal, Request
 from matchbox.engine.types import Deposit
-from matchbox.settings import Settings
 
-ADMIN_TOKEN = "test-admin"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JSON = {"content-type": "application/json"}
 CHUNK = 8 * 1024
-_names = itertools.count(1)
-
-
-def settings_for(exchange_url: str, data_dir: Path, **fields: Any) -> Settings:
-    return Settings(
-        redis_url=exchange_url,
-        admin_token=ADMIN_TOKEN,
-        durability=Durability.EVERYSEC,
-        outcome_timeout=3.0,
-        data_dir=data_dir,
-        **fields,
-    )
-
-
-@pytest.fixture(scope="module")
-def keyed(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    """The API with keys, as it runs in production."""
-    with TestClient(create_app(settings_for(exchange_url, data_dir))) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def opened(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    """The API in open mode: requests name their account."""
-    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as client:
-        yield client
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}{next(_names)}"
 
 
 def new_market(client: TestClient, scheme: str = "binary") -> str:
@@ -114,9 +79,9 @@ def post_streamed(client: TestClient, path: str, body: Trickle, headers: dict[st
 
 
 @pytest.mark.parametrize("path", ["/orders", "/orders/batch"])
-def test_a_chunked_body_is_refused_at_the_limit_and_read_no_further(keyed: TestClient, path: str) -> None:
+def test_a_chunked_body_is_refused_at_the_limit_and_read_no_further(keyed_client: TestClient, path: str) -> None:
     body = Trickle(16 * 1024 * 1024)
-    answer = post_streamed(keyed, path, body, new_key(keyed))
+    answer = post_streamed(keyed_client, path, body, new_key(keyed_client))
     assert answer.request.headers["transfer-encoding"] == "chunked"
     assert (answer.status_code, answer.json()["field"]) == (413, "body")
     assert answer.headers["connection"] == "close"  # the server stops taking the rest
@@ -128,26 +93,26 @@ def test_a_chunked_body_is_refused_at_the_limit_and_read_no_further(keyed: TestC
     [("/orders", 401), ("/orders/batch", 401), ("/markets", 403), ("/admin/accounts/ann/deposit", 403)],
 )
 def test_a_request_without_a_key_or_token_is_refused_before_its_body_is_read(
-    keyed: TestClient, path: str, status: int
+    keyed_client: TestClient, path: str, status: int
 ) -> None:
     body = Trickle(16 * 1024 * 1024)
-    answer = post_streamed(keyed, path, body, {})
+    answer = post_streamed(keyed_client, path, body, {})
     assert answer.status_code == status
     assert body.pulled == 0
 
 
-def test_every_operation_that_needs_a_key_or_the_token_refuses_before_validating(keyed: TestClient) -> None:
+def test_every_operation_that_needs_a_key_or_the_token_refuses_before_validating(keyed_client: TestClient) -> None:
     """Every operation with an Authorization header, called without one and with a body and
     parameters that could not validate: a 401 (a key) or a 403 (the admin token), never the
     422 that would describe the schema."""
-    schema = keyed.get("/openapi.json").json()
+    schema = keyed_client.get("/openapi.json").json()
     answers = {}
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             headers = {p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"}
             if "authorization" in headers:
                 url = re.sub(r"\{[^}]+\}", "not-a-number", path) + "?limit=huge&depth=huge&before=huge"
-                answer = keyed.request(method, url, content=b'{"side": 7', headers=JSON)
+                answer = keyed_client.request(method, url, content=b'{"side": 7', headers=JSON)
                 answers[f"{method.upper()} {path}"] = answer.status_code
     assert len(answers) >= 15, answers
     assert answers["POST /markets"] == 403
@@ -155,17 +120,19 @@ def test_every_operation_that_needs_a_key_or_the_token_refuses_before_validating
     assert set(answers.values()) <= {401, 403}, answers
 
 
-def test_with_the_right_credentials_the_body_is_validated_after_all(keyed: TestClient) -> None:
+def test_with_the_right_credentials_the_body_is_validated_after_all(keyed_client: TestClient) -> None:
     bad = {"market_id": "x", "scheme": "roulette"}
-    assert keyed.post("/markets", json=bad, headers=ADMIN).status_code == 422
-    answer = keyed.post("/orders", json={"side": "buy", "price": "fifty", "qty": 1}, headers=new_key(keyed))
+    assert keyed_client.post("/markets", json=bad, headers=ADMIN).status_code == 422
+    answer = keyed_client.post(
+        "/orders", json={"side": "buy", "price": "fifty", "qty": 1}, headers=new_key(keyed_client)
+    )
     assert (answer.status_code, answer.json()["field"]) == (422, "price")
 
 
 # --------------------------------------------------------------------------- the admin token (item 10c)
 
 
-def test_the_admin_token_is_taken_in_one_form_only(keyed: TestClient) -> None:
+def test_the_admin_token_is_taken_in_one_form_only(keyed_client: TestClient) -> None:
     body = {"market_id": fresh("form-"), "scheme": "binary"}
     for authorization in (
         ADMIN_TOKEN.encode(),  # bare
@@ -175,9 +142,9 @@ def test_the_admin_token_is_taken_in_one_form_only(keyed: TestClient) -> None:
         f"Bearer {ADMIN_TOKEN}x".encode(),
         "Bearer t\u00e9st-admin".encode(),  # not ASCII: refused, not a 500
     ):
-        refused = keyed.post("/markets", json=body, headers={b"Authorization": authorization})
+        refused = keyed_client.post("/markets", json=body, headers={b"Authorization": authorization})
         assert (refused.status_code, refused.json()["field"]) == (403, "authorization"), authorization
-    assert keyed.post("/markets", json=body, headers=ADMIN).status_code == 201
+    assert keyed_client.post("/markets", json=body, headers=ADMIN).status_code == 201
 
 
 # --------------------------------------------------------------------------- numbers (item 5)
@@ -203,9 +170,11 @@ HOSTILE_JSON = [
 HOSTILE_TEXT = ["1e400000", "1" + "0" * 5000, "9223372036854775808", "NaN", "Infinity", "-1e999999999", "0x10"]
 
 
-def test_every_numeric_field_of_a_body_refuses_hostile_numbers_by_name(opened: TestClient) -> None:
-    binary, odds = new_market(opened), new_market(opened, "odds")
-    resting = opened.post("/orders", json={"market_id": binary, "side": "buy", "price": 5, "qty": 9, "account": "ann"})
+def test_every_numeric_field_of_a_body_refuses_hostile_numbers_by_name(open_client: TestClient) -> None:
+    binary, odds = new_market(open_client), new_market(open_client, "odds")
+    resting = open_client.post(
+        "/orders", json={"market_id": binary, "side": "buy", "price": 5, "qty": 9, "account": "ann"}
+    )
     assert resting.status_code == 201, resting.text
     order = f"/orders/{resting.json()['order_id']}"
     limit = f'{{"market_id": "{binary}", "side": "buy", "account": "ann", '
@@ -227,27 +196,27 @@ def test_every_numeric_field_of_a_body_refuses_hostile_numbers_by_name(opened: T
     for method, path, template, field, headers in cases:
         for number in HOSTILE_JSON:
             body = template.replace("X", number).encode()
-            answer = opened.request(method, path, content=body, headers={**JSON, **headers})
+            answer = open_client.request(method, path, content=body, headers={**JSON, **headers})
             named = answer.json().get("field") if answer.status_code < 500 else None
             if answer.status_code not in (400, 422) or named != field:
                 wrong.append((method, path, field, number[:24], answer.status_code, answer.text[:120]))
     assert wrong == []
 
 
-def test_hostile_odds_are_refused_by_the_model_before_any_arithmetic(opened: TestClient) -> None:
+def test_hostile_odds_are_refused_by_the_model_before_any_arithmetic(open_client: TestClient) -> None:
     """422 is the request model's refusal (digits and length, counted before any arithmetic);
     the ladder's own refusal, after arithmetic, would be a 400."""
-    market = new_market(opened, "odds")
+    market = new_market(open_client, "odds")
     for odds in ('"1e400000"', '"1e999999999"', '"0.' + "1" * 60_000 + '"', "2." + "1" * 60_000):
         body = f'{{"market_id": "{market}", "side": "back", "odds": {odds}, "stake": 1, "account": "ann"}}'
-        answer = opened.post("/orders", content=body.encode(), headers=JSON)
+        answer = open_client.post("/orders", content=body.encode(), headers=JSON)
         assert (answer.status_code, answer.json()["field"]) == (422, "odds"), odds[:20]
     on_ladder = {"market_id": market, "side": "back", "odds": "2.50", "stake": 1, "account": "ann"}
-    assert opened.post("/orders", json=on_ladder).status_code == 201
+    assert open_client.post("/orders", json=on_ladder).status_code == 201
 
 
-def test_every_number_in_a_query_or_path_refuses_hostile_numbers_by_name(opened: TestClient) -> None:
-    market = new_market(opened)
+def test_every_number_in_a_query_or_path_refuses_hostile_numbers_by_name(open_client: TestClient) -> None:
+    market = new_market(open_client)
     cases = [  # (path with X for the number, the field)
         (f"/markets/{market}/book?depth=X", "depth"),
         (f"/markets/{market}/trades?limit=X", "limit"),
@@ -262,19 +231,19 @@ def test_every_number_in_a_query_or_path_refuses_hostile_numbers_by_name(opened:
     wrong = []
     for template, field in cases:
         for number in HOSTILE_TEXT:
-            answer = opened.get(template.replace("X", number))
+            answer = open_client.get(template.replace("X", number))
             named = answer.json().get("field") if answer.status_code < 500 else None
             if answer.status_code not in (400, 422) or named != field:
                 wrong.append((template, number[:24], answer.status_code, answer.text[:120]))
     assert wrong == []
 
 
-def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(opened: TestClient) -> None:
+def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(open_client: TestClient) -> None:
     """Engine time is ns in 64 bits: an expiry in ms beyond it once reached the journal as a
     command the engine could not decode (a MALFORMED_COMMAND for the client, a poison entry)."""
-    market = new_market(opened)
+    market = new_market(open_client)
     order = {"market_id": market, "side": "buy", "price": 5, "qty": 1, "tif": "GTD", "account": "ann"}
-    answer = opened.post("/orders", json={**order, "expires_at": 10**16})
+    answer = open_client.post("/orders", json={**order, "expires_at": 10**16})
     assert (answer.status_code, answer.json()["field"]) == (422, "expires_at")
     assert "reason" not in answer.json()  # refused at the edge, not by the engine
 
@@ -286,7 +255,7 @@ def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(open
 def forgetful(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
     """Open mode, with a projection that keeps one finished order (the tail's window of recent
     outcomes stays as it is: the test pushes entries through it)."""
-    with TestClient(create_app(settings_for(exchange_url, data_dir, open_access=True))) as client:
+    with TestClient(create_app(api_settings(exchange_url, data_dir, open_access=True))) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         services.projection.keep_finished = 1
         yield client

@@ -5,17 +5,13 @@ API answers a 4xx naming the field, and journals nothing (over a real Valkey and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import Driver
-from matchbox.api.app import create_app
+from conftest import ADMIN, Driver
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability
 from matchbox.engine.ids import MAX_ID_LENGTH, valid_account, valid_market_id
 from matchbox.engine.types import (
     CancelAll,
@@ -40,7 +36,6 @@ from matchbox.engine.types import (
     TradeExecuted,
     Withdraw,
 )
-from matchbox.settings import Settings
 
 # What each rule refuses: a NUL byte (PostgreSQL refuses it in text), control characters, a
 # final newline (which Python's "$" alone would let through), spaces, non-ASCII, a lone
@@ -166,17 +161,6 @@ def test_a_market_id_with_a_colon_trades() -> None:
 
 # --------------------------------------------------------------------------- the API
 
-ADMIN = {"Authorization": "Bearer test-admin"}
-
-
-@pytest.fixture(scope="module")
-def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC, data_dir=data_dir
-    )
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 def journal_length(exchange_url: str) -> int:
     bus = Bus.connect(exchange_url)
@@ -202,17 +186,17 @@ def journal_length(exchange_url: str) -> int:
     ],
 )
 def test_the_api_answers_a_malformed_id_with_a_4xx_naming_it_and_journals_nothing(
-    client: TestClient, exchange_url: str, method: str, path: str, body: dict[str, Any] | None, field: str
+    keyed_client: TestClient, exchange_url: str, method: str, path: str, body: dict[str, Any] | None, field: str
 ) -> None:
     before = journal_length(exchange_url)
     content = None if body is None else json.dumps(body)
-    answer = client.request(method, path, content=content, headers={**ADMIN, "Content-Type": "application/json"})
+    answer = keyed_client.request(method, path, content=content, headers={**ADMIN, "Content-Type": "application/json"})
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()["field"] == field
     assert journal_length(exchange_url) == before
 
 
-def test_a_market_id_with_a_colon_is_created_through_the_api(client: TestClient) -> None:
-    made = client.post("/markets", json={"market_id": "derby:home", "scheme": "binary"}, headers=ADMIN)
+def test_a_market_id_with_a_colon_is_created_through_the_api(keyed_client: TestClient) -> None:
+    made = keyed_client.post("/markets", json={"market_id": "derby:home", "scheme": "binary"}, headers=ADMIN)
     assert made.status_code == 201, made.text
-    assert client.get("/markets/derby:home").json()["market_id"] == "derby:home"
+    assert keyed_client.get("/markets/derby:home").json()["market_id"] == "derby:home"

@@ -7,11 +7,9 @@ a bounded stretch; a fill never names the other side. Over a real Valkey and a r
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import running_leader, wait_until
+from conftest import ADMIN, api_settings, fresh, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.hub import DROPPED, Hub
 from matchbox.api.projection import Projection
@@ -41,7 +39,6 @@ from matchbox.engine.types import (
 )
 from matchbox.settings import Settings
 
-ADMIN = {"Authorization": "Bearer test-admin"}
 FILL_KEYS = {"channel", "id", "n", "type", "seq", "ts", "market_id", "trade_id", "price", "qty", "taker_side"} | {
     "role",
     "account",
@@ -49,48 +46,30 @@ FILL_KEYS = {"channel", "id", "n", "type", "seq", "ts", "market_id", "trade_id",
     "side",
     "remaining",
 }
-_names = itertools.count(1)
 
 
-def settings_for(url: str, data_dir: Path, **fields: Any) -> Settings:
-    base: dict[str, Any] = {
-        "open_access": True,
-        "redis_url": url,
-        "admin_token": "test-admin",
-        "durability": "everysec",
-        "outcome_timeout": 5.0,
-        "data_dir": data_dir,
-    }
-    return Settings(**{**base, **fields})
+def open_settings(redis_url: str, data_dir: Path, **fields: Any) -> Settings:
+    """:func:`~conftest.api_settings` in open mode, as most of these tests run."""
+    return api_settings(redis_url, data_dir, **{"open_access": True, **fields})
 
 
-@pytest.fixture(scope="module")
-def client(exchange_url: str, data_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(exchange_url, data_dir))) as test_client:
-        yield test_client
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}{next(_names)}"
-
-
-def new_market(client: TestClient) -> str:
+def new_market(open_client: TestClient) -> str:
     market_id = fresh("ws")
-    made = client.post("/markets", json={"market_id": market_id, "scheme": "binary"}, headers=ADMIN)
+    made = open_client.post("/markets", json={"market_id": market_id, "scheme": "binary"}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return market_id
 
 
-def place(client: TestClient, **body: Any) -> dict[str, Any]:
-    placed = client.post("/orders", json=body)
+def place(open_client: TestClient, **body: Any) -> dict[str, Any]:
+    placed = open_client.post("/orders", json=body)
     assert placed.status_code == 201, placed.text
     order: dict[str, Any] = placed.json()
     return order
 
 
-def stream_position(client: TestClient) -> str:
+def stream_position(open_client: TestClient) -> str:
     """The id of the last event this instance has read: a resume point that is surely in the stream."""
-    position: str = client.get("/engine").json()["tail_position"]
+    position: str = open_client.get("/engine").json()["tail_position"]
     return position
 
 
@@ -104,14 +83,14 @@ def closed_with(ws: WebSocketTestSession) -> WebSocketDisconnect:
 
 
 @pytest.mark.parametrize("last_id", ["abc", "1-1", "99999999999999999999999-0", "-1"])
-def test_a_bad_last_id_is_refused_and_the_instance_keeps_trading(client: TestClient, last_id: str) -> None:
-    market = new_market(client)
-    with client.websocket_connect(f"/ws?last_id={last_id}") as ws:  # and kept open, as the attacker does
-        place(client, market_id=market, side="sell", price=40, qty=2, account="ann")
-        trade = place(client, market_id=market, side="buy", price=40, qty=2, account="bob")
+def test_a_bad_last_id_is_refused_and_the_instance_keeps_trading(open_client: TestClient, last_id: str) -> None:
+    market = new_market(open_client)
+    with open_client.websocket_connect(f"/ws?last_id={last_id}") as ws:  # and kept open, as the attacker does
+        place(open_client, market_id=market, side="sell", price=40, qty=2, account="ann")
+        trade = place(open_client, market_id=market, side="buy", price=40, qty=2, account="bob")
         assert trade["status"] == "filled"
-        after = place(client, market_id=market, side="buy", price=30, qty=1, account="bob")  # not a 202 pending
-        assert client.get(f"/orders/{after['order_id']}").json()["status"] == "open"
+        after = place(open_client, market_id=market, side="buy", price=30, qty=1, account="bob")  # not a 202 pending
+        assert open_client.get(f"/orders/{after['order_id']}").json()["status"] == "open"
         refusal = ws.receive_json()
         assert (refusal["op"], refusal["field"]) == ("error", "last_id")
         assert closed_with(ws).code == 1008
@@ -166,7 +145,7 @@ def test_the_tail_reads_on_past_a_failing_listener(redis_url: str) -> None:
 def test_ready_is_503_while_the_tail_is_stopped_and_the_tail_restarts(redis_url: str, tmp_path: Path) -> None:
     with ExitStack() as stack:
         stack.enter_context(running_leader(redis_url))
-        api = stack.enter_context(TestClient(create_app(settings_for(redis_url, tmp_path))))
+        api = stack.enter_context(TestClient(create_app(open_settings(redis_url, tmp_path))))
         wait_until(lambda: api.get("/ready").status_code == 200, message="ready")
         bus = Bus.connect(redis_url)
         stack.callback(bus.close)
@@ -197,7 +176,7 @@ def test_a_tail_behind_the_committed_events_for_seconds_is_not_ready(redis_url: 
 
 
 def test_a_resume_reaches_back_a_bounded_number_of_events(exchange_url: str, data_dir: Path) -> None:
-    with TestClient(create_app(settings_for(exchange_url, data_dir, ws_resume_events=3))) as api:
+    with TestClient(create_app(open_settings(exchange_url, data_dir, ws_resume_events=3))) as api:
         market = new_market(api)
         old = stream_position(api)
         for price in (10, 11):  # two resting orders: four events
@@ -215,8 +194,8 @@ def test_a_resume_reaches_back_a_bounded_number_of_events(exchange_url: str, dat
             assert ws.receive_json()["channel"] == "trades"
 
 
-def test_big_nested_and_binary_messages_are_answered_and_the_connection_serves_on(client: TestClient) -> None:
-    with client.websocket_connect("/ws") as ws:
+def test_big_nested_and_binary_messages_are_answered_and_the_connection_serves_on(open_client: TestClient) -> None:
+    with open_client.websocket_connect("/ws") as ws:
         ws.send_text('{"op":"ping","pad":"' + "x" * MAX_FRAME_BYTES + '"}')
         assert ws.receive_json() == {"op": "error", "error": "a message is 4096 bytes at most", "field": "message"}
         ws.send_text("[" * 2000 + "]" * 2000)  # under the size bound, deeper than the decoder recurses
@@ -228,15 +207,15 @@ def test_big_nested_and_binary_messages_are_answered_and_the_connection_serves_o
 # --------------------------------------------------------------------------- item 6: keys and limits
 
 
-def new_account(client: TestClient) -> tuple[str, str]:
-    made = client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+def new_account(open_client: TestClient) -> tuple[str, str]:
+    made = open_client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return made.json()["account"], made.json()["api_key"]
 
 
 @pytest.mark.timeout(30)  # the old feed never closed the connection: the receive below waited forever
 def test_a_revoked_key_closes_its_websocket(exchange_url: str, data_dir: Path) -> None:
-    keys_mode = settings_for(exchange_url, data_dir, open_access=False, key_cache_seconds=0.5)
+    keys_mode = open_settings(exchange_url, data_dir, open_access=False, key_cache_seconds=0.5)
     with TestClient(create_app(keys_mode)) as api, TestClient(create_app(keys_mode)) as other:
         name, key = new_account(api)
         with api.websocket_connect("/ws") as ws:
@@ -251,7 +230,7 @@ def test_a_revoked_key_closes_its_websocket(exchange_url: str, data_dir: Path) -
 
 
 def test_websocket_messages_spend_the_rate_limit(exchange_url: str, data_dir: Path) -> None:
-    limited = settings_for(exchange_url, data_dir, open_access=False, rate_limit=0.01, rate_burst=3)
+    limited = open_settings(exchange_url, data_dir, open_access=False, rate_limit=0.01, rate_burst=3)
     with TestClient(create_app(limited)) as api:
         _, key = new_account(api)
         with api.websocket_connect("/ws") as ws:
@@ -278,19 +257,19 @@ def test_websocket_messages_spend_the_rate_limit(exchange_url: str, data_dir: Pa
 # --------------------------------------------------------------------------- item 8: no counterparty
 
 
-def test_a_fill_names_its_own_side_only_live_resumed_and_in_rest(client: TestClient) -> None:
-    market = new_market(client)
+def test_a_fill_names_its_own_side_only_live_resumed_and_in_rest(open_client: TestClient) -> None:
+    market = new_market(open_client)
     maker, taker = fresh("ann"), fresh("bob")
-    start = stream_position(client)
+    start = stream_position(open_client)
     with (
-        client.websocket_connect(f"/ws?subscribe=orders:{maker}") as maker_ws,
-        client.websocket_connect(f"/ws?subscribe=orders:{taker}") as taker_ws,
+        open_client.websocket_connect(f"/ws?subscribe=orders:{maker}") as maker_ws,
+        open_client.websocket_connect(f"/ws?subscribe=orders:{taker}") as taker_ws,
     ):
-        sell = place(client, market_id=market, side="sell", price=60, qty=3, account=maker)
-        buy = place(client, market_id=market, side="buy", price=60, qty=2, account=taker)
+        sell = place(open_client, market_id=market, side="sell", price=60, qty=3, account=maker)
+        buy = place(open_client, market_id=market, side="buy", price=60, qty=2, account=taker)
         live_maker = next_fill(maker_ws)
         live_taker = next_fill(taker_ws)
-    with client.websocket_connect(f"/ws?last_id={start}&subscribe=orders:{maker}") as resumed:
+    with open_client.websocket_connect(f"/ws?last_id={start}&subscribe=orders:{maker}") as resumed:
         assert next_fill(resumed) == live_maker
     assert {key: live_maker[key] for key in ("role", "account", "order_id", "side", "remaining")} == {
         "role": "maker",
@@ -304,8 +283,8 @@ def test_a_fill_names_its_own_side_only_live_resumed_and_in_rest(client: TestCli
     for own, other in ((live_maker, taker), (live_taker, maker)):
         assert set(own) == FILL_KEYS  # no maker_account, taker_account, maker_order_id, …
         assert other not in json.dumps(own)
-    assert taker not in client.get(f"/orders/{sell['order_id']}").text
-    assert maker not in client.get(f"/orders/{buy['order_id']}").text
+    assert taker not in open_client.get(f"/orders/{sell['order_id']}").text
+    assert maker not in open_client.get(f"/orders/{buy['order_id']}").text
 
 
 def next_fill(ws: WebSocketTestSession) -> dict[str, Any]:
