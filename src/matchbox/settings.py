@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Where the embedded Valkey and SQLite keep their files.")
     shard: int = Field(default=0, ge=0)
     durability: Durability = Field(
-        default=Durability.ALWAYS, description="always: acknowledged once fsynced; everysec: up to ~1 s can be lost."
+        default=Durability.ALWAYS,
+        description=(
+            "replicated: acknowledged once fsynced and held by a replica; always: once fsynced; "
+            "everysec: up to ~1 s can be lost."
+        ),
     )
     lock_ttl_ms: int = Field(default=3000, ge=200, description="The engine leader lock's TTL.")
     batch: int = Field(default=2000, ge=1, description="Input entries per engine commit, at most.")

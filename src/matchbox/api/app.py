@@ -23,7 +23,7 @@ from matchbox.api.errors import ApiError, install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
-from matchbox.bus.journal import aof_problem
+from matchbox.bus.journal import durability_problem
 from matchbox.bus.outage import Backoff
 from matchbox.engine.types import (
     CreateMarket,
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
                 "authentication is OFF (--open / MATCHBOX_OPEN): anyone can trade as any account; local demos only"
             )
         with contextlib.suppress(redis.RedisError):  # Redis may come later: /ready says it then too
-            problem = aof_problem(settings.durability, await services.bus.aof_enabled())
+            problem = durability_problem(settings.durability, await services.bus.persistence())
             if problem:
                 log.error(problem)
         tail = asyncio.create_task(services.tail.run(), name="event-tail")

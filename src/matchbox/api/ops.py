@@ -17,7 +17,7 @@ from matchbox.api.models import (
     EngineOut,
 )
 from matchbox.api.services import Services, services_of
-from matchbox.bus.journal import aof_problem
+from matchbox.bus.journal import durability_problem
 from matchbox.consumers.runner import GroupLag, group_lag
 
 router = APIRouter(tags=["operations"])
@@ -51,7 +51,7 @@ async def _alarm(services: Services) -> str | None:
 
 
 async def _durability(services: Services) -> str | None:
-    return aof_problem(services.bus.durability, await services.bus.aof_enabled())
+    return durability_problem(services.bus.durability, await services.bus.persistence())
 
 
 async def _certified(services: Services) -> str | None:

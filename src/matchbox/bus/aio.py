@@ -106,8 +106,8 @@ class AsyncBus:
     async def offset(self) -> Offset | None:
         return await self.run(offset_call(self.keys))
 
-    async def aof_enabled(self) -> bool:
-        return await self.run(calls.aof_enabled())
+    async def persistence(self) -> calls.Persistence:
+        return await self.run(calls.persistence())
 
     async def alarm(self) -> str | None:
         return await self.run(calls.alarm(self.keys))

@@ -157,8 +157,34 @@ def _last_generated_id(replies: list[Any]) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def aof_enabled() -> Call[bool]:
-    return command("INFO", "persistence", read=lambda info: bool(int(info.get("aof_enabled", 0))))
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """What the server can confirm of a write: an AOF fsync (WAITAOF), a replica's copy (WAIT)."""
+
+    aof_enabled: bool
+    replicas: int  # replicas connected to it now
+
+
+def persistence() -> Call[Persistence]:
+    return Call(
+        (("INFO", "persistence"), ("INFO", "replication")),
+        lambda replies: Persistence(
+            aof_enabled=bool(int(raised(replies[0]).get("aof_enabled", 0))),
+            replicas=int(raised(replies[1]).get("connected_slaves", 0)),
+        ),
+    )
+
+
+def replicated(keys: Keys, entry_id: str, timeout_ms: int) -> Call[int]:
+    """How many replicas hold the journal up to ``entry_id`` (and everything this connection
+    wrote): WAIT counts the replicas that acknowledged this connection's last write, so a write
+    comes first, the leader's note of the entry in ``leader:info``, after the entry."""
+    return Call((("HSET", keys.leader_info, "replicated", entry_id), ("WAIT", 1, timeout_ms)), _waited)
+
+
+def _waited(replies: list[Any]) -> int:
+    raised(replies[0])
+    return int(raised(replies[1]))
 
 
 def alarm(keys: Keys) -> Call[str | None]:

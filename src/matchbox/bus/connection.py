@@ -71,8 +71,8 @@ class Bus:
     def last(self, stream: str) -> Entry | None:
         return self.run(calls.newest(stream))
 
-    def aof_enabled(self) -> bool:
-        return self.run(calls.aof_enabled())
+    def persistence(self) -> calls.Persistence:
+        return self.run(calls.persistence())
 
     def last_generated_id(self, stream: str) -> str:
         return self.run(calls.last_generated_id(stream))

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import redis
 
 from matchbox.bus import calls
-from matchbox.bus.calls import Call
+from matchbox.bus.calls import Call, Persistence
 from matchbox.bus.codec import encode_command
 from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
@@ -36,17 +36,26 @@ WAITAOF_TIMEOUT_MS = 5000
 
 
 class Durability(StrEnum):
+    """What an acknowledgement promises (the README's "Durability" says which failure each survives)."""
+
+    REPLICATED = "replicated"  # fsynced in the AOF, and held by at least one replica (WAITAOF, then WAIT)
     ALWAYS = "always"  # acknowledged only once fsynced in the AOF
     EVERYSEC = "everysec"  # acknowledged once appended; fsynced within about a second
 
 
-def aof_problem(durability: Durability, aof_enabled: bool) -> str | None:
-    """What is wrong, in one line with its two fixes, if the server cannot give ``durability``."""
-    if durability is Durability.ALWAYS and not aof_enabled:
+def durability_problem(durability: Durability, server: Persistence) -> str | None:
+    """What is wrong, in one line with its two fixes, if ``server`` cannot give ``durability``."""
+    if durability is not Durability.EVERYSEC and not server.aof_enabled:
         return (
-            "Redis has appendonly off, so durability 'always' cannot confirm an fsync (WAITAOF) and every "
-            "order would fail: turn it on (CONFIG SET appendonly yes, and appendonly yes in its config "
+            f"Redis has appendonly off, so durability '{durability}' cannot confirm an fsync (WAITAOF) and "
+            "every order would fail: turn it on (CONFIG SET appendonly yes, and appendonly yes in its config "
             "file) or choose MATCHBOX_DURABILITY=everysec"
+        )
+    if durability is Durability.REPLICATED and server.replicas < 1:
+        return (
+            "durability 'replicated' waits for a replica to hold every order (WAIT 1), but this Redis has no "
+            "replica connected, so every order would fail: attach one (REPLICAOF on another server, or a "
+            "Valkey Cluster with replicas) or choose MATCHBOX_DURABILITY=always"
         )
     return None
 
@@ -56,9 +65,9 @@ class DurabilityError(RuntimeError):
 
 
 def aof_refusal(exc: redis.ResponseError, durability: Durability) -> Exception:
-    """WAITAOF's refusal on a server with the AOF off, as the :func:`aof_problem` it is; else ``exc``."""
+    """WAITAOF's refusal on a server with the AOF off, as the :func:`durability_problem` it is; else ``exc``."""
     if "appendonly is disabled" in str(exc):
-        return DurabilityError(aof_problem(durability, aof_enabled=False))
+        return DurabilityError(durability_problem(durability, Persistence(aof_enabled=False, replicas=0)))
     return exc
 
 
@@ -103,10 +112,13 @@ def submit_call(
     if durability is Durability.EVERYSEC:
         return call
     submit = call.read
+    waits: tuple[calls.Command, ...] = (("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS),)
+    if durability is Durability.REPLICATED:
+        waits += (("WAIT", 1, WAITAOF_TIMEOUT_MS),)
     return replace(
         call,
-        commands=(*call.commands, ("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)),
-        read=lambda replies: durable_submissions(submit(replies[:1]), replies[1], durability),
+        commands=(*call.commands, *waits),
+        read=lambda replies: durable_submissions(submit(replies[:1]), replies[1:], durability),
     )
 
 
@@ -121,16 +133,27 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def durable_submissions(submissions: list[Submission], waited: Any, durability: Durability) -> list[Submission]:
-    """``submissions``, once ``WAITAOF`` answered ``waited``: raises if a new command was appended but
-    the server did not confirm the fsync (or cannot: its AOF is off)."""
-    if isinstance(waited, redis.ResponseError):
-        raise aof_refusal(waited, durability)
-    fsynced_locally, _replicas = waited
-    if int(fsynced_locally) < 1 and any(s.status == "new" for s in submissions):
+def durable_submissions(
+    submissions: list[Submission], waited: Sequence[Any], durability: Durability
+) -> list[Submission]:
+    """``submissions``, once ``WAITAOF`` (and in ``replicated`` durability ``WAIT``) answered
+    ``waited``: raises if a new command was appended but the server did not confirm the fsync (or
+    cannot: its AOF is off), or no replica confirmed holding it."""
+    for reply in waited:
+        if isinstance(reply, redis.ResponseError):
+            raise aof_refusal(reply, durability)
+    if not any(s.status == "new" for s in submissions):
+        return submissions  # repeats of earlier commands: what made them durable was waited for then
+    fsynced_locally, _replicas = waited[0]
+    if int(fsynced_locally) < 1:
         raise DurabilityError(
             f"the server did not confirm the AOF fsync within {WAITAOF_TIMEOUT_MS} ms: is appendonly on? "
             "(CONFIG SET appendonly yes)"
+        )
+    if durability is Durability.REPLICATED and int(waited[1]) < 1:
+        raise DurabilityError(
+            f"no replica confirmed holding the command within {WAITAOF_TIMEOUT_MS} ms: is one attached and "
+            "caught up? (INFO replication on the master)"
         )
     return submissions
 

@@ -65,10 +65,13 @@ def port_in_use(port: int) -> bool:
 class EmbeddedValkey:
     """One private Valkey process. ``with EmbeddedValkey(data_dir) as server: server.url``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, fsync: Fsync = "always") -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, fsync: Fsync = "always", replica_of: int | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.fsync: Fsync = fsync
+        self.replica_of = replica_of  # the port of a local master this server replicates
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,9 +99,12 @@ class EmbeddedValkey:
             "--appendonly", "yes",
             "--appendfsync", self.fsync,
             "--save", "",
+            "--repl-diskless-sync-delay", "0",  # a replica (tests, a local pair) syncs at once
             "--daemonize", "no",
             "--logfile", str(self.logfile.resolve()),
         ]  # fmt: skip
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self._wait_ready(timeout)
         log.info("valkey started", extra={"port": self.port, "data_dir": str(self.data_dir), "fsync": self.fsync})

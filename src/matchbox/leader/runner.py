@@ -32,6 +32,7 @@ from pathlib import Path
 
 import redis
 
+from matchbox.bus import calls
 from matchbox.bus.codec import encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
@@ -45,7 +46,7 @@ from matchbox.bus.commit import (
     store_snapshot,
 )
 from matchbox.bus.connection import Bus, Entry
-from matchbox.bus.journal import Durability, aof_problem
+from matchbox.bus.journal import WAITAOF_TIMEOUT_MS, Durability, durability_problem
 from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.bus.rollback import Witness, certify, check_witness, witness_of
 from matchbox.engine import Engine
@@ -97,6 +98,7 @@ class LeaderStats:
     events: int = 0
     replayed: int = 0
     recovery_seconds: float = 0.0  # the last term's, from winning the lock to leading
+    replica_waits: int = 0  # replicated durability: times it waited for a replica before matching
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest ones
 
 
@@ -164,7 +166,8 @@ class EngineLeader:
         client, keys, config = self.bus.client, self.bus.keys, self.config
         with kept(self.lease):  # the witnesses' database, and a large book, take longer than the lock lives
             self.epoch = epoch = int(client.incr(keys.epoch))
-            problem = aof_problem(config.durability, self.bus.aof_enabled())
+            self._held_by_a_replica("the new epoch", "")
+            problem = durability_problem(config.durability, self.bus.persistence())
             if problem:  # said at every term: a term starts at start and after every reconnect
                 log.error(problem)
             offset = read_offset(self.bus) or Offset()
@@ -219,6 +222,7 @@ class EngineLeader:
                             committer.put(Batch(follows=offset.id, offset=offset))
                         self._tick_clock(engine)
                         continue
+                self._held_by_a_replica("the input", entries[-1][0].decode())
                 if not self.lease.held:
                     raise LeadershipLost("the lease ran out before the batch could be committed")
                 batch = self._apply_batch(engine, offset, entries, epoch)
@@ -238,6 +242,18 @@ class EngineLeader:
             committer.flush()  # a clean stop: everything applied is committed before the lock goes
         finally:
             committer.close()
+
+    def _held_by_a_replica(self, what: str, entry_id: str) -> None:
+        """In ``replicated`` durability, go on only once a replica holds ``what``: the epoch (so a
+        promoted replica never hands it out again) and every input before it is matched (so a
+        promoted replica's leader regenerates every event anyone saw, identically). No replica
+        within a third of the TTL: step down, as a leader that cannot keep its promise."""
+        if self.config.durability is not Durability.REPLICATED:
+            return
+        self.stats.replica_waits += 1
+        timeout_ms = max(1, min(WAITAOF_TIMEOUT_MS, self.config.lock_ttl_ms // 3))
+        if self.bus.run(calls.replicated(self.bus.keys, entry_id, timeout_ms)) < 1:
+            raise LeadershipLost(f"no replica confirmed holding {what} within {timeout_ms} ms")
 
     def _tick_clock(self, engine: Engine) -> None:
         """When the journal is idle and a timer is due (a GTD order's expiry or a dead-man
