@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from hypothesis import settings
 
 from matchbox.api.app import create_app
+from matchbox.bus.commit import Uncertified
 from matchbox.bus.connection import Bus, Entry
-from matchbox.bus.journal import Durability
+from matchbox.bus.journal import Durability, DurabilityError, Journal
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (
@@ -162,6 +163,25 @@ def exchange_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An API's data folder for the module: where it finds the consumers' SQLite database."""
     return tmp_path_factory.mktemp("data")
+
+
+def submit_until_stopped(
+    journal: Journal, order: Callable[[int], Command], acked: list[str], stop: threading.Event
+) -> None:
+    """Submit ``order(1)``, ``order(2)``, … one at a time until ``stop``, appending each acknowledged
+    entry id to ``acked``. A refusal or no answer (no replica, uncertified, a master gone, a
+    cluster failing over) is not an acknowledgement: it is waited out, as a client retrying would."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            acked.append(journal.submit(order(i)).entry_id)
+        except (DurabilityError, Uncertified, redis.ConnectionError, redis.TimeoutError):
+            stop.wait(0.05)
+        except redis.ResponseError as exc:
+            if "CLUSTERDOWN" not in str(exc) and "MOVED" not in str(exc):
+                raise
+            stop.wait(0.05)
 
 
 # --------------------------------------------------------------------------- the API in process

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import in_thread, running_leader, wait_until
+from conftest import in_thread, running_leader, submit_until_stopped, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Durability, DurabilityError, Journal, durability_problem
@@ -64,20 +65,9 @@ def test_a_master_that_dies_while_its_replica_lags_loses_no_acknowledged_order_w
     master, replica = pair
     bus = Bus.connect(master.url)
     assert durability_problem(durability, bus.persistence()) is None  # AOF on, one replica attached
-    journal, acked, stop = Journal(bus, durability), [], threading.Event()
+    journal, acked, stop = Journal(bus, durability), list[str](), threading.Event()
 
-    def submit_until_the_master_dies() -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            try:
-                acked.append(journal.submit(order(i)).entry_id)
-            except DurabilityError:
-                continue  # not acknowledged: the client retries (with its client order id)
-            except redis.ConnectionError:
-                return
-
-    with in_thread(submit_until_the_master_dies, stop):
+    with in_thread(partial(submit_until_stopped, journal, order, acked, stop), stop):
         wait_until(lambda: len(acked) >= 50, message="orders acknowledged while the replica follows")
         cut(replica)
         at_cut = len(acked)

@@ -36,6 +36,10 @@ class Bus:
     def close(self) -> None:
         self.client.close()
 
+    def reconnect(self) -> None:
+        """After an outage, before trying again: nothing to do on one server (its pool reconnects);
+        a cluster finds the shard's master again (:meth:`ClusterBus.reconnect`)."""
+
     def where(self) -> str:
         """The server, for a log line: ``host:port`` or the socket's path (never a password)."""
         options = self.client.connection_pool.connection_kwargs

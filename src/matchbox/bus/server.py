@@ -66,12 +66,19 @@ class EmbeddedValkey:
     """One private Valkey process. ``with EmbeddedValkey(data_dir) as server: server.url``."""
 
     def __init__(
-        self, data_dir: Path, *, port: int | None = None, fsync: Fsync = "always", replica_of: int | None = None
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        fsync: Fsync = "always",
+        replica_of: int | None = None,
+        cluster_node_timeout_ms: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.fsync: Fsync = fsync
         self.replica_of = replica_of  # the port of a local master this server replicates
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms  # set: a Valkey Cluster node
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,6 +112,14 @@ class EmbeddedValkey:
         ]  # fmt: skip
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.cluster_node_timeout_ms is not None:
+            args += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
+                "--cluster-port", str(free_port()),  # not port + 10000, which can be taken or past 65535
+                "--cluster-require-full-coverage", "no",  # one shard's failover does not stop the others
+            ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self._wait_ready(timeout)
         log.info("valkey started", extra={"port": self.port, "data_dir": str(self.data_dir), "fsync": self.fsync})
@@ -153,6 +168,10 @@ class EmbeddedValkey:
                 process.kill()
                 process.wait()
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
     def kill(self) -> None:
         """SIGKILL: the machine's power cord, for tests of what survives."""
         process = self.process
@@ -164,6 +183,75 @@ class EmbeddedValkey:
 
     def __enter__(self) -> Self:
         return self.start() if self.process is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedCluster:
+    """A local Valkey Cluster of private servers: ``masters`` masters, each with ``replicas``
+    replicas, its slots spread evenly (``valkey-cli --cluster create``). For tests and for running
+    a cluster on one machine; a real deployment runs its nodes on machines of their own."""
+
+    def __init__(self, data_dir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.data_dir = Path(data_dir)
+        count = masters * (1 + replicas)
+        self.masters, self.replicas = masters, replicas
+        self.nodes = [
+            EmbeddedValkey(self.data_dir / f"node-{i}", cluster_node_timeout_ms=node_timeout_ms) for i in range(count)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> Self:
+        for node in self.nodes:
+            node.start()
+        cli = find_binary().with_name("valkey-cli")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        created = subprocess.run(
+            [str(cli), "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if created.returncode != 0:
+            self.stop()
+            raise ServerError(f"valkey-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
+        self._wait_ok(timeout)
+        return self
+
+    def _wait_ok(self, timeout: float) -> None:
+        """Until every node says the cluster is ok and knows every node."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            assert node.port is not None  # started
+            client = redis.Redis(host="127.0.0.1", port=node.port, decode_responses=True)
+            try:
+                while True:
+                    info = client.cluster("INFO")
+                    known = int(info.get("cluster_known_nodes", 0))
+                    if info.get("cluster_state") == "ok" and known == len(self.nodes):
+                        break
+                    if time.monotonic() > deadline:
+                        raise ServerError(f"the cluster did not come up within {timeout:.0f} s: {info}")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+
+    def node_serving(self, port: int) -> EmbeddedValkey:
+        return next(node for node in self.nodes if node.port == port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()  # nothing of a local test cluster is kept
+
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None

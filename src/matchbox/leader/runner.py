@@ -141,6 +141,7 @@ class EngineLeader:
                 delay = backoff.next()
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
                 self.stop.wait(delay)
+                self.bus.reconnect()
 
     def _stand_by(self) -> None:
         """Until the next try of the lock, keep the standby engine warm. The next try comes as

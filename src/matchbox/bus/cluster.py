@@ -1,0 +1,65 @@
+"""One shard of the bus on a Valkey Cluster: the third transport, beside :class:`~matchbox.bus.connection.Bus`.
+
+Every key of a shard carries its hash tag (``mb:{N}:…``), so the whole shard lives in one slot,
+on one master: its calls (scripts with their ``WAITAOF`` and ``WAIT``, which must run on the
+connection that wrote) go there as they would to a single server. redis-py's ``RedisCluster``
+only finds that master. After a failover the old master is gone (a connection error) or
+answers ``MOVED``: the slot map is read again, and a ``MOVED`` call, which the server did not
+run, is sent once more to the new master; a connection error is raised as the outage it is, for
+the caller's backoff, and the next call goes to the new master.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import MovedError
+
+from matchbox.bus.calls import CONNECT_OPTIONS, Command
+from matchbox.bus.connection import Bus
+
+
+class ClusterBus(Bus):
+    """The keys of one shard, and a client of the master that holds them, found in the cluster."""
+
+    def __init__(self, cluster: RedisCluster, shard: int = 0) -> None:
+        self.cluster = cluster
+        super().__init__(self._master(shard), shard)
+
+    @classmethod
+    def connect(cls, url: str, shard: int = 0, **options: Any) -> ClusterBus:
+        """A bus over the shard's master, found from any node of the cluster at ``url``."""
+        return cls(RedisCluster.from_url(url, **{**CONNECT_OPTIONS, **options}), shard)
+
+    def _master(self, shard: int) -> redis.Redis:
+        node = self.cluster.get_node_from_key(f"mb:{{{shard}}}:", replica=False)  # type: ignore[no-untyped-call]
+        client = self.cluster.get_redis_connection(node)
+        assert client is not None, f"no connection to {node.name}"
+        return client
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def refresh(self) -> None:
+        """Read the slot map again and follow the shard's slot to its master now."""
+        self.cluster.nodes_manager.initialize()
+        self.client = self._master(self.keys.shard)
+
+    def _send(self, commands: tuple[Command, ...]) -> list[Any]:
+        try:
+            replies = super()._send(commands)
+        except redis.ConnectionError:
+            self.reconnect()
+            raise
+        if any(isinstance(reply, MovedError) for reply in replies):  # not run: send it to the new master
+            self.refresh()
+            replies = super()._send(commands)
+        return replies
+
+    def reconnect(self) -> None:
+        """:meth:`refresh`, unless the cluster cannot be reached at all (then the next call tries again)."""
+        with contextlib.suppress(redis.RedisError):
+            self.refresh()
