@@ -20,7 +20,8 @@ from hypothesis import settings
 from matchbox.api.app import create_app
 from matchbox.bus.commit import Uncertified
 from matchbox.bus.connection import Bus, Entry
-from matchbox.bus.journal import Durability, DurabilityError, Journal
+from matchbox.bus.durability import Durability, DurabilityError
+from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import (

@@ -19,7 +19,7 @@ from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability
+from matchbox.bus.durability import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database

@@ -26,7 +26,7 @@ from conftest import ADMIN, ADMIN_TOKEN
 from matchbox.api.app import create_app
 from matchbox.bus.accounts import AccountStore
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability
+from matchbox.bus.durability import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 from matchbox.settings import Settings

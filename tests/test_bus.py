@@ -16,7 +16,8 @@ from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.commit import Batch, CommitRefused, Offset, Uncertified, commit, latest_snapshot, read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request, Submission
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request, Submission
 from matchbox.bus.rollback import certify, is_certified
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine

@@ -17,7 +17,8 @@ from matchbox.bus.aio import AsyncBus
 from matchbox.bus.calls import CONNECT_OPTIONS, Call
 from matchbox.bus.commit import Batch, CommitRefused, Offset, RollbackAlarm, Uncertified, commit_call, offset_call
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, DurabilityError, Request, Submission, submit_call
+from matchbox.bus.durability import Durability, DurabilityError
+from matchbox.bus.journal import Request, Submission, submit_call
 from matchbox.bus.keys import Keys
 from matchbox.engine.types import IDS_PER_MS, CancelOrder, PlaceOrder, Side
 

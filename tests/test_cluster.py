@@ -15,7 +15,8 @@ import pytest
 from conftest import in_thread, submit_until_stopped, wait_until
 from matchbox.bus.cluster import ClusterBus
 from matchbox.bus.codec import decode_event
-from matchbox.bus.journal import Durability, Journal
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedCluster
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -99,3 +100,16 @@ def moved(bus: ClusterBus, old_port: int) -> bool:
     """Whether the shard's slot is served by another master than ``old_port`` now."""
     bus.reconnect()
     return bool(bus.client.connection_pool.connection_kwargs["port"] != old_port)
+
+
+def test_settings_that_would_stop_every_shard_are_said_at_start(cluster: EmbeddedCluster) -> None:
+    bus = ClusterBus.connect(cluster.url, shard=0)
+    assert bus.problems(Durability.ALWAYS) == []  # as EmbeddedCluster configures it
+    bus.client.config_set("cluster-require-full-coverage", "yes")
+    assert any("cluster-require-full-coverage no" in p for p in bus.problems(Durability.ALWAYS))
+    replicated = bus.problems(Durability.REPLICATED)  # min-replicas-to-write is 0 on the embedded cluster
+    assert any("min-replicas-to-write" in p for p in replicated)
+    bus.client.config_set("cluster-require-full-coverage", "no")
+    bus.client.config_set("min-replicas-to-write", "1")
+    assert bus.problems(Durability.REPLICATED) == []
+    bus.close()

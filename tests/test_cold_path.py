@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from conftest import deliver_to_ghost, in_thread, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink

@@ -22,7 +22,8 @@ from conftest import running_leader, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers import schema
 from matchbox.consumers.batch import read_newest

@@ -28,7 +28,8 @@ from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Batch, CommitRefused, Offset, read_offset
 from matchbox.bus.commit import commit as real_commit
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request, Submission
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request, Submission
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     CreateMarket,

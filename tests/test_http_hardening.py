@@ -28,7 +28,8 @@ from matchbox.api.middleware import MAX_BODY
 from matchbox.api.services import Services
 from matchbox.api.tail import RECENT_OUTCOMES
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.engine.types import Deposit
 
 JSON = {"content-type": "application/json"}

@@ -16,7 +16,8 @@ import redis
 from conftest import in_thread, running_leader, submit_until_stopped, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, DurabilityError, Journal, durability_problem
+from matchbox.bus.durability import Durability, DurabilityError, durability_problem
+from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme
 

@@ -26,7 +26,8 @@ from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Offset, RollbackAlarm, Uncertified, read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.bus.rollback import Witness, clear_alarm, disagreements, raise_alarm, read_alarm
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.cli import app

@@ -18,7 +18,8 @@ from conftest import in_thread, running_leader, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Offset, read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from matchbox.leader.election import Lease
 from matchbox.leader.runner import EngineLeader, LeaderConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from matchbox.bus.journal import Durability
+from matchbox.bus.durability import Durability
 
 
 class Settings(BaseSettings):

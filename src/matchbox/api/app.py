@@ -23,7 +23,7 @@ from matchbox.api.errors import ApiError, install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
-from matchbox.bus.journal import durability_problem
+from matchbox.bus.durability import durability_problem
 from matchbox.bus.outage import Backoff
 from matchbox.engine.types import (
     CreateMarket,

@@ -17,7 +17,7 @@ from matchbox.api.models import (
     EngineOut,
 )
 from matchbox.api.services import Services, services_of
-from matchbox.bus.journal import durability_problem
+from matchbox.bus.durability import durability_problem
 from matchbox.consumers.runner import GroupLag, group_lag
 
 router = APIRouter(tags=["operations"])

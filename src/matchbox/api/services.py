@@ -24,8 +24,9 @@ from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.commit import RollbackAlarm, Uncertified
 from matchbox.bus.connection import Bus, id_order
-from matchbox.bus.journal import DurabilityError, Submission
+from matchbox.bus.durability import DurabilityError
 from matchbox.bus.journal import Request as JournalRequest
+from matchbox.bus.journal import Submission
 from matchbox.consumers.db import open_database
 from matchbox.engine.types import (
     Command,

@@ -41,7 +41,8 @@ from rich.table import Table
 
 from matchbox.bus.commit import read_offset
 from matchbox.bus.connection import Bus, id_order
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme
 

@@ -34,7 +34,8 @@ from matchbox.bench.engine import MARKET, generate
 from matchbox.bus.codec import decode_command, encode_command, encode_event
 from matchbox.bus.commit import read_offset
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Durability, Journal, Request
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Journal, Request
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.engine import Engine
 from matchbox.engine.types import Command, CreateMarket, PlaceOrder, TickScheme

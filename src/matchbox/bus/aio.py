@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry
 from matchbox.bus.commit import Offset, offset_call
-from matchbox.bus.journal import Durability, Request, Submission, submit_call
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import Request, Submission, submit_call
 from matchbox.bus.keys import Keys
 
 T = TypeVar("T")

@@ -18,8 +18,42 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import MovedError
 
-from matchbox.bus.calls import CONNECT_OPTIONS, Command
+from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, command
 from matchbox.bus.connection import Bus
+from matchbox.bus.durability import Durability
+
+NODE_TIMEOUT_MAX_MS = 15_000  # a failover takes about cluster-node-timeout: longer stalls the shard as long
+
+
+def settings() -> Call[dict[str, str]]:
+    """The server settings a shard's master is checked for (see :func:`settings_problems`)."""
+    names = ("cluster-require-full-coverage", "min-replicas-to-write", "cluster-node-timeout")
+    return command("CONFIG", "GET", *names, read=lambda reply: {_str(k): _str(v) for k, v in reply.items()})
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def settings_problems(config: dict[str, str], durability: Durability) -> list[str]:
+    """What is wrong with a master's ``config`` for Matchbox, each in one line with its fix."""
+    problems = []
+    if config.get("cluster-require-full-coverage", "yes") == "yes":
+        problems.append(
+            "cluster-require-full-coverage is yes: while one shard's master fails over, every shard stops "
+            "taking orders; set it to no (CONFIG SET cluster-require-full-coverage no, and in each node's config)"
+        )
+    if durability is Durability.REPLICATED and int(config.get("min-replicas-to-write", "0")) < 1:
+        problems.append(
+            "min-replicas-to-write is 0: a master cut off from its replicas still appends orders that no replica "
+            "will ever hold (replicated durability answers them 503, but they stay in its journal); set it to 1"
+        )
+    if int(config.get("cluster-node-timeout", "15000")) > NODE_TIMEOUT_MAX_MS:
+        problems.append(
+            f"cluster-node-timeout is {config['cluster-node-timeout']} ms: a failover waits about that long, "
+            f"with the shard stopped; {NODE_TIMEOUT_MAX_MS} ms or less is recommended"
+        )
+    return problems
 
 
 class ClusterBus(Bus):
@@ -42,6 +76,9 @@ class ClusterBus(Bus):
 
     def close(self) -> None:
         self.cluster.close()
+
+    def problems(self, durability: Durability) -> list[str]:
+        return [*super().problems(durability), *settings_problems(self.run(settings()), durability)]
 
     def refresh(self) -> None:
         """Read the slot map again and follow the shard's slot to its master now."""

@@ -14,6 +14,7 @@ import redis
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry, id_order
+from matchbox.bus.durability import Durability, durability_problem
 from matchbox.bus.keys import Keys
 
 __all__ = ["Bus", "Entry", "id_order"]  # Entry and id_order: where most of the code imports them from
@@ -35,6 +36,12 @@ class Bus:
 
     def close(self) -> None:
         self.client.close()
+
+    def problems(self, durability: Durability) -> list[str]:
+        """What keeps the server from giving ``durability`` (and on a cluster, its settings), each
+        a line with its fix, for the log at start and ``/ready``."""
+        problem = durability_problem(durability, self.persistence())
+        return [problem] if problem else []
 
     def reconnect(self) -> None:
         """After an outage, before trying again: nothing to do on one server (its pool reconnects);

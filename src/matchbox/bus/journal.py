@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any, Literal
 
 import redis
@@ -28,40 +27,12 @@ from matchbox.bus.calls import Call, Persistence
 from matchbox.bus.codec import encode_command
 from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
+from matchbox.bus.durability import Durability, DurabilityError, durability_problem
 from matchbox.bus.keys import Keys
 from matchbox.engine.types import IDS_PER_MS, Command, PlaceOrder
 
 CLIENT_ORDER_ID_TTL_MS = 24 * 3600 * 1000
 WAITAOF_TIMEOUT_MS = 5000
-
-
-class Durability(StrEnum):
-    """What an acknowledgement promises (the README's "Durability" says which failure each survives)."""
-
-    REPLICATED = "replicated"  # fsynced in the AOF, and held by at least one replica (WAITAOF, then WAIT)
-    ALWAYS = "always"  # acknowledged only once fsynced in the AOF
-    EVERYSEC = "everysec"  # acknowledged once appended; fsynced within about a second
-
-
-def durability_problem(durability: Durability, server: Persistence) -> str | None:
-    """What is wrong, in one line with its two fixes, if ``server`` cannot give ``durability``."""
-    if durability is not Durability.EVERYSEC and not server.aof_enabled:
-        return (
-            f"Redis has appendonly off, so durability '{durability}' cannot confirm an fsync (WAITAOF) and "
-            "every order would fail: turn it on (CONFIG SET appendonly yes, and appendonly yes in its config "
-            "file) or choose MATCHBOX_DURABILITY=everysec"
-        )
-    if durability is Durability.REPLICATED and server.replicas < 1:
-        return (
-            "durability 'replicated' waits for a replica to hold every order (WAIT 1), but this Redis has no "
-            "replica connected, so every order would fail: attach one (REPLICAOF on another server, or a "
-            "Valkey Cluster with replicas) or choose MATCHBOX_DURABILITY=always"
-        )
-    return None
-
-
-class DurabilityError(RuntimeError):
-    """The server did not confirm the append was fsynced: the command may or may not survive."""
 
 
 def aof_refusal(exc: redis.ResponseError, durability: Durability) -> Exception:

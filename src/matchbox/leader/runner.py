@@ -46,7 +46,8 @@ from matchbox.bus.commit import (
     store_snapshot,
 )
 from matchbox.bus.connection import Bus, Entry
-from matchbox.bus.journal import WAITAOF_TIMEOUT_MS, Durability, durability_problem
+from matchbox.bus.durability import Durability
+from matchbox.bus.journal import WAITAOF_TIMEOUT_MS
 from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.bus.rollback import Witness, certify, check_witness, witness_of
 from matchbox.engine import Engine
@@ -168,8 +169,7 @@ class EngineLeader:
         with kept(self.lease):  # the witnesses' database, and a large book, take longer than the lock lives
             self.epoch = epoch = int(client.incr(keys.epoch))
             self._held_by_a_replica("the new epoch", "")
-            problem = durability_problem(config.durability, self.bus.persistence())
-            if problem:  # said at every term: a term starts at start and after every reconnect
+            for problem in self.bus.problems(config.durability):  # at every term: at start and after a reconnect
                 log.error(problem)
             offset = read_offset(self.bus) or Offset()
             snapshot = latest_snapshot(self.bus)
