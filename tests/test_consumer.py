@@ -499,6 +499,27 @@ def test_trim_events_keeps_what_a_group_or_the_oldest_snapshot_needs(bus: Bus) -
     assert first_id(bus) == ids[23] == b"1006-24"
 
 
+def test_a_lost_group_keeps_what_it_had_not_stored_from_the_trimmer(bus: Bus, sqlite_path: Path) -> None:
+    """A group destroyed while its entries were unstored: another group's trimming keeps them (the
+    floor in keys.floors), and the group created again stores every entry."""
+    ids = publish(bus, 20)
+    add_snapshot(bus, "1006-0")  # the snapshot would let everything below 1006-0 go
+    first = consumer(bus, SqliteSink(sqlite_path, "persistence"), batch=5)
+    with running(first):
+        wait_until(lambda: len(applications(sqlite_path)) == 20, message="the stream to be consumed")
+    assert bus.client.hget(bus.keys.floors, "persistence") is not None
+    behind = publish(bus, 8, first=21)  # not stored by this group yet: then the group is lost
+    bus.client.xgroup_create(bus.keys.events, "other", id="0")  # a group that has stored everything
+    bus.client.xack(bus.keys.events, "other", *deliver_to_ghost(bus, "other", 28))
+    bus.client.xgroup_destroy(bus.keys.events, "persistence")
+    trim_events(bus, bus.keys.events)  # the other group's consumer trims
+    assert {e for e, _ in bus.range(bus.keys.events)} >= set(behind)
+    again = consumer(bus, SqliteSink(sqlite_path, "persistence"), batch=5)
+    with running(again):
+        wait_until(lambda: len(applications(sqlite_path)) == 28, message="the entries after the loss")
+    assert set(applications(sqlite_path)) == set(ids) | set(behind)
+
+
 def test_the_runner_trims_when_retention_is_on(bus: Bus, sqlite_path: Path) -> None:
     ids = publish(bus, 20)
     add_snapshot(bus, "1003-0")

@@ -73,6 +73,14 @@ class Keys:
         return f"{self.prefix}certified"
 
     @property
+    def floors(self) -> str:
+        """Hash: each consumer group's floor (group -> output stream id, everything at or below it
+        stored), kept past the group itself: the output stream is never trimmed above a floor, so a
+        group lost and created again at its floor finds every entry it had not stored. A group
+        retired for good is forgotten with ``HDEL`` (else the stream is kept from its floor on)."""
+        return f"{self.prefix}floors"
+
+    @property
     def order_id(self) -> str:
         """String counter: the last order id allocated by ``submit``."""
         return f"{self.prefix}order_id"

@@ -169,6 +169,7 @@ class GroupConsumer:
         self._suspects: dict[bytes, str] = {}  # entries seen failing on their own here: the reason
         self._claim_at = 0.0  # when the periodic chores are next due (monotonic)
         self._lag_log_at = 0.0
+        self._kept_floor: str | None = None  # the floor last written to keys.floors
         # read-ahead: while a full batch is applied, the next one is read and parsed on this thread
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="consumer-read-ahead")
         self._ahead: Future[list[Entry]] | None = None
@@ -185,7 +186,15 @@ class GroupConsumer:
                 raise
             return False
         log.info("consumer group created", extra={**self._fields(), "position": position})
+        self._keep_floor(position)
         return True
+
+    def _keep_floor(self, floor: str) -> None:
+        """Tell the trimmer (:func:`trim_events`) what this group has stored, past the group's loss:
+        at its creation, then with the periodic chores (a floor a little behind only keeps more)."""
+        if floor != self._kept_floor:
+            self.bus.client.hset(self.bus.keys.floors, self.config.group, floor)
+            self._kept_floor = floor
 
     def run(self) -> None:
         """Consume until ``stop`` is set; the batch in hand then is finished and acknowledged first.
@@ -281,6 +290,9 @@ class GroupConsumer:
             self._claim_at = now + self.config.claim_every_s
             self._reclaim()
             self._forget_gone()
+            floor = self._floor()
+            if floor is not None:
+                self._keep_floor(floor)
             if self.config.retention:
                 self._trim()
         if now >= self._lag_log_at:
@@ -523,7 +535,9 @@ def group_lag(bus: Bus, stream: str) -> list[GroupLag]:
 def trim_events(bus: Bus, stream: str) -> int:
     """Trim ``stream`` (XTRIM MINID) below what every group and the oldest snapshot still need.
 
-    A group needs everything from its acknowledged frontier on. The engine's oldest kept
+    A group needs everything from its acknowledged frontier on, and a group that was lost (an
+    ``XGROUP DESTROY``, a Redis that kept the stream but not the group) everything above the floor
+    it recorded in ``keys.floors``, so that it finds its entries when it is created again. The engine's oldest kept
     snapshot needs the events of the input it has not covered: event ids are ``<input ms>-<n>``,
     so everything from ``<ms of the snapshot's input id>-0`` is kept. With no group or no
     snapshot nothing is trimmed. Returns the number of entries removed.
@@ -532,7 +546,8 @@ def trim_events(bus: Bus, stream: str) -> int:
     snapshot_bound = _snapshot_bound(bus)
     if not frontiers or snapshot_bound is None:
         return 0
-    bounds = [snapshot_bound]
+    floors = cast(dict[bytes, bytes], bus.client.hgetall(bus.keys.floors))  # lost groups are waited for too
+    bounds = [snapshot_bound, *(_text(floor) for floor in floors.values())]
     for first in frontiers:
         if first is None:  # a group vanished meanwhile: it is changing, trim nothing this time
             return 0
