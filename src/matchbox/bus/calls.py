@@ -119,6 +119,11 @@ def script_call(
 # --------------------------------------------------------------------------- reads
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply that is a string, as text, whichever way the client decoded it."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def text(value: Any) -> str | None:
     """A string reply as text, None for a nil."""
     return value.decode() if isinstance(value, bytes) else None

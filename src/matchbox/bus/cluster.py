@@ -18,9 +18,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import MovedError
 
-from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, command
+from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, as_text, command
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability
+from matchbox.bus.keys import Keys
 
 NODE_TIMEOUT_MAX_MS = 15_000  # a failover takes about cluster-node-timeout: longer stalls the shard as long
 
@@ -28,11 +29,7 @@ NODE_TIMEOUT_MAX_MS = 15_000  # a failover takes about cluster-node-timeout: lon
 def settings() -> Call[dict[str, str]]:
     """The server settings a shard's master is checked for (see :func:`settings_problems`)."""
     names = ("cluster-require-full-coverage", "min-replicas-to-write", "cluster-node-timeout")
-    return command("CONFIG", "GET", *names, read=lambda reply: {_str(k): _str(v) for k, v in reply.items()})
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return command("CONFIG", "GET", *names, read=lambda reply: {as_text(k): as_text(v) for k, v in reply.items()})
 
 
 def settings_problems(config: dict[str, str], durability: Durability) -> list[str]:
@@ -69,7 +66,7 @@ class ClusterBus(Bus):
         return cls(RedisCluster.from_url(url, **{**CONNECT_OPTIONS, **options}), shard)
 
     def _master(self, shard: int) -> redis.Redis:
-        node = self.cluster.get_node_from_key(f"mb:{{{shard}}}:", replica=False)  # type: ignore[no-untyped-call]
+        node = self.cluster.get_node_from_key(Keys(shard).prefix, replica=False)  # type: ignore[no-untyped-call]
         client = self.cluster.get_redis_connection(node)
         assert client is not None, f"no connection to {node.name}"
         return client

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import redis
 
 from matchbox.bus import calls
-from matchbox.bus.calls import Call, Persistence
+from matchbox.bus.calls import Call, Persistence, as_text
 from matchbox.bus.codec import encode_command
 from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
@@ -95,13 +95,9 @@ def submit_call(
 
 def parse_submit(result: Sequence[Sequence[Any]]) -> list[Submission]:
     return [
-        Submission(_text(status), int(order_id), _text(entry))  # type: ignore[arg-type]
+        Submission(as_text(status), int(order_id), as_text(entry))  # type: ignore[arg-type]
         for status, order_id, entry in result
     ]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def durable_submissions(

@@ -71,6 +71,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from matchbox.bus import calls
+from matchbox.bus.calls import as_text
 from matchbox.bus.connection import Bus, Entry, id_order
 from matchbox.bus.outage import REDIS_DOWN, Backoff
 
@@ -335,7 +336,7 @@ class GroupConsumer:
         gone = reply[2] if len(reply) > 2 else []
         if gone:  # Redis drops these from the pending list itself
             log.warning("pending entries no longer in the stream", extra={**self._fields(), "count": len(gone)})
-        return _text(reply[0]), cast("list[Entry]", reply[1])
+        return as_text(reply[0]), cast("list[Entry]", reply[1])
 
     def _handle_reclaimed(self, entries: list[Entry]) -> None:
         deliveries = self._deliveries([entry_id for entry_id, _ in entries])
@@ -493,7 +494,7 @@ class GroupConsumer:
         idle_ms = FORGET_AFTER_CLAIMS * self.config.claim_idle_ms
         removed: list[bytes] = self.bus.run(calls.script_call("forget", [self.stream], [self.config.group, idle_ms]))
         if removed:
-            names = sorted(_text(name) for name in removed)
+            names = sorted(as_text(name) for name in removed)
             log.info("removed consumers gone from the group", extra={**self._fields(), "removed": names})
 
     def _recreate_group(self) -> None:
@@ -510,7 +511,7 @@ class GroupConsumer:
 
     def _log_lag(self) -> None:
         for row in _groups(self.bus, self.stream):
-            if _text(row["name"]) == self.config.group:
+            if as_text(row["name"]) == self.config.group:
                 lag = _lag_of(self.bus, self.stream, row)
                 fields = {"lag": lag.lag, "pending": lag.pending, "consumers": lag.consumers}
                 log.info("consumer group lag", extra={**self._fields(), **fields})
@@ -542,12 +543,12 @@ def trim_events(bus: Bus, stream: str) -> int:
     so everything from ``<ms of the snapshot's input id>-0`` is kept. With no group or no
     snapshot nothing is trimmed. Returns the number of entries removed.
     """
-    frontiers = [frontier(bus, stream, _text(row["name"])) for row in _groups(bus, stream)]
+    frontiers = [frontier(bus, stream, as_text(row["name"])) for row in _groups(bus, stream)]
     snapshot_bound = _snapshot_bound(bus)
     if not frontiers or snapshot_bound is None:
         return 0
     floors = cast(dict[bytes, bytes], bus.client.hgetall(bus.keys.floors))  # lost groups are waited for too
-    bounds = [snapshot_bound, *(_text(floor) for floor in floors.values())]
+    bounds = [snapshot_bound, *(as_text(floor) for floor in floors.values())]
     for first in frontiers:
         if first is None:  # a group vanished meanwhile: it is changing, trim nothing this time
             return 0
@@ -566,10 +567,10 @@ def _groups(bus: Bus, stream: str) -> list[dict[str, Any]]:
 
 
 def _lag_of(bus: Bus, stream: str, row: dict[str, Any]) -> GroupLag:
-    last_delivered = _text(row["last-delivered-id"])
+    last_delivered = as_text(row["last-delivered-id"])
     lag = row.get("lag")
     return GroupLag(
-        name=_text(row["name"]),
+        name=as_text(row["name"]),
         consumers=int(row["consumers"]),
         pending=int(row["pending"]),
         lag=int(lag) if lag is not None else undelivered(bus, stream, last_delivered),
@@ -587,7 +588,7 @@ def undelivered(bus: Bus, stream: str, after: str) -> int:
         count += len(page)
         if len(page) < LAG_COUNT_PAGE:
             break
-        low = f"({_text(page[-1][0])}"
+        low = f"({as_text(page[-1][0])}"
     return min(count, LAG_COUNT_LIMIT)
 
 
@@ -608,10 +609,10 @@ def frontier(bus: Bus, stream: str, group: str) -> str | None:
                 return None
             raise reply
     if summary["pending"]:
-        return _text(summary["min"])
+        return as_text(summary["min"])
     for row in groups:
-        if _text(row["name"]) == group:
-            return next_id(_text(row["last-delivered-id"]))
+        if as_text(row["name"]) == group:
+            return next_id(as_text(row["last-delivered-id"]))
     return None
 
 
@@ -635,10 +636,6 @@ def previous_id(stream_id: str) -> str:
     if seq:
         return f"{ms}-{seq - 1}"
     return f"{ms - 1}-{MAX_SEQUENCE}" if ms else "0-0"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _reason(error: Exception) -> str:
