@@ -248,10 +248,10 @@ def in_thread(work: Callable[[], object], stop: threading.Event) -> Iterator[thr
 
 
 @contextmanager
-def running_leader(url: str, **config: object) -> Iterator[EngineLeader]:
-    """An engine leader candidate in a thread, stopped (and joined) on exit."""
+def running_leader(url: str, shard: int = 0, **config: object) -> Iterator[EngineLeader]:
+    """An engine leader candidate of ``shard`` in a thread, stopped (and joined) on exit."""
     stop = threading.Event()
-    leader_bus = Bus.connect(url)
+    leader_bus = Bus.connect(url, shard)
     leader = EngineLeader(leader_bus, LeaderConfig(lock_ttl_ms=1000, **config), stop)  # type: ignore[arg-type]
     try:
         with in_thread(leader.run, stop):

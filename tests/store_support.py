@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from matchbox.bus.codec import encode_event
 from matchbox.bus.connection import Entry
-from matchbox.consumers.db import create_engine, database_url, open_database
+from matchbox.consumers.db import alembic_config, create_engine, database_url, open_database
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     AdvanceTime,
@@ -44,6 +45,15 @@ from matchbox.engine.types import (
 )
 
 START_MS = 1_764_000_000_000
+
+
+def head_revision() -> str:
+    """The newest migration's revision: where a database stands once opened."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
 ACCOUNTS = ("ann", "bob", "cat", "dan", "eve")
 # (market, scheme, max_tick for TICKS, the tick the flow's prices wander around)
 MARKETS = (

@@ -488,14 +488,14 @@ def test_a_trade_of_a_market_the_hub_does_not_know_is_sent_in_plain_ticks() -> N
 def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() -> None:
     hub = Hub(Projection())
     open_client = hub.register()
-    open_client.skip_through = "1000-7"  # history went up to here; the tail is still behind it
+    open_client.skip_through = {0: "1000-7"}  # history went up to here; the tail is still behind it
     trade = TradeExecuted(1, 1, "m", 1, 50, 2, Side.BUY, 1, 2, "ann", "bob", 0, 0)
     for n, stream_id in ((6, "1000-6"), (7, "1000-7"), (8, "1001-8")):
-        hub.publish(stream_id, DecodedEvent(n, "1000-0", trade), [])
+        hub.publish(0, stream_id, DecodedEvent(n, "1000-0", trade), [])
     sent: list[dict[str, Any]] = []
     while not open_client.queue.empty():
         message = open_client.queue.get_nowait()
         assert message is not None
         sent.append(message)
     assert [message["n"] for message in sent] == [8]  # 6 and 7 came from history already
-    assert open_client.skip_through == ""
+    assert open_client.skip_through == {}

@@ -300,7 +300,7 @@ def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(
     push_out_of_the_window(exchange_url, forgetful)
     services: Services = forgetful.app.state.services  # type: ignore[attr-defined]
     assert forgetful.portal is not None
-    assert forgetful.portal.call(services.tail.outcome, filled.json()["entry_id"], 0.0) is None  # forgotten
+    assert forgetful.portal.call(services.first.tail.outcome, filled.json()["entry_id"], 0.0) is None  # forgotten
 
     again = forgetful.post("/orders", json=taker)
     assert again.status_code == 200, again.text

@@ -113,8 +113,7 @@ def test_the_leader_matches_only_input_a_replica_holds(pair: tuple[EmbeddedValke
     def matched(entry_id: str) -> bool:
         return any(decode_event(fields[b"event"]).in_id == entry_id for _, fields in bus.range(bus.keys.events))
 
-    config = {"durability": Durability.REPLICATED, "snapshot_every": 1_000_000}  # a 1 s TTL
-    with running_leader(master.url, **config) as leader:
+    with running_leader(master.url, durability=Durability.REPLICATED, snapshot_every=1_000_000) as leader:  # 1 s TTL
         first = journal.submit(order(1)).entry_id
         wait_until(lambda: matched(first), message="the leader to match input the replica holds")
         assert leader.stats.replica_waits >= 2  # the epoch, then the input before it was matched

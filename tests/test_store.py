@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -23,11 +24,11 @@ from matchbox.bus.connection import Entry
 from matchbox.consumers import queries
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.batch import read_newest
-from matchbox.consumers.db import database_url, migrate, open_database, run_write
+from matchbox.consumers.db import alembic_config, database_url, migrate, open_database, run_write, write_transaction
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.queries import Candle
 from matchbox.consumers.runner import Poison, Sink
-from matchbox.consumers.schema import CANDLE_INTERVALS_MS, consumer_offsets, metadata
+from matchbox.consumers.schema import CANDLE_INTERVALS_MS, balances, consumer_offsets, metadata
 from matchbox.engine.queries import PriceLevel
 from matchbox.engine.types import (
     CancelOrder,
@@ -44,7 +45,7 @@ from matchbox.engine.types import (
     TimeInForce,
     TradeExecuted,
 )
-from store_support import START_MS, Databases, Stream, build_alongside, random_flow, split
+from store_support import START_MS, Databases, Stream, build_alongside, head_revision, random_flow, split
 
 TABLES = sorted(metadata.tables)
 
@@ -91,8 +92,43 @@ def test_migrations_match_the_schema_and_run_twice_as_a_no_op(database: sa.Engin
     migrate(database)
     with database.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0003"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [
+            head_revision()
+        ]
         assert set(sa.inspect(connection).get_table_names()) == {*TABLES, "alembic_version"}
+
+
+def test_a_database_from_before_shards_keeps_its_rows_as_shard_0_s(databases: Databases) -> None:
+    """Revision 0004 re-keys the tracking rows and the balances by shard; what was there is shard 0's,
+    and going back down keeps shard 0's rows alone."""
+    engine = databases.open()
+    config = alembic_config()
+    with write_transaction(engine) as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    with write_transaction(engine) as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO consumer_offsets (consumer_group, last_id, last_ms, last_seq, floor_id, floor_ms, floor_seq)"
+            " VALUES ('persistence', '9-3', 9, 3, '9-1', 9, 1)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO balances (account, total, reserved, updated_ts, last_n) VALUES ('ann', 50, 5, 1, 3)"
+        )
+    migrate(engine)
+    assert (read_newest(engine, "persistence"), PersistenceSink(engine).position()) == ("9-3", "9-1")
+    assert read_newest(engine, "persistence", shard=1) is None
+    assert queries.table_rows(engine, "balances") == [
+        {"account": "ann", "shard": 0, "total": 50, "reserved": 5, "updated_ts": 1, "last_n": 3}
+    ]
+    with write_transaction(engine) as connection:
+        connection.execute(
+            sa.insert(balances), {"account": "ann", "shard": 2, "total": 7, "reserved": 0, "updated_ts": 2, "last_n": 4}
+        )
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT account, total FROM balances").all()
+    assert [tuple(row) for row in rows] == [("ann", 50)]
 
 
 def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Databases) -> None:
@@ -116,7 +152,9 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(databases: Da
     databases.engines.extend(opened)
     assert not failures
     with opened[0].connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0003"]
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [
+            head_revision()
+        ]
 
 
 def test_the_default_database_is_a_sqlite_file_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
@@ -198,7 +236,7 @@ def test_a_transaction_that_lost_a_race_is_retried_on_postgres(databases: Databa
     """
     engine = databases.open()
     attempts: list[int] = []
-    row = {"consumer_group": "g", "last_id": "1-1", "last_ms": 1, "last_seq": 1}
+    row = {"consumer_group": "g", "shard": 0, "last_id": "1-1", "last_ms": 1, "last_seq": 1}
 
     def work(connection: sa.Connection) -> int:
         attempts.append(len(attempts) + 1)

@@ -99,10 +99,10 @@ def test_a_bad_last_id_is_refused_and_the_instance_keeps_trading(open_client: Te
 def test_one_failing_delivery_drops_that_client_and_the_others_get_the_fill(caplog: pytest.LogCaptureFixture) -> None:
     hub = Hub(Projection())
     broken, healthy = hub.register(), hub.register()
-    broken.skip_through = "abc"  # the state an unchecked cursor used to leave: comparing it raises
+    broken.skip_through = {0: "abc"}  # the state an unchecked cursor used to leave: comparing it raises
     trade = TradeExecuted(1, 1, "m", 1, 50, 2, Side.BUY, 1, 2, "ann", "bob", 0, 0)
     with caplog.at_level(logging.ERROR, logger="matchbox.api.hub"):
-        hub.publish("1000-7", DecodedEvent(7, "1000-0", trade), [])
+        hub.publish(0, "1000-7", DecodedEvent(7, "1000-0", trade), [])
     assert (healthy.queue.get_nowait() or {})["n"] == 7
     assert broken not in hub.clients
     assert (broken.overflowed, broken.goodbye, broken.queue.get_nowait()) == (True, DROPPED, None)
@@ -123,10 +123,10 @@ def test_the_tail_reads_on_past_a_failing_listener(redis_url: str) -> None:
         tail = EventTail(AsyncBus.connect(redis_url), Projection())
         seen: list[int] = []
 
-        def failing(stream_id: str, decoded: DecodedEvent, updates: list[Any]) -> None:
+        def failing(shard: int, stream_id: str, decoded: DecodedEvent, updates: list[Any]) -> None:
             raise RuntimeError("one subscriber's fault")
 
-        tail.listeners += [failing, lambda stream_id, decoded, updates: seen.append(decoded.n)]
+        tail.listeners += [failing, lambda shard, stream_id, decoded, updates: seen.append(decoded.n)]
         task = asyncio.create_task(tail.run())
         try:
             await asyncio.wait_for(tail.caught_up.wait(), 10)

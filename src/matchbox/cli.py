@@ -35,6 +35,10 @@ ConsumerDatabase = Annotated[
     str | None, typer.Option(envvar="DATABASE_URL", help="postgresql://… ; unset: SQLite in --data-dir.")
 ]
 SqliteFolder = Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: data).")]
+ShardOption = Annotated[
+    int | None,
+    typer.Option("--shard", min=0, help="The shard to run for (default: MATCHBOX_SHARD, else 0)."),
+]
 OpenAccess = Annotated[
     bool,
     typer.Option(
@@ -144,8 +148,9 @@ def engine(
     watermark: Annotated[
         Path | None, typer.Option(help="A local file recording the highest committed state (rollback alarm).")
     ] = None,
+    shard: ShardOption = None,
 ) -> None:
-    """Run an engine leader candidate: it waits for the lock, then matches the journal.
+    """Run an engine leader candidate of one shard: it waits for the shard's lock, then matches its journal.
 
     Run several for failover: one leads, the others take over within about one lock TTL.
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
@@ -157,7 +162,7 @@ def engine(
     from matchbox.logs import configure
     from matchbox.settings import Settings
 
-    settings = Settings()
+    settings = Settings(**_shard_override(shard))  # type: ignore[arg-type]
     configure(settings.log_level, settings.log_format)
     url = _required_url(redis_url or settings.redis_url)
     config = LeaderConfig(
@@ -189,8 +194,11 @@ def api(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PORT, else 8080).")] = None,
     open_access: OpenAccess = False,
+    shards: Annotated[
+        int | None, typer.Option(min=1, help="How many shards the exchange has (default: MATCHBOX_SHARDS, else 1).")
+    ] = None,
 ) -> None:
-    """Serve the HTTP and WebSocket API. Run as many as you like over one Redis."""
+    """Serve the HTTP and WebSocket API over every shard. Run as many as you like over one Redis."""
     import uvicorn
 
     from matchbox.api.app import create_app
@@ -202,6 +210,8 @@ def api(
     overrides: dict[str, object] = {"redis_url": redis_url} if redis_url else {}
     if open_access:
         overrides["open_access"] = True
+    if shards is not None:
+        overrides["shards"] = shards
     settings = Settings(**overrides)  # type: ignore[arg-type]
     _required_url(settings.redis_url)
     configure(settings.log_level, settings.log_format)
@@ -230,6 +240,7 @@ def alarm(
     clear: Annotated[
         bool, typer.Option("--clear", help="Lift the halt: only once Redis holds the newest data again.")
     ] = False,
+    shard: ShardOption = None,
 ) -> None:
     """Show the rollback alarm: why the exchange halted (Redis held less than a witness saw).
 
@@ -241,7 +252,7 @@ def alarm(
     from matchbox.bus.rollback import clear_alarm, read_alarm
     from matchbox.settings import Settings
 
-    settings = Settings()
+    settings = Settings(**_shard_override(shard))  # type: ignore[arg-type]
     bus = Bus.connect(_required_url(redis_url or settings.redis_url), settings.shard)
     try:
         reason = read_alarm(bus)
@@ -266,8 +277,9 @@ def consume(
     group: Annotated[str | None, typer.Option(help="The consumer group (default: the sink's name).")] = None,
     name: Annotated[str, typer.Option(help="This consumer's name in the group (default host:pid).")] = "",
     burst: Annotated[bool, typer.Option(help="Drain what is there, then exit.")] = False,
+    shard: ShardOption = None,
 ) -> None:
-    """Feed a SQL projection from the engine's output stream, exactly once per event.
+    """Feed a SQL projection from one shard's output stream, exactly once per event (one per shard).
 
     Run several with one group to share the work, or different groups to each see everything.
     SIGINT/SIGTERM: the batch in hand is committed and acknowledged, then it exits 0. Exits 3 if
@@ -278,7 +290,7 @@ def consume(
     from matchbox.consumers.process import run_consumer
     from matchbox.logs import configure
 
-    settings = _consumer_settings(redis_url, database_url, data_dir)
+    settings = _consumer_settings(redis_url, database_url, data_dir, shard)
     configure(settings.log_level, settings.log_format)
     kind = _sink_kind(sink)
     try:
@@ -300,6 +312,7 @@ def replay(
     redis_url: StreamRedis = None,
     database_url: ConsumerDatabase = None,
     data_dir: SqliteFolder = None,
+    shard: ShardOption = None,
 ) -> None:
     """Rebuild a sink's tables from the whole output stream: the group starts again at 0.
 
@@ -311,7 +324,7 @@ def replay(
     from matchbox.consumers.process import replay as run_replay
     from matchbox.logs import configure
 
-    settings = _consumer_settings(redis_url, database_url, data_dir)
+    settings = _consumer_settings(redis_url, database_url, data_dir, shard)
     configure(settings.log_level, settings.log_format)
     kind = _sink_kind(sink or group)
     console = Console(stderr=True)
@@ -322,10 +335,16 @@ def replay(
     )
 
 
-def _consumer_settings(redis_url: str | None, database_url: str | None, data_dir: Path | None) -> Settings:
+def _shard_override(shard: int | None) -> dict[str, object]:
+    return {} if shard is None else {"shard": shard}
+
+
+def _consumer_settings(
+    redis_url: str | None, database_url: str | None, data_dir: Path | None, shard: int | None = None
+) -> Settings:
     from matchbox.settings import Settings
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = _shard_override(shard)
     if redis_url:
         overrides["redis_url"] = redis_url
     if database_url:

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from matchbox.bus.durability import Durability
+from matchbox.engine.ids import MAX_SHARDS
 
 
 class Settings(BaseSettings):
@@ -19,7 +20,10 @@ class Settings(BaseSettings):
         description="A Redis >= 7 or Valkey to use; unset, `matchbox up` starts its own.",
     )
     data_dir: Path = Field(default=Path("data"), description="Where the embedded Valkey and SQLite keep their files.")
-    shard: int = Field(default=0, ge=0)
+    shard: int = Field(default=0, ge=0, lt=MAX_SHARDS, description="The shard an engine or a consumer runs for.")
+    shards: int = Field(
+        default=1, ge=1, le=MAX_SHARDS, description="How many shards the exchange has (0..shards-1); an API serves all."
+    )
     durability: Durability = Field(
         default=Durability.ALWAYS,
         description=(

@@ -28,10 +28,12 @@ from matchbox.api.models import (
     KeyOut,
     OrdersPage,
     PositionOut,
+    ShardBalanceOut,
     TradesPage,
 )
 from matchbox.api.orders import order_out, stored_order_out
 from matchbox.api.prices import price_out, side_word
+from matchbox.api.projection import BalanceView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, services_of
 from matchbox.bus.accounts import AccountError, IssuedKey
@@ -54,9 +56,15 @@ def _key_out(issued: IssuedKey) -> KeyOut:
 
 
 def balance_out(services: Services, account: str) -> BalanceOut:
-    balance = services.projection.balances.get(account)
-    total, reserved = (balance.total, balance.reserved) if balance else (0, 0)
-    return BalanceOut(account=account, total=total, reserved=reserved, free=total - reserved)
+    """The account's cash: in all, and with several shards each shard's part."""
+    held = services.projection.balances.get(account, {})
+    parts = [
+        ShardBalanceOut(shard=n, total=b.total, reserved=b.reserved, free=b.total - b.reserved)
+        for n, b in ((n, held.get(n) or BalanceView(account)) for n in services.shards)
+    ]
+    total, reserved = sum(p.total for p in parts), sum(p.reserved for p in parts)
+    shards = parts if len(parts) > 1 else None
+    return BalanceOut(account=account, total=total, reserved=reserved, free=total - reserved, shards=shards)
 
 
 # --------------------------------------------------------------------------- admin
@@ -109,31 +117,39 @@ async def revoke_key(request: Request, account: AccountId, key_id: str) -> Respo
 
 
 @router.post(
-    "/admin/accounts/{account}/deposit", response_model=BalanceOut, responses=ADMIN_ERRORS, dependencies=[Admin]
+    "/admin/accounts/{account}/deposit",
+    response_model=BalanceOut,
+    response_model_exclude_none=True,
+    responses=ADMIN_ERRORS,
+    dependencies=[Admin],
 )
 async def deposit(request: Request, account: AccountId, body: AmountIn) -> BalanceOut:
     """Add cents to an account (admin): the engine journals it like any command."""
-    return await _cash(request, Deposit(seq=0, ts=0, account=account, amount=body.amount))
+    return await _cash(request, Deposit(seq=0, ts=0, account=account, amount=body.amount), body.shard)
 
 
 @router.post(
-    "/admin/accounts/{account}/withdraw", response_model=BalanceOut, responses=ADMIN_ERRORS, dependencies=[Admin]
+    "/admin/accounts/{account}/withdraw",
+    response_model=BalanceOut,
+    response_model_exclude_none=True,
+    responses=ADMIN_ERRORS,
+    dependencies=[Admin],
 )
 async def withdraw(request: Request, account: AccountId, body: AmountIn) -> BalanceOut:
     """Take cents out of an account (admin); 409 INSUFFICIENT_FUNDS beyond its free balance."""
-    return await _cash(request, Withdraw(seq=0, ts=0, account=account, amount=body.amount))
+    return await _cash(request, Withdraw(seq=0, ts=0, account=account, amount=body.amount), body.shard)
 
 
-async def _cash(request: Request, command: Deposit | Withdraw) -> BalanceOut:
+async def _cash(request: Request, command: Deposit | Withdraw, shard: int | None) -> BalanceOut:
     services = services_of(request)
-    await engine_outcome(services, command)
+    await engine_outcome(services, command, services.first if shard is None else services.shard(shard))
     return balance_out(services, command.account)
 
 
 # --------------------------------------------------------------------------- the caller's own
 
 
-@router.get("/account", response_model=BalanceOut, responses=KEY_ERRORS)
+@router.get("/account", response_model=BalanceOut, response_model_exclude_none=True, responses=KEY_ERRORS)
 async def my_balance(request: Request, caller: Caller, account: NamedAccount = None) -> BalanceOut:
     """Your cash in cents: total, reserved for resting orders, and free."""
     return balance_out(services_of(request), acting_as(caller, account))
@@ -218,6 +234,9 @@ async def heartbeat(request: Request, body: HeartbeatIn, caller: Caller, account
 
 
 async def arm(services: Services, account: str, timeout_ms: int) -> HeartbeatOut:
-    events = await engine_outcome(services, Heartbeat(seq=0, ts=0, account=account, timeout_ms=timeout_ms))
-    deadline = next((e.deadline for e in events if isinstance(e, HeartbeatSet)), 0)
-    return HeartbeatOut(account=account, deadline=deadline // 1_000_000 if deadline else None)
+    """Arm (or disarm) the switch on every shard, each by its own engine's time; the deadline
+    answered is the earliest."""
+    command = Heartbeat(seq=0, ts=0, account=account, timeout_ms=timeout_ms)
+    answers = await asyncio.gather(*(engine_outcome(services, command, link) for link in services.shards.values()))
+    deadlines = [e.deadline for events in answers for e in events if isinstance(e, HeartbeatSet) and e.deadline]
+    return HeartbeatOut(account=account, deadline=min(deadlines) // 1_000_000 if deadlines else None)

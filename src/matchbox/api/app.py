@@ -55,17 +55,20 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
             problem = durability_problem(settings.durability, await services.bus.persistence())
             if problem:
                 log.error(problem)
-        tail = asyncio.create_task(services.tail.run(), name="event-tail")
+        tails = [
+            asyncio.create_task(link.tail.run(), name=f"event-tail-{number}")
+            for number, link in services.shards.items()
+        ]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(services.tail.caught_up.wait(), settings.startup_catch_up_seconds)
+            await asyncio.wait_for(services.caught_up(), settings.startup_catch_up_seconds)
         market = asyncio.create_task(_ensure_default_market(services), name="default-market")
-        if services.tail.caught_up.is_set():  # else it comes once Redis does, while this instance serves
+        if services.all_caught_up():  # else it comes once Redis does, while this instance serves
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(market), settings.outcome_timeout)
         try:
             yield
         finally:
-            for task in (market, tail):
+            for task in (market, *tails):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
 async def _ensure_default_market(services: Services) -> None:
     """The original README's order body names no market: it trades on a ``ticks`` market named by the settings.
 
-    Submitted once the tail has caught up and found no such market. A submission Redis does not
+    Submitted to the first shard once the tails have caught up and found no such market. A submission Redis does not
     take (down, or refusing until a leader has checked it) is tried again with a backoff, so an
     instance started before Redis still makes the market when Redis comes; once in the journal it
     is the engine's, whenever it comes."""
@@ -104,15 +107,16 @@ async def _ensure_default_market(services: Services) -> None:
     command = CreateMarket(seq=0, ts=0, market_id=market_id, scheme=TickScheme.TICKS, max_tick=100_000)
     backoff = Backoff()
     while market_id:
-        await services.tail.caught_up.wait()
+        await services.caught_up()
         if market_id in services.projection.markets:
             return
         try:
-            submission = await submit_one(services, command)
+            shard = await services.place_market(market_id, services.first.number)
+            submission = await submit_one(services, command, shard=shard)
         except (redis.RedisError, ApiError) as exc:
             delay = backoff.next()
             log.warning("could not create the default market (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             continue
-        await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+        await shard.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
         return

@@ -1,4 +1,4 @@
-"""WebSocket fan-out: subscriptions, per-client queues, resume from a stream id, book images.
+"""WebSocket fan-out: subscriptions, per-client queues, resume from a cursor, book images.
 
 A client is registered (and starts queueing) before its WebSocket is accepted, so nothing
 published during the handshake is lost. Each client has a bounded queue; a client too slow to
@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from matchbox.api import cursor
 from matchbox.api.feed import FILLS, channel_messages
 from matchbox.api.prices import price_out
 from matchbox.api.projection import LevelChange, Projection, Update
@@ -35,8 +36,21 @@ class Client:
     overflowed: bool = False  # takes no more messages: its queue overflowed, or it was dropped
     goodbye: tuple[int, str] = SLOW  # the close code and reason the sender ends the connection with
     replaying: bool = False  # resuming: live messages wait in ``held`` until history is sent
-    skip_through: str = ""  # after a resume: live messages up to this stream id were sent already
-    held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    skip_through: dict[int, str] = field(default_factory=dict)  # after a resume: shard -> sent up to here
+    held: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # (shard, stream id, message)
+    positions: dict[int, str] = field(default_factory=dict)  # its feed's place on each shard: its cursor
+
+    def stamped(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``message`` with this connection's cursor as its ``id`` (one shard: the stream id it has)."""
+        if len(self.positions) < 2:
+            return message
+        return {**message, "id": cursor.encode(self.positions)}
+
+    def advance(self, shard: int, stream_id: str, message: dict[str, Any] | None) -> None:
+        """Its feed has gone through ``stream_id`` of ``shard``; send ``message`` (if any) as of there."""
+        self.positions[shard] = stream_id
+        if message is not None:
+            self.offer(self.stamped(message))
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -55,12 +69,13 @@ class Client:
 
 
 class Hub:
-    def __init__(self, projection: Projection) -> None:
+    def __init__(self, projection: Projection, shards: list[int] | None = None) -> None:
         self.projection = projection
         self.clients: set[Client] = set()
+        self.positions = dict.fromkeys(shards or [0], cursor.START)  # what the tails published last
 
     def register(self) -> Client:
-        client = Client()
+        client = Client(positions=dict(self.positions))
         self.clients.add(client)
         return client
 
@@ -73,7 +88,7 @@ class Hub:
             client.explicit = True
         client.channels.add(channel)
         if channel.startswith("book:"):
-            client.offer(self.book_image(channel.removeprefix("book:")))
+            client.offer(client.stamped(self.book_image(channel.removeprefix("book:"))))
 
     def unsubscribe(self, client: Client, channel: str) -> None:
         client.channels.discard(channel)
@@ -85,7 +100,8 @@ class Hub:
 
     # ------------------------------------------------------------------ publishing (from the tail)
 
-    def publish(self, stream_id: str, decoded: DecodedEvent, updates: list[Update]) -> None:
+    def publish(self, shard: int, stream_id: str, decoded: DecodedEvent, updates: list[Update]) -> None:
+        self.positions[shard] = stream_id
         if not self.clients:
             return
         messages = channel_messages(decoded.event, stream_id, decoded.n, self.scheme_of)
@@ -94,7 +110,7 @@ class Hub:
                 messages.append((f"book:{update.market_id}", self._delta(update, stream_id, decoded.n)))
         for client in tuple(self.clients):
             try:
-                _deliver(client, stream_id, messages)
+                _deliver(client, shard, stream_id, messages)
             except Exception:  # one client's fault: it goes, the others and the tail go on
                 log.exception("feed: delivering %s to a client failed; the client is dropped", stream_id)
                 self.unregister(client)
@@ -130,26 +146,30 @@ class Hub:
             "channel": "book",
             "type": "image",
             "market_id": market_id,
-            "id": self.projection.last_id,
-            "sequence": self.projection.last_n,
+            "id": cursor.encode(self.positions),
+            "sequence": self.projection.sequence(market),
             "bids": levels(Side.BUY),
             "asks": levels(Side.SELL),
         }
 
 
-def _deliver(client: Client, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
+def _deliver(client: Client, shard: int, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
     if client.overflowed:
         return
-    for channel, message in messages:
-        if channel in client.channels:
-            if client.replaying:
+    if client.replaying:
+        for channel, message in messages:
+            if channel in client.channels:
                 if len(client.held) >= QUEUE_LIMIT:  # history comes slower than the feed: as slow
                     client.drop(SLOW)
                     return
-                client.held.append((stream_id, message))
-            elif client.skip_through:
-                if id_order(stream_id) > id_order(client.skip_through):
-                    client.skip_through = ""
-                    client.offer(message)
-            else:
-                client.offer(message)
+                client.held.append((shard, stream_id, message))
+        return
+    skip = client.skip_through.get(shard)
+    if skip is not None:
+        if id_order(stream_id) <= id_order(skip):
+            return  # the resume sent it already
+        del client.skip_through[shard]
+    client.positions[shard] = stream_id
+    for channel, message in messages:
+        if channel in client.channels:
+            client.offer(client.stamped(message))

@@ -54,6 +54,7 @@ def _market_out(services: Services, market: MarketView) -> MarketOut:
         self_trade=market.stp.name.lower(),
         outcome=market.outcome,
         collateral=market.collateral,
+        shard=market.shard,
         best_bid=None if bid is None else price_out(market.scheme, bid),
         best_ask=None if ask is None else price_out(market.scheme, ask),
     )
@@ -69,7 +70,7 @@ def _book_out(services: Services, market: MarketView, depth: int | None, with_or
         ]
 
     return BookOut(
-        market_id=market.market_id, bids=levels(_BUY), asks=levels(_SELL), sequence=services.projection.last_n
+        market_id=market.market_id, bids=levels(_BUY), asks=levels(_SELL), sequence=services.projection.sequence(market)
     )
 
 
@@ -86,6 +87,7 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         raise ApiError(400, "collateral is for binary and odds markets only", "collateral")
     if body.market_id in services.projection.markets:
         raise ApiError(409, f"market {body.market_id!r} exists", "market_id")
+    shard = await services.place_market(body.market_id, body.shard)
     command = CreateMarket(
         seq=0,
         ts=0,
@@ -96,7 +98,7 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         stp=STP[body.self_trade],
         collateral=body.collateral,
     )
-    events = await engine_outcome(services, command)
+    events = await engine_outcome(services, command, shard)
     assert any(isinstance(e, MarketCreated) for e in events)
     return _market_out(services, services.projection.markets[body.market_id])
 
@@ -200,5 +202,5 @@ async def ticker(request: Request, market_id: MarketId) -> TickerOut:
         spread=round(ask_out - bid_out, 2) if both else None,  # type: ignore[operator]
         last_price=None if last is None else price_out(market.scheme, last.price),
         last_qty=None if last is None else last.qty,
-        sequence=services.projection.last_n,
+        sequence=services.projection.sequence(market),
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH
+from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH, MAX_SHARDS
 from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
 
@@ -53,6 +53,9 @@ class MarketIn(BaseModel):
     collateral: bool = Field(
         default=False, description="binary or odds only: orders need funds, settlement pays out (see /account)"
     )
+    shard: int | None = Field(
+        default=None, ge=0, lt=MAX_SHARDS, description="the shard that matches it; default: the one with fewest markets"
+    )
 
 
 class SettleIn(BaseModel):
@@ -70,6 +73,7 @@ class MarketOut(BaseModel):
     self_trade: str
     outcome: str
     collateral: bool
+    shard: int = Field(description="the shard whose engine matches it (its order and trade ids carry it)")
     best_bid: float | int | None
     best_ask: float | int | None
 
@@ -180,6 +184,7 @@ class TickerOut(BaseModel):
 
 
 class EngineOut(BaseModel):
+    shard: int
     leader: str | None
     epoch: int | None
     committed_offset: str | None
@@ -246,13 +251,26 @@ class AccountInfoOut(BaseModel):
 class AmountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: int = Field(gt=0, le=2**53, description="minor units (cents)")
+    shard: int | None = Field(
+        default=None, ge=0, lt=MAX_SHARDS, description="whose cash: the shard's (default: the first shard)"
+    )
+
+
+class ShardBalanceOut(BaseModel):
+    shard: int
+    total: int = Field(description="cents: cash on this shard, reserved or not")
+    reserved: int = Field(description="cents set aside for resting orders in this shard's markets")
+    free: int = Field(description="total - reserved: what this shard's orders and withdrawals may use")
 
 
 class BalanceOut(BaseModel):
     account: str
-    total: int = Field(description="cents: cash, reserved or not")
+    total: int = Field(description="cents: cash, reserved or not (on every shard)")
     reserved: int = Field(description="cents set aside for resting orders")
     free: int = Field(description="total - reserved: what new orders and withdrawals may use")
+    shards: list[ShardBalanceOut] | None = Field(
+        default=None, description="with several shards: each shard's part (an order spends its market's shard's)"
+    )
 
 
 class PositionOut(BaseModel):

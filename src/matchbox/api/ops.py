@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import redis
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -16,7 +16,7 @@ from matchbox.api.errors import ERRORS
 from matchbox.api.models import (
     EngineOut,
 )
-from matchbox.api.services import Services, services_of
+from matchbox.api.services import Services, ShardLink, services_of
 from matchbox.bus.durability import durability_problem
 from matchbox.consumers.runner import GroupLag, group_lag
 
@@ -35,43 +35,51 @@ async def ready(request: Request) -> JSONResponse:
     the event tail runs and keeps up); else 503 with the first failure's reason."""
     services = services_of(request)
     try:
-        for check in READY_CHECKS:
-            reason = await check(services)
-            if reason is not None:
-                return JSONResponse({"status": "unavailable", "error": reason}, status_code=503)
-        holder = await services.bus.leader_holder()
+        for link in services.shards.values():
+            for check in READY_CHECKS:
+                reason = await check(services, link)
+                if reason is not None:
+                    where = f"shard {link.number}: " if len(services.shards) > 1 else ""
+                    return JSONResponse({"status": "unavailable", "error": where + reason}, status_code=503)
+        holder = await services.first.bus.leader_holder()
     except redis.RedisError:
         return JSONResponse({"status": "unavailable", "error": "Redis does not answer"}, status_code=503)
     return JSONResponse({"status": "ready", "leader": holder.rsplit(":", 1)[0] if holder else None})
 
 
-async def _alarm(services: Services) -> str | None:
-    alarm = await services.bus.alarm()
+async def _alarm(services: Services, shard: ShardLink) -> str | None:
+    alarm = await shard.bus.alarm()
     return None if alarm is None else f"the exchange is halted by the rollback alarm: {alarm}"
 
 
-async def _durability(services: Services) -> str | None:
-    return durability_problem(services.bus.durability, await services.bus.persistence())
+async def _durability(services: Services, shard: ShardLink) -> str | None:
+    return durability_problem(shard.bus.durability, await shard.bus.persistence())
 
 
-async def _certified(services: Services) -> str | None:
-    if await services.bus.certified():
+async def _certified(services: Services, shard: ShardLink) -> str | None:
+    if await shard.bus.certified():
         return None
     return "Redis restarted or took over and no engine leader has checked it yet: orders wait for one"
 
 
-async def _leader(services: Services) -> str | None:
-    await services.bus.client.ping()
-    return None if await services.bus.leader_holder() else "no engine leader holds the lock"
+async def _leader(services: Services, shard: ShardLink) -> str | None:
+    await shard.bus.client.ping()
+    return None if await shard.bus.leader_holder() else "no engine leader holds the lock"
 
 
-async def _tail(services: Services) -> str | None:
-    offset = await services.bus.offset()
-    return services.tail.trouble(offset.last_event if offset else "", time.monotonic())
+async def _tail(services: Services, shard: ShardLink) -> str | None:
+    offset = await shard.bus.offset()
+    return shard.tail.trouble(offset.last_event if offset else "", time.monotonic())
 
 
-# Each gives the reason the instance is not ready, or None; a RedisError means Redis does not answer.
-READY_CHECKS: list[Callable[[Services], Awaitable[str | None]]] = [_alarm, _durability, _leader, _certified, _tail]
+# Each gives the reason the instance is not ready on a shard, or None; a RedisError means Redis does not answer.
+READY_CHECKS: list[Callable[[Services, ShardLink], Awaitable[str | None]]] = [
+    _alarm,
+    _durability,
+    _leader,
+    _certified,
+    _tail,
+]
 
 
 @router.get("/metrics", response_class=Response)
@@ -79,9 +87,12 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     services = services_of(request)
     with contextlib.suppress(redis.RedisError):
-        offset = await services.bus.offset()
-        length = await services.bus.client.xlen(services.bus.keys.input)
-        services.metrics.engine_lag.set(max(0, int(length) - (offset.inputs if offset else 0)))
+        lag = 0
+        for link in services.shards.values():
+            offset = await link.bus.offset()
+            length = await link.bus.client.xlen(link.bus.keys.input)
+            lag += max(0, int(length) - (offset.inputs if offset else 0))
+        services.metrics.engine_lag.set(lag)
     services.metrics.ws_clients.set(len(services.hub.clients))
     with contextlib.suppress(redis.RedisError):
         for group in await asyncio.to_thread(_group_lag, services):
@@ -96,12 +107,16 @@ def _group_lag(services: Services) -> list[GroupLag]:
 
 
 @router.get("/engine", response_model=EngineOut)
-async def engine(request: Request) -> EngineOut:
-    """The leader, its fencing epoch, the committed offset and state hash (two replays agree iff hashes do)."""
+async def engine(
+    request: Request, shard: int | None = Query(default=None, ge=0, description="which shard's (default: the first)")
+) -> EngineOut:
+    """A shard's leader, its fencing epoch, the committed offset and state hash (two replays agree iff hashes do)."""
     services = services_of(request)
-    offset = await services.bus.offset()
-    holder = await services.bus.leader_holder()
+    link = services.first if shard is None else services.shard(shard)
+    offset = await link.bus.offset()
+    holder = await link.bus.leader_holder()
     return EngineOut(
+        shard=link.number,
         leader=holder.rsplit(":", 1)[0] if holder else None,
         epoch=offset.epoch if offset else None,
         committed_offset=offset.id if offset else None,
@@ -109,5 +124,5 @@ async def engine(request: Request) -> EngineOut:
         events=offset.events if offset else 0,
         state_hash=offset.hash if offset else None,
         state_hash_at=offset.hash_at if offset else None,
-        tail_position=services.tail.position,
+        tail_position=link.tail.position,
     )

@@ -266,8 +266,9 @@ async def _outcome(services: Services, submission: Submission) -> list[Event] | 
     retry's entry may be long committed and its outcome gone from the tail's window of recent
     ones: outcome_or_nothing reads it back from the output stream then."""
     if submission.status == "dup":
-        return await outcome_or_nothing(services, submission.entry_id)
-    return await services.tail.outcome(submission.entry_id, services.settings.outcome_timeout)
+        return await outcome_or_nothing(services, submission)
+    tail = services.shards[submission.shard].tail
+    return await tail.outcome(submission.entry_id, services.settings.outcome_timeout)
 
 
 def _replayed(services: Services, command: PlaceOrder, submission: Submission, events: list[Event]) -> OrderView | None:

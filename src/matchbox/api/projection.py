@@ -53,6 +53,7 @@ class MarketView:
     state: MarketState = MarketState.OPEN
     outcome: str = ""
     collateral: bool = False
+    shard: int = 0  # whose engine matches it
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,8 @@ class BookView:
 
 @dataclass(slots=True)
 class BalanceView:
+    """An account's cash on one shard, as that shard's engine last stated it."""
+
     account: str
     total: int = 0
     reserved: int = 0
@@ -160,23 +163,30 @@ class Projection:
     books: dict[str, BookView] = field(default_factory=dict)
     orders: dict[int, OrderView] = field(default_factory=dict)
     trades: dict[str, deque[TradeView]] = field(default_factory=dict)
-    balances: dict[str, BalanceView] = field(default_factory=dict)
+    balances: dict[str, dict[int, BalanceView]] = field(default_factory=dict)  # account -> shard -> cash there
     positions: dict[str, dict[str, PositionChanged]] = field(default_factory=dict)  # account -> market -> latest
     live: dict[str, dict[int, None]] = field(default_factory=dict)  # account -> its live order ids, oldest first
-    last_n: int = 0  # the n of the last event folded
-    last_id: str = "0-0"  # its stream id
+    last_n: dict[int, int] = field(default_factory=dict)  # shard -> the n of its last event folded
     _finished: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    _shard: int = 0  # the shard of the event being folded
 
-    def apply(self, event: Event, n: int, stream_id: str, entry_id: str) -> list[Update]:
-        """Fold one event in; return what it changed."""
-        self.last_n, self.last_id = n, stream_id
+    def apply(self, event: Event, n: int, stream_id: str, entry_id: str, shard: int = 0) -> list[Update]:
+        """Fold one event of ``shard``'s stream in; return what it changed."""
+        self.last_n[shard] = n
+        self._shard = shard
         handler = _HANDLERS.get(type(event))
         return handler(self, event, n, entry_id) if handler else []
+
+    def sequence(self, market: MarketView) -> int:
+        """The n of the last event folded from the market's shard: book images and deltas carry it."""
+        return self.last_n.get(market.shard, 0)
 
     # ------------------------------------------------------------------ folds
 
     def _market_created(self, e: MarketCreated, n: int, entry_id: str) -> list[Update]:
-        market = MarketView(e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp, collateral=e.collateral)
+        market = MarketView(
+            e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp, collateral=e.collateral, shard=self._shard
+        )
         self.markets[e.market_id] = market
         self.books[e.market_id] = BookView()
         self.trades[e.market_id] = deque(maxlen=RECENT_TRADES)
@@ -256,9 +266,10 @@ class Projection:
         return [order]
 
     def _balance(self, e: BalanceChanged, n: int, entry_id: str) -> list[Update]:
-        balance = self.balances.get(e.account)
+        parts = self.balances.setdefault(e.account, {})
+        balance = parts.get(self._shard)
         if balance is None:
-            balance = self.balances[e.account] = BalanceView(e.account)
+            balance = parts[self._shard] = BalanceView(e.account)
         balance.total, balance.reserved = e.total, e.reserved
         return []
 

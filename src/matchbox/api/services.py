@@ -3,10 +3,13 @@ route uses to reach the engine: submit a command, wait for its outcome."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from fastapi import Request, WebSocket
@@ -27,10 +30,13 @@ from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.durability import DurabilityError
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
+from matchbox.bus.keys import MARKET_DIRECTORY
 from matchbox.consumers.db import open_database
+from matchbox.engine.ids import shard_of
 from matchbox.engine.types import (
     Command,
     Event,
+    PlaceOrder,
     Rejected,
     RejectReason,
 )
@@ -71,22 +77,84 @@ class Metrics:
         )
 
 
+@dataclass(eq=False)
+class ShardLink:
+    """One shard as an API instance reaches it: its bus, and the tail that reads its events."""
+
+    number: int
+    bus: AsyncBus
+    tail: EventTail
+
+
 class Services:
-    """What a running API instance holds."""
+    """What a running API instance holds: a link to each shard it serves, and one projection of them all.
+
+    ``bus`` is the first shard's, which serves the shards' common keys too (accounts, the market
+    directory). A command goes to the shard :meth:`route` names."""
 
     def __init__(self, settings: Settings, bus: AsyncBus) -> None:
         self.settings = settings
         self.bus = bus
         self.projection = Projection()
-        self.tail = EventTail(bus, self.projection)
-        self.hub = Hub(self.projection)
-        self.tail.listeners.append(self.hub.publish)
+        numbers = [bus.keys.shard] if settings.shards == 1 else list(range(settings.shards))
+        self.hub = Hub(self.projection, numbers)
+        self.shards: dict[int, ShardLink] = {}
+        for number in numbers:
+            shard_bus = bus if number == bus.keys.shard else bus.sibling(number)
+            tail = EventTail(shard_bus, self.projection)
+            tail.listeners.append(self.hub.publish)
+            self.shards[number] = ShardLink(number, shard_bus, tail)
+        self.first = self.shards[numbers[0]]
         self.metrics = Metrics()
         self.gate = Gate(settings, bus)
         self._database: sa.Engine | None = None
         self._database_lock = threading.Lock()
         self._sync_bus: Bus | None = None
         self._accounts: AccountStore | None = None
+
+    def shard(self, number: int, field: str = "shard") -> ShardLink:
+        """The link to a shard this instance serves; a 404 naming ``field`` for any other."""
+        link = self.shards.get(number)
+        if link is None:
+            raise ApiError(404, f"shard {number} is not served here (shards: {list(self.shards)})", field)
+        return link
+
+    def route(self, command: Command) -> ShardLink:
+        """The shard a command goes to: an order's (by its id), else its market's; account-wide
+        commands (deposits, heartbeats) name theirs and are sent with :func:`submit_one`'s ``shard``."""
+        order_id = getattr(command, "order_id", 0)
+        if order_id and not isinstance(command, PlaceOrder):
+            return self.shard(shard_of(order_id), "order_id")
+        market_id = getattr(command, "market_id", "")
+        market = self.projection.markets.get(market_id)
+        if market is not None:
+            return self.shard(market.shard, "market_id")
+        return self.first
+
+    async def caught_up(self) -> None:
+        """Until every tail has first reached the end of its shard's stream."""
+        for link in self.shards.values():
+            await link.tail.caught_up.wait()
+
+    def all_caught_up(self) -> bool:
+        return all(link.tail.caught_up.is_set() for link in self.shards.values())
+
+    async def place_market(self, market_id: str, wanted: int | None) -> ShardLink:
+        """The shard ``market_id`` is placed on, in the directory: where it is already, else
+        ``wanted``, else the shard with the fewest markets (a 409 if it is already elsewhere than
+        ``wanted``). Placing is once for good (HSETNX): two instances never place one market twice."""
+        choice = wanted
+        if choice is None:
+            counts = collections.Counter(market.shard for market in self.projection.markets.values())
+            choice = min(self.shards, key=lambda number: (counts[number], number))
+        self.shard(choice)
+        async with self.bus.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(MARKET_DIRECTORY, market_id, choice)
+            pipe.hget(MARKET_DIRECTORY, market_id)
+            _, placed = await pipe.execute()
+        if wanted is not None and int(placed) != wanted:
+            raise ApiError(409, f"market {market_id!r} is placed on shard {int(placed)}", "shard")
+        return self.shard(int(placed))
 
     def database(self) -> sa.Engine:
         """The consumers' SQL database (candles, stats), opened on first use; call from a worker thread."""
@@ -138,14 +206,29 @@ def json_response(status: int, model: BaseModel) -> Response:
     return Response(model.model_dump_json(exclude_none=True), status_code=status, media_type="application/json")
 
 
-async def submit_one(services: Services, command: Command, client_order_id: str | None = None) -> Submission:
+async def submit_one(
+    services: Services, command: Command, client_order_id: str | None = None, shard: ShardLink | None = None
+) -> Submission:
+    """Append ``command`` to the journal of ``shard``, or of the shard it routes to."""
+    link = shard or services.route(command)
     with refusals_as_errors():
-        return await services.bus.submit(JournalRequest(command, client_order_id))
+        return await link.bus.submit(JournalRequest(command, client_order_id))
 
 
 async def submit_many(services: Services, requests: Sequence[JournalRequest]) -> list[Submission]:
+    """Append commands, each to its shard's journal: one round trip per shard, all at once."""
+    by_shard: dict[int, list[int]] = {}
+    for i, request in enumerate(requests):
+        by_shard.setdefault(services.route(request.command).number, []).append(i)
     with refusals_as_errors():
-        return await services.bus.submit_many(requests)
+        answers = await asyncio.gather(
+            *(services.shards[n].bus.submit_many([requests[i] for i in at]) for n, at in by_shard.items())
+        )
+    submissions: list[Submission | None] = [None] * len(requests)
+    for at, answer in zip(by_shard.values(), answers, strict=True):
+        for i, submission in zip(at, answer, strict=True):
+            submissions[i] = submission
+    return [s for s in submissions if s is not None]
 
 
 @contextmanager
@@ -162,9 +245,9 @@ def refusals_as_errors() -> Iterator[None]:
         raise ApiError(503, str(exc), reason="NOT_DURABLE") from None
 
 
-async def engine_outcome(services: Services, command: Command) -> list[Event]:
-    submission = await submit_one(services, command)
-    events = await outcome_or_nothing(services, submission.entry_id)
+async def engine_outcome(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
+    submission = await submit_one(services, command, shard=shard)
+    events = await outcome_or_nothing(services, submission)
     if events is None:
         raise ApiError(503, "the engine has not answered yet (failing over?); the outcome will be on the feed")
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
@@ -182,18 +265,19 @@ async def engine_outcome(services: Services, command: Command) -> list[Event]:
 COMMITTED_PAGE = 1000  # events read back per XRANGE
 
 
-async def outcome_or_nothing(services: Services, entry_id: str) -> list[Event] | None:
-    """The entry's events; ``[]`` if the engine committed past it with none (a cancel-all of
-    nothing); None if the engine has not got that far within the timeout."""
+async def outcome_or_nothing(services: Services, submission: Submission) -> list[Event] | None:
+    """The submitted entry's events; ``[]`` if the engine committed past it with none (a
+    cancel-all of nothing); None if the engine has not got that far within the timeout."""
+    link, entry_id = services.shards[submission.shard], submission.entry_id
     deadline = time.monotonic() + services.settings.outcome_timeout
     while True:
-        events = await services.tail.outcome(entry_id, min(0.05, max(0.0, deadline - time.monotonic())))
+        events = await link.tail.outcome(entry_id, min(0.05, max(0.0, deadline - time.monotonic())))
         if events is not None:
             return events
-        offset = await services.bus.offset()
+        offset = await link.bus.offset()
         if offset is not None and id_order(offset.id) >= id_order(entry_id):
             # its events, if any, are committed: the tail has them, unless they left its window
-            return await services.tail.outcome(entry_id, 0.2) or await committed_events(services.bus, entry_id)
+            return await link.tail.outcome(entry_id, 0.2) or await committed_events(link.bus, entry_id)
         if time.monotonic() >= deadline:
             return None
 

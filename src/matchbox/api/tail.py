@@ -1,4 +1,4 @@
-"""The event tail: one task per API instance reading the whole output stream, in order.
+"""The event tail: one task per shard in an API instance, reading the shard's whole output stream, in order.
 
 It folds every event into the projection, hands the feed its messages, and completes the
 waiters of submissions: the outcome of an input entry is every event whose ``in`` is that
@@ -33,7 +33,7 @@ RECENT_OUTCOMES = 20_000
 LAG_LIMIT_S = 5.0  # behind the committed events and not at the end of the stream for this long: not ready
 RESTART_BACKOFF_MAX_S = 30.0
 
-Listener = Callable[[str, DecodedEvent, list[Update]], None]
+Listener = Callable[[int, str, DecodedEvent, list[Update]], None]  # (shard, stream id, event, updates)
 
 
 class EventTail:
@@ -104,13 +104,13 @@ class EventTail:
         if decoded.in_id != self._open_entry:
             self._close_entry()
             self._open_entry = decoded.in_id
-        updates = self.projection.apply(decoded.event, decoded.n, stream_id, decoded.in_id)
+        updates = self.projection.apply(decoded.event, decoded.n, stream_id, decoded.in_id, self.bus.keys.shard)
         # a rollback witness: every submission carries the most this tail saw (see submit.lua)
         self.bus.seen_events = max(self.bus.seen_events, decoded.n)
         self._open_events.append(decoded.event)  # after the fold: an event that failed it is read again
         for listener in self.listeners:
             try:
-                listener(stream_id, decoded, updates)
+                listener(self.bus.keys.shard, stream_id, decoded, updates)
             except Exception:  # the listener's own fault: the tail, and the instance, go on
                 log.exception("event tail: a listener failed on %s", stream_id)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ import redis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketDisconnected
 
+from matchbox.api import cursor
 from matchbox.api.accounts import arm
 from matchbox.api.errors import ApiError
 from matchbox.api.feed import channel_messages
@@ -40,8 +40,6 @@ router = APIRouter()
 MAX_FRAME_BYTES = 4096  # a message from a client, at most (the server refuses bigger frames too: cli.py)
 MAX_CHANNELS = 100  # subscriptions per connection
 KEY_RECHECK_MIN_S = 0.5  # how often a key is checked again when the key cache is off (0 s)
-STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
-MAX_ID_PART = 2**64 - 1
 REFUSED, TRY_AGAIN_LATER = 1008, 1013  # close codes: policy violation; the server cannot serve it now
 REVOKED = (REFUSED, "your API key no longer works (revoked?)")
 
@@ -75,8 +73,9 @@ async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | 
     (1008) within about twice ``MATCHBOX_KEY_CACHE_SECONDS``.
     """
     services = services_of(websocket)
+    resume_from: dict[int, str] | None = None
     if last_id is not None:
-        refusal = await _resume_refusal(services, last_id)
+        resume_from, refusal = await _resume_refusal(services, last_id)
         if refusal is not None:
             await _refuse(websocket, refusal)
             return
@@ -84,10 +83,11 @@ async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | 
     client = hub.register()  # before the handshake completes: nothing published meanwhile is lost
     try:
         _subscribe_from_query(services, client, subscribe or "")
-        client.replaying = last_id is not None
+        if resume_from is not None:
+            client.replaying, client.positions = True, dict(resume_from)
         session = Session(client, Bucket(float(services.settings.rate_burst), time.monotonic()))
         await websocket.accept()
-        await _serve(websocket, services, session, last_id)
+        await _serve(websocket, services, session, resume_from is not None)
     except WebSocketDisconnect:
         pass
     finally:
@@ -104,12 +104,12 @@ def _subscribe_from_query(services: Services, client: Client, subscribe: str) ->
             client.offer(_error(f'{channel[:80]}: send {{"op":"auth","key":..}}, then subscribe'))
 
 
-async def _serve(websocket: WebSocket, services: Services, session: Session, last_id: str | None) -> None:
+async def _serve(websocket: WebSocket, services: Services, session: Session, resuming: bool) -> None:
     """Send, read and watch the key side by side; the first of them to end ends the connection."""
     client = session.client
     tasks = [
         asyncio.create_task(_send_loop(websocket, client)),
-        asyncio.create_task(_read(websocket, services, session, last_id)),
+        asyncio.create_task(_read(websocket, services, session, resuming)),
         asyncio.create_task(_watch_key(services, session)),
     ]
     try:
@@ -138,9 +138,9 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
         await websocket.send_text(msgspec.json.encode(message).decode())
 
 
-async def _read(websocket: WebSocket, services: Services, session: Session, last_id: str | None) -> None:
-    if last_id is not None:
-        await _resume(services, session.client, last_id)
+async def _read(websocket: WebSocket, services: Services, session: Session, resuming: bool) -> None:
+    if resuming:
+        await _resume(services, session.client)
     while True:
         frame = await _receive(websocket)
         try:
@@ -286,26 +286,34 @@ def _refusal(exc: ApiError) -> dict[str, Any]:
 # --------------------------------------------------------------------------- resume
 
 
-async def _resume_refusal(services: Services, last_id: str) -> tuple[int, str] | None:
-    """Why a resume after ``last_id`` is not served (a close code and the error), or None.
+async def _resume_refusal(services: Services, last_id: str) -> tuple[dict[int, str], tuple[int, str] | None]:
+    """The positions a resume after the cursor ``last_id`` starts from, and why it is not served
+    (a close code and the error), or None.
 
-    It never reaches the hub unless it is an event of the stream (or ``0-0``, the beginning) no
-    further back than ``ws_resume_events``: the hub orders live messages by it."""
-    match = STREAM_ID.fullmatch(last_id)
-    if match is None or max(int(part) for part in match.groups()) > MAX_ID_PART:
-        return REFUSED, f"last_id {last_id[:40]!r} is not a stream id: send the id of the last message you had"
+    It never reaches the hub unless each position is an event of its shard's stream (or ``0-0``,
+    the beginning) no further back than ``ws_resume_events``: the hub orders live messages by them."""
     try:
-        known = last_id == "0-0" or bool(await services.bus.range(services.bus.keys.events, last_id, last_id))
-        offset = await services.bus.offset()
-    except redis.RedisError:
-        return TRY_AGAIN_LATER, "the exchange's Redis is unavailable; retry shortly"
-    if not known:
-        return REFUSED, f"last_id {last_id!r} is not an event of this exchange: resync from REST"
-    behind = (offset.events if offset else 0) - int(match[2])  # event n's id is <ms>-<n> (docs/events.md)
-    limit = services.settings.ws_resume_events
-    if behind > limit:
-        return REFUSED, f"last_id {last_id!r} is {behind} events back, a resume reaches {limit}: resync from REST"
-    return None
+        positions = cursor.decode(last_id, services.shards.keys())
+    except cursor.CursorError as exc:
+        return {}, (
+            REFUSED,
+            f"last_id is not a cursor of this exchange ({exc}): send the id of the last message you had",
+        )
+    for shard, position in positions.items():
+        link = services.shards[shard]
+        try:
+            known = position == cursor.START or bool(await link.bus.range(link.bus.keys.events, position, position))
+            offset = await link.bus.offset()
+        except redis.RedisError:
+            return positions, (TRY_AGAIN_LATER, "the exchange's Redis is unavailable; retry shortly")
+        where = f"last_id {last_id[:200]!r}" + (f" (shard {shard})" if len(positions) > 1 else "")
+        if not known:
+            return positions, (REFUSED, f"{where} is not an event of this exchange: resync from REST")
+        behind = (offset.events if offset else 0) - int(position.partition("-")[2])  # event n is <ms>-<n>
+        limit = services.settings.ws_resume_events
+        if behind > limit:
+            return positions, (REFUSED, f"{where} is {behind} events back, a resume reaches {limit}: resync from REST")
+    return positions, None
 
 
 async def _refuse(websocket: WebSocket, refusal: tuple[int, str]) -> None:
@@ -315,28 +323,33 @@ async def _refuse(websocket: WebSocket, refusal: tuple[int, str]) -> None:
     await websocket.close(code, "last_id refused")
 
 
-async def _resume(services: Services, client: Client, last_id: str) -> None:
-    """Send what the client missed after ``last_id``, then release the live messages held meanwhile."""
-    keys = services.bus.keys
-    cursor = last_id
-    while True:
-        entries = await services.bus.range(keys.events, f"({cursor}", "+", count=1000)
-        for raw_id, fields in entries:
-            cursor = raw_id.decode()
-            try:
-                decoded = decode_event(fields.get(b"event", b""))
-            except CodecError:
-                continue
-            for channel, message in channel_messages(decoded.event, cursor, decoded.n, services.hub.scheme_of):
-                if channel in client.channels:
-                    client.offer(message)
-        if len(entries) < 1000:
-            break
-    for stream_id, message in client.held:
-        if id_order(stream_id) > id_order(cursor):
-            client.offer(message)
+async def _resume(services: Services, client: Client) -> None:
+    """Send what the client missed after its cursor, shard by shard, then release the live
+    messages held meanwhile."""
+    for shard, link in services.shards.items():
+        while True:
+            after = client.positions[shard]
+            entries = await link.bus.range(link.bus.keys.events, f"({after}", "+", count=1000)
+            for raw_id, fields in entries:
+                stream_id = raw_id.decode()
+                try:
+                    decoded = decode_event(fields.get(b"event", b""))
+                except CodecError:
+                    client.advance(shard, stream_id, None)
+                    continue
+                messages = channel_messages(decoded.event, stream_id, decoded.n, services.hub.scheme_of)
+                client.advance(shard, stream_id, None)
+                for channel, message in messages:
+                    if channel in client.channels:
+                        client.advance(shard, stream_id, message)
+            if len(entries) < 1000:
+                break
+    replayed = dict(client.positions)
+    for shard, stream_id, message in client.held:
+        if id_order(stream_id) > id_order(replayed[shard]):
+            client.advance(shard, stream_id, message)
     client.held.clear()
-    # The tail may not have reached the end of what history just sent: its live messages up to
-    # ``cursor`` would come a second time, so they are skipped.
-    client.skip_through = cursor
+    # The tails may not have reached the end of what history just sent: their live messages up
+    # to where it ended would come a second time, so they are skipped.
+    client.skip_through = dict(client.positions)
     client.replaying = False

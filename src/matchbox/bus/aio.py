@@ -41,6 +41,10 @@ class AsyncBus:
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
         return cls(aioredis.Redis(connection_pool=pool), shard, durability)
 
+    def sibling(self, shard: int) -> AsyncBus:
+        """A bus of another shard over the same server and connections (closing either closes both)."""
+        return AsyncBus(self.client, shard, self.durability)
+
     async def close(self) -> None:
         await self.client.aclose(close_connection_pool=True)
 

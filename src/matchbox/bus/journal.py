@@ -29,6 +29,7 @@ from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability, DurabilityError, durability_problem
 from matchbox.bus.keys import Keys
+from matchbox.engine.ids import shard_id
 from matchbox.engine.types import IDS_PER_MS, Command, PlaceOrder
 
 CLIENT_ORDER_ID_TTL_MS = 24 * 3600 * 1000
@@ -47,6 +48,7 @@ class Submission:
     status: Literal["new", "dup", "conflict"]
     order_id: int  # 0 for commands that are not new orders
     entry_id: str  # the input entry: its id names the outcome's events (their "in" field)
+    shard: int = 0  # whose journal holds the entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,10 @@ def submit_call(
     """``submit.lua`` for ``requests``, followed in ``always`` durability by ``WAITAOF 1 0`` in the same
     round trip; the replies read as one submission per request, or raised as what they mean."""
     script_keys, args = submit_arguments(keys, requests, seen_events)
-    call = calls.script_call("submit", script_keys, args, read=parse_submit, meaning=script_refusal)
+    shard = keys.shard
+    call = calls.script_call(
+        "submit", script_keys, args, read=lambda result: parse_submit(result, shard), meaning=script_refusal
+    )
     if durability is Durability.EVERYSEC:
         return call
     submit = call.read
@@ -93,10 +98,11 @@ def submit_call(
     )
 
 
-def parse_submit(result: Sequence[Sequence[Any]]) -> list[Submission]:
+def parse_submit(result: Sequence[Sequence[Any]], shard: int) -> list[Submission]:
+    """``submit.lua``'s replies; its order ids are the shard's own numbers, made whole here."""
     return [
-        Submission(as_text(status), int(order_id), as_text(entry))  # type: ignore[arg-type]
-        for status, order_id, entry in result
+        Submission(as_text(status), shard_id(shard, int(oid)) if int(oid) else 0, as_text(entry), shard)  # type: ignore[arg-type]
+        for status, oid, entry in result
     ]
 
 

@@ -91,3 +91,9 @@ class Keys:
         The account is length-prefixed, so no pair of account and client order id can collide.
         """
         return f"{self.prefix}cid:{len(account)}:{account}:{client_order_id}"
+
+
+# Hash: market id -> the shard that matches it, written once when the market is placed (HSETNX),
+# so two API instances creating one market at once place it on one shard. Its own hash tag: on a
+# cluster it lives in a slot of its own, apart from every shard's.
+MARKET_DIRECTORY = "mb:{directory}:markets"

@@ -176,8 +176,8 @@ class AnalyticsFold:
 class AnalyticsSink(FoldingSink[AnalyticsFold]):
     """Candles, last trades and resting orders (see the module docstring); a :class:`~.runner.Sink`."""
 
-    def __init__(self, engine: sa.Engine, group: str = "analytics") -> None:
-        super().__init__(engine, group)
+    def __init__(self, engine: sa.Engine, group: str = "analytics", shard: int = 0) -> None:
+        super().__init__(engine, group, shard)
         dialect = engine.dialect
         self._trades = NewRows(dialect, analytics_trades, "trade_id")
         self._candles = RowWriter(dialect, _candles_upsert(insert(dialect.name, candles)), candles)

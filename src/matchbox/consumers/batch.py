@@ -55,13 +55,14 @@ class FoldingSink(Generic[F]):
     fold (:meth:`write`) and the group's tracking row in one transaction, retried whole by
     :func:`~matchbox.consumers.db.run_write`."""
 
-    def __init__(self, engine: sa.Engine, group: str) -> None:
+    def __init__(self, engine: sa.Engine, group: str, shard: int = 0) -> None:
         self.engine = engine
         self.group = group
+        self.shard = shard  # whose stream it reads: its tracking row is (group, shard)
         self._track = tracking_writer(engine.dialect)
 
     def position(self) -> str | None:
-        return read_position(self.engine, self.group)
+        return read_position(self.engine, self.group, self.shard)
 
     def apply(self, entries: Sequence[Entry], floor: str | None = None) -> None:
         items = decode_entries(entries)
@@ -70,7 +71,7 @@ class FoldingSink(Generic[F]):
         fold = self.fold()
         for item in items:
             fold.add(item)
-        tracking = tracking_row(self.group, items, floor)
+        tracking = tracking_row(self.group, self.shard, items, floor)
 
         def write(connection: sa.Connection) -> None:
             self.write(connection, fold)
@@ -202,27 +203,29 @@ def first_known(statement: Insert, table: sa.Table, column: str) -> sa.ColumnEle
 # --------------------------------------------------------------------------- tracking
 
 
-def read_position(engine: sa.Engine, group: str) -> str | None:
-    """The group's floor: every entry at or below this stream id is stored; None if untracked."""
-    return _read_tracking(engine, group, consumer_offsets.c.floor_id)
+def read_position(engine: sa.Engine, group: str, shard: int = 0) -> str | None:
+    """The group's floor on ``shard``'s stream: every entry at or below this stream id is stored; None if untracked."""
+    return _read_tracking(engine, group, shard, consumer_offsets.c.floor_id)
 
 
-def read_newest(engine: sa.Engine, group: str) -> str | None:
-    """The stream id of the newest entry the group has stored, None if none."""
-    return _read_tracking(engine, group, consumer_offsets.c.last_id)
+def read_newest(engine: sa.Engine, group: str, shard: int = 0) -> str | None:
+    """The stream id of the newest entry of ``shard``'s stream the group has stored, None if none."""
+    return _read_tracking(engine, group, shard, consumer_offsets.c.last_id)
 
 
-def _read_tracking(engine: sa.Engine, group: str, column: sa.Column[str]) -> str | None:
-    query = sa.select(column).where(consumer_offsets.c.consumer_group == group)
+def _read_tracking(engine: sa.Engine, group: str, shard: int, column: sa.Column[str]) -> str | None:
+    tracked = consumer_offsets.c
+    query = sa.select(column).where(tracked.consumer_group == group, tracked.shard == shard)
     with engine.connect() as connection:
         found: str | None = connection.execute(query).scalar_one_or_none()
     return found
 
 
-def tracked_witnesses(engine: sa.Engine) -> list[Witness]:
-    """Each group's tracking row as a rollback witness (:mod:`matchbox.bus.rollback`): a group
-    stores only committed events, so Redis must hold at least the newest one it stored."""
-    query = sa.select(consumer_offsets.c.consumer_group, consumer_offsets.c.last_id)
+def tracked_witnesses(engine: sa.Engine, shard: int = 0) -> list[Witness]:
+    """Each group's tracking row of ``shard`` as a rollback witness (:mod:`matchbox.bus.rollback`):
+    a group stores only committed events, so the shard's Redis must hold at least the newest one it stored."""
+    tracked = consumer_offsets.c
+    query = sa.select(tracked.consumer_group, tracked.last_id).where(tracked.shard == shard)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     return [tracking_witness(group, last) for group, last in rows]
@@ -248,20 +251,22 @@ def tracking_writer(dialect: sa.Dialect) -> RowWriter:
         return {column: sa.case((ahead(name), incoming[column]), else_=stored[column]) for column in columns}
 
     upsert = statement.on_conflict_do_update(
-        index_elements=[stored.consumer_group],
+        index_elements=[stored.consumer_group, stored.shard],
         set_={**forward("last"), **forward("floor"), "updated_at": sa.func.current_timestamp()},
         where=sa.or_(ahead("last"), ahead("floor")),  # a batch applied again changes nothing, its time included
     )
     return RowWriter(dialect, upsert, consumer_offsets)
 
 
-def tracking_row(group: str, items: Sequence[Item], floor: str | None) -> Row:
-    """The tracking row after ``items``; a ``floor`` of None (the group was gone) moves nothing."""
+def tracking_row(group: str, shard: int, items: Sequence[Item], floor: str | None) -> Row:
+    """The tracking row after ``items`` of ``shard``'s stream; a ``floor`` of None (the group was
+    gone) moves nothing."""
     last = max(items, key=_position)
     ms, seq = last.position
     floor_ms, floor_seq = id_order(floor) if floor is not None else (0, 0)
     return {
         "consumer_group": group,
+        "shard": shard,
         "last_id": last.stream_id,
         "last_ms": ms,
         "last_seq": seq,

@@ -67,6 +67,7 @@ from matchbox.consumers.schema import (
     positions,
     trades,
 )
+from matchbox.engine.ids import shard_id
 from matchbox.engine.rules import order_status
 from matchbox.engine.types import (
     BalanceChanged,
@@ -107,12 +108,13 @@ POSITION_LATEST = ("yes", "no", "committed", "stake", "liability", "updated_ts",
 class Fold:
     """One batch folded in memory: a row per market, order, trade, balance, position and money event."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard: int = 0) -> None:
+        self.shard = shard  # whose stream: money rows are keyed by it
         self.markets: dict[str, Row] = {}
         self.orders: dict[int, Row] = {}
         self.trades: dict[int, Row] = {}
-        self.balances: dict[str, Row] = {}  # the newest per account
-        self.balance_history: dict[int, Row] = {}  # by n
+        self.balances: dict[str, Row] = {}  # the newest per account (on this shard)
+        self.balance_history: dict[int, Row] = {}  # by n (with the shard in its high bits)
         self.positions: dict[tuple[str, str], Row] = {}  # the newest per (account, market)
         self.position_history: dict[int, Row] = {}
 
@@ -246,8 +248,9 @@ class Fold:
 
     def _balance(self, n: int, event: BalanceChanged) -> None:
         account = event.account
-        self.balance_history[n] = {
-            "n": n,
+        key = shard_id(self.shard, n)
+        self.balance_history[key] = {
+            "n": key,
             "account": account,
             "total": event.total,
             "reserved": event.reserved,
@@ -259,6 +262,7 @@ class Fold:
         if current is None or n > current["last_n"]:
             self.balances[account] = {
                 "account": account,
+                "shard": self.shard,
                 "total": event.total,
                 "reserved": event.reserved,
                 "updated_ts": event.ts,
@@ -276,7 +280,8 @@ class Fold:
             "stake": event.stake,
             "liability": event.liability,
         }
-        self.position_history[n] = {"n": n, **values, "reason": int(event.reason), "ts": event.ts}
+        number = shard_id(self.shard, n)
+        self.position_history[number] = {"n": number, **values, "reason": int(event.reason), "ts": event.ts}
         current = self.positions.get(key)
         if current is None or n > current["last_n"]:
             self.positions[key] = {**values, "updated_ts": event.ts, "last_n": n}
@@ -315,19 +320,19 @@ class PersistenceSink(FoldingSink[Fold]):
     """Markets, orders, trades, balances and positions (see the module docstring); a
     :class:`~matchbox.consumers.runner.Sink`."""
 
-    def __init__(self, engine: sa.Engine, group: str = "persistence") -> None:
-        super().__init__(engine, group)
+    def __init__(self, engine: sa.Engine, group: str = "persistence", shard: int = 0) -> None:
+        super().__init__(engine, group, shard)
         dialect = engine.dialect
         self._trades = NewRows(dialect, trades, "trade_id")
         self._orders = RowWriter(dialect, _orders_upsert(insert(dialect.name, orders)), orders)
         self._markets = RowWriter(dialect, _markets_upsert(insert(dialect.name, markets)), markets)
-        self._balances = _latest_writer(dialect, balances, ["account"], BALANCE_LATEST)
+        self._balances = _latest_writer(dialect, balances, ["account", "shard"], BALANCE_LATEST)
         self._positions = _latest_writer(dialect, positions, ["account", "market_id"], POSITION_LATEST)
         self._balance_history = _once_writer(dialect, balance_history)
         self._position_history = _once_writer(dialect, position_history)
 
     def fold(self) -> Fold:
-        return Fold()
+        return Fold(self.shard)
 
     def write(self, connection: sa.Connection, fold: Fold) -> None:
         write_sorted(connection, self._markets, fold.markets)

@@ -38,10 +38,10 @@ class SinkKind(StrEnum):
     ANALYTICS = "analytics"
 
 
-def make_sink(kind: SinkKind, database: sa.Engine, group: str) -> Sink:
+def make_sink(kind: SinkKind, database: sa.Engine, group: str, shard: int = 0) -> Sink:
     if kind is SinkKind.PERSISTENCE:
-        return PersistenceSink(database, group=group)
-    return AnalyticsSink(database, group=group)
+        return PersistenceSink(database, group=group, shard=shard)
+    return AnalyticsSink(database, group=group, shard=shard)
 
 
 def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerConfig:
@@ -66,11 +66,13 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
         if connections is None:
             return 0  # stopped while waiting for the database
         database, bus = connections
-        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group, name), stop)
+        consumer = GroupConsumer(
+            bus, make_sink(kind, database, group, settings.shard), consumer_config(settings, group, name), stop
+        )
 
         def start() -> bool:
             # a group that stored more than Redis holds: halt everything rather than skip or repeat
-            check_witness(bus, tracking_witness(group, read_newest(database, group)))
+            check_witness(bus, tracking_witness(group, read_newest(database, group, settings.shard)))
             consumer.ensure_group()
             return True
 
@@ -94,7 +96,9 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
         with contextlib.suppress(redis.ResponseError):  # no stream yet
             bus.client.xgroup_destroy(stream, group)
         bus.client.xgroup_create(stream, group, id="0", mkstream=True)
-        consumer = GroupConsumer(bus, make_sink(kind, database, group), consumer_config(settings, group))
+        consumer = GroupConsumer(
+            bus, make_sink(kind, database, group, settings.shard), consumer_config(settings, group)
+        )
         columns = (TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"{group} ({kind.value})", total=int(bus.client.xlen(stream)))
@@ -135,7 +139,7 @@ def sql_witnesses(settings: Settings) -> Callable[[], list[Witness]]:
             return []
         database = create_engine(settings.database_url or f"sqlite:///{sqlite_file}", timeout_s=WITNESS_TIMEOUT_S)
         try:
-            return tracked_witnesses(database)
+            return tracked_witnesses(database, settings.shard)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("the consumers' tracking rows are no witness this time: %s", exc)
             return []

@@ -32,6 +32,7 @@ from matchbox.consumers.schema import (
     positions,
     trades,
 )
+from matchbox.engine.ids import SHARD_SHIFT
 from matchbox.engine.rules import LIVE_STATUSES
 from matchbox.engine.types import BalanceReason, CancelReason, OrderKind, OrderStatus, RejectReason, Side, TimeInForce
 
@@ -379,12 +380,19 @@ def _enum(kind: type[E], value: int | None) -> E | None:
 
 
 def account_balance(engine: sa.Engine, account: str) -> Balance | None:
-    """The account's current cash; None if no money event has named it."""
+    """The account's current cash on every shard together (``last_n``: the newest of the shards'
+    own numbers); None if no money event has named it."""
     b = balances.c
-    query = sa.select(b.account, b.total, b.reserved, b.updated_ts, b.last_n).where(b.account == account)
+    query = (
+        sa.select(
+            b.account, sa.func.sum(b.total), sa.func.sum(b.reserved), sa.func.max(b.updated_ts), sa.func.max(b.last_n)
+        )
+        .where(b.account == account)
+        .group_by(b.account)
+    )
     with engine.connect() as connection:
         row = connection.execute(query).one_or_none()
-    return None if row is None else Balance(*row)
+    return None if row is None else Balance(row[0], *(int(value) for value in row[1:]))
 
 
 def account_positions(engine: sa.Engine, account: str, *, include_empty: bool = False) -> list[Position]:
@@ -409,15 +417,18 @@ def account_balance_history(
 ) -> list[BalanceEntry]:
     """The account's balance changes, newest event number ``n`` first, ``n`` below ``before``.
 
-    ``change`` is read from the account's previous row (through its index), so it is exact once
+    ``n`` carries its shard in its high bits (as ids do: shard 0's are the engine's own numbers),
+    so with several shards the pages go shard by shard, newest first in each. ``change`` is read
+    from the account's previous row on the same shard (through its index), so it is exact once
     every earlier change has been folded.
     """
     _check_limit(limit)
     h = balance_history.c
     earlier = balance_history.alias("earlier")
+    shard_start = h.n - h.n % (1 << SHARD_SHIFT)
     previous = (
         sa.select(earlier.c.total)
-        .where(earlier.c.account == h.account, earlier.c.n < h.n)
+        .where(earlier.c.account == h.account, earlier.c.n < h.n, earlier.c.n >= shard_start)
         .order_by(earlier.c.n.desc())
         .limit(1)
         .scalar_subquery()

@@ -45,6 +45,7 @@ consumer_offsets = sa.Table(
     "consumer_offsets",
     metadata,
     sa.Column("consumer_group", Name, primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),  # whose stream: a group reads each
     sa.Column("last_id", StreamId, nullable=False),  # the newest stream id applied
     sa.Column("last_ms", sa.BigInteger, nullable=False),  # last_id as a sortable pair
     sa.Column("last_seq", sa.BigInteger, nullable=False),
@@ -127,14 +128,16 @@ trades = sa.Table(
     sa.Index("ix_trades_taker_account", "taker_account", "trade_id"),
 )
 
-# Money in collateral markets (BalanceChanged, PositionChanged): the current row per account
-# and per (account, market), last-writer-wins by last_n, and every change once, keyed by its n.
+# Money in collateral markets (BalanceChanged, PositionChanged): the current row per (account,
+# shard) and per (account, market), last-writer-wins by last_n, and every change once, keyed by
+# its n with the shard in the high bits (matchbox.engine.ids.shard_id: shard 0's n as it is).
 # Amounts are minor units; ``reason`` is the BalanceReason integer.
 
 balances = sa.Table(
     "balances",
     metadata,
     sa.Column("account", Name, primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),  # cash lives per shard
     sa.Column("total", sa.BigInteger, nullable=False),  # cash owned
     sa.Column("reserved", sa.BigInteger, nullable=False),  # of it, held for resting orders
     sa.Column("updated_ts", sa.BigInteger, nullable=False),

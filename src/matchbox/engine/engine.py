@@ -35,10 +35,11 @@ Order ids
     is UNKNOWN_ORDER (one account never learns of another's orders).
 Trade ids
     A trade's id is the previous trade's plus one, but never below the command's time in ms
-    times ``IDS_PER_MS``: when a journal is rolled back (a restored backup, a lost
-    second) and refilled later in time, a trade id handed out before the loss is not handed out
-    again (unless one millisecond held over ``IDS_PER_MS`` trades). Order ids follow the
-    same rule in the journal (see :mod:`matchbox.bus.rollback`).
+    times ``IDS_PER_MS``: when a journal is rolled back (a restored backup, a lost second) and
+    refilled later in time, a trade id handed out before the loss is not handed out again
+    (unless one millisecond held over ``IDS_PER_MS`` trades). Order ids follow the same rule in
+    the journal (see :mod:`matchbox.bus.rollback`). Both carry the shard in their high bits
+    (:func:`~matchbox.engine.ids.shard_id`): an engine is one shard's.
 Markets
     OPEN <-> SUSPENDED -> CLOSED -> SETTLED, and OPEN or SUSPENDED -> SETTLED directly. A
     suspended market rejects new orders (MARKET_NOT_OPEN) but keeps its book and accepts
@@ -102,7 +103,7 @@ from typing import Any
 
 from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
-from matchbox.engine.ids import valid_account, valid_market_id
+from matchbox.engine.ids import MAX_SHARDS, shard_id, valid_account, valid_market_id
 from matchbox.engine.ledger import Account, Ledger
 from matchbox.engine.queries import BookDepth, BookIntegrityError, LiveOrder
 from matchbox.engine.rules import RESTING_TIFS, check_order
@@ -183,7 +184,11 @@ class _Watch:
 class Engine:
     """Many markets, one sequence of commands, one list of events per command."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard: int = 0) -> None:
+        if not 0 <= shard < MAX_SHARDS:
+            raise ValueError(f"shard {shard} is not in 0..{MAX_SHARDS - 1}")
+        self.shard = shard  # its trade ids carry it; its journal's order ids do too (matchbox.engine.ids)
+        self._id_base = shard_id(shard, 0)
         self.books: dict[str, Book] = {}
         self.orders: dict[int, Order] = {}  # every live order, by id
         self.last_order_id = 0  # the highest order id accepted
@@ -377,7 +382,7 @@ class Engine:
         taker_account = cmd.account
         seq = cmd.seq
         ts = cmd.ts
-        first_trade_id = ts // 1_000_000 * IDS_PER_MS  # the floor: see "Trade ids"
+        first_trade_id = self._id_base + ts // 1_000_000 * IDS_PER_MS  # the floor: see "Trade ids"
         price = level.price
         index = self.orders
         while remaining and level.count:
@@ -683,9 +688,9 @@ class Engine:
         return snapshot.encode(self)
 
     @classmethod
-    def restore(cls, data: bytes) -> Engine:
-        """An engine in exactly the state a snapshot recorded; SnapshotError if it is not one."""
-        return snapshot.decode(data, cls())
+    def restore(cls, data: bytes, shard: int = 0) -> Engine:
+        """An engine of ``shard`` in exactly the state a snapshot recorded; SnapshotError if it is not one."""
+        return snapshot.decode(data, cls(shard))
 
     def state_hash(self) -> str:
         """SHA-256 of the canonical snapshot: equal hashes mean equal books, order for order."""

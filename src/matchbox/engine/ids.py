@@ -34,3 +34,26 @@ def valid_account(account: str) -> bool:
 def valid_market_id(market_id: str) -> bool:
     """Whether ``market_id`` keeps the market id rule."""
     return _MARKET_ID.fullmatch(market_id) is not None
+
+
+# --------------------------------------------------------------------------- order and trade ids
+
+# An order id or a trade id carries its shard in the bits above SHARD_SHIFT, so a cancel by id
+# finds its shard from the id alone, and ids of two shards never meet (one SQL table holds all).
+# Below them is the shard's own number: its journal's counter for order ids, its engine's for
+# trade ids, each at least the time in ms x IDS_PER_MS (about 2**51 today, 2**52 in 2109). Shard
+# 0's ids are its own numbers, as they were before shards. The journal's Lua scripts handle only
+# the shard's own numbers (Lua's numbers are doubles, exact to 2**53): the shard is put in by
+# the Python on either side of them, with ``shard_id``.
+SHARD_SHIFT = 52
+MAX_SHARDS = 1024  # shards 0..1023: every id stays below 2**62, positive in a signed 64-bit column
+
+
+def shard_id(shard: int, local: int) -> int:
+    """The id of a shard's ``local`` number (an order id from its journal, a trade id from its engine)."""
+    return shard << SHARD_SHIFT | local
+
+
+def shard_of(any_id: int) -> int:
+    """The shard an order id or a trade id belongs to."""
+    return any_id >> SHARD_SHIFT

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from matchbox.engine.book import Book, Order
+from matchbox.engine.ids import shard_of
 from matchbox.engine.ledger import Account, Position, Reserve
 from matchbox.engine.types import MarketState, SelfTradePrevention, Side, TickScheme
 
@@ -228,6 +229,11 @@ def decode(data: bytes, engine: Engine) -> Engine:
     """Fill an empty engine from snapshot bytes; raise SnapshotError if they are not one."""
     with collector_paused(promote=True):
         snapshot = _read(data)
+        for kind, last in (("order", snapshot.last_order_id), ("trade", snapshot.last_trade_id)):
+            if last and shard_of(last) != engine.shard:
+                raise SnapshotError(
+                    f"a snapshot of shard {shard_of(last)} (its last {kind} id) is not shard {engine.shard}'s"
+                )
         engine.last_order_id = snapshot.last_order_id
         engine.last_trade_id = snapshot.last_trade_id
         saved = snapshot.ledger if isinstance(snapshot, _SnapshotV2) else _Ledger(0, [], [], [])

@@ -8,6 +8,7 @@ import logging
 
 from matchbox.bus.codec import CodecError, decode_command
 from matchbox.engine import Engine
+from matchbox.engine.ids import shard_id
 from matchbox.engine.types import Event, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def apply_entry(
     ts = int(entry_id.partition("-")[0]) * 1_000_000
     oid = fields.get(b"oid")
     try:
-        order_id = int(oid) if oid is not None else None
+        order_id = shard_id(engine.shard, int(oid)) if oid is not None else None
         command = decode_command(fields.get(b"c", b""), seq=seq, ts=ts, order_id=order_id)
     except (CodecError, ValueError) as exc:
         if not quiet:

@@ -37,10 +37,10 @@ def recover(bus: Bus, offset: Offset, snapshot: StoredSnapshot | None) -> tuple[
     # for long enough (seconds, on a busy machine) to starve the thread that keeps the lease
     with collector_paused(promote=True):
         if snapshot is not None:
-            engine = Engine.restore(snapshot.data)
+            engine = Engine.restore(snapshot.data, bus.keys.shard)
             start = snapshot.offset
         else:
-            engine, start = Engine(), Offset()
+            engine, start = Engine(bus.keys.shard), Offset()
         position, checked = replay(bus, engine, start, offset)
     check_counts(position, offset)
     if offset.id and not checked:

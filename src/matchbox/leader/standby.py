@@ -96,7 +96,11 @@ class Standby:
         started = time.monotonic()
         self.engine, self.warm = None, False  # a restore that fails leaves the standby cold
         try:
-            engine = Engine.restore(snapshot.data) if snapshot is not None else Engine()
+            engine = (
+                Engine.restore(snapshot.data, self.bus.keys.shard)
+                if snapshot is not None
+                else Engine(self.bus.keys.shard)
+            )
         except SnapshotError as exc:
             self._bench(f"the snapshot {self.snapshot_id} does not restore: {exc}")
             return
