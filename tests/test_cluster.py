@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-from conftest import in_thread, submit_until_stopped, wait_until
+from conftest import ADMIN, api_settings, in_thread, submit_until_stopped, wait_until
+from matchbox.api.app import create_app
 from matchbox.bus.cluster import ClusterBus
 from matchbox.bus.codec import decode_event
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedCluster
+from matchbox.engine.ids import shard_of
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from matchbox.leader.runner import EngineLeader, LeaderConfig
 
@@ -113,3 +118,97 @@ def test_settings_that_would_stop_every_shard_are_said_at_start(cluster: Embedde
     bus.client.config_set("min-replicas-to-write", "1")
     assert bus.problems(Durability.REPLICATED) == []
     bus.close()
+
+
+# --------------------------------------------------------------------------- three shards, the API
+
+
+@pytest.fixture
+def sharded_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(tmp_path, masters=3, replicas=1, node_timeout_ms=1000, shards=3) as running:
+        yield running
+
+
+@contextmanager
+def leaders_of(url: str, shards: int) -> Iterator[list[EngineLeader]]:
+    """A leader candidate for each shard over the cluster, in replicated durability."""
+    stop = threading.Event()
+    config = LeaderConfig(lock_ttl_ms=1500, durability=Durability.REPLICATED, snapshot_every=1_000_000)
+    buses = [ClusterBus.connect(url, shard) for shard in range(shards)]
+    leaders = [EngineLeader(bus, config, stop) for bus in buses]
+    with ExitStack() as stack:
+        for leader in leaders:
+            stack.enter_context(in_thread(leader.run, stop))
+        yield leaders
+    for bus in buses:
+        bus.close()
+
+
+def test_three_shards_sit_on_three_masters_and_the_api_trades_on_each_through_a_failover(
+    sharded_cluster: EmbeddedCluster, tmp_path: Path
+) -> None:
+    url = sharded_cluster.url
+    masters = {shard: ClusterBus.connect(url, shard) for shard in range(3)}
+    ports = {shard: bus.client.connection_pool.connection_kwargs["port"] for shard, bus in masters.items()}
+    assert len(set(ports.values())) == 3  # placed: not left to where the tags happen to hash
+    settings = api_settings(url, tmp_path, shards=3, cluster=True, durability=Durability.REPLICATED, open_access=True)
+    with leaders_of(url, 3), TestClient(create_app(settings)) as api:
+        wait_until(lambda: api.get("/ready").status_code == 200, timeout=20, message="the API over the cluster")
+        markets = {}
+        for shard, scheme in ((0, "binary"), (1, "odds"), (2, "binary")):
+            made = api.post(
+                "/markets", json={"market_id": f"c{shard}", "scheme": scheme, "shard": shard}, headers=ADMIN
+            )
+            assert made.status_code == 201, made.text
+            markets[shard] = made.json()
+
+        def trade(shard: int, qty: int = 1) -> dict[str, Any]:
+            market = markets[shard]
+            price = {"odds": 2.5} if market["scheme"] == "odds" else {"price": 40}
+            sizes = {"stake": 100 * qty} if market["scheme"] == "odds" else {"qty": qty}
+            words = ("back", "lay") if market["scheme"] == "odds" else ("sell", "buy")
+            for side in words:
+                placed = api.post(
+                    "/orders", json={"market_id": f"c{shard}", "side": side, **price, **sizes, "account": side}
+                )
+                assert placed.status_code == 201, placed.text
+            fill: dict[str, Any] = placed.json()["fills"][0]
+            return fill
+
+        assert [shard_of(trade(shard)["trade_id"]) for shard in range(3)] == [0, 1, 2]
+        epochs = {shard: api.get("/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
+
+        # SIGKILL shard 1's master: its replica is promoted; shards 0 and 2 trade on meanwhile
+        victim = sharded_cluster.node_serving(ports[1])
+        victim.kill()
+        for shard in (0, 2):
+            assert shard_of(trade(shard)["trade_id"]) == shard  # no error on the other shards
+        wait_until(lambda: moved(masters[1], ports[1]), timeout=20, message="shard 1's replica to be promoted")
+        victim.start()  # back as the new master's replica: replicated durability needs one
+
+        def trades_on_shard_1() -> bool:
+            answer = api.post(
+                "/orders", json={"market_id": "c1", "side": "back", "odds": 2.5, "stake": 100, "account": "x"}
+            )
+            return answer.status_code == 201
+
+        wait_until(trades_on_shard_1, timeout=30, message="shard 1 to take orders after the failover")
+        assert shard_of(trade(1)["trade_id"]) == 1
+        after = {shard: api.get("/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
+        assert (after[0], after[2]) == (epochs[0], epochs[2])  # no new leader where nothing failed
+    for bus in masters.values():
+        bus.close()
+
+
+def test_accounts_and_keys_live_in_a_slot_of_their_own_on_a_cluster(
+    sharded_cluster: EmbeddedCluster, tmp_path: Path
+) -> None:
+    settings = api_settings(sharded_cluster.url, tmp_path, shards=3, cluster=True, durability=Durability.REPLICATED)
+    with leaders_of(sharded_cluster.url, 3), TestClient(create_app(settings)) as api:
+        made = api.post("/admin/accounts", json={"account": "keyed"}, headers=ADMIN)
+        assert made.status_code == 201, made.text
+        key = {"Authorization": f"Bearer {made.json()['api_key']}"}
+        funded = api.post("/admin/accounts/keyed/deposit", json={"amount": 500, "shard": 2}, headers=ADMIN)
+        assert funded.status_code == 200, funded.text
+        balance = api.get("/account", headers=key).json()
+        assert (balance["total"], [p["total"] for p in balance["shards"]]) == (500, [0, 0, 500])

@@ -155,7 +155,7 @@ def engine(
     Run several for failover: one leads, the others take over within about one lock TTL.
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
     """
-    from matchbox.bus.connection import Bus
+    from matchbox.bus.cluster import connect_bus
     from matchbox.consumers.process import sql_witnesses
     from matchbox.leader.recovery import RollbackDetected
     from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -180,7 +180,7 @@ def engine(
     import gc
 
     gc.set_threshold(*GC_THRESHOLDS)
-    leader = EngineLeader(Bus.connect(url, settings.shard), config, _stop_on_signals())
+    leader = EngineLeader(connect_bus(url, settings.shard, cluster=settings.cluster), config, _stop_on_signals())
     try:
         leader.run()
     except RollbackDetected as exc:
@@ -248,12 +248,12 @@ def alarm(
     after restoring the newest Redis data (or after clearing Redis, the watermark files and the
     consumers' database to start a new history on purpose); restart the engine candidates after.
     """
-    from matchbox.bus.connection import Bus
+    from matchbox.bus.cluster import connect_bus
     from matchbox.bus.rollback import clear_alarm, read_alarm
     from matchbox.settings import Settings
 
     settings = Settings(**_shard_override(shard))  # type: ignore[arg-type]
-    bus = Bus.connect(_required_url(redis_url or settings.redis_url), settings.shard)
+    bus = connect_bus(_required_url(redis_url or settings.redis_url), settings.shard, cluster=settings.cluster)
     try:
         reason = read_alarm(bus)
         if reason is None:
@@ -560,10 +560,11 @@ def _required_url(url: str | None) -> str:
 
 def _account_store(redis_url: str | None) -> AccountStore:
     from matchbox.bus.accounts import AccountStore
-    from matchbox.bus.connection import Bus
+    from matchbox.bus.cluster import connect_bus
     from matchbox.settings import Settings
 
-    return AccountStore(Bus.connect(_required_url(redis_url or Settings().redis_url)).client)
+    settings = Settings()
+    return AccountStore(connect_bus(_required_url(redis_url or settings.redis_url), cluster=settings.cluster).routed)
 
 
 @accounts_app.command("create")
@@ -588,7 +589,7 @@ def accounts_create(
         typer.echo(f"error: the exchange's Redis does not answer: {exc}", err=True)
         raise typer.Exit(1) from None
     if deposit:
-        _journal_deposit(store, issued.account, deposit)
+        _journal_deposit(redis_url, issued.account, deposit)
     typer.echo(f"account  {issued.account}")
     typer.echo(f"key id   {issued.key_id}")
     typer.echo(f"API key  {issued.api_key}")
@@ -645,13 +646,16 @@ def accounts_list(redis_url: JournalRedis = None, json_output: JsonOutput = Fals
     Console().print(table)
 
 
-def _journal_deposit(store: AccountStore, account: str, amount: int) -> None:
-    from matchbox.bus.connection import Bus
+def _journal_deposit(redis_url: str | None, account: str, amount: int) -> None:
+    from matchbox.bus.cluster import connect_bus
     from matchbox.bus.journal import Journal
     from matchbox.engine.types import Deposit
     from matchbox.settings import Settings
 
-    settings = Settings()
-    journal = Journal(Bus(store.client, settings.shard), settings.durability)
-    submission = journal.submit(Deposit(seq=0, ts=0, account=account, amount=amount))
+    settings = Settings()  # to MATCHBOX_SHARD's cash (the first shard's unless set)
+    bus = connect_bus(_required_url(redis_url or settings.redis_url), settings.shard, cluster=settings.cluster)
+    try:
+        submission = Journal(bus, settings.durability).submit(Deposit(seq=0, ts=0, account=account, amount=amount))
+    finally:
+        bus.close()
     typer.echo(f"deposit  {amount} cents (journal entry {submission.entry_id})")

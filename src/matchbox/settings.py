@@ -20,6 +20,11 @@ class Settings(BaseSettings):
         description="A Redis >= 7 or Valkey to use; unset, `matchbox up` starts its own.",
     )
     data_dir: Path = Field(default=Path("data"), description="Where the embedded Valkey and SQLite keep their files.")
+    cluster: bool = Field(
+        default=False,
+        description="REDIS_URL is a Valkey Cluster (one node, or several joined by commas): each shard's calls go "
+        "to its slot's master.",
+    )
     shard: int = Field(default=0, ge=0, lt=MAX_SHARDS, description="The shard an engine or a consumer runs for.")
     shards: int = Field(
         default=1, ge=1, le=MAX_SHARDS, description="How many shards the exchange has (0..shards-1); an API serves all."

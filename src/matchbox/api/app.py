@@ -23,6 +23,7 @@ from matchbox.api.errors import ApiError, install_errors
 from matchbox.api.middleware import LimitAndMeasure
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
+from matchbox.bus.cluster import connect_async_bus
 from matchbox.bus.durability import durability_problem
 from matchbox.bus.outage import Backoff
 from matchbox.engine.types import (
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         url = settings.redis_url
         if bus is None and not url:
             raise RuntimeError("set REDIS_URL to the Redis/Valkey of the exchange")
-        services = Services(settings, bus or AsyncBus.connect(url or "", settings.shard, settings.durability))
+        shard_bus = connect_async_bus(url or "", settings.shard, settings.durability, cluster=settings.cluster)
+        services = Services(settings, bus or shard_bus)
         app.state.services = services
         if settings.open_access:
             log.warning(
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await services.bus.close()
+            await services.close_buses()
             services.close()
 
     app = FastAPI(

@@ -60,7 +60,7 @@ class Gate:
         now = time.monotonic()
         known = self._known.get(digest)
         if known is None or known[1] < now:
-            found = await self.bus.client.hget(HASHES, digest)
+            found = await self.bus.routed.hget(HASHES, digest)
             account = None if found is None else cast("bytes", found).decode()
             if len(self._known) > 100_000:
                 self._known.clear()

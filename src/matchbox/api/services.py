@@ -24,6 +24,7 @@ from matchbox.api.projection import MarketView, Projection
 from matchbox.api.tail import EventTail
 from matchbox.bus.accounts import AccountStore
 from matchbox.bus.aio import AsyncBus
+from matchbox.bus.cluster import connect_bus
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.commit import RollbackAlarm, Uncertified
 from matchbox.bus.connection import Bus, id_order
@@ -148,13 +149,12 @@ class Services:
             counts = collections.Counter(market.shard for market in self.projection.markets.values())
             choice = min(self.shards, key=lambda number: (counts[number], number))
         self.shard(choice)
-        async with self.bus.client.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(MARKET_DIRECTORY, market_id, choice)
-            pipe.hget(MARKET_DIRECTORY, market_id)
-            _, placed = await pipe.execute()
-        if wanted is not None and int(placed) != wanted:
-            raise ApiError(409, f"market {market_id!r} is placed on shard {int(placed)}", "shard")
-        return self.shard(int(placed))
+        directory = self.bus.routed
+        await directory.hsetnx(MARKET_DIRECTORY, market_id, str(choice))
+        placed = int(await directory.hget(MARKET_DIRECTORY, market_id) or choice)  # set once: no race after
+        if wanted is not None and placed != wanted:
+            raise ApiError(409, f"market {market_id!r} is placed on shard {placed}", "shard")
+        return self.shard(placed)
 
     def database(self) -> sa.Engine:
         """The consumers' SQL database (candles, stats), opened on first use; call from a worker thread."""
@@ -170,7 +170,7 @@ class Services:
         """A blocking client for the consumer-group figures in /metrics and the account store
         (None without a REDIS_URL); call from a worker thread."""
         if self._sync_bus is None and self.settings.redis_url:
-            self._sync_bus = Bus.connect(self.settings.redis_url, self.settings.shard)
+            self._sync_bus = connect_bus(self.settings.redis_url, self.first.number, cluster=self.settings.cluster)
         return self._sync_bus
 
     def accounts(self) -> AccountStore:
@@ -179,8 +179,12 @@ class Services:
             bus = self.sync_bus()
             if bus is None:
                 raise ApiError(503, "accounts need the exchange's Redis (REDIS_URL)")
-            self._accounts = AccountStore(bus.client)
+            self._accounts = AccountStore(bus.routed)
         return self._accounts
+
+    async def close_buses(self) -> None:
+        for link in self.shards.values():
+            await link.bus.close()
 
     def close(self) -> None:
         if self._database is not None:

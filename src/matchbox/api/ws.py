@@ -82,9 +82,9 @@ async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | 
     hub = services.hub
     client = hub.register()  # before the handshake completes: nothing published meanwhile is lost
     try:
-        _subscribe_from_query(services, client, subscribe or "")
-        if resume_from is not None:
+        if resume_from is not None:  # first: a book image sent on subscribing is as of the cursor
             client.replaying, client.positions = True, dict(resume_from)
+        _subscribe_from_query(services, client, subscribe or "")
         session = Session(client, Bucket(float(services.settings.rate_burst), time.monotonic()))
         await websocket.accept()
         await _serve(websocket, services, session, resume_from is not None)

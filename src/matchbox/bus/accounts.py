@@ -27,6 +27,7 @@ from typing import cast
 
 import msgspec
 import redis
+from redis.cluster import RedisCluster
 
 from matchbox.engine.ids import valid_account
 
@@ -105,8 +106,8 @@ def new_key() -> tuple[str, str]:
 class AccountStore:
     """Create accounts, issue and revoke their keys, look a key up. Blocking (redis-py)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.client = client  # every key has the tag {accounts}: one slot, so a cluster client serves too
         self._add_key = client.register_script(_ADD_KEY)
         self._revoke = client.register_script(_REVOKE)
 

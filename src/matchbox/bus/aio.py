@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry
@@ -40,6 +41,12 @@ class AsyncBus:
         options = {**CONNECT_OPTIONS, **options}
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
         return cls(aioredis.Redis(connection_pool=pool), shard, durability)
+
+    @property
+    def routed(self) -> aioredis.Redis | AsyncRedisCluster:
+        """A client for keys outside the shard (accounts, the market directory): on one server,
+        the same; on a cluster, one that routes each key to its slot."""
+        return self.client
 
     def sibling(self, shard: int) -> AsyncBus:
         """A bus of another shard over the same server and connections (closing either closes both)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry, id_order
@@ -33,6 +34,12 @@ class Bus:
     def connect(cls, url: str, shard: int = 0, **options: Any) -> Bus:
         """A bus over a new client for ``url`` (bytes responses; :data:`~matchbox.bus.calls.CONNECT_OPTIONS`)."""
         return cls(redis.Redis.from_url(url, **{**CONNECT_OPTIONS, **options}), shard)
+
+    @property
+    def routed(self) -> redis.Redis | RedisCluster:
+        """A client for keys outside the shard (accounts, the market directory): on one server,
+        the same; on a cluster, one that routes each key to its slot."""
+        return self.client
 
     def close(self) -> None:
         self.client.close()

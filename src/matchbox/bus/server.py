@@ -22,6 +22,8 @@ from typing import Literal, Self
 
 import redis
 
+from matchbox.bus.cluster import place_shards
+
 log = logging.getLogger(__name__)
 
 Fsync = Literal["always", "everysec"]
@@ -73,12 +75,16 @@ class EmbeddedValkey:
         fsync: Fsync = "always",
         replica_of: int | None = None,
         cluster_node_timeout_ms: int | None = None,
+        cluster_port: int | None = None,
+        min_replicas_to_write: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.fsync: Fsync = fsync
         self.replica_of = replica_of  # the port of a local master this server replicates
         self.cluster_node_timeout_ms = cluster_node_timeout_ms  # set: a Valkey Cluster node
+        self.cluster_port = cluster_port  # its cluster bus port (None: a free one); kept in nodes.conf
+        self.min_replicas_to_write = min_replicas_to_write
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,12 +118,15 @@ class EmbeddedValkey:
         ]  # fmt: skip
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.min_replicas_to_write:
+            args += ["--min-replicas-to-write", str(self.min_replicas_to_write), "--min-replicas-max-lag", "10"]
         if self.cluster_node_timeout_ms is not None:
             args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
-                "--cluster-port", str(free_port()),  # not port + 10000, which can be taken or past 65535
+                # not port + 10000, which can be taken or past 65535
+                "--cluster-port", str(self.cluster_port or free_port()),
                 "--cluster-require-full-coverage", "no",  # one shard's failover does not stop the others
             ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -192,24 +201,58 @@ class EmbeddedValkey:
 
 class EmbeddedCluster:
     """A local Valkey Cluster of private servers: ``masters`` masters, each with ``replicas``
-    replicas, its slots spread evenly (``valkey-cli --cluster create``). For tests and for running
-    a cluster on one machine; a real deployment runs its nodes on machines of their own."""
+    replicas, its slots spread evenly (``valkey-cli --cluster create``), and with ``shards`` the
+    shards placed on the masters explicitly (:func:`~matchbox.bus.cluster.place_shards`). For tests
+    and for running a cluster on one machine; a real deployment runs its nodes on machines of their own.
 
-    def __init__(self, data_dir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+    With ``base_port`` the nodes listen on ``base_port``, ``base_port + 1``, … and their cluster
+    bus on the ports after those (``2 x nodes`` ports in all), and the cluster is ``keep``-able:
+    stopped with SHUTDOWN and started again from its folder, where each node's ``nodes.conf``
+    holds the cluster as it was. Without, free ports and a cluster for one use."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1000,
+        shards: int = 0,
+        base_port: int | None = None,
+        min_replicas_to_write: int = 0,
+    ) -> None:
         self.data_dir = Path(data_dir)
         count = masters * (1 + replicas)
-        self.masters, self.replicas = masters, replicas
+        self.masters, self.replicas, self.shards = masters, replicas, shards
+        self.keep = base_port is not None
         self.nodes = [
-            EmbeddedValkey(self.data_dir / f"node-{i}", cluster_node_timeout_ms=node_timeout_ms) for i in range(count)
+            EmbeddedValkey(
+                self.data_dir / f"node-{i}",
+                port=None if base_port is None else base_port + i,
+                cluster_port=None if base_port is None else base_port + count + i,
+                cluster_node_timeout_ms=node_timeout_ms,
+                min_replicas_to_write=min_replicas_to_write,
+            )
+            for i in range(count)
         ]
 
     @property
     def url(self) -> str:
-        return self.nodes[0].url
+        """Every node, as the seeds of a cluster client (:func:`~matchbox.bus.cluster.seeds`)."""
+        return "redis://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self, timeout: float = 30.0) -> Self:
+        existing = all((node.data_dir / "nodes.conf").exists() for node in self.nodes)
         for node in self.nodes:
             node.start()
+        if not existing:
+            self._create(timeout)
+        self._wait_ok(timeout)
+        if self.shards:
+            place_shards(self.url, self.shards, timeout)
+        return self
+
+    def _create(self, timeout: float) -> None:
         cli = find_binary().with_name("valkey-cli")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         created = subprocess.run(
@@ -222,8 +265,14 @@ class EmbeddedCluster:
         if created.returncode != 0:
             self.stop()
             raise ServerError(f"valkey-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
-        self._wait_ok(timeout)
-        return self
+
+    def revive(self) -> list[EmbeddedValkey]:
+        """Start again every node whose process exited (same port, same folder); the ones started."""
+        dead = [node for node in self.nodes if node.process is not None and node.process.poll() is not None]
+        for node in dead:
+            node.process = None
+            node.start()
+        return dead
 
     def _wait_ok(self, timeout: float) -> None:
         """Until every node says the cluster is ok and knows every node."""
@@ -248,7 +297,10 @@ class EmbeddedCluster:
 
     def stop(self) -> None:
         for node in self.nodes:
-            node.kill()  # nothing of a local test cluster is kept
+            if self.keep:
+                node.stop()  # SHUTDOWN: its AOF and nodes.conf complete for the next start
+            else:
+                node.kill()  # nothing of a one-use cluster is kept
 
     def __enter__(self) -> Self:
         return self.start()

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from matchbox.bus.cluster import connect_bus
 from matchbox.bus.connection import Bus
 from matchbox.bus.outage import wait_out
 from matchbox.bus.rollback import Witness, check_witness
@@ -116,7 +117,7 @@ def _connections(settings: Settings, wait: threading.Event | None = None) -> Ite
     if database is None:
         yield None
         return
-    bus = Bus.connect(settings.redis_url or "", settings.shard)
+    bus = connect_bus(settings.redis_url or "", settings.shard, cluster=settings.cluster)
     try:
         yield database, bus
     finally:

@@ -7,7 +7,7 @@
 // "authed", subscribes to the key's own orders channel (the key names the account). In open
 // mode orders channels name their account, like the market channels.
 
-import { idAfter } from "./format.js";
+import { parseJson } from "./http.js";
 
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
 const ACK_TIMEOUT_MS = 2000;
@@ -104,7 +104,7 @@ export class Feed {
     };
     socket.onmessage = (event) => {
       if (generation !== this.generation) return;
-      this.receive(JSON.parse(event.data));
+      this.receive(parseJson(event.data));
     };
     socket.onclose = () => {
       if (generation !== this.generation) return;
@@ -137,13 +137,14 @@ export class Feed {
       return;
     }
     if (message.op) return; // pong, unsubscribed, other errors
-    // The cursor to resume from: the last event seen, in stream order. A book image is the book
-    // as of the event it names. On a fresh connection that is exactly where the live feed
-    // begins, so it is the first cursor; on a resume the image comes ahead of the missed history
-    // and must not move it.
+    // The cursor to resume from: the id of the last message, an opaque string (a position in
+    // each shard's stream) that the server writes for this connection, in order. A book image is
+    // the book as of the cursor it names. On a fresh connection that is exactly where the live
+    // feed begins, so it is the first cursor; on a resume the image comes ahead of the missed
+    // history and must not move it.
     if (message.channel === "book" && message.type === "image") {
       if (this.lastId === null && message.id) this.lastId = message.id;
-    } else if (message.id && idAfter(message.id, this.lastId)) {
+    } else if (message.id) {
       this.lastId = message.id;
     }
     this.onMessage(message);

@@ -70,14 +70,6 @@ export function orDash(value, format) {
   return value === null || value === undefined ? "—" : format(value);
 }
 
-// Stream ids "<ms>-<n>" in their order; null is before everything.
-export function idAfter(a, b) {
-  if (b === null) return true;
-  const [am, an] = a.split("-").map(Number);
-  const [bm, bn] = b.split("-").map(Number);
-  return am > bm || (am === bm && an > bn);
-}
-
 // Integer cents as dollars, exactly (no float arithmetic on the amount): 123456 -> "$1,234.56".
 export function dollars(cents) {
   if (cents === null || cents === undefined) return "—";

@@ -15,11 +15,22 @@ export async function api(path, options = {}) {
   }
   let body = null;
   try {
-    body = text ? JSON.parse(text) : null;
+    body = text ? parseJson(text) : null;
   } catch {
     body = { error: text };
   }
   return { status: response.status, ok: response.ok, body, headers: response.headers };
+}
+
+// JSON with its large integers exact. Order and trade ids carry their shard in their high bits
+// (shard 2 and up: above 2**53, where a number is not exact), so such an integer is read as the
+// string of its digits: an id is only ever shown, compared and sent back in a URL.
+export function parseJson(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context?.source ?? "")
+      ? context.source
+      : value,
+  );
 }
 
 export function el(tag, attributes = {}, ...children) {
