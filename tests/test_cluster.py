@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN, api_settings, in_thread, submit_until_stopped, wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.cluster import ClusterBus
 from matchbox.bus.codec import decode_event
+from matchbox.bus.commit import read_offset
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedCluster
+from matchbox.consumers.batch import read_newest
+from matchbox.consumers.db import open_database
+from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
+from matchbox.consumers.schema import trades
 from matchbox.engine.ids import shard_of
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
 from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -212,3 +219,45 @@ def test_accounts_and_keys_live_in_a_slot_of_their_own_on_a_cluster(
         assert funded.status_code == 200, funded.text
         balance = api.get("/account", headers=key).json()
         assert (balance["total"], [p["total"] for p in balance["shards"]]) == (500, [0, 0, 500])
+
+
+def test_a_consumer_and_the_leaders_follow_a_failover_and_miss_nothing(
+    cluster: EmbeddedCluster, tmp_path: Path
+) -> None:
+    """The shard's master is SIGKILLed under load: while no master serves its slot the leader and
+    the consumer get connection errors, CLUSTERDOWN or MOVED, wait, and go on with the promoted
+    replica; every trade is stored once."""
+    bus = ClusterBus.connect(cluster.url, shard=0)
+    journal = Journal(bus, Durability.REPLICATED)
+    journal.submit(CreateMarket(seq=0, ts=0, market_id=MARKET, scheme=TickScheme.BINARY))
+    database = open_database(None, tmp_path)
+    consumer_bus = ClusterBus.connect(cluster.url, shard=0)
+    stop = threading.Event()
+    consumer = GroupConsumer(
+        consumer_bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=50), stop
+    )
+    acked: list[str] = []
+    with leaders_of(cluster.url, 1), in_thread(consumer.run, stop):
+        feeding = threading.Event()
+        with in_thread(partial(submit_until_stopped, journal, order, acked, feeding), feeding):
+            wait_until(lambda: len(acked) >= 50, message="orders before the fault")
+            port = bus.client.connection_pool.connection_kwargs["port"]
+            victim = cluster.node_serving(port)
+            victim.kill()
+            wait_until(lambda: moved(bus, port), timeout=20, message="the replica to be promoted")
+            victim.start()
+            at = len(acked)
+            wait_until(lambda: len(acked) >= at + 50, timeout=30, message="orders after the failover")
+
+        def stored_all() -> bool:
+            offset = read_offset(bus)
+            return offset is not None and read_newest(database, "persistence") == offset.last_event
+
+        wait_until(stored_all, timeout=30, message="the consumer to store every event after the failover")
+    streamed = {e.trade_id for _, e in events_of(bus) if isinstance(e, TradeExecuted)}
+    with database.connect() as connection:
+        stored = connection.execute(sa.select(trades.c.trade_id)).scalars().all()
+    assert sorted(stored) == sorted(streamed)
+    assert len(streamed) > 0
+    bus.close()
+    consumer_bus.close()

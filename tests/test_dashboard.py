@@ -34,7 +34,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from conftest import ADMIN_TOKEN, wait_until
-from matchbox.bus.server import free_port
+from matchbox.bus.server import free_port, free_ports
 
 pytestmark = pytest.mark.e2e  # the browser test: a real system driven by chromium
 
@@ -58,9 +58,11 @@ class System:
     """``python -m matchbox up`` on free ports in a temporary folder: its own Valkey, the engine,
     the API and the consumers (analytics makes the candles and stats), as a user runs it."""
 
-    def __init__(self, folder: Path, *options: str) -> None:
+    def __init__(self, folder: Path, *options: str, command: tuple[str, ...] = ("up",), valkey_port: int = 0) -> None:
         self.folder = folder
         self.options = options
+        self.command = command
+        self.valkey_port = valkey_port or free_port()
         self.data_dir = folder / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,8 +73,8 @@ class System:
         env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
         env["MATCHBOX_ADMIN_TOKEN"] = ADMIN_TOKEN
         env["MATCHBOX_RATE_LIMIT"] = "0"  # walk() trades as fast as the exchange answers, on two keys
-        argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
-        argv += ["--port", str(self.port), "--valkey-port", str(free_port()), *self.options]
+        argv = [sys.executable, "-m", "matchbox", *self.command, "--data-dir", str(self.data_dir)]
+        argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port), *self.options]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         with httpx.Client(timeout=2.0) as client:
@@ -129,8 +131,8 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def running_system(folder: Path, *options: str) -> Iterator[System]:
-    running = System(folder, *options)
+def running_system(folder: Path, *options: str, **kind: Any) -> Iterator[System]:
+    running = System(folder, *options, **kind)
     try:
         running.start()
         yield running
@@ -151,8 +153,8 @@ def http(system: System) -> Iterator[httpx.Client]:
         yield client
 
 
-def create_market(http: httpx.Client, market_id: str, scheme: str) -> None:
-    body = {"market_id": market_id, "scheme": scheme, "collateral": True}
+def create_market(http: httpx.Client, market_id: str, scheme: str, **placed: int) -> None:
+    body = {"market_id": market_id, "scheme": scheme, "collateral": True, **placed}
     answer = http.post("/markets", json=body, headers=_admin())
     assert answer.status_code == 201, answer.text
 
@@ -161,12 +163,14 @@ def _admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def trader(http: httpx.Client, account: str, cents: int = 10_000_000) -> dict[str, str]:
-    """A new account with ``cents`` deposited; its key, as request headers."""
+def trader(http: httpx.Client, account: str, cents: int = 10_000_000, shards: int = 1) -> dict[str, str]:
+    """A new account with ``cents`` deposited (on each of ``shards``); its key, as request headers."""
     made = http.post("/admin/accounts", json={"account": account}, headers=_admin())
     assert made.status_code == 201, made.text
-    funded = http.post(f"/admin/accounts/{account}/deposit", json={"amount": cents}, headers=_admin())
-    assert funded.status_code == 200, funded.text
+    for shard in range(shards):
+        body = {"amount": cents, "shard": shard}
+        funded = http.post(f"/admin/accounts/{account}/deposit", json=body, headers=_admin())
+        assert funded.status_code == 200, funded.text
     return {"Authorization": f"Bearer {made.json()['api_key']}"}
 
 
@@ -344,4 +348,51 @@ def test_dashboard_in_open_mode(browser: Browser, tmp_path: Path) -> None:
         expect(page.locator('#orders tr[data-account="ann"][data-status="open"]')).to_have_count(1)
         expect(page.locator("#account-name")).to_have_text("ann")
         expect_money(page, "$500.00", "$4.00", "$496.00")
+        assert not errors, errors
+
+
+def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(browser: Browser, tmp_path: Path) -> None:
+    """``matchbox cluster up`` (three shards): a binary market on shard 2, whose order and trade ids
+    are above 2**53 (a JavaScript number is not exact there), and an odds market on shard 1. The
+    ticket places, the feed fills, the orders table cancels by the exact id, the feed resumes with
+    its one cursor over three shards, and the account shows the cash of all three."""
+    base = free_ports(12)  # six nodes, each with its cluster bus port
+    with (
+        running_system(tmp_path, command=("cluster", "up"), valkey_port=base) as system,
+        httpx.Client(base_url=system.url, timeout=10.0) as http,
+    ):
+        create_market(http, "rain", "binary", shard=2)
+        create_market(http, "derby", "odds", shard=1)
+        bob = trader(http, "bob", shards=3)
+        page, errors = new_page(browser)
+        page.goto(f"{system.login_link()}&market=rain")
+        expect(page.locator("#account-name")).to_have_text("you")
+        expect_money(page, "$3,000.00", "$0.00", "$3,000.00")  # $1,000 on each shard
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+        # two orders in one batch: consecutive ids, so one is odd, and no double above 2**53 holds it
+        you = {"Authorization": f"Bearer {system.login_link().partition('#key=')[2]}"}
+        sells = [{"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))]
+        batch = http.post("/orders/batch", json={"orders": sells}, headers=you).json()
+        ids = [item["order"]["order_id"] for item in batch]
+        assert (ids[1] - ids[0], ids[0] > 2**53) == (1, True)  # shard 2's, in its high bits
+        expect(order_row(page, "open")).to_have_count(2)
+        shown = page.locator("#orders tr.order").evaluate_all("rows => rows.map((row) => row.dataset.orderId)")
+        assert sorted(shown) == sorted(str(i) for i in ids)  # exact, as the API wrote them
+        place(http, bob, market_id="rain", side="buy", price=55, qty=4)
+        expect(page.locator('#tape tr[data-price="52"][data-qty="4"]')).to_have_count(1)
+        expect(order_row(page, "partially_filled")).to_have_count(1)
+        page.locator(f'#orders tr[data-order-id="{ids[1]}"] button.cancel').click()  # by the odd id
+        expect(page.locator(f'#orders tr[data-order-id="{ids[1]}"]')).to_have_attribute("data-status", "cancelled")
+        assert http.get(f"/orders/{ids[1]}", headers=you).json()["status"] == "cancelled"
+        expect_money(page, "$2,998.08", "$2.88", "$2,995.20")  # 4 x 48 paid; 6 x 48 still reserved
+
+        page.locator('[data-market-id="derby"]').click()
+        ticket(page, "back", "2.5", "2000")
+        expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "2000")
+        page.evaluate("window.matchbox.feed.socket.close()")
+        place(http, bob, market_id="derby", side="lay", odds="2.5", stake=500)
+        expect(page.locator('#tape tr.lay[data-price="2.5"][data-qty="500"]')).to_have_count(1)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "1500")
         assert not errors, errors

@@ -21,9 +21,11 @@ import pytest
 import redis
 
 from conftest import wait_until
+from matchbox.bus.cluster import ClusterBus
 from matchbox.bus.keys import Keys
-from matchbox.bus.server import EmbeddedValkey, free_port, port_in_use
+from matchbox.bus.server import EmbeddedValkey, free_port, free_ports, port_in_use
 from matchbox.demo import MARKETS
+from matchbox.engine.ids import shard_of
 
 pytestmark = pytest.mark.e2e  # starts `matchbox up` as processes
 
@@ -33,9 +35,11 @@ STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 class Up:
     """One ``python -m matchbox up`` process and an HTTP client for its API."""
 
-    def __init__(self, data_dir: Path, port: int, valkey_port: int, log: Path, *options: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, valkey_port: int, log: Path, *options: str, command: tuple[str, ...] = ("up",)
+    ) -> None:
         self.data_dir, self.port, self.valkey_port, self.log = data_dir, port, valkey_port, log
-        self.options = options
+        self.options, self.command = options, command
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(base_url=self.url, timeout=10.0)
         self.process: subprocess.Popen[bytes] | None = None
@@ -43,7 +47,7 @@ class Up:
     def start(self, **extra_env: str) -> None:
         env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DATABASE_URL")}
         env |= extra_env
-        argv = [sys.executable, "-m", "matchbox", "up", "--data-dir", str(self.data_dir)]
+        argv = [sys.executable, "-m", "matchbox", *self.command, "--data-dir", str(self.data_dir)]
         argv += ["--port", str(self.port), "--valkey-port", str(self.valkey_port), *self.options]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -77,7 +81,7 @@ class Up:
         return {"Authorization": f"Bearer {made.json()['api_key']}"}
 
     def place(self, key: dict[str, str], **body: Any) -> dict[str, Any]:
-        response = self.http.post("/orders", json={"market_id": "rain", **body}, headers=key)
+        response = self.http.post("/orders", json={"market_id": "rain"} | body, headers=key)
         assert response.status_code == 201, response.text
         answer: dict[str, Any] = response.json()
         return answer
@@ -256,3 +260,80 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"port {port} is already in use" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- matchbox cluster up
+
+
+def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path: Path) -> None:
+    """``matchbox cluster up``: a local Valkey Cluster (3 masters, 3 replicas), two engine candidates
+    per shard, the API over the three shards and the consumers of each: markets on shards 1 and 2
+    trade, the account shows each shard's cash, the database holds every shard's trades, a
+    SIGKILLed master's shard comes back through its replica, and a second run resumes."""
+    exchange = Up(tmp_path / "data", free_port(), free_ports(12), tmp_path / "up.log", command=("cluster", "up"))
+    try:
+        exchange.start()
+        key = exchange.your_key()
+        assert "$1,000 deposited on each shard" in exchange.output()
+        you = {"Authorization": f"Bearer {key}"}
+        wait_until(lambda: (exchange.balance(key) or {}).get("total") == 300_000, message="you's $1,000 x 3")
+        for market_id, scheme, shard in (("rain", "binary", 2), ("derby", "odds", 1)):
+            body = {"market_id": market_id, "scheme": scheme, "shard": shard, "collateral": True}
+            created = exchange.http.post("/markets", json=body, headers=exchange.admin())
+            assert (created.status_code, created.json()["shard"]) == (201, shard), created.text
+        bob = exchange.key_of("bob")
+        for shard in (1, 2):
+            body = {"amount": 100_000, "shard": shard}
+            assert (
+                exchange.http.post("/admin/accounts/bob/deposit", json=body, headers=exchange.admin()).status_code
+                == 200
+            )
+        sell = exchange.place(you, side="sell", price=52, qty=10)
+        fill = exchange.place(bob, side="buy", price=55, qty=4)["fills"][0]
+        assert (shard_of(sell["order_id"]), shard_of(fill["trade_id"])) == (2, 2)
+        back = exchange.place(you, market_id="derby", side="back", odds=2.5, stake=2000)
+        laid = exchange.place(bob, market_id="derby", side="lay", odds=2.5, stake=500)
+        assert (shard_of(back["order_id"]), laid["status"]) == (1, "filled")
+        parts = {p["shard"]: p for p in (exchange.balance(key) or {})["shards"]}
+        assert (parts[0]["total"], parts[1]["reserved"], parts[2]["reserved"]) == (100_000, 1_500, 6 * 48)
+        wait_until(
+            lambda: len(exchange.http.get("/account/trades", headers=you).json()["items"]) == 2,
+            timeout=30,
+            message="the consumers of shards 1 and 2 storing your trades in the one database",
+        )
+
+        # shard 2's master is SIGKILLed: its replica takes over, the other shards trade on
+        client = ClusterBus.connect(exchange_url(exchange), 2)
+        port = client.client.connection_pool.connection_kwargs["port"]
+        client.close()
+        os.kill(
+            int(subprocess.check_output(["pgrep", "-f", f"valkey-server 127.0.0.1:{port} "]).split()[0]), signal.SIGKILL
+        )
+        assert exchange.place(bob, market_id="derby", side="back", odds=3.0, stake=100)["status"] == "open"
+
+        def shard_2_trades() -> bool:
+            answer = exchange.http.post(
+                "/orders", json={"market_id": "rain", "side": "buy", "price": 52, "qty": 1}, headers=bob
+            )
+            return answer.status_code == 201
+
+        wait_until(shard_2_trades, timeout=60, message="shard 2 trading again after its failover")
+        assert exchange.stop(signal.SIGINT) == 0
+        stopped = stopped_children(exchange.output())
+        assert (stopped[0], stopped[-1]) == ("api", "valkey")
+        assert [name for name in stopped if name.startswith("engine-")] == [
+            f"engine-{s}{c}" for s in range(3) for c in "ab"
+        ]
+
+        exchange.start()  # the same cluster, from its folder
+        markets = {m["market_id"]: m["shard"] for m in exchange.http.get("/markets").json()}
+        assert (markets["rain"], markets["derby"]) == (2, 1)
+        asks = exchange.http.get("/markets/rain/book").json()["asks"]
+        assert [(level["price"], level["qty"]) for level in asks] == [(52, 5)]
+        assert exchange.stop(signal.SIGTERM) == 0
+    finally:
+        exchange.close()
+
+
+def exchange_url(exchange: Up) -> str:
+    return f"redis://127.0.0.1:{exchange.valkey_port}"

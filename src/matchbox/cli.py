@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -87,6 +87,20 @@ def up(
     Prints the URLs once the API is ready. Ctrl-C or SIGTERM stops everything in order and exits
     0; running it again resumes where it stopped (same markets, orders, trades and candles).
     """
+    _up(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        valkey_port=valkey_port,
+        redis_url=redis_url,
+        database_url=database_url,
+        demo=demo,
+        open_access=open_access,
+    )
+
+
+def _up(*, port: int | None, open_access: bool, **plan: Any) -> None:
+    """``up`` and ``cluster up``: the plan, checked (a clear error, exit 2), then run until stopped."""
     from rich.console import Console
 
     from matchbox.bus.server import ServerError
@@ -97,27 +111,131 @@ def up(
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     try:
-        plan = make_plan(
-            data_dir=data_dir,
-            host=host,
+        made = make_plan(
             port=port or settings.port,
-            valkey_port=valkey_port,
-            redis_url=redis_url,
-            database_url=database_url,
             admin_token=settings.admin_token,
-            demo=demo,
             open_access=open_access or settings.open_access,
+            **plan,
         )
     except (UpError, ServerError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     stop = _stop_on_signals()
     try:
-        code = run(plan, stop, Console())
+        code = run(made, stop, Console())
     except UpError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+cluster_app = typer.Typer(help="Matchbox on a Valkey Cluster: shards of markets on several masters, with replicas.")
+app.add_typer(cluster_app, name="cluster")
+Masters = Annotated[int, typer.Option(min=1, help="Cluster masters.")]
+Replicas = Annotated[int, typer.Option(min=0, help="Replicas of each master (1 or more: replicated durability).")]
+Shards = Annotated[int, typer.Option(min=1, help="Shards of markets, placed on the masters in turn.")]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the nodes' AOF, SQLite and the logs live (apart from `matchbox up`'s).")
+    ] = Path("data-cluster"),
+    shards: Shards = 3,
+    masters: Masters = 3,
+    replicas: Replicas = 1,
+    port: Annotated[int | None, typer.Option(help="The API's port (default: PORT, else 8080).")] = None,
+    host: Annotated[str, typer.Option(help="The API's interface.")] = "127.0.0.1",
+    valkey_port: Annotated[
+        int, typer.Option(help="The first node's port; the nodes take 2 x (masters x (1 + replicas)) ports from it.")
+    ] = 7100,
+    demo: Annotated[bool, typer.Option(help="Create demo markets and run bots that keep them trading.")] = False,
+    open_access: OpenAccess = False,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="Use this database (postgresql://…) instead of SQLite.")
+    ] = None,
+) -> None:
+    """Run the exchange on a local Valkey Cluster: the nodes, two engine candidates per shard, the
+    API over every shard, and the consumers of each shard, as `matchbox up` runs one of each.
+
+    With replicas, orders are acknowledged once a replica holds them (replicated durability): a
+    master's failover loses none. Ctrl-C or SIGTERM stops everything in order and exits 0;
+    running it again resumes the same cluster from its folder.
+    """
+    from matchbox.up import ClusterLayout
+
+    _up(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        valkey_port=valkey_port,
+        redis_url=None,
+        database_url=database_url,
+        demo=demo,
+        open_access=open_access,
+        cluster=ClusterLayout(masters=masters, replicas=replicas, shards=shards),
+    )
+
+
+@cluster_app.command("serve")
+def cluster_serve(
+    data_dir: Annotated[Path, typer.Option(help="The nodes' folders (kept: the cluster starts again from them).")],
+    base_port: Annotated[int, typer.Option(help="The first node's port (2 x nodes ports are taken).")],
+    shards: Shards = 3,
+    masters: Masters = 3,
+    replicas: Replicas = 1,
+) -> None:
+    """Run a local Valkey Cluster in the foreground (for `cluster up`, or by hand): nodes that die
+    are started again; the shards are placed on the masters. Writes `ready` in its folder once up."""
+    from matchbox.bus.cluster import PlacementError
+    from matchbox.bus.server import EmbeddedCluster, ServerError
+
+    stop = _stop_on_signals()
+    cluster = EmbeddedCluster(
+        data_dir,
+        masters=masters,
+        replicas=replicas,
+        shards=shards,
+        base_port=base_port,
+        node_timeout_ms=2000,
+        min_replicas_to_write=1 if replicas else 0,  # a master cut off from its replicas takes no orders
+    )
+    try:
+        cluster.start()
+    except (ServerError, PlacementError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        cluster.stop()
+        raise typer.Exit(1) from None
+    (data_dir / "ready").write_text(cluster.url + "\n")
+    typer.echo(f"valkey cluster on {cluster.url}, {shards} shards placed; Ctrl-C stops it")
+    try:
+        while not stop.wait(0.5):
+            for node in cluster.revive():
+                typer.echo(f"node on port {node.port} exited; started again", err=True)
+    finally:
+        (data_dir / "ready").unlink(missing_ok=True)
+        cluster.stop()
+
+
+@cluster_app.command("place")
+def cluster_place(
+    shards: Shards = 3,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="REDIS_URL", help="Any node of the cluster (or several, joined by commas).")
+    ] = None,
+) -> None:
+    """Place the shards on the cluster's masters (shard i on the i-th master, in turn), before use.
+
+    A shard's slot is moved only while it holds no key; placing again changes nothing."""
+    from matchbox.bus.cluster import PlacementError, place_shards
+
+    try:
+        placed = place_shards(_required_url(redis_url), shards)
+    except PlacementError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for shard, master in placed.items():
+        typer.echo(f"shard {shard}: {master}")
 
 
 @app.command()

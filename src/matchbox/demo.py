@@ -166,7 +166,7 @@ async def revoke_other_keys(exchange: Exchange, account: str, kept_key_id: str) 
 
 async def keep_funded(exchange: Exchange, bot: Bot) -> None:
     """Every ``FUNDS_CHECK_EVERY_S`` (sooner after a refusal): the free balance back to the bot's
-    target when it is below half of it."""
+    target when it is below half of it, on each shard."""
     now = time.monotonic()
     if now - bot.checked_at < FUNDS_CHECK_EVERY_S:
         return
@@ -174,14 +174,17 @@ async def keep_funded(exchange: Exchange, bot: Bot) -> None:
     if status != 200:
         raise RuntimeError(f"GET /account for {bot.account}: {status} {balance}")
     bot.checked_at = now
-    if balance["free"] >= bot.funds_cents // 2:
-        return
-    amount = bot.funds_cents - balance["free"]
-    path = f"/admin/accounts/{bot.account}/deposit"
-    status, answer = await exchange.call("POST", path, admin=True, json={"amount": amount})
-    if status != 200:
-        raise RuntimeError(f"depositing for {bot.account}: {status} {answer}")
-    log.info("topped up", extra={"account": bot.account, "amount_cents": amount})
+    # cash lives per shard (an order spends its market's shard's): each part is kept funded
+    for part in balance.get("shards") or [{"free": balance["free"]}]:
+        if part["free"] >= bot.funds_cents // 2:
+            continue
+        amount = bot.funds_cents - part["free"]
+        body = {"amount": amount, **({"shard": part["shard"]} if "shard" in part else {})}
+        path = f"/admin/accounts/{bot.account}/deposit"
+        status, answer = await exchange.call("POST", path, admin=True, json=body)
+        if status != 200:
+            raise RuntimeError(f"depositing for {bot.account}: {status} {answer}")
+        log.info("topped up", extra={"account": bot.account, "amount_cents": amount, "shard": part.get("shard", 0)})
 
 
 def note_refusal(bot: Bot, status: int, answer: Any) -> None:

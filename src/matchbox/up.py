@@ -62,6 +62,27 @@ class UpError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """``matchbox cluster up``: a local Valkey Cluster of ``masters`` masters with ``replicas`` replicas
+    each, and ``shards`` shards of markets placed on them (see :class:`~matchbox.bus.server.EmbeddedCluster`)."""
+
+    masters: int = 3
+    replicas: int = 1
+    shards: int = 3
+
+    @property
+    def nodes(self) -> int:
+        return self.masters * (1 + self.replicas)
+
+    def ports(self, base: int) -> range:
+        """The ports the nodes take: theirs, then their cluster bus's."""
+        return range(base, base + 2 * self.nodes)
+
+    def url(self, base: int) -> str:
+        return "redis://" + ",".join(f"127.0.0.1:{base + i}" for i in range(self.nodes))
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What ``up`` runs, worked out from the options and the environment."""
 
@@ -74,13 +95,20 @@ class Plan:
     admin_token: str
     demo: bool
     open_access: bool = False  # no API keys (--open): said in the banner and on every response
+    cluster: ClusterLayout | None = None  # a local Valkey Cluster (matchbox cluster up) instead of one server
 
     @property
     def own_valkey(self) -> bool:
         return self.redis_url is None
 
     @property
+    def shards(self) -> int:
+        return 1 if self.cluster is None else self.cluster.shards
+
+    @property
     def url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.url(self.valkey_port)
         return self.redis_url or f"redis://127.0.0.1:{self.valkey_port}/0"
 
     @property
@@ -209,11 +237,20 @@ def make_plan(
     admin_token: str | None,
     demo: bool,
     open_access: bool = False,
+    cluster: ClusterLayout | None = None,
 ) -> Plan:
     """The plan, after the checks that make a clear error instead of a traceback later."""
     if port_in_use(port):
         raise UpError(f"port {port} is already in use: stop what uses it, or pass --port (or set PORT)")
-    if redis_url is None:
+    if cluster is not None:
+        taken = [p for p in cluster.ports(valkey_port) if port_in_use(p)]
+        if taken:
+            raise UpError(
+                f"the cluster's nodes take ports {valkey_port}..{valkey_port + 2 * cluster.nodes - 1}, and "
+                f"{taken[0]} is in use: pass --valkey-port"
+            )
+        find_binary()
+    elif redis_url is None:
         if port_in_use(valkey_port):
             raise UpError(
                 f"port {valkey_port} (the embedded Valkey's) is already in use: pass --valkey-port, "
@@ -231,6 +268,7 @@ def make_plan(
         admin_token=admin_token or _stored_admin_token(data_dir),
         demo=demo,
         open_access=open_access,
+        cluster=cluster,
     )
 
 
@@ -255,30 +293,70 @@ def children(plan: Plan) -> list[Child]:
         "MATCHBOX_ADMIN_TOKEN": plan.admin_token,
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("DATABASE_URL", None)
-    env.pop("MATCHBOX_OPEN", None)
+    for name in ("DATABASE_URL", "MATCHBOX_OPEN", "MATCHBOX_CLUSTER", "MATCHBOX_SHARDS", "MATCHBOX_SHARD"):
+        env.pop(name, None)
     if plan.open_access:
         env["MATCHBOX_OPEN"] = "1"
     if plan.database_url:
         env["DATABASE_URL"] = plan.database_url
     logs = plan.data_dir / "logs"
     found: list[Child] = []
-    if plan.own_valkey:
+    layout = plan.cluster
+    if layout is not None:
+        env.update(MATCHBOX_CLUSTER="1", MATCHBOX_SHARDS=str(layout.shards))
+        if layout.replicas:
+            env["MATCHBOX_DURABILITY"] = "replicated"  # a replica's failover loses no acknowledged order
+        serve = [
+            *python,
+            "cluster",
+            "serve",
+            "--base-port",
+            str(plan.valkey_port),
+            "--data-dir",
+            str(cluster_dir(plan)),
+        ]
+        serve += ["--masters", str(layout.masters), "--replicas", str(layout.replicas), "--shards", str(layout.shards)]
+        found.append(Child("valkey", serve, env, logs / "valkey.log"))
+    elif plan.own_valkey:
         valkey = [*python, "valkey", "--port", str(plan.valkey_port), "--data-dir", str(plan.data_dir / "valkey")]
         found.append(Child("valkey", valkey, env, logs / "valkey.log"))
-    engine = [*python, "engine", "--name", "engine", "--watermark", str(plan.data_dir / "engine.watermark")]
-    found.append(Child("engine", engine, env, logs / "engine.log"))
+    # one engine on a single server (as always); on a cluster two candidates per shard, for failover
+    candidates = [("engine", ["--name", "engine"])]
+    if layout is not None:
+        candidates = [
+            (f"engine-{shard}{c}", ["--shard", str(shard), "--name", f"engine-{shard}{c}"])
+            for shard in range(layout.shards)
+            for c in "ab"
+        ]
+    for name, options in candidates:
+        engine = [*python, "engine", *options, "--watermark", str(plan.data_dir / f"{name}.watermark")]
+        found.append(Child(name, engine, env, logs / f"{name}.log"))
     api = [*python, "api", "--host", plan.host, "--port", str(plan.port)]
     found.append(Child("api", api, env, logs / "api.log"))
     for sink in ("persistence", "analytics"):
-        found.append(Child(sink, [*python, "consume", sink, "--name", f"up-{sink}"], env, logs / f"{sink}.log"))
+        if layout is None:
+            found.append(Child(sink, [*python, "consume", sink, "--name", f"up-{sink}"], env, logs / f"{sink}.log"))
+            continue
+        for shard in range(layout.shards):  # a group per shard's stream, all into one database
+            name = f"{sink}-{shard}"
+            consume = [*python, "consume", sink, "--shard", str(shard), "--name", f"up-{name}"]
+            found.append(Child(name, consume, env, logs / f"{name}.log"))
     if plan.demo:
         demo = [*python, "demo", "--url", plan.api]
         found.append(Child("demo", demo, env, logs / "demo.log"))
     return found
 
 
+def cluster_dir(plan: Plan) -> Path:
+    return plan.data_dir / "valkey-cluster"
+
+
 STOP_ORDER = ("demo", "api", "engine", "persistence", "analytics", "valkey")
+
+
+def stop_order(names: Sequence[str]) -> list[str]:
+    """``names`` in :data:`STOP_ORDER`, by kind (``engine-1a`` is an engine), in start order within one."""
+    return [name for kind in STOP_ORDER for name in names if name == kind or name.startswith(f"{kind}-")]
 
 
 # --------------------------------------------------------------------------- running it
@@ -287,12 +365,14 @@ STOP_ORDER = ("demo", "api", "engine", "persistence", "analytics", "valkey")
 def run(plan: Plan, stop: threading.Event, console: Console) -> int:
     """Start everything, announce it once the API is ready, supervise until ``stop``; the exit code."""
     supervisor = Supervisor(children(plan))
-    present = {child.name for child in supervisor.children}
+    present = [child.name for child in supervisor.children]
     try:
         for child in supervisor.children:
+            if child.name == "valkey" and plan.cluster is not None:
+                (cluster_dir(plan) / READY_FILE).unlink(missing_ok=True)
             child.start()
             if child.name == "valkey":
-                _wait_for_valkey(plan.url, child, stop)
+                _wait_for_valkey(plan, child, stop)
         ready_by = time.monotonic() + READY_TIMEOUT_S
         announced = False
         while not stop.wait(0.2):
@@ -310,22 +390,29 @@ def run(plan: Plan, stop: threading.Event, console: Console) -> int:
         console.print("stopping: demo, API, engine, consumers, then Valkey …")
         return 0
     finally:
-        supervisor.stop_all([name for name in STOP_ORDER if name in present])
+        supervisor.stop_all(stop_order(present))
 
 
-def _wait_for_valkey(url: str, child: Child, stop: threading.Event) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 30.0
+READY_FILE = "ready"  # written by ``matchbox cluster serve`` once the cluster is up and its shards placed
+
+
+def _wait_for_valkey(plan: Plan, child: Child, stop: threading.Event) -> None:
+    """Until the embedded Valkey answers (a cluster: until it is up with its shards placed)."""
+    ready_file = cluster_dir(plan) / READY_FILE
+    client = redis.Redis(host="127.0.0.1", port=plan.valkey_port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + (60.0 if plan.cluster else 30.0)
     try:
         while not stop.is_set():
             try:
                 client.ping()
-                return
+                if plan.cluster is None or ready_file.exists():
+                    return
+                raise redis.ConnectionError("the cluster is not placed yet")
             except redis.RedisError:
                 if child.process is not None and child.process.poll() is not None:
                     raise UpError(f"the embedded Valkey exited; its log: {child.log_path}\n{child.tail()}") from None
                 if time.monotonic() > deadline:
-                    raise UpError(f"the embedded Valkey did not answer within 30 s; see {child.log_path}") from None
+                    raise UpError(f"the embedded Valkey did not come up in time; see {child.log_path}") from None
                 stop.wait(0.05)
     finally:
         client.close()
@@ -372,8 +459,8 @@ def ensure_your_account(plan: Plan) -> YourAccount:
         raise UpError(f"could not get an API key for the account {YOU!r}: {status} {body}")
     key = str(body["api_key"])
     _write_secret(path, key)
-    if created:
-        deposit = {"amount": YOU_DEPOSIT_CENTS}
+    for shard in range(plan.shards) if created else ():  # cash lives per shard: some on each
+        deposit = {"amount": YOU_DEPOSIT_CENTS, "shard": shard}
         status, body = _call("POST", f"{plan.api}/admin/accounts/{YOU}/deposit", admin, deposit)
         if status != 200:
             raise UpError(f"could not fund the account {YOU!r}: {status} {body}")
@@ -444,7 +531,12 @@ def banner(plan: Plan, you: YourAccount | None = None) -> Panel:
     table.add_row("API", plan.api)
     table.add_row("API docs", f"{plan.api}/docs")
     table.add_row("WebSocket", f"{ws}/ws")
-    table.add_row("Redis", plan.url + ("" if plan.own_valkey else "  (external)"))
+    if plan.cluster is not None:
+        layout = plan.cluster
+        nodes = f"{layout.masters} masters with {layout.replicas} replica{'s' * (layout.replicas != 1)} each"
+        table.add_row("Valkey Cluster", f"{nodes}, {layout.shards} shards: {plan.url}")
+    else:
+        table.add_row("Redis", plan.url + ("" if plan.own_valkey else "  (external)"))
     database = plan.database_url or f"sqlite: {plan.data_dir / 'matchbox.db'}"
     table.add_row("Database", database)
     table.add_row("Data", f"{plan.data_dir}  (logs in {plan.data_dir / 'logs'})")
@@ -452,7 +544,8 @@ def banner(plan: Plan, you: YourAccount | None = None) -> Panel:
     if plan.open_access:
         table.add_row("Auth", "[bold red]Authentication is OFF (--open): anyone may trade as any account[/]")
     elif you is not None:
-        funded = f", ${YOU_DEPOSIT_CENTS // 100:,} deposited" if you.created else ""
+        each = " on each shard" if plan.shards > 1 else ""
+        funded = f", ${YOU_DEPOSIT_CENTS // 100:,} deposited{each}" if you.created else ""
         table.add_row("Account", f"{you.account}  (API key in {you.key_file}{funded})")
     if plan.demo:
         table.add_row("Demo", "market-maker and taker bots are trading")

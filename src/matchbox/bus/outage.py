@@ -13,11 +13,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis.exceptions import ClusterDownError, MovedError, TryAgainError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # unreachable or not answering: wait, retry
+# Unreachable or not answering, or (a cluster) a shard's slot failing over: no master serves it
+# yet (CLUSTERDOWN, TRYAGAIN), or a client still sends to the old master (MOVED). Wait, retry.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, TryAgainError, MovedError)
 
 
 class Backoff:

@@ -59,6 +59,15 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a local cluster's nodes take such a run)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count < 65535 and not any(port_in_use(port) for port in range(base, base + count)):
+            return base
+    raise ServerError(f"no run of {count} free ports found")
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -217,6 +217,7 @@ class GroupConsumer:
                 delay = backoff.next()
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay, extra=self._fields())
                 self.stop.wait(delay)
+                self.bus.reconnect()  # a cluster: the shard's master may be another node now
         self._guarded(self._finish_read_ahead)
         log.info("consumer stopped", extra={**self._fields(), "applied": self.stats.applied})
 
