@@ -372,7 +372,9 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
 
         # two orders in one batch: consecutive ids, so one is odd, and no double above 2**53 holds it
         you = {"Authorization": f"Bearer {system.login_link().partition('#key=')[2]}"}
-        sells = [{"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))]
+        sells = [
+            {"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))
+        ]
         batch = http.post("/orders/batch", json={"orders": sells}, headers=you).json()
         ids = [item["order"]["order_id"] for item in batch]
         assert (ids[1] - ids[0], ids[0] > 2**53) == (1, True)  # shard 2's, in its high bits

@@ -23,6 +23,8 @@ import yaml
 from pydantic import AliasChoices
 
 from matchbox import cli
+from matchbox.bus.cluster import seeds, settings_problems
+from matchbox.bus.durability import Durability
 from matchbox.consumers.process import SinkKind
 from matchbox.settings import Settings
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.e2e  # deployment: the Dockerfile, docker-compose.yml a
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+CLUSTER_COMPOSE = ROOT / "docker-compose.cluster.yml"  # shards on a Valkey Cluster
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 README = ROOT / "README.md"
@@ -112,8 +115,8 @@ def settings_envvars() -> set[str]:
 # ---------------------------------------------------------------- the compose file
 
 
-def load_compose() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+def load_compose(path: Path = COMPOSE) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
     return document
 
 
@@ -161,9 +164,32 @@ def required_variables(text: str) -> set[str]:
     return {match["name"] for match in VARIABLE.finditer(text) if (match["op"] or "").endswith("?")}
 
 
+@pytest.fixture(scope="module", params=[COMPOSE, CLUSTER_COMPOSE], ids=["single", "cluster"])
+def compose_file(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return load_compose()
+def compose(compose_file: Path) -> dict[str, Any]:
+    return load_compose(compose_file)
+
+
+def is_valkey(service: dict[str, Any]) -> bool:
+    return str(service.get("image", "")).startswith("valkey/")
+
+
+def valkey_servers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run a Valkey server (a cluster's nodes, or the one server)."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if is_valkey(service) and command_of(service)[:1] == ["valkey-server"]
+    }
+
+
+def shards_of(service: dict[str, Any]) -> int:
+    return int(environment_of(service).get("MATCHBOX_SHARDS", "1"))
 
 
 def test_every_matchbox_command_parses_with_the_cli(compose: dict[str, Any]) -> None:
@@ -180,12 +206,20 @@ def test_every_matchbox_command_parses_with_the_cli(compose: dict[str, Any]) -> 
 
 
 def test_the_services_that_make_the_exchange_are_there(compose: dict[str, Any]) -> None:
-    assert len(services_running(compose, "engine")) >= 2, "two engine candidates, for failover"
+    services = compose["services"]
+    shards = {shards_of(service) for service in matchbox_services(compose).values()}
+    assert len(shards) == 1, "every process knows the same shards"
+    (count,) = shards
+    engines = [parse_command(command_of(services[name]))[1] for name in services_running(compose, "engine")]
+    for shard in range(count):
+        candidates = [params for params in engines if (params["shard"] or 0) == shard]
+        assert len(candidates) >= 2, f"two engine candidates for shard {shard}, for failover"
     assert len(services_running(compose, "api")) >= 2, "two API instances"
-    sinks = {
-        parse_command(command_of(compose["services"][name]))[1]["sink"] for name in services_running(compose, "consume")
-    }
-    assert sinks == {kind.value for kind in SinkKind}
+    consumers = [parse_command(command_of(services[name]))[1] for name in services_running(compose, "consume")]
+    wanted = {kind.value for kind in SinkKind if kind is not SinkKind.TRANSFERS or count > 1}  # relays: shards
+    for shard in range(count):
+        sinks = {params["sink"] for params in consumers if (params["shard"] or 0) == shard}
+        assert sinks == wanted, f"every sink reads shard {shard}"
 
 
 def test_every_variable_set_is_read_by_matchbox(compose: dict[str, Any]) -> None:
@@ -207,10 +241,12 @@ def test_every_environment_makes_valid_settings(compose: dict[str, Any], monkeyp
         settings = Settings()  # raises on a bad value (log format, durability, a number)
         assert settings.log_format == "json", name
         assert settings.admin_token == secrets["MATCHBOX_ADMIN_TOKEN"], f"{name}: the admin token from the environment"
-        redis = urlsplit(settings.redis_url or "")
-        assert redis.scheme == "redis", name
-        assert redis.hostname in services, f"{name}: REDIS_URL names no service"
-        assert str(services[redis.hostname].get("image", "")).startswith("valkey/"), f"{name}: REDIS_URL host"
+        assert urlsplit(settings.redis_url or "").scheme == "redis", name
+        hosts = [host for host, _ in seeds(settings.redis_url or "")]
+        assert all(host in services and is_valkey(services[host]) for host in hosts), f"{name}: REDIS_URL hosts"
+        if settings.cluster:  # every node a seed: a client started while one is down finds another
+            assert set(hosts) == set(valkey_servers(compose)), f"{name}: REDIS_URL names every node"
+            assert settings.durability is Durability.REPLICATED, f"{name}: a failover must lose nothing"
         database = urlsplit(settings.database_url or "")
         assert database.hostname in services, f"{name}: DATABASE_URL names no service"
         postgres = environment_of(services[database.hostname])
@@ -220,8 +256,10 @@ def test_every_environment_makes_valid_settings(compose: dict[str, Any], monkeyp
         assert database.path == f"/{postgres['POSTGRES_DB']}", f"{name}: DATABASE_URL database"
 
 
-def test_secrets_come_from_the_environment_and_the_readme_names_them(compose: dict[str, Any]) -> None:
-    assert required_variables(COMPOSE.read_text()) == set(SECRETS)
+def test_secrets_come_from_the_environment_and_the_readme_names_them(
+    compose: dict[str, Any], compose_file: Path
+) -> None:
+    assert required_variables(compose_file.read_text()) == set(SECRETS)
     for name, service in compose["services"].items():
         for key, value in environment_of(service).items():
             if any(word in key for word in ("TOKEN", "PASSWORD", "SECRET")):
@@ -252,11 +290,19 @@ def test_dependencies_wait_for_health_that_is_checked(compose: dict[str, Any]) -
         depends_on = service.get("depends_on", {})
         for dependency, condition in depends_on.items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition.get("condition") == "service_completed_successfully":  # a one-shot: it ran
+                assert services[dependency].get("restart") == "on-failure", f"{dependency} is no one-shot"
+                continue
             assert condition.get("condition") == "service_healthy", f"{name} -> {dependency}"
             test = services[dependency].get("healthcheck", {}).get("test", ["NONE"])
             assert test[0] in ("CMD", "CMD-SHELL"), f"{dependency} has no healthcheck to wait for"
+
+    def waits_for(name: str) -> set[str]:
+        direct = set(services[name].get("depends_on", {}))
+        return direct.union(*(waits_for(d) for d in direct))
+
     for name in matchbox_services(compose):
-        assert "valkey" in services[name].get("depends_on", {}), f"{name} starts before Valkey answers"
+        assert set(valkey_servers(compose)) <= waits_for(name), f"{name} starts before every Valkey answers"
 
 
 def test_state_lives_in_declared_volumes(compose: dict[str, Any]) -> None:
@@ -266,13 +312,26 @@ def test_state_lives_in_declared_volumes(compose: dict[str, Any]) -> None:
             source = str(volume).split(":", 1)[0]
             if not source.startswith((".", "/")):
                 assert source in declared, f"{name} mounts undeclared volume {source}"
-    valkey = compose["services"]["valkey"]
-    command = command_of(valkey)
-    assert command[command.index("--appendonly") + 1] == "yes", "WAITAOF (durability always) needs the AOF"
-    assert command[command.index("--appendfsync") + 1] == "always"
-    assert any(str(volume).endswith(":/data") for volume in valkey["volumes"]), "the AOF on a volume"
+    assert valkey_servers(compose)
+    for name, valkey in valkey_servers(compose).items():
+        command = command_of(valkey)
+        assert command[command.index("--appendonly") + 1] == "yes", f"{name}: WAITAOF needs the AOF"
+        assert command[command.index("--appendfsync") + 1] == "always", name
+        assert command[command.index("--maxmemory-policy") + 1] == "noeviction", f"{name}: never evict the journal"
+        assert any(str(volume).endswith(":/data") for volume in valkey["volumes"]), f"{name}: the AOF on a volume"
     postgres = compose["services"]["postgres"]
     assert any(str(volume).endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
+
+
+def test_cluster_nodes_have_the_settings_every_leader_checks(compose: dict[str, Any]) -> None:
+    """The nodes' flags, read as the config the leader checks at every term (one rule: settings_problems)."""
+    for name, valkey in valkey_servers(compose).items():
+        command = command_of(valkey)
+        if "--cluster-enabled" not in command:
+            continue
+        flags = dict(zip(command[1::2], command[2::2], strict=False))
+        config = {flag.removeprefix("--"): value for flag, value in flags.items() if flag.startswith("--")}
+        assert settings_problems(config, Durability.REPLICATED) == [], name
 
 
 # ---------------------------------------------------------------- the Dockerfile

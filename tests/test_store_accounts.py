@@ -40,6 +40,8 @@ from matchbox.engine.types import (
     TickScheme,
     TimeInForce,
     TradeExecuted,
+    TransferIn,
+    TransferOut,
     Withdraw,
 )
 from store_support import Databases, Stream, build_alongside, head_revision, split
@@ -56,7 +58,8 @@ T = TypeVar("T")
 def money_flow(seed: int, commands: int) -> Stream:
     """Two collateral markets (binary ``rain``, odds ``derby``) and a plain one (``chess``), funded
     accounts, ``commands`` random orders, cancels, reductions, deposits and withdrawals; then
-    ``rain`` settles ``yes`` and ``derby`` stays open (its positions remain)."""
+    ``rain`` settles ``yes`` and ``derby`` stays open (its positions remain). Some cash goes to and
+    comes from another shard (transfers)."""
     rng = random.Random(seed)
     stream = Stream()
     stream.apply(CreateMarket, market_id="rain", scheme=TickScheme.BINARY, collateral=True)
@@ -90,10 +93,16 @@ def _random_command(rng: random.Random, stream: Stream, mids: dict[str, int]) ->
         stream.apply(ReduceOrder, order_id=order.order_id, reduce_by=rng.randint(1, order.remaining), step_ms=step_ms)
     elif roll < 0.88:
         stream.apply(CancelAll, market_id=rng.choice(list(mids)), account=account, step_ms=step_ms)
-    elif roll < 0.94:
+    elif roll < 0.92:
         stream.apply(Deposit, account=account, amount=rng.randint(1, 3_000), step_ms=step_ms)
-    else:
+    elif roll < 0.96:
         stream.apply(Withdraw, account=account, amount=rng.randint(1, 3_000), step_ms=step_ms)  # some refused
+    elif roll < 0.98:  # cash to and from another shard (this engine is shard 0's): the saga's two halves here
+        transfer_id = f"{account}:{rng.getrandbits(40)}"
+        stream.apply(TransferOut, account=account, amount=rng.randint(1, 3_000), transfer_id=transfer_id, to_shard=1)
+    else:
+        transfer_id = f"{account}:{rng.getrandbits(40)}"
+        stream.apply(TransferIn, account=account, amount=rng.randint(1, 3_000), transfer_id=transfer_id, from_shard=1)
 
 
 FLOW = money_flow(seed=20250107, commands=600)

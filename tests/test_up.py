@@ -302,6 +302,17 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
             message="the consumers of shards 1 and 2 storing your trades in the one database",
         )
 
+        # cash moves from shard 0 to shard 2 through the relays, once
+        moved = exchange.http.post(
+            "/account/transfers", json={"amount": 5_000, "from_shard": 0, "to_shard": 2}, headers=you
+        )
+        assert moved.status_code == 202, moved.text
+        transfer = f"/account/transfers/{moved.json()['transfer_id']}"
+        wait_until(lambda: exchange.http.get(transfer, headers=you).json()["status"] == "done", message="paid in")
+        parts = {p["shard"]: p for p in (exchange.balance(key) or {})["shards"]}
+        # shard 2: the transfer in, less the 48 a contract the sell of 4 paid in
+        assert (parts[0]["total"], parts[2]["total"]) == (95_000, 100_000 + 5_000 - 4 * 48)
+
         # shard 2's master is SIGKILLed: its replica takes over, the other shards trade on
         client = ClusterBus.connect(exchange_url(exchange), 2)
         port = client.client.connection_pool.connection_kwargs["port"]

@@ -388,7 +388,13 @@ def alarm(
 
 @app.command()
 def consume(
-    sink: Annotated[str, typer.Argument(help="persistence (markets, orders, trades) or analytics (candles, stats).")],
+    sink: Annotated[
+        str,
+        typer.Argument(
+            help="persistence (markets, orders, trades), analytics (candles, stats) or transfers (the relay "
+            "of transfers between shards)."
+        ),
+    ],
     redis_url: StreamRedis = None,
     database_url: ConsumerDatabase = None,
     data_dir: SqliteFolder = None,
@@ -480,7 +486,7 @@ def _sink_kind(name: str) -> SinkKind:
     try:
         return SinkKind(name)
     except ValueError:
-        raise typer.BadParameter(f"{name!r}: give persistence or analytics", param_hint="sink") from None
+        raise typer.BadParameter(f"{name!r}: give persistence, analytics or transfers", param_hint="sink") from None
 
 
 @app.command()

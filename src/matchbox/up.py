@@ -341,6 +341,10 @@ def children(plan: Plan) -> list[Child]:
             name = f"{sink}-{shard}"
             consume = [*python, "consume", sink, "--shard", str(shard), "--name", f"up-{name}"]
             found.append(Child(name, consume, env, logs / f"{name}.log"))
+    for shard in range(layout.shards if layout is not None and layout.shards > 1 else 0):
+        name = f"transfers-{shard}"  # the relay that pays in, on their target, the transfers taken out here
+        consume = [*python, "consume", "transfers", "--shard", str(shard), "--name", f"up-{name}"]
+        found.append(Child(name, consume, env, logs / f"{name}.log"))
     if plan.demo:
         demo = [*python, "demo", "--url", plan.api]
         found.append(Child("demo", demo, env, logs / "demo.log"))
@@ -351,7 +355,7 @@ def cluster_dir(plan: Plan) -> Path:
     return plan.data_dir / "valkey-cluster"
 
 
-STOP_ORDER = ("demo", "api", "engine", "persistence", "analytics", "valkey")
+STOP_ORDER = ("demo", "api", "engine", "transfers", "persistence", "analytics", "valkey")
 
 
 def stop_order(names: Sequence[str]) -> list[str]:

@@ -10,9 +10,10 @@ tables, so they trail the live feed by that group's lag.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from matchbox.api.auth import Admin, Caller, acting_as
 from matchbox.api.errors import ADMIN_ERRORS, KEY_ERRORS, ApiError
@@ -30,16 +31,20 @@ from matchbox.api.models import (
     PositionOut,
     ShardBalanceOut,
     TradesPage,
+    TransferIn,
+    TransferOut,
 )
 from matchbox.api.orders import order_out, stored_order_out
 from matchbox.api.prices import price_out, side_word
 from matchbox.api.projection import BalanceView
 from matchbox.api.routing import EdgeRoute
-from matchbox.api.services import Services, engine_outcome, services_of
+from matchbox.api.services import Services, engine_outcome, outcome_or_nothing, services_of, submit_one
 from matchbox.bus.accounts import AccountError, IssuedKey
 from matchbox.consumers import queries
 from matchbox.consumers.queries import OrderFilter
-from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, TickScheme, Withdraw
+from matchbox.engine.ids import ACCOUNT_PATTERN, MAX_ID_LENGTH
+from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, Rejected, RejectReason, TickScheme, Withdraw
+from matchbox.engine.types import TransferOut as TransferOutCommand
 
 router = APIRouter(tags=["accounts"], route_class=EdgeRoute)
 NamedAccount = Annotated[
@@ -223,6 +228,98 @@ def my_trades(
             )
         )
     return TradesPage(items=items, next=rows[limit - 1].trade_id if len(rows) > limit else None)
+
+
+@router.post("/account/transfers", status_code=202, response_model=TransferOut, responses=KEY_ERRORS)
+async def transfer(request: Request, body: TransferIn, caller: Caller, account: NamedAccount = None) -> TransferOut:
+    """Move your cash from one shard to another (an order spends its market's shard's cash).
+
+    Taken out of ``from_shard`` at once (409 INSUFFICIENT_FUNDS beyond its free balance), then paid
+    in on ``to_shard`` by the relay, exactly once: 202 with ``status`` in_flight, or done if it was
+    paid in while this waited; ``GET /account/transfers/{transfer_id}`` follows it. The same
+    ``transfer_id`` again moves nothing more and answers with that transfer."""
+    services = services_of(request)
+    who = acting_as(caller, account)
+    source, _ = services.shard(body.from_shard, "from_shard"), services.shard(body.to_shard, "to_shard")
+    if body.from_shard == body.to_shard:
+        raise ApiError(400, "from_shard and to_shard are the same shard", "to_shard")
+    client_id = body.transfer_id or secrets.token_hex(8)
+    command = TransferOutCommand(
+        seq=0,
+        ts=0,
+        account=who,
+        amount=body.amount,
+        transfer_id=transfer_key(who, client_id),
+        to_shard=body.to_shard,
+    )
+    submission = await submit_one(services, command, f"transfer:{client_id}", shard=source)
+    if submission.status == "conflict":
+        raise ApiError(409, "this transfer_id was used for another transfer", "transfer_id")
+    events = await outcome_or_nothing(services, submission)
+    if events is None:  # journalled: taken out or refused, once; the same request again tells which
+        raise ApiError(503, f"the engine has not answered yet: send it again with transfer_id {client_id!r}")
+    rejected = next((e for e in events if isinstance(e, Rejected)), None)
+    if rejected is not None and rejected.reason is not RejectReason.DUPLICATE_TRANSFER:
+        raise ApiError(
+            409,
+            f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
+            _TRANSFER_FIELDS.get(rejected.reason),
+            reason=rejected.reason.name,
+            code=int(rejected.reason),
+        )
+    return _transfer_out(services, who, client_id, body)
+
+
+_TRANSFER_FIELDS = {RejectReason.INSUFFICIENT_FUNDS: "amount", RejectReason.INVALID_AMOUNT: "amount"}
+
+
+@router.get("/account/transfers/{transfer_id}", response_model=TransferOut, responses=KEY_ERRORS)
+async def get_transfer(
+    request: Request,
+    transfer_id: Annotated[str, Path(max_length=MAX_ID_LENGTH, pattern=ACCOUNT_PATTERN)],
+    caller: Caller,
+    account: NamedAccount = None,
+) -> TransferOut:
+    """A transfer of yours between shards, and how far it got."""
+    services = services_of(request)
+    who = acting_as(caller, account)
+    known = services.projection.transfers.get(transfer_key(who, transfer_id))
+    if known is None:
+        raise ApiError(404, f"unknown transfer {transfer_id!r}", "transfer_id")
+    return TransferOut(
+        transfer_id=transfer_id,
+        account=who,
+        amount=known.amount,
+        from_shard=known.from_shard,
+        to_shard=known.to_shard,
+        status=known.status,
+    )
+
+
+def transfer_key(account: str, client_id: str) -> str:
+    """The engine's transfer id: the client's, under its account (so no account's id meets another's)."""
+    return f"{account}:{client_id}"
+
+
+def _transfer_out(services: Services, who: str, client_id: str, body: TransferIn) -> TransferOut:
+    known = services.projection.transfers.get(transfer_key(who, client_id))
+    if known is None:  # taken out, but the tail has not folded it yet: it is on its way
+        return TransferOut(
+            transfer_id=client_id,
+            account=who,
+            amount=body.amount,
+            from_shard=body.from_shard,
+            to_shard=body.to_shard,
+            status="in_flight",
+        )
+    return TransferOut(
+        transfer_id=client_id,
+        account=who,
+        amount=known.amount,
+        from_shard=known.from_shard,
+        to_shard=known.to_shard,
+        status=known.status,
+    )
 
 
 @router.post("/account/heartbeat", response_model=HeartbeatOut, responses=KEY_ERRORS)

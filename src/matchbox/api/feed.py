@@ -1,7 +1,7 @@
 """WebSocket channel messages, made from events alone (so live and resumed feeds agree).
 
 Channels: ``trades:<market>`` (every trade), ``orders:<account>`` (the account's order events,
-fills, balance and position changes, and dead-man switch events), ``book:<market>`` (an image,
+fills, balance and position changes, transfers between shards, and dead-man switch events), ``book:<market>`` (an image,
 then level deltas; from the projection, see the hub)
 and the original README's plain feed of fills, which a client gets until it subscribes to something.
 
@@ -37,6 +37,9 @@ from matchbox.engine.types import (
     Side,
     TickScheme,
     TradeExecuted,
+    TransferredIn,
+    TransferredOut,
+    TransferRefused,
 )
 
 FILLS = "fills"  # the original README's plain feed
@@ -138,7 +141,9 @@ def _rested(event: OrderRested, data: dict[str, Any], scheme_of: SchemeOf) -> No
 
 
 def _reason(
-    event: OrderCancelled | Rejected | BalanceChanged | PositionChanged, data: dict[str, Any], scheme_of: SchemeOf
+    event: OrderCancelled | Rejected | BalanceChanged | PositionChanged | TransferRefused,
+    data: dict[str, Any],
+    scheme_of: SchemeOf,
 ) -> None:
     data["reason"] = event.reason.name
 
@@ -158,4 +163,7 @@ _ORDER_EVENTS: dict[type[Event], Callable[[Any, dict[str, Any], SchemeOf], None]
     PositionChanged: _reason,
     HeartbeatSet: _as_is,
     DeadmanTriggered: _as_is,
+    TransferredOut: _as_is,  # cash between shards (transfer_id: "<account>:<your id>")
+    TransferredIn: _as_is,
+    TransferRefused: _reason,
 }

@@ -303,6 +303,31 @@ class TradesPage(BaseModel):
     next: int | None = Field(description="pass as before= for the next (older) page; null: no more")
 
 
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int = Field(gt=0, le=2**53, description="cents to move")
+    from_shard: int = Field(ge=0, lt=MAX_SHARDS, description="the shard whose cash it leaves")
+    to_shard: int = Field(ge=0, lt=MAX_SHARDS, description="the shard whose cash it joins")
+    transfer_id: str | None = Field(
+        default=None,
+        max_length=MAX_ID_LENGTH,
+        pattern=ACCOUNT_PATTERN,
+        description="your id for it (default: a new one): the same id again moves nothing twice",
+    )
+
+
+class TransferOut(BaseModel):
+    transfer_id: str
+    account: str
+    amount: int
+    from_shard: int
+    to_shard: int
+    status: Literal["in_flight", "done", "returning", "returned"] = Field(
+        description="in_flight: taken out, on its way; done: paid in; returning: refused there, on its way "
+        "back; returned: paid back"
+    )
+
+
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_ms: int = Field(

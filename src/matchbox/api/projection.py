@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from matchbox.engine.ids import RETURN_SUFFIX
 from matchbox.engine.rules import order_status
 from matchbox.engine.types import (
     BalanceChanged,
@@ -37,6 +38,9 @@ from matchbox.engine.types import (
     TickScheme,
     TimeInForce,
     TradeExecuted,
+    TransferredIn,
+    TransferredOut,
+    TransferRefused,
 )
 
 RECENT_TRADES = 1000
@@ -153,6 +157,21 @@ class BalanceView:
     reserved: int = 0
 
 
+@dataclass(slots=True)
+class TransferView:
+    """A transfer between shards as the events tell it: ``in_flight`` once taken out, ``done`` once
+    paid in; ``returning`` if the target refused it, ``returned`` once paid back."""
+
+    transfer_id: str  # the engine's: "<account>:<the client's id>"
+    account: str
+    amount: int
+    from_shard: int
+    to_shard: int
+    status: Literal["in_flight", "done", "returning", "returned"] = "in_flight"
+
+
+TRANSFERS_KEPT = 100_000
+
 Update = TradeView | LevelChange | OrderView | MarketView
 
 
@@ -166,6 +185,7 @@ class Projection:
     balances: dict[str, dict[int, BalanceView]] = field(default_factory=dict)  # account -> shard -> cash there
     positions: dict[str, dict[str, PositionChanged]] = field(default_factory=dict)  # account -> market -> latest
     live: dict[str, dict[int, None]] = field(default_factory=dict)  # account -> its live order ids, oldest first
+    transfers: OrderedDict[str, TransferView] = field(default_factory=OrderedDict)  # the newest, by id
     last_n: dict[int, int] = field(default_factory=dict)  # shard -> the n of its last event folded
     _finished: OrderedDict[int, None] = field(default_factory=OrderedDict)
     _shard: int = 0  # the shard of the event being folded
@@ -281,6 +301,25 @@ class Projection:
             held.pop(e.market_id, None)
         return []
 
+    def _transferred_out(self, e: TransferredOut, n: int, entry_id: str) -> list[Update]:
+        self.transfers[e.transfer_id] = TransferView(e.transfer_id, e.account, e.amount, self._shard, e.to_shard)
+        if len(self.transfers) > TRANSFERS_KEPT:
+            self.transfers.popitem(last=False)
+        return []
+
+    def _transferred_in(self, e: TransferredIn, n: int, entry_id: str) -> list[Update]:
+        returned = e.transfer_id.endswith(RETURN_SUFFIX)
+        transfer = self.transfers.get(e.transfer_id.removesuffix(RETURN_SUFFIX) if returned else e.transfer_id)
+        if transfer is not None:
+            transfer.status = "returned" if returned else "done"
+        return []
+
+    def _transfer_refused(self, e: TransferRefused, n: int, entry_id: str) -> list[Update]:
+        transfer = self.transfers.get(e.transfer_id)
+        if transfer is not None and e.reason is not RejectReason.DUPLICATE_TRANSFER:
+            transfer.status = "returning"
+        return []
+
     # ------------------------------------------------------------------ helpers
 
     def _level(self, market_id: str, side: Side, price: int, qty: int, orders: int) -> LevelChange:
@@ -319,4 +358,7 @@ _HANDLERS: dict[type[Event], Callable[[Projection, Any, int, str], list[Update]]
     Rejected: Projection._rejected,
     BalanceChanged: Projection._balance,
     PositionChanged: Projection._position,
+    TransferredOut: Projection._transferred_out,
+    TransferredIn: Projection._transferred_in,
+    TransferRefused: Projection._transfer_refused,
 }

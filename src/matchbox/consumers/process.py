@@ -1,9 +1,9 @@
 """``matchbox consume`` and ``matchbox replay``: the cold path's processes.
 
-Each builds one sink (persistence or analytics) over the SQL database and feeds it from a consumer
-group on the engine's output stream. ``consume`` runs until SIGINT/SIGTERM (or, with ``--burst``,
-until it has caught up); ``replay`` starts a group at ``0`` and rebuilds the sink's tables from
-the whole history, with a progress bar.
+Each builds one sink (persistence or analytics over the SQL database, or the relay of transfers
+between shards) and feeds it from a consumer group on one shard's output stream. ``consume``
+runs until SIGINT/SIGTERM (or, with ``--burst``, until it has caught up); ``replay`` starts a
+group at ``0`` and rebuilds the sink's tables from the whole history, with a progress bar.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from matchbox.bus.cluster import connect_bus
 from matchbox.bus.connection import Bus
+from matchbox.bus.journal import Journal
 from matchbox.bus.outage import wait_out
 from matchbox.bus.rollback import Witness, check_witness
 from matchbox.consumers.analytics import AnalyticsSink
@@ -29,6 +30,7 @@ from matchbox.consumers.batch import read_newest, tracked_witnesses, tracking_wi
 from matchbox.consumers.db import DOWN, SQLITE_FILE, create_engine, open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer, Sink
+from matchbox.consumers.transfers import TransferRelay
 from matchbox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,12 +39,28 @@ log = logging.getLogger(__name__)
 class SinkKind(StrEnum):
     PERSISTENCE = "persistence"
     ANALYTICS = "analytics"
+    TRANSFERS = "transfers"  # the relay of transfers between shards: no table of its own
 
 
-def make_sink(kind: SinkKind, database: sa.Engine, group: str, shard: int = 0) -> Sink:
+def make_sink(kind: SinkKind, database: sa.Engine, group: str, settings: Settings, stop: threading.Event) -> Sink:
     if kind is SinkKind.PERSISTENCE:
-        return PersistenceSink(database, group=group, shard=shard)
-    return AnalyticsSink(database, group=group, shard=shard)
+        return PersistenceSink(database, group=group, shard=settings.shard)
+    if kind is SinkKind.ANALYTICS:
+        return AnalyticsSink(database, group=group, shard=settings.shard)
+    return TransferRelay(settings.shard, _journals(settings), stop, group=group)
+
+
+def _journals(settings: Settings) -> Callable[[int], Journal]:
+    """Each shard's journal, connected on first use (the relay's targets)."""
+    journals: dict[int, Journal] = {}
+
+    def journal_of(shard: int) -> Journal:
+        if shard not in journals:
+            bus = connect_bus(settings.redis_url or "", shard, cluster=settings.cluster)
+            journals[shard] = Journal(bus, settings.durability)
+        return journals[shard]
+
+    return journal_of
 
 
 def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerConfig:
@@ -67,9 +85,8 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
         if connections is None:
             return 0  # stopped while waiting for the database
         database, bus = connections
-        consumer = GroupConsumer(
-            bus, make_sink(kind, database, group, settings.shard), consumer_config(settings, group, name), stop
-        )
+        sink = make_sink(kind, database, group, settings, stop)
+        consumer = GroupConsumer(bus, sink, consumer_config(settings, group, name), stop)
 
         def start() -> bool:
             # a group that stored more than Redis holds: halt everything rather than skip or repeat
@@ -97,9 +114,8 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
         with contextlib.suppress(redis.ResponseError):  # no stream yet
             bus.client.xgroup_destroy(stream, group)
         bus.client.xgroup_create(stream, group, id="0", mkstream=True)
-        consumer = GroupConsumer(
-            bus, make_sink(kind, database, group, settings.shard), consumer_config(settings, group)
-        )
+        sink = make_sink(kind, database, group, settings, threading.Event())
+        consumer = GroupConsumer(bus, sink, consumer_config(settings, group))
         columns = (TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"{group} ({kind.value})", total=int(bus.client.xlen(stream)))

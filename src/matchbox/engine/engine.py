@@ -103,7 +103,7 @@ from typing import Any
 
 from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
-from matchbox.engine.ids import MAX_SHARDS, shard_id, valid_account, valid_market_id
+from matchbox.engine.ids import MAX_SHARDS, shard_id, valid_account, valid_market_id, valid_transfer_id
 from matchbox.engine.ledger import Account, Ledger
 from matchbox.engine.queries import BookDepth, BookIntegrityError, LiveOrder
 from matchbox.engine.rules import RESTING_TIFS, check_order
@@ -145,6 +145,11 @@ from matchbox.engine.types import (
     TickScheme,
     TimeInForce,
     TradeExecuted,
+    TransferIn,
+    TransferOut,
+    TransferredIn,
+    TransferredOut,
+    TransferRefused,
     Withdraw,
 )
 
@@ -198,6 +203,7 @@ class Engine:
         self.deadlines: dict[str, int] = {}  # armed dead-man switches: account -> deadline (ns)
         self._watched: dict[str, _Watch] = {}  # accounts that have armed a switch: their orders
         self.ledger = Ledger()  # money: only collateral markets and deposits reach it
+        self.transfers: set[str] = set()  # the transfer ids taken out or paid in here: each once
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -210,6 +216,8 @@ class Engine:
             SettleMarket: self._settle,
             Deposit: self._deposit,
             Withdraw: self._withdraw,
+            TransferOut: self._transfer_out,
+            TransferIn: self._transfer_in,
             AdvanceTime: _ignore,
             Heartbeat: self._heartbeat,
         }
@@ -680,6 +688,39 @@ class Engine:
                 seq=cmd.seq, ts=cmd.ts, account=cmd.account, total=result.total, reserved=result.reserved, reason=reason
             )
         )
+
+    def _transfer_out(self, cmd: TransferOut, events: list[Event]) -> None:
+        reason = self._transfer_problem(cmd.account, cmd.transfer_id, cmd.to_shard)
+        result = reason or self.ledger.withdraw(cmd.account, cmd.amount)
+        if isinstance(result, RejectReason):
+            events.append(_reject(cmd, result, "", cmd.account))
+            return
+        self.transfers.add(cmd.transfer_id)
+        seq, ts, account, amount = cmd.seq, cmd.ts, cmd.account, cmd.amount
+        events.append(TransferredOut(seq, ts, account, amount, cmd.transfer_id, cmd.to_shard))
+        events.append(BalanceChanged(seq, ts, account, result.total, result.reserved, BalanceReason.TRANSFER_OUT))
+
+    def _transfer_in(self, cmd: TransferIn, events: list[Event]) -> None:
+        reason = self._transfer_problem(cmd.account, cmd.transfer_id, cmd.from_shard)
+        result = reason or self.ledger.deposit(cmd.account, cmd.amount)
+        seq, ts, account, amount = cmd.seq, cmd.ts, cmd.account, cmd.amount
+        if isinstance(result, RejectReason):
+            events.append(TransferRefused(seq, ts, account, amount, cmd.transfer_id, cmd.from_shard, result))
+            return
+        self.transfers.add(cmd.transfer_id)
+        events.append(TransferredIn(seq, ts, account, amount, cmd.transfer_id, cmd.from_shard))
+        events.append(BalanceChanged(seq, ts, account, result.total, result.reserved, BalanceReason.TRANSFER_IN))
+
+    def _transfer_problem(self, account: str, transfer_id: str, other_shard: int) -> RejectReason | None:
+        """Why a transfer's half refuses to move money here, or None."""
+        problem = _account_problem(account)
+        if problem is not None:
+            return problem
+        if not valid_transfer_id(transfer_id) or not 0 <= other_shard < MAX_SHARDS or other_shard == self.shard:
+            return RejectReason.INVALID_TRANSFER
+        if transfer_id in self.transfers:
+            return RejectReason.DUPLICATE_TRANSFER
+        return None
 
     # ------------------------------------------------------------------ state
 

@@ -31,6 +31,17 @@ def valid_account(account: str) -> bool:
     return _ACCOUNT.fullmatch(account) is not None
 
 
+# A transfer id as the engine keeps it: the API makes it ``<account>:<the client's id>``, so one
+# account's ids never meet another's, and a refused transfer's return adds ``:return``.
+_TRANSFER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,160}")
+RETURN_SUFFIX = ":return"  # a refused transfer's way back: the transfer's id with this
+
+
+def valid_transfer_id(transfer_id: str) -> bool:
+    """Whether ``transfer_id`` keeps the transfer id rule (as a market id's, up to 160 characters)."""
+    return _TRANSFER_ID.fullmatch(transfer_id) is not None
+
+
 def valid_market_id(market_id: str) -> bool:
     """Whether ``market_id`` keeps the market id rule."""
     return _MARKET_ID.fullmatch(market_id) is not None

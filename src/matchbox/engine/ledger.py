@@ -131,7 +131,7 @@ class Ledger:
         self.accounts: dict[str, Account] = {}
         self.positions: dict[tuple[str, str], Position] = {}  # (market_id, account)
         self.orders: dict[int, Reserve] = {}
-        self.net_deposits = 0  # deposits minus withdrawals
+        self.net_deposits = 0  # deposits and transfers in, minus withdrawals and transfers out
 
     def __bool__(self) -> bool:
         return bool(self.markets or self.accounts)

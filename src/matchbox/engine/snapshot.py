@@ -14,6 +14,9 @@ Version 3 adds the armed dead-man switches (account, deadline), sorted by accoun
 It is written only while a switch is armed: with none armed the snapshot is version 1 or 2 as
 before (a disarmed or fired switch leaves nothing behind), so hashes do not change.
 
+Version 4 adds the ids of the transfers between shards taken out or paid in here, sorted (each
+moves money once), to version 3; written once there is one.
+
 Speed (``matchbox bench recovery``): a restore must be much faster than replaying the commands
 that built the book (a large book must change leader quickly). So msgspec decodes the rows
 straight into orders, enums and all; each price level is put back in one step rather than order
@@ -44,8 +47,8 @@ if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 3
-VERSIONS = (1, 2, 3)
+VERSION = 4
+VERSIONS = (1, 2, 3, 4)
 
 
 class SnapshotError(ValueError):
@@ -121,6 +124,10 @@ class _SnapshotV3(_SnapshotV2, array_like=True):
     deadlines: list[tuple[str, int]]  # account, deadline (ns): the armed dead-man switches
 
 
+class _SnapshotV4(_SnapshotV3, array_like=True):
+    transfers: list[str]  # the transfer ids taken out or paid in here, sorted
+
+
 _encoder = msgspec.msgpack.Encoder()
 _header = msgspec.msgpack.Decoder(_Header)
 _START = b"\x90" + _encoder.encode(FORMAT)  # an array's first byte (0x9N: N items), then the format
@@ -130,6 +137,7 @@ _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
     1: msgspec.msgpack.Decoder(_Snapshot),
     2: msgspec.msgpack.Decoder(_SnapshotV2),
     3: msgspec.msgpack.Decoder(_SnapshotV3),
+    4: msgspec.msgpack.Decoder(_SnapshotV4),
 }
 
 
@@ -175,13 +183,13 @@ def _encode(engine: Engine) -> bytes:
         markets = [_market(book) for book in books]
         return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
     markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
-    if not deadlines:  # no switch armed: version 2, as before dead-man switches existed
-        snapshot = _SnapshotV2(FORMAT, 2, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine))
-        return _encoder.encode(snapshot)
-    snapshot_v3 = _SnapshotV3(
-        FORMAT, VERSION, engine.last_order_id, engine.last_trade_id, markets_v2, _ledger(engine), deadlines
-    )
-    return _encoder.encode(snapshot_v3)
+    last_ids = (engine.last_order_id, engine.last_trade_id)
+    if not deadlines and not engine.transfers:  # no switch armed: version 2, as before dead-man switches
+        return _encoder.encode(_SnapshotV2(FORMAT, 2, *last_ids, markets_v2, _ledger(engine)))
+    if not engine.transfers:  # no transfer between shards: version 3, as before they existed
+        return _encoder.encode(_SnapshotV3(FORMAT, 3, *last_ids, markets_v2, _ledger(engine), deadlines))
+    transfers = sorted(engine.transfers)
+    return _encoder.encode(_SnapshotV4(FORMAT, VERSION, *last_ids, markets_v2, _ledger(engine), deadlines, transfers))
 
 
 def _market(book: Book) -> _Market:
@@ -249,6 +257,8 @@ def decode(data: bytes, engine: Engine) -> Engine:
             ledger.positions[(market_id, account)] = Position(yes, no, committed, stake, liability)
         if isinstance(snapshot, _SnapshotV3):
             engine.restore_deadlines(snapshot.deadlines)
+        if isinstance(snapshot, _SnapshotV4):
+            engine.transfers = set(snapshot.transfers)
     return engine
 
 

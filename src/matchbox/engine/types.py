@@ -107,6 +107,8 @@ class RejectReason(IntEnum):
     INVALID_AMOUNT = 601  # a deposit or withdrawal of zero or less, or one that would overflow
     INVALID_ACCOUNT = 602  # a command that needs an account names none (the empty string)
     INVALID_TIMEOUT = 603  # a heartbeat timeout below zero or above MAX_HEARTBEAT_TIMEOUT_MS
+    INVALID_TRANSFER = 604  # a transfer to its own shard, to none, or with a malformed transfer id
+    DUPLICATE_TRANSFER = 605  # this transfer id was taken out, or paid in, on this shard before
 
 
 class BalanceReason(IntEnum):
@@ -119,6 +121,8 @@ class BalanceReason(IntEnum):
     TRADE = 4  # a fill: reserve turned into position (and a better price released)
     SETTLEMENT = 5  # the market settled: winning positions paid out
     VOID = 6  # the market was voided: stakes returned
+    TRANSFER_OUT = 7  # cash taken out toward another shard (TransferOut)
+    TRANSFER_IN = 8  # cash paid in from another shard (TransferIn), or a refused transfer's return
 
 
 class CancelReason(IntEnum):
@@ -214,6 +218,29 @@ class Withdraw(Command, frozen=True, gc=False, kw_only=True):
 
     account: Text
     amount: Int64
+
+
+class TransferOut(Command, frozen=True, gc=False, kw_only=True):
+    """Take ``amount`` of an account's free cash on this shard, toward ``to_shard``: the first half
+    of a transfer between shards. A relay pays it in there (``TransferIn``, the same
+    ``transfer_id``). Refused beyond the free balance, to this shard itself, or when this shard
+    has seen the transfer id before."""
+
+    account: Text
+    amount: Int64
+    transfer_id: Text
+    to_shard: Int64
+
+
+class TransferIn(Command, frozen=True, gc=False, kw_only=True):
+    """Pay in ``amount`` taken out on ``from_shard`` by the transfer ``transfer_id``: the second half.
+    Paid in once: the same transfer id again is refused (DUPLICATE_TRANSFER), so a relay may
+    send it as often as it likes. Any other refusal (``TransferRefused``) sends the money back."""
+
+    account: Text
+    amount: Int64
+    transfer_id: Text
+    from_shard: Int64
 
 
 class AdvanceTime(Command, frozen=True, gc=False, kw_only=True):
@@ -360,6 +387,36 @@ class Rejected(Event, frozen=True, gc=False):
     account: str = ""
 
 
+class TransferredOut(Event, frozen=True, gc=False):
+    """Cash left this shard toward ``to_shard`` (its ``BalanceChanged``, reason TRANSFER_OUT, comes
+    with it); it is in flight until ``TransferredIn`` (or ``TransferRefused``) there."""
+
+    account: str
+    amount: int
+    transfer_id: str
+    to_shard: int
+
+
+class TransferredIn(Event, frozen=True, gc=False):
+    """Cash from ``from_shard`` paid in here (its ``BalanceChanged``, reason TRANSFER_IN, comes with it)."""
+
+    account: str
+    amount: int
+    transfer_id: str
+    from_shard: int
+
+
+class TransferRefused(Event, frozen=True, gc=False):
+    """A ``TransferIn`` changed nothing here. DUPLICATE_TRANSFER: it was paid in before (nothing to
+    do); any other reason: the relay pays it back on ``from_shard``."""
+
+    account: str
+    amount: int
+    transfer_id: str
+    from_shard: int
+    reason: RejectReason
+
+
 class HeartbeatSet(Event, frozen=True, gc=False):
     """A heartbeat was accepted: the account's dead-man deadline (engine time, ns) is now
     ``deadline``, or 0 if the switch is disarmed."""
@@ -389,6 +446,8 @@ AnyCommand = (
     | CancelAll
     | Deposit
     | Withdraw
+    | TransferOut
+    | TransferIn
     | AdvanceTime
     | Heartbeat
 )
@@ -403,6 +462,9 @@ AnyEvent = (
     | BalanceChanged
     | PositionChanged
     | Rejected
+    | TransferredOut
+    | TransferredIn
+    | TransferRefused
     | HeartbeatSet
     | DeadmanTriggered
 )
