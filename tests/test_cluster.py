@@ -5,6 +5,10 @@ goes on, and every acknowledged entry is in the promoted master's journal."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,11 +27,11 @@ from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import read_offset
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal
-from matchbox.bus.server import EmbeddedCluster
+from matchbox.bus.server import EmbeddedCluster, free_ports
 from matchbox.consumers.batch import read_newest
 from matchbox.consumers.db import open_database
 from matchbox.consumers.persistence import PersistenceSink
-from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer, group_lag
 from matchbox.consumers.schema import trades
 from matchbox.engine.ids import shard_of
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme, TradeExecuted
@@ -261,3 +265,56 @@ def test_a_consumer_and_the_leaders_follow_a_failover_and_miss_nothing(
     assert len(streamed) > 0
     bus.close()
     consumer_bus.close()
+
+
+def test_an_engine_and_a_consumer_started_before_the_cluster_wait_for_it(tmp_path: Path) -> None:
+    """Started while no node answers, each says what it waits for and stays up; once the cluster
+    is there the engine leads and the consumer stores what it commits."""
+    base = free_ports(12)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MATCHBOX_")}
+    env |= {
+        "REDIS_URL": f"redis://127.0.0.1:{base},127.0.0.1:{base + 1},127.0.0.1:{base + 2}",
+        "MATCHBOX_CLUSTER": "1",
+        "MATCHBOX_DATA_DIR": str(tmp_path),
+        "MATCHBOX_LOCK_TTL_MS": "1000",
+    }
+    logs = {name: tmp_path / f"{name}.log" for name in ("engine", "consumer")}
+    argv = {
+        "engine": ["engine", "--shard", "0", "--name", "early"],
+        "consumer": ["consume", "persistence", "--shard", "0"],
+    }
+    processes = {}
+    for name, args in argv.items():
+        with logs[name].open("wb") as out:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "matchbox", *args], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL
+            )
+    try:
+        for name, log in logs.items():
+            wait_until(partial(says_it_waits, log), timeout=30, message=f"{name} waiting for the cluster")
+            assert processes[name].poll() is None, log.read_text()
+        with EmbeddedCluster(tmp_path / "cluster", base_port=base, shards=1) as cluster:
+            bus = ClusterBus.connect(cluster.url, 0)
+            wait_until(lambda: bus.client.hget(bus.keys.leader_info, "name") == b"early", timeout=30, message="lead")
+            journal = Journal(bus, Durability.ALWAYS)
+            journal.submit(CreateMarket(seq=0, ts=0, market_id=MARKET, scheme=TickScheme.BINARY))
+            for i in range(1, 5):
+                journal.submit(order(i))
+
+            def stored() -> bool:
+                lag = {g.name: g for g in group_lag(bus, bus.keys.events)}.get("persistence")
+                return lag is not None and lag.lag == lag.pending == 0 and bus.client.xlen(bus.keys.events) > 0
+
+            wait_until(stored, timeout=30, message="the consumer storing the engine's events")
+            bus.close()
+            for process in processes.values():
+                process.send_signal(signal.SIGTERM)
+            assert [process.wait(30) for process in processes.values()] == [0, 0]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+
+
+def says_it_waits(log: Path) -> bool:
+    return "waiting for Redis" in log.read_text()

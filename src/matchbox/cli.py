@@ -274,6 +274,7 @@ def engine(
     Exits 0 on SIGINT/SIGTERM (after committing the batch in hand), 3 if Redis went back in time.
     """
     from matchbox.bus.cluster import connect_bus
+    from matchbox.bus.outage import wait_out
     from matchbox.consumers.process import sql_witnesses
     from matchbox.leader.recovery import RollbackDetected
     from matchbox.leader.runner import EngineLeader, LeaderConfig
@@ -298,7 +299,12 @@ def engine(
     import gc
 
     gc.set_threshold(*GC_THRESHOLDS)
-    leader = EngineLeader(connect_bus(url, settings.shard, cluster=settings.cluster), config, _stop_on_signals())
+    stop = _stop_on_signals()
+    # a cluster's client reads its slot map at once: one that does not answer yet is waited for
+    bus = wait_out(f"Redis at {url}", lambda: connect_bus(url, settings.shard, cluster=settings.cluster), stop)
+    if bus is None:
+        return
+    leader = EngineLeader(bus, config, stop)
     try:
         leader.run()
     except RollbackDetected as exc:

@@ -22,7 +22,7 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import MovedError
+from redis.exceptions import MovedError, RedisClusterException
 
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, as_text, command
@@ -201,8 +201,16 @@ def credentials(url: str) -> dict[str, Any]:
 
 
 def connect_bus(url: str, shard: int = 0, *, cluster: bool = False) -> Bus:
-    """The blocking bus of ``shard``: over a single server, or (``cluster``) over a Valkey Cluster."""
-    return ClusterBus.connect(url, shard) if cluster else Bus.connect(url, shard)
+    """The blocking bus of ``shard``: over a single server, or (``cluster``) over a Valkey Cluster.
+
+    A cluster client reads the slot map as it is made: with no node answering, that is the outage
+    it is (``redis.ConnectionError``), for the caller to wait out as it waits for a single server."""
+    if not cluster:
+        return Bus.connect(url, shard)
+    try:
+        return ClusterBus.connect(url, shard)
+    except RedisClusterException as exc:
+        raise redis.ConnectionError(f"no node of the cluster answers: {exc}") from None
 
 
 def connect_async_bus(url: str, shard: int, durability: Durability, *, cluster: bool = False) -> AsyncBus:

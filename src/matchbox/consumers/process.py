@@ -125,7 +125,7 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
 @contextlib.contextmanager
 def _connections(settings: Settings, wait: threading.Event | None = None) -> Iterator[tuple[sa.Engine, Bus] | None]:
     """The consumers' database (migrated) and the bus, closed on the way out. With ``wait``, a
-    database that cannot be reached is waited for until ``wait`` is set (then None)."""
+    database or a cluster that cannot be reached is waited for until ``wait`` is set (then None)."""
     if wait is None:
         database: sa.Engine | None = open_database(settings.database_url, settings.data_dir)
     else:
@@ -133,7 +133,15 @@ def _connections(settings: Settings, wait: threading.Event | None = None) -> Ite
     if database is None:
         yield None
         return
-    bus = connect_bus(settings.redis_url or "", settings.shard, cluster=settings.cluster)
+
+    def connect() -> Bus:
+        return connect_bus(settings.redis_url or "", settings.shard, cluster=settings.cluster)
+
+    bus = connect() if wait is None else wait_out(f"Redis at {settings.redis_url}", connect, wait)
+    if bus is None:  # stopped while waiting for a cluster that did not answer
+        database.dispose()
+        yield None
+        return
     try:
         yield database, bus
     finally:
