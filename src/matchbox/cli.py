@@ -627,6 +627,18 @@ def bench_pipeline(
     raise typer.Exit(run(orders=orders, seed=seed, lpop_sample=lpop_sample, submits=submits, json_output=json_output))
 
 
+@bench_app.command("shards")
+def bench_shards(
+    orders: Annotated[int, typer.Option(min=3_000, help="Journal entries in all (three markets' flows).")] = 150_000,
+    seed: Annotated[int, typer.Option(help="Seed of the flows (the engine benchmark's).")] = 7,
+    json_output: JsonOutput = False,
+) -> None:
+    """The same flow matched by 1 shard and by 3, in always and replicated durability, on a local cluster."""
+    from matchbox.bench.shards import run
+
+    raise typer.Exit(run(orders=orders, seed=seed, json_output=json_output))
+
+
 @bench_app.command("failover")
 def bench_failover(
     kills: Annotated[int, typer.Option(min=1, help="Leaders to SIGKILL, one after another.")] = 5,
