@@ -17,7 +17,7 @@ from conftest import in_thread, running_leader, submit_until_stopped, wait_until
 from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability, DurabilityError, durability_problem
-from matchbox.bus.journal import Journal
+from matchbox.bus.journal import Journal, Request
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme
 
@@ -125,4 +125,26 @@ def test_the_leader_matches_only_input_a_replica_holds(pair: tuple[EmbeddedValke
         assert not matched(second)
         replica.replicaof("127.0.0.1", master.port)
         wait_until(lambda: matched(second), timeout=20, message="the input to be matched once a replica holds it")
+    bus.close()
+
+
+def test_a_retry_under_its_client_order_id_is_acknowledged_only_once_a_replica_holds_it(
+    pair: tuple[EmbeddedValkey, redis.Redis],
+) -> None:
+    """A submission no replica confirmed is retried, as a client would, under the same client order
+    id: the repeat must not be taken for acknowledged until a replica holds the first one."""
+    master, replica = pair
+    cut(replica)
+    request = Request(order(1), "retry-me")
+    for _ in range(2):  # the first attempt, then its retry on a new connection: neither acknowledged
+        bus = Bus.connect(master.url)
+        with pytest.raises(DurabilityError, match="no replica confirmed"):
+            Journal(bus, Durability.REPLICATED).submit_many([request])
+        bus.close()
+    replica.replicaof("127.0.0.1", master.port)
+    wait_until(lambda: linked(replica), message="the replica to follow again")
+    bus = Bus.connect(master.url)
+    (acknowledged,) = Journal(bus, Durability.REPLICATED).submit_many([request])
+    assert acknowledged.status == "dup"
+    assert acknowledged.entry_id in input_ids(replica)
     bus.close()

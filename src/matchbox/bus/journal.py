@@ -110,13 +110,16 @@ def durable_submissions(
     submissions: list[Submission], waited: Sequence[Any], durability: Durability
 ) -> list[Submission]:
     """``submissions``, once ``WAITAOF`` (and in ``replicated`` durability ``WAIT``) answered
-    ``waited``: raises if a new command was appended but the server did not confirm the fsync (or
-    cannot: its AOF is off), or no replica confirmed holding it."""
+    ``waited``: raises if a command was appended (now, or by the first submission of a repeat) but
+    the server did not confirm the fsync (or cannot: its AOF is off), or no replica confirmed holding it."""
     for reply in waited:
         if isinstance(reply, redis.ResponseError):
             raise aof_refusal(reply, durability)
-    if not any(s.status == "new" for s in submissions):
-        return submissions  # repeats of earlier commands: what made them durable was waited for then
+    if all(s.status == "conflict" for s in submissions):
+        return submissions  # nothing is acknowledged: no wait to judge
+    # A repeat ("dup") is waited for as a new command is: its first submission's wait may have
+    # failed (no replica held it yet), and this answer acknowledges it (submit.lua wrote, so the
+    # waits cover the first submission too).
     fsynced_locally, _replicas = waited[0]
     if int(fsynced_locally) < 1:
         raise DurabilityError(

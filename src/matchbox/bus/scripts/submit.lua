@@ -16,7 +16,7 @@
 --
 -- Returns, per command, {status, order id, entry id}: status "new" (appended now), "dup" (the
 -- same client order id with the same content was appended before: nothing appended, the first
--- submission's order id and entry id returned) or "conflict" (the same client order id with
+-- submission's order id and entry id returned, and the client order id remembered 24 h more) or "conflict" (the same client order id with
 -- different content: nothing appended).
 --
 -- Refuses everything (an error, nothing written) when the caller has seen more events than the
@@ -56,6 +56,11 @@ for i = 0, n - 1 do
         if previous then
             local oid, entry, old_digest = string.match(previous, "^(%d+) (%S+) (%S+)$")
             local status = (old_digest == digest) and "dup" or "conflict"
+            if status == "dup" then
+                -- a write: the WAITAOF / WAIT after this script then wait for the server's log up
+                -- to here, which holds the first submission, however its own wait ended
+                redis.call("PEXPIRE", KEYS[cid_index], ttl)
+            end
             results[#results + 1] = {status, tonumber(oid), entry}
             seen_before = true
         end
