@@ -62,11 +62,14 @@ def test_submission_replies_read_as_submissions() -> None:
     assert call.read(replies) == [Submission("new", 7, "1-0"), Submission("dup", 5, "0-1")]
 
 
-def test_an_unconfirmed_fsync_fails_a_new_command_but_not_a_duplicate() -> None:
+def test_an_unconfirmed_fsync_fails_a_new_command_and_a_repeat_but_not_a_conflict() -> None:
+    """A repeat's first submission may never have been confirmed: its answer acknowledges it, so
+    it waits as a new one does. A conflict acknowledges nothing."""
     call = submit_call(KEYS, [Request(order())], Durability.ALWAYS)
-    with pytest.raises(DurabilityError, match="did not confirm the AOF fsync"):
-        call.read([[new()], [0, 0]])
-    assert call.read([[[b"dup", 5, b"0-1"]], [0, 0]]) == [Submission("dup", 5, "0-1")]
+    for reply in ([new()], [[b"dup", 5, b"0-1"]]):
+        with pytest.raises(DurabilityError, match="did not confirm the AOF fsync"):
+            call.read([reply, [0, 0]])
+    assert call.read([[[b"conflict", 5, b"0-1"]], [0, 0]]) == [Submission("conflict", 5, "0-1")]
 
 
 def test_waitaof_refused_on_a_server_without_aof_says_how_to_fix_it() -> None:
