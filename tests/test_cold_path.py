@@ -217,3 +217,41 @@ def test_consumers_that_died_leave_the_group_once_their_entries_are_reclaimed(bu
         )
         wait_until(lambda: stored_tables(sink.engine) == everything(databases), message="everything stored")
     assert pending(bus) == 0
+
+
+# --------------------------------------------------------------------------- in hand when Redis went away
+
+
+def test_a_batch_in_hand_when_redis_dies_is_taken_again_as_soon_as_it_is_back(
+    tmp_path: Path, databases: Databases
+) -> None:
+    """Redis dies after the sink stored a batch and before its XACK: the batch stays pending on this
+    consumer (the AOF keeps the group). Once Redis is back the consumer takes its own pending
+    entries again at once, not after ``claim_idle_ms`` (a minute here) as a dead consumer's."""
+    server = EmbeddedValkey(tmp_path / "valkey").start()
+    died = threading.Event()
+
+    class DiesAfterStoring(PersistenceSink):
+        def apply(self, entries: object, floor: str | None = None) -> None:
+            super().apply(entries, floor)  # type: ignore[arg-type]
+            if not died.is_set():
+                died.set()
+                server.kill()  # the XACK that follows finds no Redis
+
+    bus = Bus.connect(server.url)
+    xadd(bus, FLOW.entries)
+    stop = threading.Event()
+    sink = DiesAfterStoring(databases.open())
+    consumer = GroupConsumer(bus, sink, config(), stop)
+    try:
+        with in_thread(consumer.run, stop):
+            wait_until(died.is_set, message="Redis killed under the consumer")
+            server.start()
+            wait_until(
+                lambda: pending(bus) == 0 and stored_tables(sink.engine) == everything(databases),
+                timeout=15,
+                message="the batch in hand stored and acknowledged once Redis is back",
+            )
+    finally:
+        bus.close()
+        server.stop()

@@ -106,7 +106,7 @@ def _group_lag(services: Services) -> list[GroupLag]:
     return [] if bus is None else group_lag(bus, bus.keys.events)
 
 
-@router.get("/engine", response_model=EngineOut)
+@router.get("/engine", response_model=EngineOut, responses=ERRORS)
 async def engine(
     request: Request, shard: int | None = Query(default=None, ge=0, description="which shard's (default: the first)")
 ) -> EngineOut:

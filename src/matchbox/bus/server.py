@@ -22,11 +22,12 @@ from typing import Literal, Self
 
 import redis
 
-from matchbox.bus.cluster import place_shards
+from matchbox.bus.cluster import place_shards, shard_slot
 
 log = logging.getLogger(__name__)
 
 Fsync = Literal["always", "everysec"]
+SLOTS = 16384  # a Valkey Cluster's hash slots
 
 
 class ServerError(RuntimeError):
@@ -130,12 +131,13 @@ class EmbeddedValkey:
         if self.min_replicas_to_write:
             args += ["--min-replicas-to-write", str(self.min_replicas_to_write), "--min-replicas-max-lag", "10"]
         if self.cluster_node_timeout_ms is not None:
+            self.cluster_port = self.cluster_port or free_port()
             args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
                 # not port + 10000, which can be taken or past 65535
-                "--cluster-port", str(self.cluster_port or free_port()),
+                "--cluster-port", str(self.cluster_port),
                 "--cluster-require-full-coverage", "no",  # one shard's failover does not stop the others
             ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -210,9 +212,9 @@ class EmbeddedValkey:
 
 class EmbeddedCluster:
     """A local Valkey Cluster of private servers: ``masters`` masters, each with ``replicas``
-    replicas, its slots spread evenly (``valkey-cli --cluster create``), and with ``shards`` the
-    shards placed on the masters explicitly (:func:`~matchbox.bus.cluster.place_shards`). For tests
-    and for running a cluster on one machine; a real deployment runs its nodes on machines of their own.
+    replicas, its slots spread evenly, and with ``shards`` the shards placed on the masters
+    explicitly (as :func:`~matchbox.bus.cluster.place_shards` places them). For tests and for
+    running a cluster on one machine; a real deployment runs its nodes on machines of their own.
 
     With ``base_port`` the nodes listen on ``base_port``, ``base_port + 1``, … and their cluster
     bus on the ports after those (``2 x nodes`` ports in all), and the cluster is ``keep``-able:
@@ -262,18 +264,51 @@ class EmbeddedCluster:
         return self
 
     def _create(self, timeout: float) -> None:
-        cli = find_binary().with_name("valkey-cli")
-        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        created = subprocess.run(
-            [str(cli), "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if created.returncode != 0:
+        """Make the nodes one cluster, its slots spread evenly over the masters but each shard's
+        slot on its own master (as :func:`~matchbox.bus.cluster.place_shards` puts it) from the
+        first moment any slot is served: a client that connects early (an engine started before
+        its cluster) never writes a shard's keys where the shard is not to stay."""
+        masters, replicas = self.nodes[: self.masters], self.nodes[self.masters :]
+        by_address = sorted(masters, key=lambda node: node.port or 0)  # place_shards' order
+        owner = [by_address[slot * len(masters) // SLOTS] for slot in range(SLOTS)]
+        for shard in range(self.shards):
+            owner[shard_slot(shard)] = by_address[shard % len(masters)]
+        clients = {
+            node.port: redis.Redis(host="127.0.0.1", port=node.port or 0, decode_responses=True) for node in self.nodes
+        }
+        try:
+            for epoch, node in enumerate(self.nodes, 1):
+                client = clients[node.port]
+                mine = [slot for slot in range(SLOTS) if owner[slot] is node]
+                for start, end in _runs(mine):
+                    client.cluster("ADDSLOTSRANGE", start, end)
+                client.cluster("SET-CONFIG-EPOCH", epoch)
+            first = self.nodes[0]
+            for node in self.nodes[1:]:
+                clients[node.port].cluster("MEET", "127.0.0.1", first.port, first.cluster_port)
+            deadline = time.monotonic() + timeout
+            for client in clients.values():
+                while int(client.cluster("INFO").get("cluster_known_nodes", 0)) < len(self.nodes):
+                    if time.monotonic() > deadline:
+                        raise ServerError(f"the nodes did not meet within {timeout:.0f} s")
+                    time.sleep(0.05)
+            ids = {node.port: clients[node.port].cluster("MYID") for node in masters}
+            for i, node in enumerate(replicas):
+                master = masters[i % len(masters)]
+                while True:  # a master is known to a new replica a moment after the meeting
+                    try:
+                        clients[node.port].cluster("REPLICATE", ids[master.port])
+                        break
+                    except redis.ResponseError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+        except (redis.RedisError, ServerError):
             self.stop()
-            raise ServerError(f"valkey-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
+            raise
+        finally:
+            for client in clients.values():
+                client.close()
 
     def revive(self) -> list[EmbeddedValkey]:
         """Start again every node whose process exited (same port, same folder); the ones started."""
@@ -318,3 +353,14 @@ class EmbeddedCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Sorted slots as (first, last) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for slot in slots:
+        if runs and runs[-1][1] == slot - 1:
+            runs[-1] = (runs[-1][0], slot)
+        else:
+            runs.append((slot, slot))
+    return runs

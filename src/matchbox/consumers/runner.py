@@ -174,6 +174,7 @@ class GroupConsumer:
         # read-ahead: while a full batch is applied, the next one is read and parsed on this thread
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="consumer-read-ahead")
         self._ahead: Future[list[Entry]] | None = None
+        self._retake = False  # after an outage: this consumer's own pending entries first
 
     # ------------------------------------------------------------------ the loops
 
@@ -201,7 +202,7 @@ class GroupConsumer:
         """Consume until ``stop`` is set; the batch in hand then is finished and acknowledged first.
 
         Redis being unreachable is waited out (capped exponential backoff), not raised: this is
-        the long-running process, and what it left pending is reclaimed once Redis is back.
+        the long-running process, and what it left pending it takes again once Redis is back.
         """
         log.info("consumer starting", extra=self._fields())
         ready, backoff = False, Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)
@@ -210,10 +211,14 @@ class GroupConsumer:
                 if not ready:
                     self.ensure_group()
                     ready = True
+                if self._retake:
+                    self._guarded(self._retake_own)
+                    self._retake = False
                 self._guarded(lambda: self._step(self.config.block_ms))
                 backoff.reset()
             except REDIS_DOWN as exc:
-                self._ahead = None  # whatever it read stays pending, for a reclaim
+                self._ahead = None  # whatever it read stays pending: taken again once Redis answers
+                self._retake = True
                 delay = backoff.next()
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay, extra=self._fields())
                 self.stop.wait(delay)
@@ -272,6 +277,27 @@ class GroupConsumer:
         entries = self._take_read_ahead()
         if entries:
             self._handle(entries, {})
+        return False
+
+    def _retake_own(self) -> bool:
+        """The entries this consumer read and has not acknowledged, handled again now: after an
+        outage (a batch in hand when the connection dropped, or one read from a master that then
+        failed over, which its promoted replica lists as pending) they are this consumer's to
+        finish, and waiting ``claim_idle_ms`` for a reclaim would only delay them."""
+        after = "0"
+        while not self.stop.is_set():
+            reply = self.bus.client.xreadgroup(
+                self.config.group, self.config.consumer, {self.stream: after}, count=self.config.batch
+            )
+            streams = cast("list[tuple[bytes, list[Entry]]] | None", reply)
+            page = streams[0][1] if streams else []
+            if not page:
+                return False
+            after = page[-1][0].decode()
+            entries = [(entry_id, fields) for entry_id, fields in page if fields]  # deleted: the reclaim's
+            if entries:
+                self.stats.reclaimed += len(entries)
+                self._handle(entries, {})
         return False
 
     def _await_own_pending(self) -> bool:
