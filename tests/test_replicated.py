@@ -18,6 +18,7 @@ from matchbox.bus.codec import decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability, DurabilityError, durability_problem
 from matchbox.bus.journal import Journal, Request
+from matchbox.bus.outage import REDIS_DOWN, wait_out
 from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine.types import CreateMarket, PlaceOrder, Side, TickScheme
 
@@ -148,3 +149,23 @@ def test_a_retry_under_its_client_order_id_is_acknowledged_only_once_a_replica_h
     assert acknowledged.status == "dup"
     assert acknowledged.entry_id in input_ids(replica)
     bus.close()
+
+
+def test_a_master_waiting_for_a_replica_is_an_outage_that_is_waited_out(tmp_path: Path) -> None:
+    """NOREPLICAS (min-replicas-to-write, no replica following) is an outage of the shard, as a
+    connection refused is: every process waits it out instead of crashing on it."""
+    with EmbeddedValkey(tmp_path / "master", min_replicas_to_write=1) as master:
+        bus = Bus.connect(master.url)
+        with pytest.raises(REDIS_DOWN):
+            bus.client.set("k", "v")
+        done: list[object] = []
+        with (
+            in_thread(
+                lambda: done.append(wait_out("a replica", lambda: bus.client.set("k", "v"), threading.Event())),
+                threading.Event(),
+            ),
+            EmbeddedValkey(tmp_path / "replica", replica_of=master.port),
+        ):
+            wait_until(lambda: done, timeout=20, message="the write once a replica follows")
+        assert done == [True]
+        bus.close()

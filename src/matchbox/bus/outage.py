@@ -13,14 +13,34 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis._parsers.base import BaseParser
 from redis.exceptions import ClusterDownError, MovedError, TryAgainError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+
+class NoReplicasError(redis.ResponseError):
+    """NOREPLICAS: a master set with ``min-replicas-to-write`` takes no write while fewer replicas
+    follow it (one restarting, or cut off): its shard is out until one is back."""
+
+
+# redis-py makes an error reply the exception its first word names, from its parser's table;
+# NOREPLICAS has none of its own there, so it is given one (every parser reads the same table).
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+
 # Unreachable or not answering, or (a cluster) a shard's slot failing over: no master serves it
-# yet (CLUSTERDOWN, TRYAGAIN), or a client still sends to the old master (MOVED). Wait, retry.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, TryAgainError, MovedError)
+# yet (CLUSTERDOWN, TRYAGAIN), a client still sends to the old master (MOVED), or the master
+# waits for a replica to take writes again (NOREPLICAS). Wait, retry.
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    MovedError,
+    NoReplicasError,
+)
 
 
 class Backoff:
