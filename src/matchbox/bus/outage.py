@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 class NoReplicasError(redis.ResponseError):
     """NOREPLICAS: a master set with ``min-replicas-to-write`` takes no write while fewer replicas
     follow it (one restarting, or cut off): its shard is out until one is back."""
