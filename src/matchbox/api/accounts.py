@@ -36,7 +36,7 @@ from matchbox.api.models import (
 )
 from matchbox.api.orders import order_out, stored_order_out
 from matchbox.api.prices import price_out, side_word
-from matchbox.api.projection import BalanceView
+from matchbox.api.projection import BalanceView, TransferView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, outcome_or_nothing, services_of, submit_one
 from matchbox.bus.accounts import AccountError, IssuedKey
@@ -286,14 +286,7 @@ async def get_transfer(
     known = services.projection.transfers.get(transfer_key(who, transfer_id))
     if known is None:
         raise ApiError(404, f"unknown transfer {transfer_id!r}", "transfer_id")
-    return TransferOut(
-        transfer_id=transfer_id,
-        account=who,
-        amount=known.amount,
-        from_shard=known.from_shard,
-        to_shard=known.to_shard,
-        status=known.status,
-    )
+    return _transfer_answer(transfer_id, known)
 
 
 def transfer_key(account: str, client_id: str) -> str:
@@ -302,19 +295,17 @@ def transfer_key(account: str, client_id: str) -> str:
 
 
 def _transfer_out(services: Services, who: str, client_id: str, body: TransferIn) -> TransferOut:
-    known = services.projection.transfers.get(transfer_key(who, client_id))
+    key = transfer_key(who, client_id)
+    known = services.projection.transfers.get(key)
     if known is None:  # taken out, but the tail has not folded it yet: it is on its way
-        return TransferOut(
-            transfer_id=client_id,
-            account=who,
-            amount=body.amount,
-            from_shard=body.from_shard,
-            to_shard=body.to_shard,
-            status="in_flight",
-        )
+        known = TransferView(key, who, body.amount, body.from_shard, body.to_shard)
+    return _transfer_answer(client_id, known)
+
+
+def _transfer_answer(client_id: str, known: TransferView) -> TransferOut:
     return TransferOut(
         transfer_id=client_id,
-        account=who,
+        account=known.account,
         amount=known.amount,
         from_shard=known.from_shard,
         to_shard=known.to_shard,
