@@ -298,3 +298,24 @@ def test_one_database_holds_every_shard_s_rows_each_tracked_on_its_own(
     balance = account_balance(database, account)
     assert balance is not None
     assert balance.total == 107
+
+
+def test_open_orders_page_through_every_shard_each_once(api: TestClient) -> None:
+    account = fresh("pager")
+    markets = {shard: new_market(api, shard=shard)["market_id"] for shard in range(SHARDS)}
+    placed = []
+    for shard in (2, 0, 1, 0, 2, 1, 0):
+        body = {"market_id": markets[shard], "side": "buy", "price": 10, "qty": 1, "account": account}
+        placed.append(api.post("/orders", json=body).json()["order_id"])
+    seen: list[int] = []
+    cursor: int | None = None
+    while True:
+        params: dict[str, str | int] = {"account": account, "limit": 2}
+        if cursor is not None:
+            params["before"] = cursor
+        page = api.get("/account/orders", params=params).json()
+        seen += [item["order_id"] for item in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == sorted(placed, reverse=True)

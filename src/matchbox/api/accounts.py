@@ -194,7 +194,8 @@ def my_orders(
     who = acting_as(caller, account)
     if state == "open":
         projection = services.projection
-        ids = [i for i in reversed(projection.live.get(who, {})) if before is None or i < before]
+        # by id, newest first (the page cursor is an id): with shards, shard by shard
+        ids = sorted((i for i in projection.live.get(who, {}) if before is None or i < before), reverse=True)
         page = ids[: limit + 1]
         items = [order_out(services, projection.orders[i]) for i in page[:limit]]
     else:
