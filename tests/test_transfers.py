@@ -10,6 +10,7 @@ import random
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 
 from conftest import ADMIN, api_settings, examples, fresh, in_thread, running_leader, wait_until
 from matchbox.api.app import create_app
-from matchbox.bus.codec import decode_event
+from matchbox.bus.codec import decode_command, decode_event
 from matchbox.bus.connection import Bus
 from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey
+from matchbox.consumers.process import SinkKind, run_consumer
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.consumers.transfers import TransferRelay
 from matchbox.engine import Engine
@@ -40,6 +42,7 @@ from matchbox.engine.types import (
     TransferRefused,
     Withdraw,
 )
+from matchbox.settings import Settings
 
 _seq = iter(range(1, 10**9))
 
@@ -309,3 +312,25 @@ def test_a_transfer_the_target_refuses_is_paid_back(api: TestClient, exchange: s
     assert api.post("/account/transfers", json=body, params={"account": account}).status_code == 202
     wait_until(lambda: status_of(api, account, "big") == "returned", message="the transfer paid back")
     assert parts(api, account) == [2**53, 0, 0]
+
+
+def test_the_relay_runs_without_the_consumers_database(tmp_path: Path) -> None:
+    """``matchbox consume transfers`` keeps no table: it needs Redis alone, not DATABASE_URL's server."""
+    with EmbeddedValkey(tmp_path / "valkey", fsync="everysec") as server, running_leader(server.url, 0):
+        source = Bus.connect(server.url, 0)
+        journal = Journal(source)
+        journal.submit(Deposit(seq=0, ts=0, account="ann", amount=100))
+        journal.submit(out("ann", 60, "ann:no-db", to_shard=1))
+        wait_until(lambda: any(isinstance(e, TransferredOut) for e in all_events(source)), message="taken out")
+        nowhere = "postgresql://matchbox@127.0.0.1:1/none"  # nothing listens there
+        settings = Settings(redis_url=server.url, database_url=nowhere, data_dir=tmp_path, shard=0)
+        assert run_consumer(settings, SinkKind.TRANSFERS, "transfers", "burst", True, threading.Event()) >= 2
+        target = Bus.connect(server.url, 1)
+        sent = [decode_command(f[b"c"], seq=0, ts=0) for _, f in target.range(target.keys.input)]
+        assert [(c.transfer_id, c.amount) for c in sent if isinstance(c, TransferIn)] == [("ann:no-db", 60)]
+        source.close()
+        target.close()
+
+
+def all_events(bus: Bus) -> list[Event]:
+    return [decode_event(fields[b"event"]).event for _, fields in bus.range(bus.keys.events)]

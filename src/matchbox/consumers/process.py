@@ -42,12 +42,16 @@ class SinkKind(StrEnum):
     TRANSFERS = "transfers"  # the relay of transfers between shards: no table of its own
 
 
-def make_sink(kind: SinkKind, database: sa.Engine, group: str, settings: Settings, stop: threading.Event) -> Sink:
+def make_sink(
+    kind: SinkKind, database: sa.Engine | None, group: str, settings: Settings, stop: threading.Event
+) -> Sink:
+    if kind is SinkKind.TRANSFERS:
+        return TransferRelay(settings.shard, _journals(settings), stop, group=group)
+    if database is None:
+        raise ValueError(f"the {kind.value} sink needs its database")
     if kind is SinkKind.PERSISTENCE:
         return PersistenceSink(database, group=group, shard=settings.shard)
-    if kind is SinkKind.ANALYTICS:
-        return AnalyticsSink(database, group=group, shard=settings.shard)
-    return TransferRelay(settings.shard, _journals(settings), stop, group=group)
+    return AnalyticsSink(database, group=group, shard=settings.shard)
 
 
 def _journals(settings: Settings) -> Callable[[int], Journal]:
@@ -81,7 +85,7 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
     capped backoff) until stopped, as it waits out an outage later on; in burst mode, a one-off
     job, it raises instead.
     """
-    with _connections(settings, None if burst else stop) as connections:
+    with _connections(settings, None if burst else stop, tables=kind is not SinkKind.TRANSFERS) as connections:
         if connections is None:
             return 0  # stopped while waiting for the database
         database, bus = connections
@@ -90,7 +94,8 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
 
         def start() -> bool:
             # a group that stored more than Redis holds: halt everything rather than skip or repeat
-            check_witness(bus, tracking_witness(group, read_newest(database, group, settings.shard)))
+            if database is not None:
+                check_witness(bus, tracking_witness(group, read_newest(database, group, settings.shard)))
             consumer.ensure_group()
             return True
 
@@ -98,7 +103,8 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
             start()
         elif wait_out(f"Redis at {bus.where()}", start, stop) is None:
             return 0
-        log.info("consumer started", extra={"group": group, "sink": kind.value, "database": _where(database)})
+        where = "none" if database is None else _where(database)
+        log.info("consumer started", extra={"group": group, "sink": kind.value, "database": where})
         if burst:
             return consumer.drain()
         consumer.run()
@@ -107,7 +113,7 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
 
 def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> int:
     """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied."""
-    with _connections(settings) as connections:
+    with _connections(settings, tables=kind is not SinkKind.TRANSFERS) as connections:
         assert connections is not None  # waits for nothing
         database, bus = connections
         stream = bus.keys.events
@@ -123,30 +129,39 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
 
 
 @contextlib.contextmanager
-def _connections(settings: Settings, wait: threading.Event | None = None) -> Iterator[tuple[sa.Engine, Bus] | None]:
-    """The consumers' database (migrated) and the bus, closed on the way out. With ``wait``, a
-    database or a cluster that cannot be reached is waited for until ``wait`` is set (then None)."""
-    if wait is None:
-        database: sa.Engine | None = open_database(settings.database_url, settings.data_dir)
-    else:
-        database = wait_out("the database", lambda: open_database(settings.database_url, settings.data_dir), wait, DOWN)
-    if database is None:
-        yield None
-        return
+def _connections(
+    settings: Settings, wait: threading.Event | None = None, *, tables: bool = True
+) -> Iterator[tuple[sa.Engine | None, Bus] | None]:
+    """The consumers' database (migrated; with ``tables`` False, none: the transfer relay keeps no
+    table) and the bus, closed on the way out. With ``wait``, a database or a cluster that cannot
+    be reached is waited for until ``wait`` is set (then None)."""
+    database: sa.Engine | None = None
+    if tables:
+        if wait is None:
+            database = open_database(settings.database_url, settings.data_dir)
+        else:
+            database = wait_out(
+                "the database", lambda: open_database(settings.database_url, settings.data_dir), wait, DOWN
+            )
+        if database is None:
+            yield None
+            return
 
     def connect() -> Bus:
         return connect_bus(settings.redis_url or "", settings.shard, cluster=settings.cluster)
 
     bus = connect() if wait is None else wait_out(f"Redis at {settings.redis_url}", connect, wait)
     if bus is None:  # stopped while waiting for a cluster that did not answer
-        database.dispose()
+        if database is not None:
+            database.dispose()
         yield None
         return
     try:
         yield database, bus
     finally:
         bus.close()
-        database.dispose()
+        if database is not None:
+            database.dispose()
 
 
 WITNESS_TIMEOUT_S = 3  # a database slower than this is no witness this time (the leader keeps its lease meanwhile)
