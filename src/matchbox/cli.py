@@ -584,6 +584,14 @@ def chaos(
         typer.Option(help="The consumers' database (postgresql://… gets a schema of its own); unset: SQLite."),
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the data folder (AOF, SQLite, logs) afterwards.")] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Three shards on a local Valkey Cluster instead: leaders, replicas and masters faulted "
+            "under orders and transfers (no APIs, no hostile clients).",
+        ),
+    ] = False,
 ) -> None:
     """Run a whole exchange under seeded faults and hostile clients, then check its promises.
 
@@ -593,6 +601,10 @@ def chaos(
     consumer, restarts Valkey. Then it waits for quiet and checks every acknowledged order, the
     trades in the database, money, the instances and the feeds. Exits 1 on any violation.
     """
+    if cluster:
+        from matchbox.chaos.shards import run as run_cluster
+
+        raise typer.Exit(run_cluster(seconds=seconds, seed=seed, json_output=json_output, keep=keep))
     from matchbox.chaos.run import Config, run
 
     raise typer.Exit(
