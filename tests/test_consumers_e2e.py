@@ -184,3 +184,6 @@ def test_consumer_killed_mid_batch_restarts_with_every_trade_once(traded_bus: Bu
     databases.engines.append(rebuilt)
     assert read_newest(rebuilt, "rebuilt") == last_id
     assert tables(rebuilt) == tables(database)  # replay equals live, row for row
+    groups = {group["name"].decode() for group in bus.client.xinfo_groups(bus.keys.events)}
+    assert "rebuilt" not in groups  # a finished replay leaves no group behind to hold back trimming
+    assert bus.client.hget(bus.keys.floors, "rebuilt") is None

@@ -443,11 +443,16 @@ def replay(
     database_url: ConsumerDatabase = None,
     data_dir: SqliteFolder = None,
     shard: ShardOption = None,
+    keep_group: Annotated[
+        bool, typer.Option("--keep-group", help="Leave the group in Redis afterwards (default: removed).")
+    ] = False,
 ) -> None:
     """Rebuild a sink's tables from the whole output stream: the group starts again at 0.
 
     Applying an event twice changes nothing, so replaying into a database that already holds the
     tables converges to the same rows; point --database-url at an empty database for a clean copy.
+    The group is removed when the replay is done, so that it never holds back trimming; a
+    consumer of that group started later makes it again where its tables stand.
     """
     from rich.console import Console
 
@@ -459,7 +464,7 @@ def replay(
     kind = _sink_kind(sink or group)
     console = Console(stderr=True)
     started = time.perf_counter()
-    applied = run_replay(settings, kind, group, console)
+    applied = run_replay(settings, kind, group, console, keep_group)
     console.print(
         f"replayed {applied:,} events into {kind.value} (group {group}) in {time.perf_counter() - started:.1f} s"
     )

@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
-# attributes every LogRecord has; anything else on a record came in through ``extra=``
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# attributes every LogRecord has; anything else on a record came in through ``extra=``. Uvicorn
+# adds ``color_message``, its message again with terminal colour codes: a log file gets none.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:

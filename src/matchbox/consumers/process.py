@@ -111,8 +111,12 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
         return 0
 
 
-def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> int:
-    """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied."""
+def replay(settings: Settings, kind: SinkKind, group: str, console: Console, keep_group: bool = False) -> int:
+    """Recreate ``group`` at 0 and drain the whole output stream into the sink; the entries applied.
+
+    The group is removed when the replay is done (and its floor with it, so that a finished
+    replay never holds back trimming), unless ``keep_group``; a consumer of that group started
+    later makes it again from its tracking row."""
     with _connections(settings, tables=kind is not SinkKind.TRANSFERS) as connections:
         assert connections is not None  # waits for nothing
         database, bus = connections
@@ -125,7 +129,11 @@ def replay(settings: Settings, kind: SinkKind, group: str, console: Console) -> 
         columns = (TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"{group} ({kind.value})", total=int(bus.client.xlen(stream)))
-            return consumer.drain(lambda applied: progress.update(task, completed=applied))
+            applied = consumer.drain(lambda applied: progress.update(task, completed=applied))
+        if not keep_group:
+            bus.client.xgroup_destroy(stream, group)
+            bus.client.hdel(bus.keys.floors, group)
+        return applied
 
 
 @contextlib.contextmanager

@@ -1,0 +1,27 @@
+"""Structured logs: a record's extra fields are written as fields; nothing carries terminal codes."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from matchbox.logs import JsonFormatter, LogfmtFormatter
+
+
+def record(**extra: object) -> logging.LogRecord:
+    made = logging.makeLogRecord({"name": "uvicorn.error", "levelno": logging.INFO, "levelname": "INFO"})
+    made.msg, made.args = "Started server process [%d]", (42,)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_a_record_s_fields_are_written_and_uvicorn_s_coloured_copy_of_the_message_is_not() -> None:
+    """Uvicorn logs ``color_message``, the message again with ANSI colour codes: a log file, text
+    or JSON, gets the plain message and the record's own fields, and no escape code."""
+    coloured = record(color_message="Started server process [\x1b[36m%d\x1b[0m]", port=8080)
+    text = LogfmtFormatter().format(coloured)
+    assert "\x1b" not in text
+    assert text.endswith("uvicorn.error Started server process [42] port=8080")
+    data = msgspec.json.decode(JsonFormatter().format(coloured))
+    assert (data["msg"], data["port"], "color_message" in data) == ("Started server process [42]", 8080, False)
