@@ -10,10 +10,8 @@ from matchbox.logs import JsonFormatter, LogfmtFormatter
 
 
 def record(**extra: object) -> logging.LogRecord:
-    made = logging.makeLogRecord({"name": "uvicorn.error", "levelno": logging.INFO, "levelname": "INFO"})
-    made.msg, made.args = "Started server process [%d]", (42,)
-    made.__dict__.update(extra)
-    return made
+    fields = {"name": "uvicorn.error", "levelno": logging.INFO, "levelname": "INFO"}
+    return logging.makeLogRecord({**fields, "msg": "Started server process [%d]", "args": (42,), **extra})
 
 
 def test_a_record_s_fields_are_written_and_uvicorn_s_coloured_copy_of_the_message_is_not() -> None:
