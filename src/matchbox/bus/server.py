@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import random
 import shutil
 import signal
 import socket
@@ -61,12 +62,24 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (a local cluster's nodes take such a run)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and not any(port_in_use(port) for port in range(base, base + count)):
+    """The first of ``count`` consecutive free ports (a local cluster's nodes take such a run).
+
+    Taken below the kernel's ephemeral range: a port there can be handed to any client socket
+    (a process connecting to the nodes before they are up, say) between this check and the bind."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10_000, max(10_001, low - count))
+        if not any(port_in_use(port) for port in range(base, base + count)):
             return base
-    raise ServerError(f"no run of {count} free ports found")
+    raise ServerError(f"no run of {count} free ports found below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def port_in_use(port: int) -> bool:

@@ -244,18 +244,21 @@ class Reader:
             bus.close()
 
 
-def relay(url: str, shard: int, stop: threading.Event) -> tuple[ClusterBus, Callable[[], None]]:
-    """A transfer relay of ``shard``: its bus and what to run."""
+def relay(url: str, shard: int, stop: threading.Event, buses: list[ClusterBus]) -> Callable[[], None]:
+    """A transfer relay of ``shard``, to run; every bus it opens goes into ``buses``, for closing."""
     journals: dict[int, Journal] = {}
 
     def journal_of(target: int) -> Journal:
         if target not in journals:
-            journals[target] = Journal(connect(url, target), Durability.REPLICATED)
+            target_bus = connect(url, target)
+            buses.append(target_bus)
+            journals[target] = Journal(target_bus, Durability.REPLICATED)
         return journals[target]
 
     bus = connect(url, shard)
+    buses.append(bus)
     sink = TransferRelay(shard, journal_of, stop)
-    return bus, GroupConsumer(bus, sink, ConsumerConfig(group="transfers", block_ms=50), stop).run
+    return GroupConsumer(bus, sink, ConsumerConfig(group="transfers", block_ms=50), stop).run
 
 
 def epochs(buses: dict[int, ClusterBus]) -> dict[int, int]:
@@ -315,11 +318,10 @@ class Exchange:
         self.mover = Mover(url, self.stop)
         self.candidates = Candidates(url, folder)
         stack.callback(self.candidates.close)
-        self.relay_buses = []
+        self.relay_buses: list[ClusterBus] = []
+        stack.callback(self._close_relay_buses)  # once the relays below have stopped
         for shard in range(SHARDS):
-            bus, work = relay(url, shard, self.relays_stop)
-            self.relay_buses.append(bus)
-            stack.enter_context(_in_thread(work, self.relays_stop))
+            stack.enter_context(_in_thread(relay(url, shard, self.relays_stop, self.relay_buses), self.relays_stop))
         self.traffic = ExitStack()
         for work in (*(load.run for load in self.loads), self.reader.run, self.mover.run):
             self.traffic.enter_context(_in_thread(work, self.stop))
@@ -389,11 +391,15 @@ class Exchange:
         wait_for(paid_in, QUIET_TIMEOUT_S, "every acknowledged transfer paid in")
         self.relays_stop.set()
 
+    def _close_relay_buses(self) -> None:
+        for bus in self.relay_buses:
+            bus.close()
+
     def close(self) -> None:
         self.stop.set()
         self.relays_stop.set()
         self.traffic.close()
-        for bus in (*self.buses.values(), *self.relay_buses):
+        for bus in self.buses.values():
             bus.close()
 
 
