@@ -10,6 +10,7 @@ import random
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,12 @@ from conftest import ADMIN, api_settings, examples, fresh, in_thread, running_le
 from matchbox.api.app import create_app
 from matchbox.bus.codec import decode_command, decode_event
 from matchbox.bus.connection import Bus
+from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.process import SinkKind, run_consumer
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
-from matchbox.consumers.transfers import TransferRelay
+from matchbox.consumers.transfers import TransferRelay, journal_cache
 from matchbox.engine import Engine
 from matchbox.engine.ids import RETURN_SUFFIX
 from matchbox.engine.types import (
@@ -224,7 +226,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stack.enter_context(running_leader(server.url, shard))
         for shard in range(3):
             bus = stack.enter_context(closing(Bus.connect(server.url, shard)))
-            relay = TransferRelay(shard, lambda target: Journal(Bus.connect(server.url, target)), stop)
+            relay = TransferRelay(shard, journal_cache(partial(Bus.connect, server.url), Durability.ALWAYS), stop)
             consumer = GroupConsumer(bus, relay, ConsumerConfig(group="transfers", block_ms=20), stop)
             stack.enter_context(in_thread(consumer.run, stop))
         yield server.url
@@ -287,7 +289,7 @@ def test_a_relay_that_sends_everything_again_moves_no_money_twice(api: TestClien
     api.post("/account/transfers", json={"amount": 200, "from_shard": 1, "to_shard": 0}, params={"account": account})
     wait_until(lambda: parts(api, account) == [200, 300, 0], message="the first delivery")
     bus = Bus.connect(exchange, 1)
-    relay = TransferRelay(1, lambda target: Journal(Bus.connect(exchange, target)), threading.Event())
+    relay = TransferRelay(1, journal_cache(partial(Bus.connect, exchange), Durability.ALWAYS), threading.Event())
     relay.apply(bus.range(bus.keys.events))  # the whole stream: every transfer ever taken out of shard 1
     bus.close()
     assert relay.sent >= 1

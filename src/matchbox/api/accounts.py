@@ -241,7 +241,8 @@ async def transfer(request: Request, body: TransferIn, caller: Caller, account: 
     ``transfer_id`` again moves nothing more and answers with that transfer."""
     services = services_of(request)
     who = acting_as(caller, account)
-    source, _ = services.shard(body.from_shard, "from_shard"), services.shard(body.to_shard, "to_shard")
+    source = services.shard(body.from_shard, "from_shard")
+    services.shard(body.to_shard, "to_shard")  # a 404 for a shard this exchange does not have
     if body.from_shard == body.to_shard:
         raise ApiError(400, "from_shard and to_shard are the same shard", "to_shard")
     client_id = body.transfer_id or secrets.token_hex(8)

@@ -37,7 +37,7 @@ class Client:
     goodbye: tuple[int, str] = SLOW  # the close code and reason the sender ends the connection with
     replaying: bool = False  # resuming: live messages wait in ``held`` until history is sent
     skip_through: dict[int, str] = field(default_factory=dict)  # after a resume: shard -> sent up to here
-    held: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # (shard, stream id, message)
+    held: list[tuple[int, str, tuple[str, dict[str, Any]]]] = field(default_factory=list)  # (shard, id, message)
     positions: dict[int, str] = field(default_factory=dict)  # its feed's place on each shard: its cursor
 
     def stamped(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -46,11 +46,12 @@ class Client:
             return message
         return {**message, "id": cursor.encode(self.positions)}
 
-    def advance(self, shard: int, stream_id: str, message: dict[str, Any] | None) -> None:
-        """Its feed has gone through ``stream_id`` of ``shard``; send ``message`` (if any) as of there."""
+    def deliver(self, shard: int, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Its feed has gone through ``stream_id`` of ``shard``: the messages of its channels, as of there."""
         self.positions[shard] = stream_id
-        if message is not None:
-            self.offer(self.stamped(message))
+        for channel, message in messages:
+            if channel in self.channels:
+                self.offer(self.stamped(message))
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -162,14 +163,11 @@ def _deliver(client: Client, shard: int, stream_id: str, messages: list[tuple[st
                 if len(client.held) >= QUEUE_LIMIT:  # history comes slower than the feed: as slow
                     client.drop(SLOW)
                     return
-                client.held.append((shard, stream_id, message))
+                client.held.append((shard, stream_id, (channel, message)))
         return
     skip = client.skip_through.get(shard)
     if skip is not None:
         if id_order(stream_id) <= id_order(skip):
             return  # the resume sent it already
         del client.skip_through[shard]
-    client.positions[shard] = stream_id
-    for channel, message in messages:
-        if channel in client.channels:
-            client.offer(client.stamped(message))
+    client.deliver(shard, stream_id, messages)

@@ -334,20 +334,18 @@ async def _resume(services: Services, client: Client) -> None:
                 stream_id = raw_id.decode()
                 try:
                     decoded = decode_event(fields.get(b"event", b""))
-                except CodecError:
-                    client.advance(shard, stream_id, None)
+                except CodecError:  # skipped, as the tail skipped it
+                    client.deliver(shard, stream_id, [])
                     continue
-                messages = channel_messages(decoded.event, stream_id, decoded.n, services.hub.scheme_of)
-                client.advance(shard, stream_id, None)
-                for channel, message in messages:
-                    if channel in client.channels:
-                        client.advance(shard, stream_id, message)
+                client.deliver(
+                    shard, stream_id, channel_messages(decoded.event, stream_id, decoded.n, services.hub.scheme_of)
+                )
             if len(entries) < 1000:
                 break
     replayed = dict(client.positions)
     for shard, stream_id, message in client.held:
         if id_order(stream_id) > id_order(replayed[shard]):
-            client.advance(shard, stream_id, message)
+            client.deliver(shard, stream_id, [message])
     client.held.clear()
     # The tails may not have reached the end of what history just sent: their live messages up
     # to where it ended would come a second time, so they are skipped.

@@ -43,7 +43,7 @@ from matchbox.bus.journal import Journal, Request, Submission
 from matchbox.bus.outage import REDIS_DOWN
 from matchbox.bus.server import EmbeddedCluster
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
-from matchbox.consumers.transfers import TransferRelay
+from matchbox.consumers.transfers import TransferRelay, journal_cache
 from matchbox.engine.types import (
     BalanceChanged,
     CreateMarket,
@@ -246,19 +246,14 @@ class Reader:
 
 def relay(url: str, shard: int, stop: threading.Event, buses: list[ClusterBus]) -> Callable[[], None]:
     """A transfer relay of ``shard``, to run; every bus it opens goes into ``buses``, for closing."""
-    journals: dict[int, Journal] = {}
 
-    def journal_of(target: int) -> Journal:
-        if target not in journals:
-            target_bus = connect(url, target)
-            buses.append(target_bus)
-            journals[target] = Journal(target_bus, Durability.REPLICATED)
-        return journals[target]
+    def opened(target: int) -> ClusterBus:
+        bus = connect(url, target)
+        buses.append(bus)
+        return bus
 
-    bus = connect(url, shard)
-    buses.append(bus)
-    sink = TransferRelay(shard, journal_of, stop)
-    return GroupConsumer(bus, sink, ConsumerConfig(group="transfers", block_ms=50), stop).run
+    sink = TransferRelay(shard, journal_cache(opened, Durability.REPLICATED), stop)
+    return GroupConsumer(opened(shard), sink, ConsumerConfig(group="transfers", block_ms=50), stop).run
 
 
 def epochs(buses: dict[int, ClusterBus]) -> dict[int, int]:

@@ -22,7 +22,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from matchbox.bus.cluster import connect_bus
 from matchbox.bus.connection import Bus
-from matchbox.bus.journal import Journal
 from matchbox.bus.outage import wait_out
 from matchbox.bus.rollback import Witness, check_witness
 from matchbox.consumers.analytics import AnalyticsSink
@@ -30,7 +29,7 @@ from matchbox.consumers.batch import read_newest, tracked_witnesses, tracking_wi
 from matchbox.consumers.db import DOWN, SQLITE_FILE, create_engine, open_database
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer, Sink
-from matchbox.consumers.transfers import TransferRelay
+from matchbox.consumers.transfers import TransferRelay, journal_cache
 from matchbox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,25 +45,16 @@ def make_sink(
     kind: SinkKind, database: sa.Engine | None, group: str, settings: Settings, stop: threading.Event
 ) -> Sink:
     if kind is SinkKind.TRANSFERS:
-        return TransferRelay(settings.shard, _journals(settings), stop, group=group)
+
+        def connect(shard: int) -> Bus:
+            return connect_bus(settings.redis_url or "", shard, cluster=settings.cluster)
+
+        return TransferRelay(settings.shard, journal_cache(connect, settings.durability), stop, group=group)
     if database is None:
         raise ValueError(f"the {kind.value} sink needs its database")
     if kind is SinkKind.PERSISTENCE:
         return PersistenceSink(database, group=group, shard=settings.shard)
     return AnalyticsSink(database, group=group, shard=settings.shard)
-
-
-def _journals(settings: Settings) -> Callable[[int], Journal]:
-    """Each shard's journal, connected on first use (the relay's targets)."""
-    journals: dict[int, Journal] = {}
-
-    def journal_of(shard: int) -> Journal:
-        if shard not in journals:
-            bus = connect_bus(settings.redis_url or "", shard, cluster=settings.cluster)
-            journals[shard] = Journal(bus, settings.durability)
-        return journals[shard]
-
-    return journal_of
 
 
 def consumer_config(settings: Settings, group: str, name: str = "") -> ConsumerConfig:

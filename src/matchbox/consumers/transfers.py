@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.commit import Uncertified
-from matchbox.bus.connection import Entry
-from matchbox.bus.durability import DurabilityError
+from matchbox.bus.connection import Bus, Entry
+from matchbox.bus.durability import Durability, DurabilityError
 from matchbox.bus.journal import Journal, Request
 from matchbox.bus.outage import REDIS_DOWN, Backoff
 from matchbox.consumers.runner import Poison
@@ -102,6 +102,18 @@ class TransferRelay:
                 delay = backoff.next()
                 log.warning("shard %d cannot take transfers (%s); retrying in %.1f s", target, exc, delay)
                 self.stop.wait(delay)
+
+
+def journal_cache(connect: Callable[[int], Bus], durability: Durability) -> Callable[[int], Journal]:
+    """Each shard's journal, its bus made by ``connect`` on first use: a relay's targets."""
+    journals: dict[int, Journal] = {}
+
+    def journal_of(shard: int) -> Journal:
+        if shard not in journals:
+            journals[shard] = Journal(connect(shard), durability)
+        return journals[shard]
+
+    return journal_of
 
 
 def _fields(event: TransferRefused) -> dict[str, object]:
