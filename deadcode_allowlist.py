@@ -7,12 +7,13 @@ from matchbox.bench import pipeline
 from matchbox.consumers import runner
 from matchbox.consumers.process import SinkKind
 
-models.FillOut.timestamp  # response fields: FastAPI writes them into the public JSON
-models.TradeOut.timestamp
-models.AccountTradeOut.timestamp
+models.FillOut.time_ms  # response fields: FastAPI writes them into the public JSON
+models.TradeOut.time_ms
+models.AccountTradeOut.time_ms
+models.AccountInfoOut.created_ms
 models.EngineOut.committed_offset
 models.EngineOut.state_hash_at
-models.StatsOut.last_trade_at
+models.StatsOut.last_trade_ms
 models.BookOut.sequence
 models.TickerOut.sequence
 pipeline.Figures.batch_max  # in the benchmark's JSON report (asdict)

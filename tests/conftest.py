@@ -273,3 +273,13 @@ def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databa
 @pytest.fixture
 def database(databases: Databases) -> sa.Engine:
     return databases.open()
+
+
+def data_messages(ws: Any, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` messages of a WebSocket's subscriptions, past their acknowledgements."""
+    found: list[dict[str, Any]] = []
+    while len(found) < count:
+        message = ws.receive_json()
+        if message["type"] != "subscribed":
+            found.append(message)
+    return found

@@ -30,11 +30,11 @@ from matchbox.settings import Settings
 
 def account(keyed_client: TestClient, deposit: int = 0) -> tuple[str, dict[str, str]]:
     """A new account (funded if asked) and the headers that carry its key."""
-    made = keyed_client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+    made = keyed_client.post("/v1/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
     assert made.status_code == 201, made.text
     name, key = made.json()["account"], made.json()["api_key"]
     if deposit:
-        funded = keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": deposit}, headers=ADMIN)
+        funded = keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": deposit}, headers=ADMIN)
         assert funded.json() == {"account": name, "total": deposit, "reserved": 0, "free": deposit}
     return name, {"Authorization": f"Bearer {key}"}
 
@@ -42,14 +42,14 @@ def account(keyed_client: TestClient, deposit: int = 0) -> tuple[str, dict[str, 
 def market(keyed_client: TestClient, scheme: str = "binary", collateral: bool = True) -> str:
     market_id = fresh(f"{scheme}-")
     body = {"market_id": market_id, "scheme": scheme, "collateral": collateral}
-    made = keyed_client.post("/markets", json=body, headers=ADMIN)
+    made = keyed_client.post("/v1/markets", json=body, headers=ADMIN)
     assert made.status_code == 201, made.text
     assert made.json()["collateral"] is collateral
     return market_id
 
 
 def balance(keyed_client: TestClient, key: dict[str, str]) -> tuple[int, int, int]:
-    body = keyed_client.get("/account", headers=key).json()
+    body = keyed_client.get("/v1/account", headers=key).json()
     assert body["free"] == body["total"] - body["reserved"]
     return body["total"], body["reserved"], body["free"]
 
@@ -73,28 +73,28 @@ def test_no_key_or_a_bad_key_is_401_and_says_nothing_more(keyed_client: TestClie
     _, key = account(keyed_client)
     forged = key["Authorization"][:-4] + "abcd"
     answers = [
-        keyed_client.get("/account"),
-        keyed_client.get("/account", headers={"Authorization": "Bearer not-a-key"}),
-        keyed_client.get("/account", headers={"Authorization": forged}),
-        keyed_client.post("/orders", json={"side": "buy", "price": 5, "qty": 1}, headers={"Authorization": forged}),
-        keyed_client.get("/orders/1"),
+        keyed_client.get("/v1/account"),
+        keyed_client.get("/v1/account", headers={"Authorization": "Bearer not-a-key"}),
+        keyed_client.get("/v1/account", headers={"Authorization": forged}),
+        keyed_client.post("/v1/orders", json={"side": "buy", "price": 5, "qty": 1}, headers={"Authorization": forged}),
+        keyed_client.get("/v1/orders/1"),
     ]
     for answer in answers:
         assert answer.status_code == 401
         assert answer.headers["www-authenticate"] == "Bearer"
     assert len({answer.text for answer in answers}) == 1  # a forged key of a real account reads like noise
-    assert keyed_client.get("/account", headers=key).status_code == 200
+    assert keyed_client.get("/v1/account", headers=key).status_code == 200
 
 
 def test_admin_endpoints_need_the_admin_token(keyed_client: TestClient) -> None:
     name, key = account(keyed_client)
     for method, path, body in (
-        ("post", "/admin/accounts", {"account": fresh("x")}),
-        ("get", "/admin/accounts", None),
-        ("post", f"/admin/accounts/{name}/deposit", {"amount": 5}),
-        ("post", f"/admin/accounts/{name}/withdraw", {"amount": 5}),
-        ("post", f"/admin/accounts/{name}/keys", None),
-        ("post", "/markets", {"market_id": fresh("m"), "scheme": "binary"}),
+        ("post", "/v1/admin/accounts", {"account": fresh("x")}),
+        ("get", "/v1/admin/accounts", None),
+        ("post", f"/v1/admin/accounts/{name}/deposit", {"amount": 5}),
+        ("post", f"/v1/admin/accounts/{name}/withdraw", {"amount": 5}),
+        ("post", f"/v1/admin/accounts/{name}/keys", None),
+        ("post", "/v1/markets", {"market_id": fresh("m"), "scheme": "binary"}),
     ):
         for headers in ({}, key, {"Authorization": "Bearer wrong"}):  # an account's key is not the admin's
             answer = keyed_client.request(method, path, json=body, headers=headers)
@@ -104,18 +104,18 @@ def test_admin_endpoints_need_the_admin_token(keyed_client: TestClient) -> None:
 
 def test_accounts_keys_list_and_revoke(keyed_client: TestClient) -> None:
     name, first = account(keyed_client)
-    again = keyed_client.post("/admin/accounts", json={"account": name}, headers=ADMIN)
-    assert (again.status_code, again.json()["field"]) == (409, "account")
-    bad = keyed_client.post("/admin/accounts", json={"account": "no spaces"}, headers=ADMIN)
-    assert (bad.status_code, bad.json()["field"]) == (422, "account")
-    second = keyed_client.post(f"/admin/accounts/{name}/keys", headers=ADMIN).json()
-    assert keyed_client.post(f"/admin/accounts/{fresh('ghost')}/keys", headers=ADMIN).status_code == 404
-    listed = {a["account"]: a for a in keyed_client.get("/admin/accounts", headers=ADMIN).json()}
+    again = keyed_client.post("/v1/admin/accounts", json={"account": name}, headers=ADMIN)
+    assert (again.status_code, again.json()["error"]["field"]) == (409, "account")
+    bad = keyed_client.post("/v1/admin/accounts", json={"account": "no spaces"}, headers=ADMIN)
+    assert (bad.status_code, bad.json()["error"]["field"]) == (422, "account")
+    second = keyed_client.post(f"/v1/admin/accounts/{name}/keys", headers=ADMIN).json()
+    assert keyed_client.post(f"/v1/admin/accounts/{fresh('ghost')}/keys", headers=ADMIN).status_code == 404
+    listed = {a["account"]: a for a in keyed_client.get("/v1/admin/accounts", headers=ADMIN).json()["items"]}
     assert listed[name]["key_ids"] == sorted([first["Authorization"].split("_")[1], second["key_id"]])
-    assert keyed_client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 204
-    assert keyed_client.get("/account", headers={"Authorization": f"Bearer {second['api_key']}"}).status_code == 401
-    assert keyed_client.get("/account", headers=first).json()["account"] == name  # the other key still works
-    assert keyed_client.delete(f"/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 404
+    assert keyed_client.delete(f"/v1/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 204
+    assert keyed_client.get("/v1/account", headers={"Authorization": f"Bearer {second['api_key']}"}).status_code == 401
+    assert keyed_client.get("/v1/account", headers=first).json()["account"] == name  # the other key still works
+    assert keyed_client.delete(f"/v1/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 404
 
 
 def test_one_account_never_sees_or_touches_anothers_orders(keyed_client: TestClient) -> None:
@@ -123,43 +123,43 @@ def test_one_account_never_sees_or_touches_anothers_orders(keyed_client: TestCli
     ann, ann_key = account(keyed_client)
     bob, bob_key = account(keyed_client)
     placed = keyed_client.post(
-        "/orders", json={"market_id": market_id, "side": "buy", "price": 30, "qty": 2}, headers=ann_key
+        "/v1/orders", json={"market_id": market_id, "side": "buy", "price": 30, "qty": 2}, headers=ann_key
     )
     assert placed.status_code == 201
     assert placed.json()["account"] == ann
     order_id = placed.json()["order_id"]
-    assert keyed_client.get(f"/orders/{order_id}", headers=bob_key).status_code == 404
-    assert keyed_client.delete(f"/orders/{order_id}", headers=bob_key).status_code == 404
-    assert keyed_client.patch(f"/orders/{order_id}", json={"reduce_by": 1}, headers=bob_key).status_code == 404
-    assert keyed_client.delete("/orders", params={"market_id": market_id}, headers=bob_key).json()["cancelled"] == []
+    assert keyed_client.get(f"/v1/orders/{order_id}", headers=bob_key).status_code == 404
+    assert keyed_client.delete(f"/v1/orders/{order_id}", headers=bob_key).status_code == 404
+    assert keyed_client.patch(f"/v1/orders/{order_id}", json={"reduce_by": 1}, headers=bob_key).status_code == 404
+    assert keyed_client.delete("/v1/orders", params={"market_id": market_id}, headers=bob_key).json()["cancelled"] == []
     as_ann = {"market_id": market_id, "side": "buy", "price": 30, "qty": 1, "account": ann}
-    refused = keyed_client.post("/orders", json=as_ann, headers=bob_key)
-    assert (refused.status_code, refused.json()["field"]) == (403, "account")
-    assert keyed_client.get("/account/orders", headers=bob_key).json() == {"items": [], "next": None}
-    mine = keyed_client.get("/account/orders", headers=ann_key).json()
+    refused = keyed_client.post("/v1/orders", json=as_ann, headers=bob_key)
+    assert (refused.status_code, refused.json()["error"]["field"]) == (403, "account")
+    assert keyed_client.get("/v1/account/orders", headers=bob_key).json() == {"items": [], "next": None}
+    mine = keyed_client.get("/v1/account/orders", headers=ann_key).json()
     assert [o["order_id"] for o in mine["items"]] == [order_id]
-    assert keyed_client.get(f"/orders/{order_id}", headers=ann_key).json()["status"] == "open"
-    with keyed_client.websocket_connect("/ws") as ws:
-        ws.send_json({"op": "subscribe", "channel": "orders", "account": ann})
-        assert "key first" in ws.receive_json()["error"]
-        ws.send_json({"op": "auth", "key": "mbk_nope"})
-        assert ws.receive_json()["op"] == "error"
-        ws.send_json({"op": "auth", "key": bob_key["Authorization"].removeprefix("Bearer ")})
-        assert ws.receive_json() == {"op": "authed", "account": bob}
-        ws.send_json({"op": "subscribe", "channel": "orders", "account": ann})
-        assert ws.receive_json()["op"] == "error"
-    assert keyed_client.delete(f"/orders/{order_id}", headers=ann_key).json()["status"] == "cancelled"
+    assert keyed_client.get(f"/v1/orders/{order_id}", headers=ann_key).json()["status"] == "open"
+    with keyed_client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"type": "subscribe", "channel": "orders", "account": ann})
+        assert "key first" in ws.receive_json()["error"]["message"]
+        ws.send_json({"type": "auth", "key": "mbk_nope"})
+        assert ws.receive_json()["type"] == "error"
+        ws.send_json({"type": "auth", "key": bob_key["Authorization"].removeprefix("Bearer ")})
+        assert ws.receive_json() == {"type": "authed", "channel": None, "account": bob}
+        ws.send_json({"type": "subscribe", "channel": "orders", "account": ann})
+        assert ws.receive_json()["type"] == "error"
+    assert keyed_client.delete(f"/v1/orders/{order_id}", headers=ann_key).json()["status"] == "cancelled"
 
 
 def test_the_orders_channel_needs_the_key_and_carries_balances(keyed_client: TestClient) -> None:
     name, key = account(keyed_client)
-    with keyed_client.websocket_connect("/ws?subscribe=orders:" + name) as ws:  # refused: no key in a query
-        assert "auth" in ws.receive_json()["error"]
-        ws.send_json({"op": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
-        assert ws.receive_json() == {"op": "authed", "account": name}
-        ws.send_json({"op": "subscribe", "channel": "orders"})
-        assert ws.receive_json() == {"op": "subscribed", "channel": f"orders:{name}"}
-        keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
+    with keyed_client.websocket_connect("/v1/ws?subscribe=orders:" + name) as ws:  # refused: no key in a query
+        assert "auth" in ws.receive_json()["error"]["message"]
+        ws.send_json({"type": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
+        assert ws.receive_json() == {"type": "authed", "channel": None, "account": name}
+        ws.send_json({"type": "subscribe", "channel": "orders"})
+        assert ws.receive_json() == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
+        keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
         change = ws.receive_json()
         assert (change["type"], change["account"], change["total"], change["reserved"], change["reason"]) == (
             "BalanceChanged",
@@ -174,12 +174,12 @@ def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, k
     _, key = account(keyed_client)
     _, other = account(keyed_client)
     with TestClient(create_app(api_settings(exchange_url, data_dir, rate_limit=0.5, rate_burst=2))) as limited:
-        assert [limited.get("/account", headers=key).status_code for _ in range(2)] == [200, 200]
-        over = limited.get("/account", headers=key)
+        assert [limited.get("/v1/account", headers=key).status_code for _ in range(2)] == [200, 200]
+        over = limited.get("/v1/account", headers=key)
         assert over.status_code == 429
         assert over.headers["retry-after"] == "2"
-        assert over.json()["field"] == "authorization"
-        assert limited.get("/account", headers=other).status_code == 200  # per key
+        assert over.json()["error"]["field"] == "authorization"
+        assert limited.get("/v1/account", headers=other).status_code == 200  # per key
 
 
 def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, keyed_client: TestClient) -> None:
@@ -189,9 +189,9 @@ def test_open_mode_says_so_on_every_answer(exchange_url: str, data_dir: Path, ke
         health = open_api.get("/health")
         assert health.json() == {"status": "ok", "auth": "open"}
         assert health.headers["x-matchbox-auth"] == "open"
-        assert open_api.get("/account", params={"account": "anyone"}).headers["x-matchbox-auth"] == "open"
-        assert open_api.get("/account").status_code == 400  # open mode: name the account
-        placed = open_api.post("/orders", json={"side": "buy", "price": 5, "qty": 1, "account": "x"})
+        assert open_api.get("/v1/account", params={"account": "anyone"}).headers["x-matchbox-auth"] == "open"
+        assert open_api.get("/v1/account").status_code == 400  # open mode: name the account
+        placed = open_api.post("/v1/orders", json={"side": "buy", "price": 5, "qty": 1, "account": "x"})
         assert placed.headers["x-matchbox-auth"] == "open"
 
 
@@ -227,26 +227,27 @@ def test_every_money_rejection_has_its_reason_code(keyed_client: TestClient) -> 
     market_id = market(keyed_client)
     name, key = account(keyed_client, deposit=100)
     too_big = keyed_client.post(
-        "/orders", json={"market_id": market_id, "side": "buy", "price": 50, "qty": 3}, headers=key
+        "/v1/orders", json={"market_id": market_id, "side": "buy", "price": 50, "qty": 3}, headers=key
     )
     assert too_big.status_code == 422
-    assert (too_big.json()["reason"], too_big.json()["code"], too_big.json()["field"]) == (
+    assert (too_big.json()["error"]["code"], too_big.json()["error"]["field"]) == (
         "INSUFFICIENT_FUNDS",
-        600,
         "qty",
     )
-    withdraw = keyed_client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 101}, headers=ADMIN)
-    assert (withdraw.status_code, withdraw.json()["code"]) == (409, 600)
-    zero = keyed_client.post(f"/admin/accounts/{name}/deposit", json={"amount": 0}, headers=ADMIN)
-    assert (zero.status_code, zero.json()["field"]) == (400, "amount")
+    withdraw = keyed_client.post(f"/v1/admin/accounts/{name}/withdraw", json={"amount": 101}, headers=ADMIN)
+    assert (withdraw.status_code, withdraw.json()["error"]["code"]) == (409, "INSUFFICIENT_FUNDS")
+    zero = keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": 0}, headers=ADMIN)
+    assert (zero.status_code, zero.json()["error"]["field"]) == (400, "amount")
     ticks = keyed_client.post(
-        "/markets", json={"market_id": fresh("t"), "scheme": "ticks", "max_tick": 9, "collateral": True}, headers=ADMIN
+        "/v1/markets",
+        json={"market_id": fresh("t"), "scheme": "ticks", "max_tick": 9, "collateral": True},
+        headers=ADMIN,
     )
-    assert (ticks.status_code, ticks.json()["field"]) == (400, "collateral")
-    settle = keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "maybe"}, headers=ADMIN)
-    assert (settle.status_code, settle.json()["code"]) == (409, 105)
+    assert (ticks.status_code, ticks.json()["error"]["field"]) == (400, "collateral")
+    settle = keyed_client.post(f"/v1/markets/{market_id}/settle", json={"outcome": "maybe"}, headers=ADMIN)
+    assert (settle.status_code, settle.json()["error"]["code"]) == (409, "INVALID_OUTCOME")
     assert balance(keyed_client, key) == (100, 0, 100)  # nothing changed
-    ok = keyed_client.post(f"/admin/accounts/{name}/withdraw", json={"amount": 100}, headers=ADMIN)
+    ok = keyed_client.post(f"/v1/admin/accounts/{name}/withdraw", json={"amount": 100}, headers=ADMIN)
     assert ok.json() == {"account": name, "total": 0, "reserved": 0, "free": 0}
 
 
@@ -254,26 +255,26 @@ def test_dead_man_switch_cancels_resting_orders_when_heartbeats_stop(keyed_clien
     market_id = market(keyed_client)
     _, key = account(keyed_client, deposit=1000)
     order = {"market_id": market_id, "side": "buy", "price": 20, "qty": 10}
-    first = keyed_client.post("/orders", json=order, headers=key).json()["order_id"]
-    second = keyed_client.post("/orders", json={**order, "price": 21}, headers=key).json()["order_id"]
+    first = keyed_client.post("/v1/orders", json=order, headers=key).json()["order_id"]
+    second = keyed_client.post("/v1/orders", json={**order, "price": 21}, headers=key).json()["order_id"]
     assert balance(keyed_client, key) == (1000, 410, 590)
-    armed = keyed_client.post("/account/heartbeat", json={"timeout_ms": 300}, headers=key)
+    armed = keyed_client.post("/v1/account/heartbeat", json={"timeout_ms": 300}, headers=key)
     assert armed.status_code == 200
-    assert armed.json()["deadline"] > 0
-    assert keyed_client.post("/account/heartbeat", json={"timeout_ms": -1}, headers=key).status_code == 400
+    assert armed.json()["deadline_ms"] > 0
+    assert keyed_client.post("/v1/account/heartbeat", json={"timeout_ms": -1}, headers=key).status_code == 400
 
     def gone() -> bool:
-        states = [keyed_client.get(f"/orders/{i}", headers=key).json() for i in (first, second)]
+        states = [keyed_client.get(f"/v1/orders/{i}", headers=key).json() for i in (first, second)]
         return all(s["status"] == "cancelled" and s["cancel_reason"] == "DEADMAN" for s in states)
 
     wait_until(gone, message="the dead-man switch to cancel both orders")
     assert balance(keyed_client, key) == (1000, 0, 1000)
-    with keyed_client.websocket_connect("/ws") as ws:
-        ws.send_json({"op": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
+    with keyed_client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"type": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
         ws.receive_json()
-        ws.send_json({"op": "heartbeat", "timeout_ms": 0})
+        ws.send_json({"type": "heartbeat", "timeout_ms": 0})
         answer = ws.receive_json()
-        assert (answer["op"], answer["deadline"]) == ("heartbeat", None)
+        assert (answer["type"], answer["deadline_ms"]) == ("heartbeat", None), answer
 
 
 def test_a_binary_market_trades_settles_and_the_database_agrees(
@@ -283,23 +284,24 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     alice, alice_key = account(keyed_client, deposit=10_000)
     bob, bob_key = account(keyed_client, deposit=10_000)
     buy = {"market_id": market_id, "side": "buy", "price": 40, "qty": 10}
-    bid = keyed_client.post("/orders", json=buy, headers=alice_key).json()
+    bid = keyed_client.post("/v1/orders", json=buy, headers=alice_key).json()
     assert bid["status"] == "open"
     assert balance(keyed_client, alice_key) == (10_000, 400, 9_600)
-    sell = keyed_client.post("/orders", json={**buy, "side": "sell", "price": 35}, headers=bob_key).json()
+    sell = keyed_client.post("/v1/orders", json={**buy, "side": "sell", "price": 35}, headers=bob_key).json()
     assert (sell["status"], sell["fills"][0]["price"]) == ("filled", 40)  # at the maker's price
     assert balance(keyed_client, alice_key) == (9_600, 0, 9_600)  # paid 40 a contract
     assert balance(keyed_client, bob_key) == (9_400, 0, 9_400)  # sold short: put up 100 - 40
-    positions = keyed_client.get("/account/positions", headers=alice_key).json()
+    positions = keyed_client.get("/v1/account/positions", headers=alice_key).json()["items"]
     assert [(p["market_id"], p["yes"], p["no"]) for p in positions] == [(market_id, 10, 0)]
-    assert keyed_client.get("/account/positions", headers=bob_key).json()[0]["no"] == 10
-    resting = keyed_client.post("/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
+    assert keyed_client.get("/v1/account/positions", headers=bob_key).json()["items"][0]["no"] == 10
+    resting = keyed_client.post("/v1/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
     assert balance(keyed_client, alice_key) == (9_600, 150, 9_450)
     database = drain_persistence(exchange_url, data_dir)  # the database agrees before settlement too
     try:
         for name, key in ((alice, alice_key), (bob, bob_key)):
             live = [
-                (p["market_id"], p["yes"], p["no"]) for p in keyed_client.get("/account/positions", headers=key).json()
+                (p["market_id"], p["yes"], p["no"])
+                for p in keyed_client.get("/v1/account/positions", headers=key).json()["items"]
             ]
             assert [(p.market_id, p.yes, p.no) for p in queries.account_positions(database, name)] == live
             stored = queries.account_balance(database, name)
@@ -308,12 +310,12 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     finally:
         database.dispose()
 
-    settled = keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "yes"}, headers=ADMIN)
+    settled = keyed_client.post(f"/v1/markets/{market_id}/settle", json={"outcome": "yes"}, headers=ADMIN)
     assert settled.json()["state"] == "settled"
-    assert keyed_client.get(f"/orders/{resting['order_id']}", headers=alice_key).json()["status"] == "cancelled"
+    assert keyed_client.get(f"/v1/orders/{resting['order_id']}", headers=alice_key).json()["status"] == "cancelled"
     assert balance(keyed_client, alice_key) == (10_600, 0, 10_600)  # 10 winning contracts pay 100 each
     assert balance(keyed_client, bob_key) == (9_400, 0, 9_400)
-    assert keyed_client.get("/account/positions", headers=alice_key).json() == []
+    assert keyed_client.get("/v1/account/positions", headers=alice_key).json() == {"items": [], "next": None}
 
     database = drain_persistence(exchange_url, data_dir)
     try:
@@ -324,11 +326,11 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
             assert all(not (p.yes or p.no) for p in queries.account_positions(database, name, include_empty=True))
             history = queries.account_balance_history(database, name, before=None, limit=100)
             assert history[0].total == stored.total
-        trades = keyed_client.get("/account/trades", headers=alice_key).json()
+        trades = keyed_client.get("/v1/account/trades", headers=alice_key).json()
         assert [(t["market_id"], t["price"], t["qty"], t["side"], t["role"]) for t in trades["items"]] == [
             (market_id, 40, 10, "buy", "maker")
         ]
-        closed = keyed_client.get("/account/orders", params={"state": "closed"}, headers=alice_key).json()["items"]
+        closed = keyed_client.get("/v1/account/orders", params={"state": "closed"}, headers=alice_key).json()["items"]
         assert [(o["order_id"], o["status"]) for o in closed[:2]] == [
             (resting["order_id"], "cancelled"),
             (bid["order_id"], "filled"),
@@ -342,14 +344,14 @@ def test_an_odds_market_back_and_lay_then_win(keyed_client: TestClient) -> None:
     _, back_key = account(keyed_client, deposit=5_000)
     _, lay_key = account(keyed_client, deposit=5_000)
     back = {"market_id": market_id, "side": "back", "odds": "3.0", "stake": 1_000}
-    assert keyed_client.post("/orders", json=back, headers=back_key).json()["status"] == "open"
+    assert keyed_client.post("/v1/orders", json=back, headers=back_key).json()["status"] == "open"
     assert balance(keyed_client, back_key) == (5_000, 1_000, 4_000)  # a back reserves its stake
-    lay = keyed_client.post("/orders", json={**back, "side": "lay"}, headers=lay_key).json()
+    lay = keyed_client.post("/v1/orders", json={**back, "side": "lay"}, headers=lay_key).json()
     assert lay["status"] == "filled"
     assert balance(keyed_client, lay_key) == (3_000, 0, 3_000)  # a lay puts up stake x (odds - 1)
-    held = keyed_client.get("/account/positions", headers=back_key).json()
+    held = keyed_client.get("/v1/account/positions", headers=back_key).json()["items"]
     assert [(p["scheme"], p["stake"]) for p in held] == [("odds", 1_000)]
-    keyed_client.post(f"/markets/{market_id}/settle", json={"outcome": "win"}, headers=ADMIN)
+    keyed_client.post(f"/v1/markets/{market_id}/settle", json={"outcome": "win"}, headers=ADMIN)
     assert balance(keyed_client, back_key) == (7_000, 0, 7_000)  # stake x odds
     assert balance(keyed_client, lay_key) == (3_000, 0, 3_000)
 
@@ -359,14 +361,14 @@ def test_pagination_walks_every_open_order_once(keyed_client: TestClient) -> Non
     _, key = account(keyed_client)
     placed = [
         keyed_client.post(
-            "/orders", json={"market_id": market_id, "side": "buy", "price": 10 + i, "qty": 1}, headers=key
+            "/v1/orders", json={"market_id": market_id, "side": "buy", "price": 10 + i, "qty": 1}, headers=key
         ).json()["order_id"]
         for i in range(5)
     ]
     seen, cursor = [], None
     while True:
-        params: dict[str, Any] = {"limit": 2, **({"before": cursor} if cursor else {})}
-        page = keyed_client.get("/account/orders", params=params, headers=key).json()
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = keyed_client.get("/v1/account/orders", params=params, headers=key).json()
         seen += [o["order_id"] for o in page["items"]]
         cursor = page["next"]
         if cursor is None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN, fresh, running_leader, wait_until
+from conftest import ADMIN, data_messages, fresh, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
@@ -30,13 +30,13 @@ from matchbox.settings import Settings
 
 def new_market(open_client: TestClient, scheme: str = "binary", **fields: Any) -> str:
     market_id = fresh("m")
-    response = open_client.post("/markets", json={"market_id": market_id, "scheme": scheme, **fields}, headers=ADMIN)
+    response = open_client.post("/v1/markets", json={"market_id": market_id, "scheme": scheme, **fields}, headers=ADMIN)
     assert response.status_code == 201, response.text
     return market_id
 
 
 def place(open_client: TestClient, **body: Any) -> Any:
-    return open_client.post("/orders", json=body)
+    return open_client.post("/v1/orders", json=body)
 
 
 # --------------------------------------------------------------------------- the original README's walk-through
@@ -56,7 +56,7 @@ def test_seed_orders_trade_on_the_default_market(open_client: TestClient) -> Non
             "price": 50,
             "qty": 10,
             "role": "taker",
-            "timestamp": body["fills"][0]["timestamp"],
+            "time_ms": body["fills"][0]["time_ms"],
         }
     ]
     book = open_client.get("/orderbook").json()
@@ -66,11 +66,11 @@ def test_seed_orders_trade_on_the_default_market(open_client: TestClient) -> Non
 
 def test_seed_validation_statuses(open_client: TestClient) -> None:
     zero_qty = place(open_client, side="buy", price=50, qty=0)
-    assert (zero_qty.status_code, zero_qty.json()["field"]) == (400, "qty")
+    assert (zero_qty.status_code, zero_qty.json()["error"]["field"]) == (400, "qty")
     zero_price = place(open_client, side="buy", price=0, qty=5)
-    assert (zero_price.status_code, zero_price.json()["field"]) == (400, "price")
+    assert (zero_price.status_code, zero_price.json()["error"]["field"]) == (400, "price")
     bad_side = place(open_client, side="up", price=50, qty=5)
-    assert (bad_side.status_code, bad_side.json()["field"]) == (422, "side")
+    assert (bad_side.status_code, bad_side.json()["error"]["field"]) == (422, "side")
 
 
 # --------------------------------------------------------------------------- markets
@@ -84,15 +84,15 @@ def test_binary_market_orders_book_trades_and_ticker(open_client: TestClient) ->
     taker = place(open_client, market_id=market, side="sell", price=41, qty=4, account="bob").json()
     assert [(f["price"], f["qty"]) for f in taker["fills"]] == [(42, 3)]
     assert (taker["status"], taker["remaining"]) == ("partially_filled", 1)  # the rest rests at 41
-    book = open_client.get(f"/markets/{market}/book", params={"depth": 5}).json()
+    book = open_client.get(f"/v1/markets/{market}/book", params={"depth": 5}).json()
     assert book["bids"] == [{"price": 40, "qty": 5, "orders": 1}]
     assert book["asks"] == [{"price": 41, "qty": 1, "orders": 1}, {"price": 45, "qty": 7, "orders": 1}]
-    trades = open_client.get(f"/markets/{market}/trades").json()
+    trades = open_client.get(f"/v1/markets/{market}/trades").json()["items"]
     assert [(t["price"], t["qty"], t["taker_side"]) for t in trades] == [(42, 3, "sell")]
-    ticker = open_client.get(f"/markets/{market}/ticker").json()
+    ticker = open_client.get(f"/v1/markets/{market}/ticker").json()
     assert (ticker["best_bid"], ticker["best_ask"], ticker["mid"], ticker["spread"]) == (40, 41, 40.5, 1)
     assert (ticker["last_price"], ticker["last_qty"]) == (42, 3)
-    listed = {m["market_id"]: m for m in open_client.get("/markets").json()}
+    listed = {m["market_id"]: m for m in open_client.get("/v1/markets").json()["items"]}
     assert listed[market]["scheme"] == "binary"
     assert (listed[market]["best_bid"], listed[market]["best_ask"]) == (40, 41)
 
@@ -105,7 +105,7 @@ def test_a_market_order_is_ioc_by_default_and_refused_as_gtc(open_client: TestCl
     taken = place(open_client, market_id=market, side="buy", qty=3, type="market", account="bob")
     assert (taken.status_code, taken.json()["tif"], taken.json()["status"]) == (201, "IOC", "cancelled")
     gtc = place(open_client, market_id=market, side="buy", qty=1, type="market", tif="GTC", account="bob")
-    assert (gtc.status_code, gtc.json()["field"]) == (400, "tif")
+    assert (gtc.status_code, gtc.json()["error"]["field"]) == (400, "tif")
     assert place(open_client, market_id=market, side="buy", price=40, qty=1, account="bob").json()["tif"] == "GTC"
 
 
@@ -113,11 +113,11 @@ def test_a_gtd_expiry_already_past_is_judged_by_the_engine_on_journal_time(open_
     """The API does not read its own clock for an expiry (it could refuse what the engine would
     take): a past one goes to the engine, which refuses it on journal time, naming the field."""
     market = new_market(open_client)
-    past = place(open_client, market_id=market, side="buy", price=20, qty=1, tif="GTD", expires_at=1, account="ann")
+    past = place(open_client, market_id=market, side="buy", price=20, qty=1, tif="GTD", expires_at_ms=1, account="ann")
     assert past.status_code == 422
-    assert (past.json()["reason"], past.json()["field"]) == ("INVALID_EXPIRY", "expires_at")
+    assert (past.json()["error"]["code"], past.json()["error"]["field"]) == ("INVALID_EXPIRY", "expires_at_ms")
     missing = place(open_client, market_id=market, side="buy", price=20, qty=1, tif="GTD", account="ann")
-    assert (missing.status_code, missing.json()["field"]) == (400, "expires_at")
+    assert (missing.status_code, missing.json()["error"]["field"]) == (400, "expires_at_ms")
 
 
 def test_odds_market_takes_odds_stake_and_back_lay(open_client: TestClient) -> None:
@@ -128,29 +128,29 @@ def test_odds_market_takes_odds_stake_and_back_lay(open_client: TestClient) -> N
     assert lay["fills"][0]["price"] == 2.5  # the maker's odds, better for the layer than 2.6
     assert lay["status"] == "filled"
     off_ladder = place(open_client, market_id=market, side="back", odds=2.51, stake=1, account="ann")
-    assert (off_ladder.status_code, off_ladder.json()["field"]) == (400, "odds")
+    assert (off_ladder.status_code, off_ladder.json()["error"]["field"]) == (400, "odds")
     wrong_word = place(open_client, market_id=market, side="buy", odds=2.5, stake=1, account="ann")
-    assert (wrong_word.status_code, wrong_word.json()["field"]) == (400, "side")
-    book = open_client.get(f"/markets/{market}/book").json()
+    assert (wrong_word.status_code, wrong_word.json()["error"]["field"]) == (400, "side")
+    book = open_client.get(f"/v1/markets/{market}/book").json()
     assert book["asks"] == [{"price": 2.5, "qty": 6, "orders": 1}]
 
 
 def test_market_admin_needs_the_token_and_lifecycle_works(open_client: TestClient) -> None:
-    refused = open_client.post("/markets", json={"market_id": "nope", "scheme": "binary"})
+    refused = open_client.post("/v1/markets", json={"market_id": "nope", "scheme": "binary"})
     assert refused.status_code == 403
     market = new_market(open_client)
-    assert open_client.post(f"/markets/{market}/suspend").status_code == 403
-    assert open_client.post(f"/markets/{market}/suspend", headers=ADMIN).json()["state"] == "suspended"
+    assert open_client.post(f"/v1/markets/{market}/suspend").status_code == 403
+    assert open_client.post(f"/v1/markets/{market}/suspend", headers=ADMIN).json()["state"] == "suspended"
     suspended = place(open_client, market_id=market, side="buy", price=40, qty=1, account="ann")
-    assert (suspended.status_code, suspended.json()["field"]) == (409, "market_id")
-    assert open_client.post(f"/markets/{market}/resume", headers=ADMIN).json()["state"] == "open"
+    assert (suspended.status_code, suspended.json()["error"]["field"]) == (409, "market_id")
+    assert open_client.post(f"/v1/markets/{market}/resume", headers=ADMIN).json()["state"] == "open"
     resting = place(open_client, market_id=market, side="buy", price=40, qty=1, account="ann").json()
-    assert open_client.post(f"/markets/{market}/close", headers=ADMIN).json()["state"] == "closed"
-    assert open_client.get(f"/orders/{resting['order_id']}").json()["status"] == "cancelled"
-    settled = open_client.post(f"/markets/{market}/settle", json={"outcome": "yes"}, headers=ADMIN).json()
+    assert open_client.post(f"/v1/markets/{market}/close", headers=ADMIN).json()["state"] == "closed"
+    assert open_client.get(f"/v1/orders/{resting['order_id']}").json()["status"] == "cancelled"
+    settled = open_client.post(f"/v1/markets/{market}/settle", json={"outcome": "yes"}, headers=ADMIN).json()
     assert (settled["state"], settled["outcome"]) == ("settled", "yes")
-    again = open_client.post("/markets", json={"market_id": market, "scheme": "binary"}, headers=ADMIN)
-    assert (again.status_code, again.json()["field"]) == (409, "market_id")
+    again = open_client.post("/v1/markets", json={"market_id": market, "scheme": "binary"}, headers=ADMIN)
+    assert (again.status_code, again.json()["error"]["field"]) == (409, "market_id")
 
 
 # --------------------------------------------------------------------------- managing orders
@@ -160,19 +160,19 @@ def test_cancel_reduce_and_cancel_all(open_client: TestClient) -> None:
     market = new_market(open_client)
     first = place(open_client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
     second = place(open_client, market_id=market, side="buy", price=31, qty=10, account="ann").json()
-    reduced = open_client.patch(f"/orders/{first['order_id']}", json={"reduce_by": 4})
+    reduced = open_client.patch(f"/v1/orders/{first['order_id']}", json={"reduce_by": 4})
     assert (reduced.status_code, reduced.json()["remaining"]) == (200, 6)
-    raise_attempt = open_client.patch(f"/orders/{first['order_id']}", json={"qty": 20})
-    assert (raise_attempt.status_code, raise_attempt.json()["field"]) == (400, "qty")
-    cancelled = open_client.delete(f"/orders/{second['order_id']}")
+    raise_attempt = open_client.patch(f"/v1/orders/{first['order_id']}", json={"qty": 20})
+    assert (raise_attempt.status_code, raise_attempt.json()["error"]["field"]) == (400, "qty")
+    cancelled = open_client.delete(f"/v1/orders/{second['order_id']}")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
-    twice = open_client.delete(f"/orders/{second['order_id']}")
+    twice = open_client.delete(f"/v1/orders/{second['order_id']}")
     assert twice.status_code == 409
     third = place(open_client, market_id=market, side="sell", price=60, qty=1, account="ann").json()
-    everything = open_client.delete("/orders", params={"market_id": market, "account": "ann"})
+    everything = open_client.delete("/v1/orders", params={"market_id": market, "account": "ann"})
     assert everything.status_code == 200
     assert sorted(everything.json()["cancelled"]) == sorted([first["order_id"], third["order_id"]])
-    assert open_client.get(f"/markets/{market}/book").json()["bids"] == []
+    assert open_client.get(f"/v1/markets/{market}/book").json()["bids"] == []
 
 
 def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestClient) -> None:
@@ -183,8 +183,8 @@ def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestCl
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["order_id"] == again.json()["order_id"]
     changed = place(open_client, **{**body, "qty": 3})
-    assert (changed.status_code, changed.json()["field"]) == (409, "client_order_id")
-    assert open_client.get(f"/markets/{market}/book").json()["bids"] == [{"price": 20, "qty": 2, "orders": 1}]
+    assert (changed.status_code, changed.json()["error"]["field"]) == (409, "client_order_id")
+    assert open_client.get(f"/v1/markets/{market}/book").json()["bids"] == [{"price": 20, "qty": 2, "orders": 1}]
 
 
 def test_engine_rejections_are_422_with_the_reason(open_client: TestClient) -> None:
@@ -192,10 +192,13 @@ def test_engine_rejections_are_422_with_the_reason(open_client: TestClient) -> N
     place(open_client, market_id=market, side="sell", price=50, qty=5, account="ann")
     post_only = place(open_client, market_id=market, side="buy", price=50, qty=1, account="bob", post_only=True)
     assert post_only.status_code == 422
-    assert (post_only.json()["reason"], post_only.json()["code"]) == ("POST_ONLY_WOULD_TAKE", 300)
+    assert (post_only.json()["error"]["code"], post_only.json()["error"]["field"]) == (
+        "POST_ONLY_WOULD_TAKE",
+        "post_only",
+    )
     fok = place(open_client, market_id=market, side="buy", price=50, qty=9, account="bob", tif="FOK")
-    assert (fok.status_code, fok.json()["reason"]) == (422, "FOK_CANNOT_FILL")
-    assert open_client.get(f"/orders/{fok.json()['order_id']}").json()["status"] == "rejected"
+    assert (fok.status_code, fok.json()["error"]["code"]) == (422, "FOK_CANNOT_FILL")
+    assert open_client.get(f"/v1/orders/{fok.json()['error']['order_id']}").json()["status"] == "rejected"
 
 
 def test_batch_gives_each_order_its_outcome(open_client: TestClient) -> None:
@@ -206,41 +209,45 @@ def test_batch_gives_each_order_its_outcome(open_client: TestClient) -> None:
         {"market_id": market, "side": "buy", "price": 0, "qty": 2, "account": "bob"},
         {"market_id": "no-such-market", "side": "buy", "price": 5, "qty": 2, "account": "bob"},
     ]
-    response = open_client.post("/orders/batch", json={"orders": orders})
+    response = open_client.post("/v1/orders/batch", json={"orders": orders})
     assert response.status_code == 200
-    items = response.json()
+    items = response.json()["items"]
     assert [item["status"] for item in items] == [201, 201, 400, 404]
     assert items[1]["order"]["status"] == "filled"
     assert items[2]["error"]["field"] == "price"
-    too_many = open_client.post("/orders/batch", json={"orders": orders * 26})
+    too_many = open_client.post("/v1/orders/batch", json={"orders": orders * 26})
     assert too_many.status_code == 422
 
 
 def test_error_bodies_name_the_field_and_never_500(open_client: TestClient) -> None:
-    assert open_client.get("/orders/999999999").status_code == 404
-    assert open_client.get("/markets/absent").status_code == 404
-    not_json = open_client.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
-    assert (not_json.status_code, not_json.json()["field"]) == (400, "body")
-    huge = open_client.post("/orders", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
-    assert (huge.status_code, huge.json()["field"]) == (413, "body")
+    assert open_client.get("/v1/orders/999999999").status_code == 404
+    assert open_client.get("/v1/markets/absent").status_code == 404
+    not_json = open_client.post("/v1/orders", content=b"{nope", headers={"content-type": "application/json"})
+    assert (not_json.status_code, not_json.json()["error"]["field"]) == (400, "body")
+    huge = open_client.post("/v1/orders", content=b"x" * (65 * 1024), headers={"content-type": "application/json"})
+    assert (huge.status_code, huge.json()["error"]["field"]) == (413, "body")
     unknown = place(open_client, market_id="absent", side="buy", price=5, qty=1)
-    assert (unknown.status_code, unknown.json()["field"]) == (404, "market_id")
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (404, "market_id")
     wrong_type = place(open_client, side="buy", price="fifty", qty=1)
-    assert (wrong_type.status_code, wrong_type.json()["field"]) == (422, "price")
+    assert (wrong_type.status_code, wrong_type.json()["error"]["field"]) == (422, "price")
     extra = place(open_client, side="buy", price=5, qty=1, colour="red")
-    assert (extra.status_code, extra.json()["field"]) == (422, "colour")
+    assert (extra.status_code, extra.json()["error"]["field"], extra.json()["error"]["code"]) == (
+        400,
+        "colour",
+        "UNKNOWN_FIELD",
+    )
 
 
 def test_engine_health_ready_and_metrics(open_client: TestClient) -> None:
     assert open_client.get("/health").json() == {"status": "ok", "auth": "open"}
     wait_until(lambda: open_client.get("/ready").status_code == 200, message="ready")
-    engine = open_client.get("/engine").json()
+    engine = open_client.get("/v1/engine").json()
     assert engine["epoch"] >= 1
     assert len(engine["state_hash"]) == 64
     assert engine["inputs"] >= 1
     assert place(open_client, side="buy", price=5, qty=1).status_code == 201  # served ahead of FastAPI's routing
     metrics = open_client.get("/metrics").text
-    assert 'matchbox_http_requests_total{method="POST",route="/orders",status="201"}' in metrics
+    assert 'matchbox_http_requests_total{method="POST",route="/v1/orders",status="201"}' in metrics
     assert "matchbox_engine_lag_entries" in metrics
 
 
@@ -264,13 +271,13 @@ def test_candles_and_stats_come_from_the_analytics_consumer(
     finally:
         bus.close()
         database.dispose()
-    candles = open_client.get(f"/markets/{market}/candles", params={"interval": "1h"}).json()
+    candles = open_client.get(f"/v1/markets/{market}/candles", params={"interval": "1h"}).json()["items"]
     assert len(candles) == 1  # both trades within the same hour, unless the test straddles one
     (candle,) = candles
     assert (candle["open"], candle["high"], candle["low"], candle["close"]) == (55, 57, 55, 57)
     assert (candle["volume"], candle["trades"]) == (6, 2)
     assert candle["vwap"] == pytest.approx((55 * 4 + 57 * 2) / 6, abs=1e-4)
-    stats = open_client.get(f"/markets/{market}/stats").json()
+    stats = open_client.get(f"/v1/markets/{market}/stats").json()
     assert (stats["last_price"], stats["last_qty"], stats["volume_24h"], stats["trades_24h"]) == (57, 2, 6, 2)
     assert (stats["best_bid"], stats["best_ask"], stats["spread"], stats["mid"]) == (52, 57, 5, 54.5)
     metrics = open_client.get("/metrics").text
@@ -280,12 +287,12 @@ def test_candles_and_stats_come_from_the_analytics_consumer(
 
 def test_history_errors_name_the_field(open_client: TestClient) -> None:
     market = new_market(open_client)
-    assert open_client.get("/markets/absent/candles").status_code == 404
-    bad_interval = open_client.get(f"/markets/{market}/candles", params={"interval": "7m"})
-    assert (bad_interval.status_code, bad_interval.json()["field"]) == (422, "interval")
-    backwards = open_client.get(f"/markets/{market}/candles", params={"from": 2000, "to": 1000})
-    assert (backwards.status_code, backwards.json()["field"]) == (400, "to")
-    assert open_client.get(f"/markets/{market}/stats").json()["volume_24h"] == 0  # not seen by analytics yet
+    assert open_client.get("/v1/markets/absent/candles").status_code == 404
+    bad_interval = open_client.get(f"/v1/markets/{market}/candles", params={"interval": "7m"})
+    assert (bad_interval.status_code, bad_interval.json()["error"]["field"]) == (422, "interval")
+    backwards = open_client.get(f"/v1/markets/{market}/candles", params={"from_ms": 2000, "to_ms": 1000})
+    assert (backwards.status_code, backwards.json()["error"]["field"]) == (400, "to_ms")
+    assert open_client.get(f"/v1/markets/{market}/stats").json()["volume_24h"] == 0  # not seen by analytics yet
 
 
 # --------------------------------------------------------------------------- WebSocket
@@ -293,86 +300,107 @@ def test_history_errors_name_the_field(open_client: TestClient) -> None:
 
 def test_websocket_plain_feed_trades_book_and_orders(open_client: TestClient) -> None:
     market = new_market(open_client)
-    with open_client.websocket_connect("/ws") as plain, open_client.websocket_connect("/ws") as subscriber:
+    with open_client.websocket_connect("/ws") as plain, open_client.websocket_connect("/v1/ws") as subscriber:
         for channel, key, value in (
             ("trades", "market_id", market),
             ("book", "market_id", market),
             ("orders", "account", "bob"),
         ):
-            subscriber.send_json({"op": "subscribe", "channel": channel, key: value})
+            subscriber.send_json({"type": "subscribe", "channel": channel, key: value})
         received = [subscriber.receive_json() for _ in range(4)]
-        assert {m.get("op") for m in received} >= {"subscribed"}
-        image = next(m for m in received if m.get("type") == "image")
-        assert (image["bids"], image["asks"]) == ([], [])
+        assert [(m["type"], m["channel"], m["seq"]) for m in received] == [
+            ("subscribed", f"trades:{market}", 0),
+            ("subscribed", f"book:{market}", 0),  # the acknowledgement comes before the snapshot
+            ("snapshot", f"book:{market}", 1),
+            ("subscribed", "orders:bob", 0),
+        ]
+        assert (received[2]["bids"], received[2]["asks"]) == ([], [])
         place(open_client, market_id=market, side="sell", price=60, qty=3, account="ann")
         place(open_client, market_id=market, side="buy", price=60, qty=2, account="bob")
-        fill = plain.receive_json()
-        assert (fill["price"], fill["qty"], fill["market_id"]) == (60, 2, market)
+        fill = plain.receive_json()  # the seed's plain feed: its fields, and time in ns as it has it
+        assert (fill["type"], fill["channel"], fill["price"], fill["qty"], fill["market_id"]) == (
+            "fill",
+            "fills",
+            60,
+            2,
+            market,
+        )
+        assert fill["timestamp"] // 1_000_000 == fill["time_ms"]
         messages = [subscriber.receive_json() for _ in range(5)]  # 2 book deltas, a trade, 2 of bob's events
-        channels = [m["channel"] for m in messages]
-        assert "trades" in channels
-        assert "orders" in channels
-        deltas = [m for m in messages if m.get("type") == "delta"]
-        assert deltas[0]["qty"] == 3  # the ask rested
-        assert deltas[-1]["qty"] == 1  # then the trade took 2
+        by_channel: dict[str, list[dict[str, Any]]] = {}
+        for message in messages:
+            by_channel.setdefault(message["channel"], []).append(message)
+        assert {channel: [m["seq"] for m in found] for channel, found in by_channel.items()} == {
+            f"book:{market}": [2, 3],  # each subscription numbered on from its snapshot, contiguously
+            f"trades:{market}": [1],
+            "orders:bob": [1, 2],
+        }
+        deltas = by_channel[f"book:{market}"]
+        assert [(d["type"], d["side"], d["qty"]) for d in deltas] == [("delta", "ask", 3), ("delta", "ask", 1)]
         assert all(a["sequence"] < b["sequence"] for a, b in itertools.pairwise(deltas))
-        trade = next(m for m in messages if m["channel"] == "trades")
-        assert (trade["price"], trade["qty"], trade["taker_side"]) == (60, 2, "buy")  # cents and words
-        accepted, executed = (m for m in messages if m["channel"] == "orders")
+        (trade,) = by_channel[f"trades:{market}"]
+        assert (trade["type"], trade["price"], trade["qty"], trade["taker_side"]) == ("trade", 60, 2, "buy")
+        accepted, executed = by_channel["orders:bob"]
         assert (accepted["type"], accepted["side"], accepted["price"]) == ("OrderAccepted", "buy", 60)
         assert (accepted["tif"], accepted["kind"]) == ("GTC", "limit")  # enums as REST writes them
         assert (executed["type"], executed["price"], executed["taker_side"]) == ("TradeExecuted", 60, "buy")
+        assert executed["time_ms"] == trade["time_ms"] == fill["time_ms"]
+        subscriber.send_json({"type": "unsubscribe", "channel": "trades", "market_id": market})
+        assert subscriber.receive_json() == {"type": "unsubscribed", "channel": f"trades:{market}"}
 
 
 def test_websocket_speaks_odds_and_back_lay_as_rest_does_live_and_resumed(open_client: TestClient) -> None:
     market = new_market(open_client, "odds")
     backer, layer = fresh("backer"), fresh("layer")
     query = f"subscribe=trades:{market},orders:{backer},orders:{layer}"
-    with open_client.websocket_connect(f"/ws?subscribe=book:{market}") as probe:
-        start = probe.receive_json()["id"]  # the stream as of now: every event below comes after it
-    with open_client.websocket_connect(f"/ws?{query}") as ws:
+    with open_client.websocket_connect(f"/v1/ws?subscribe=book:{market}") as probe:
+        start = data_messages(probe, 1)[0]["id"]  # the stream as of now: every event below comes after it
+    with open_client.websocket_connect(f"/v1/ws?{query}") as ws:
         back = place(open_client, market_id=market, side="back", odds=2.5, stake=10, account=backer).json()
         lay = place(open_client, market_id=market, side="lay", type="market", tif="IOC", stake=4, account=layer).json()
         refused = place(open_client, market_id=market, side="lay", odds=2.0, stake=1, tif="FOK", account=layer)
-        cancelled = open_client.delete(f"/orders/{back['order_id']}", params={"account": backer}).json()
-        live = [ws.receive_json() for _ in range(8)]
-        ws.send_json({"op": "ping"})
-        assert ws.receive_json() == {"op": "pong"}  # and nothing else came
+        cancelled = open_client.delete(f"/v1/orders/{back['order_id']}", params={"account": backer}).json()
+        live = data_messages(ws, 8)
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong", "channel": None}  # and nothing else came
     back_accepted, rested, lay_accepted, trade, *executed, rejected, gone = live
-    rest_trade = open_client.get(f"/markets/{market}/trades").json()[0]
-    assert (trade["channel"], trade["price"], trade["taker_side"]) == ("trades", 2.5, "lay")
-    assert {key: trade[key] for key in rest_trade} == rest_trade
+    rest_trade = open_client.get(f"/v1/markets/{market}/trades").json()["items"][0]
+    assert (trade["channel"], trade["price"], trade["taker_side"]) == (f"trades:{market}", 2.5, "lay")
+    assert {key: trade[key] for key in rest_trade} == rest_trade  # the feed's trade is REST's, to the field
     assert [(m["type"], m["price"], m["taker_side"]) for m in executed] == [("TradeExecuted", 2.5, "lay")] * 2
-    rest_back = open_client.get(f"/orders/{back['order_id']}").json()
+    rest_back = open_client.get(f"/v1/orders/{back['order_id']}").json()
     assert (back_accepted["type"], back_accepted["side"], back_accepted["price"]) == ("OrderAccepted", "back", 2.5)
     assert (back_accepted["side"], back_accepted["price"]) == (rest_back["side"], rest_back["price"])
     assert (back_accepted["tif"], back_accepted["kind"]) == (rest_back["tif"], rest_back["type"]) == ("GTC", "limit")
     assert (rested["type"], rested["side"], rested["price"], rested["remaining"]) == ("OrderRested", "back", 2.5, 10)
-    rest_lay = open_client.get(f"/orders/{lay['order_id']}").json()
+    rest_lay = open_client.get(f"/v1/orders/{lay['order_id']}").json()
     assert (lay_accepted["side"], lay_accepted["tif"], lay_accepted["kind"]) == ("lay", "IOC", "market")
     assert (rest_lay["side"], rest_lay["tif"], rest_lay["type"]) == ("lay", "IOC", "market")
     assert lay_accepted["price"] == 1000  # a market lay's worst price: the top of the odds ladder
     assert rest_lay["fills"][0]["price"] == trade["price"]
     assert (rejected["type"], rejected["reason"]) == ("Rejected", "FOK_CANNOT_FILL")
-    assert open_client.get(f"/orders/{refused.json()['order_id']}").json()["reject_reason"] == refused.json()["reason"]
-    assert refused.json()["reason"] == rejected["reason"]
+    assert (
+        open_client.get(f"/v1/orders/{refused.json()['error']['order_id']}").json()["reject_reason"]
+        == refused.json()["error"]["code"]
+    )
+    assert refused.json()["error"]["code"] == rejected["reason"]
     assert (gone["type"], gone["reason"], gone["cancelled_qty"]) == ("OrderCancelled", "USER", 6)
     assert gone["reason"] == cancelled["cancel_reason"]
-    with open_client.websocket_connect(f"/ws?last_id={start}&{query}") as resumed:
-        history = [resumed.receive_json() for _ in range(8)]
-        resumed.send_json({"op": "ping"})
-        assert resumed.receive_json() == {"op": "pong"}
+    with open_client.websocket_connect(f"/v1/ws?last_id={start}&{query}") as resumed:
+        history = data_messages(resumed, 8)
+        resumed.send_json({"type": "ping"})
+        assert resumed.receive_json() == {"type": "pong", "channel": None}
     assert history == live
 
 
 def test_websocket_rejects_bad_messages_politely(open_client: TestClient) -> None:
-    with open_client.websocket_connect("/ws") as ws:
+    with open_client.websocket_connect("/v1/ws") as ws:
         ws.send_text("not json")
-        assert ws.receive_json()["op"] == "error"
-        ws.send_json({"op": "subscribe", "channel": "candles", "market_id": "x"})
-        assert ws.receive_json()["op"] == "error"
-        ws.send_json({"op": "ping"})
-        assert ws.receive_json() == {"op": "pong"}
+        assert ws.receive_json()["type"] == "error"
+        ws.send_json({"type": "subscribe", "channel": "candles", "market_id": "x"})
+        assert ws.receive_json()["type"] == "error"
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong", "channel": None}
 
 
 def test_a_second_app_sees_what_the_first_accepted(open_client: TestClient, exchange_url: str) -> None:
@@ -382,8 +410,8 @@ def test_a_second_app_sees_what_the_first_accepted(open_client: TestClient, exch
         open_access=True, redis_url=exchange_url, admin_token="test-admin", durability=Durability.EVERYSEC
     )
     with TestClient(create_app(settings)) as other:
-        assert other.get(f"/orders/{order['order_id']}").json()["status"] == "open"
-        assert other.get(f"/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
+        assert other.get(f"/v1/orders/{order['order_id']}").json()["status"] == "open"
+        assert other.get(f"/v1/markets/{market}/book").json()["bids"] == [{"price": 33, "qty": 4, "orders": 1}]
 
 
 # --------------------------------------------------------------------------- failure modes
@@ -400,9 +428,9 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
             startup_catch_up_seconds=1,
         )
         with TestClient(create_app(settings)) as lonely:
-            response = lonely.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
+            response = lonely.post("/v1/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
             # the default market is not there yet either: no engine has created it
-            assert (response.status_code, response.json()["field"]) == (404, "market_id")
+            assert (response.status_code, response.json()["error"]["field"]) == (404, "market_id")
             assert lonely.get("/ready").status_code == 503
         journal_length = Bus.connect(server.url).client.xlen("mb:{0}:in")
         assert journal_length == 1  # the default market's creation waits in the journal for an engine
@@ -414,15 +442,17 @@ def test_orders_wait_out_a_failover_as_202_pending(exchange_url: str, tmp_path_f
         engine.enter_context(running_leader(server.url))
         settings = Settings(open_access=True, redis_url=server.url, durability=Durability.EVERYSEC, outcome_timeout=0.3)
         with TestClient(create_app(settings)) as api:
-            assert api.post("/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
+            assert api.post("/v1/orders", json={"side": "sell", "price": 7, "qty": 1}).status_code == 201
             engine.close()  # the only engine goes away
-            pending = api.post("/orders", json={"side": "buy", "price": 7, "qty": 1})
+            pending = api.post("/v1/orders", json={"side": "buy", "price": 7, "qty": 1})
             assert pending.status_code == 202
             assert pending.json()["status"] == "pending"
             order_id = pending.json()["order_id"]
             with running_leader(server.url):
-                wait_until(lambda: api.get(f"/orders/{order_id}").status_code == 200, message="the successor's outcome")
-                assert api.get(f"/orders/{order_id}").json()["status"] == "filled"
+                wait_until(
+                    lambda: api.get(f"/v1/orders/{order_id}").status_code == 200, message="the successor's outcome"
+                )
+                assert api.get(f"/v1/orders/{order_id}").json()["status"] == "filled"
 
 
 @pytest.mark.e2e  # waits out a Redis that is down
@@ -437,9 +467,9 @@ def test_redis_down_is_503_not_500(tmp_path_factory: pytest.TempPathFactory) -> 
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         server.kill()
-        response = api.post("/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
+        response = api.post("/v1/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1})
         assert response.status_code in (404, 503)  # no market known, or Redis refused the submission
-        assert api.get("/engine").status_code == 503
+        assert api.get("/v1/engine").status_code == 503
         assert api.get("/ready").status_code == 503
 
 
@@ -459,22 +489,22 @@ def test_a_slow_websocket_client_is_cut_off_not_waited_for() -> None:
 def test_a_gtd_order_expires_on_time_with_no_other_traffic(open_client: TestClient) -> None:
     market = new_market(open_client)
     expires_at = int(time.time() * 1000) + 300
-    body = {"market_id": market, "side": "buy", "price": 20, "qty": 1, "tif": "GTD", "expires_at": expires_at}
+    body = {"market_id": market, "side": "buy", "price": 20, "qty": 1, "tif": "GTD", "expires_at_ms": expires_at}
     order = place(open_client, account="ann", **body).json()
     assert order["status"] == "open"
 
     def expired() -> bool:
-        return bool(open_client.get(f"/orders/{order['order_id']}").json()["status"] == "cancelled")
+        return bool(open_client.get(f"/v1/orders/{order['order_id']}").json()["status"] == "cancelled")
 
     wait_until(expired, timeout=5, message="the GTD order to expire")
-    assert open_client.get(f"/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
-    assert open_client.get(f"/markets/{market}/book").json()["bids"] == []
+    assert open_client.get(f"/v1/orders/{order['order_id']}").json()["cancel_reason"] == "EXPIRED"
+    assert open_client.get(f"/v1/markets/{market}/book").json()["bids"] == []
 
 
 def test_cancel_all_with_nothing_to_cancel_answers_at_once(open_client: TestClient) -> None:
     market = new_market(open_client)
     started = time.monotonic()
-    response = open_client.delete("/orders", params={"market_id": market, "account": "nobody"})
+    response = open_client.delete("/v1/orders", params={"market_id": market, "account": "nobody"})
     assert (response.status_code, response.json()["cancelled"]) == (200, [])
     assert time.monotonic() - started < 3.0  # it did not wait out the outcome timeout (5 s here)
 

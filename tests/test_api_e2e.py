@@ -89,7 +89,7 @@ class Cluster:
             self.check_alive()
             try:
                 return all(
-                    client.get(url + path).status_code == 200 for path in ("/health", "/ready", "/markets/default")
+                    client.get(url + path).status_code == 200 for path in ("/health", "/ready", "/v1/markets/default")
                 )
             except httpx.TransportError:
                 return False
@@ -164,7 +164,7 @@ def events_bus(cluster_redis_url: str) -> Iterator[Bus]:
 
 
 def ws_url(http_url: str, query: str = "") -> str:
-    return http_url.replace("http://", "ws://") + "/ws" + (f"?{query}" if query else "")
+    return http_url.replace("http://", "ws://") + "/v1/ws" + (f"?{query}" if query else "")
 
 
 def open_ws(http_url: str, query: str = "") -> ClientConnection:
@@ -194,12 +194,12 @@ def receive_until(
 
 
 def create_market(http: httpx.Client, url: str, market_id: str, scheme: str = "binary") -> None:
-    response = http.post(f"{url}/markets", json={"market_id": market_id, "scheme": scheme}, headers=ADMIN)
+    response = http.post(f"{url}/v1/markets", json={"market_id": market_id, "scheme": scheme}, headers=ADMIN)
     assert response.status_code == 201, response.text
 
 
 def place(http: httpx.Client, url: str, **body: Any) -> dict[str, Any]:
-    response = http.post(f"{url}/orders", json=body)
+    response = http.post(f"{url}/v1/orders", json=body)
     assert response.status_code == 201, response.text
     order: dict[str, Any] = response.json()
     return order
@@ -209,7 +209,7 @@ def wait_known_everywhere(http: httpx.Client, cluster: Cluster, market_id: str) 
     for url in cluster.urls:
 
         def knows_it(url: str = url) -> bool:
-            return http.get(f"{url}/markets/{market_id}").status_code == 200
+            return http.get(f"{url}/v1/markets/{market_id}").status_code == 200
 
         wait_until(knows_it, 10, f"{url} to know market {market_id}")
 
@@ -230,11 +230,11 @@ def stream_trades(bus: Bus, market_id: str) -> dict[int, TradeExecuted]:
 def test_seed_walkthrough_across_two_instances(cluster: Cluster, http: httpx.Client) -> None:
     a, b = cluster.urls
     with open_ws(a) as ws_a, open_ws(b) as ws_b:  # plain feeds: no subscription
-        sell = http.post(f"{a}/orders", json={"side": "sell", "price": 50, "qty": 10})
+        sell = http.post(f"{a}/v1/orders", json={"side": "sell", "price": 50, "qty": 10})
         assert sell.status_code == 201, sell.text
         assert sell.json()["status"] == "open"
         assert sell.json()["market_id"] == "default"
-        buy = http.post(f"{b}/orders", json={"side": "buy", "price": 50, "qty": 10})
+        buy = http.post(f"{b}/v1/orders", json={"side": "buy", "price": 50, "qty": 10})
         assert buy.status_code == 201, buy.text
         order = buy.json()
         assert order["status"] == "filled"
@@ -272,7 +272,7 @@ def test_orders_and_trades_are_visible_across_instances(cluster: Cluster, http: 
     seen_on_b: dict[str, Any] = {}
 
     def visible_on_b() -> bool:
-        response = http.get(f"{b}/orders/{resting['order_id']}")
+        response = http.get(f"{b}/v1/orders/{resting['order_id']}")
         if response.status_code == 200:
             seen_on_b.update(response.json())
         return response.status_code == 200
@@ -281,8 +281,8 @@ def test_orders_and_trades_are_visible_across_instances(cluster: Cluster, http: 
     assert seen_on_b == resting
 
     with open_ws(b) as by_message, open_ws(b, f"subscribe=trades:{market}") as by_query:
-        by_message.send(json.dumps({"op": "subscribe", "channel": "trades", "market_id": market}))
-        assert receive(by_message) == {"op": "subscribed", "channel": f"trades:{market}"}
+        by_message.send(json.dumps({"type": "subscribe", "channel": "trades", "market_id": market}))
+        assert receive(by_message) == {"type": "subscribed", "channel": f"trades:{market}"}
         taker = place(http, a, market_id=market, side="buy", price=45, qty=3, account="bob")
         assert taker["status"] == "filled"
         for ws in (by_message, by_query):
@@ -294,9 +294,9 @@ def test_orders_and_trades_are_visible_across_instances(cluster: Cluster, http: 
 
     # the maker's fill reaches B's projection too
     wait_until(
-        lambda: http.get(f"{b}/orders/{resting['order_id']}").json()["remaining"] == 4, 10, "the partial fill on B"
+        lambda: http.get(f"{b}/v1/orders/{resting['order_id']}").json()["remaining"] == 4, 10, "the partial fill on B"
     )
-    assert http.get(f"{b}/orders/{resting['order_id']}").json()["status"] == "partially_filled"
+    assert http.get(f"{b}/v1/orders/{resting['order_id']}").json()["status"] == "partially_filled"
 
 
 def test_websocket_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
@@ -399,7 +399,7 @@ def test_loadgen_against_two_instances(cluster: Cluster, http: httpx.Client, eve
     assert len(trades) >= figures["fills"]
     assert not [t for t in trades.values() if t.maker_account == t.taker_account], "self-trades in the flow"
     for url in cluster.urls:
-        assert http.get(f"{url}/markets/{market}/trades", params={"limit": 1}).json(), f"no trades on {url}"
+        assert http.get(f"{url}/v1/markets/{market}/trades", params={"limit": 1}).json(), f"no trades on {url}"
 
 
 def test_loadgen_open_loop_offers_the_rate(cluster: Cluster) -> None:

@@ -295,7 +295,7 @@ def instances(apis: list[ApiView], answers: Answers, quiet: Quiet | None = None)
 
 def test_instances_hold_when_ready_caught_up_and_alike() -> None:
     answers = Answers()
-    answers.add("api-1", "POST", "/orders", 503, "", "redis down")  # during a fault: allowed
+    answers.add("api-1", "POST", "/v1/orders", 503, "", "redis down")  # during a fault: allowed
     assert instances([ApiView("api-1", "", "9-9", {"m": BOOK})], answers) == []
 
 
@@ -310,7 +310,7 @@ def test_an_instance_not_ready_behind_or_with_another_book_is_reported() -> None
 
 def test_a_500_is_reported() -> None:
     answers = Answers()
-    answers.add("api-2", "GET", "/markets/m/book", 500, "", "Internal Server Error")
+    answers.add("api-2", "GET", "/v1/markets/m/book", 500, "", "Internal Server Error")
     assert violated(instances([], answers), "api-2 GET /markets/m/book answered 500")
 
 

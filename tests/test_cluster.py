@@ -168,7 +168,7 @@ def test_three_shards_sit_on_three_masters_and_the_api_trades_on_each_through_a_
         markets = {}
         for shard, scheme in ((0, "binary"), (1, "odds"), (2, "binary")):
             made = api.post(
-                "/markets", json={"market_id": f"c{shard}", "scheme": scheme, "shard": shard}, headers=ADMIN
+                "/v1/markets", json={"market_id": f"c{shard}", "scheme": scheme, "shard": shard}, headers=ADMIN
             )
             assert made.status_code == 201, made.text
             markets[shard] = made.json()
@@ -180,14 +180,14 @@ def test_three_shards_sit_on_three_masters_and_the_api_trades_on_each_through_a_
             words = ("back", "lay") if market["scheme"] == "odds" else ("sell", "buy")
             for side in words:
                 placed = api.post(
-                    "/orders", json={"market_id": f"c{shard}", "side": side, **price, **sizes, "account": side}
+                    "/v1/orders", json={"market_id": f"c{shard}", "side": side, **price, **sizes, "account": side}
                 )
                 assert placed.status_code == 201, placed.text
             fill: dict[str, Any] = placed.json()["fills"][0]
             return fill
 
         assert [shard_of(trade(shard)["trade_id"]) for shard in range(3)] == [0, 1, 2]
-        epochs = {shard: api.get("/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
+        epochs = {shard: api.get("/v1/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
 
         # SIGKILL shard 1's master: its replica is promoted; shards 0 and 2 trade on meanwhile
         victim = sharded_cluster.node_serving(ports[1])
@@ -199,13 +199,13 @@ def test_three_shards_sit_on_three_masters_and_the_api_trades_on_each_through_a_
 
         def trades_on_shard_1() -> bool:
             answer = api.post(
-                "/orders", json={"market_id": "c1", "side": "back", "odds": 2.5, "stake": 100, "account": "x"}
+                "/v1/orders", json={"market_id": "c1", "side": "back", "odds": 2.5, "stake": 100, "account": "x"}
             )
             return answer.status_code == 201
 
         wait_until(trades_on_shard_1, timeout=30, message="shard 1 to take orders after the failover")
         assert shard_of(trade(1)["trade_id"]) == 1
-        after = {shard: api.get("/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
+        after = {shard: api.get("/v1/engine", params={"shard": shard}).json()["epoch"] for shard in range(3)}
         assert (after[0], after[2]) == (epochs[0], epochs[2])  # no new leader where nothing failed
     for bus in masters.values():
         bus.close()
@@ -216,12 +216,12 @@ def test_accounts_and_keys_live_in_a_slot_of_their_own_on_a_cluster(
 ) -> None:
     settings = api_settings(sharded_cluster.url, tmp_path, shards=3, cluster=True, durability=Durability.REPLICATED)
     with leaders_of(sharded_cluster.url, 3), TestClient(create_app(settings)) as api:
-        made = api.post("/admin/accounts", json={"account": "keyed"}, headers=ADMIN)
+        made = api.post("/v1/admin/accounts", json={"account": "keyed"}, headers=ADMIN)
         assert made.status_code == 201, made.text
         key = {"Authorization": f"Bearer {made.json()['api_key']}"}
-        funded = api.post("/admin/accounts/keyed/deposit", json={"amount": 500, "shard": 2}, headers=ADMIN)
+        funded = api.post("/v1/admin/accounts/keyed/deposit", json={"amount": 500, "shard": 2}, headers=ADMIN)
         assert funded.status_code == 200, funded.text
-        balance = api.get("/account", headers=key).json()
+        balance = api.get("/v1/account", headers=key).json()
         assert (balance["total"], [p["total"] for p in balance["shards"]]) == (500, [0, 0, 500])
 
 

@@ -190,7 +190,7 @@ def test_an_api_started_while_redis_is_down_serves_and_makes_its_market_once_red
             with running_leader(server.url):
                 wait_until(lambda: client.get("/ready").status_code == 200, timeout=30, message="ready")
                 wait_until(
-                    lambda: client.get(f"/markets/{settings.default_market}").status_code == 200,
+                    lambda: client.get(f"/v1/markets/{settings.default_market}").status_code == 200,
                     timeout=30,
                     message="the default market",
                 )

@@ -155,7 +155,7 @@ def http(system: System) -> Iterator[httpx.Client]:
 
 def create_market(http: httpx.Client, market_id: str, scheme: str, **placed: int) -> None:
     body = {"market_id": market_id, "scheme": scheme, "collateral": True, **placed}
-    answer = http.post("/markets", json=body, headers=_admin())
+    answer = http.post("/v1/markets", json=body, headers=_admin())
     assert answer.status_code == 201, answer.text
 
 
@@ -165,17 +165,17 @@ def _admin() -> dict[str, str]:
 
 def trader(http: httpx.Client, account: str, cents: int = 10_000_000, shards: int = 1) -> dict[str, str]:
     """A new account with ``cents`` deposited (on each of ``shards``); its key, as request headers."""
-    made = http.post("/admin/accounts", json={"account": account}, headers=_admin())
+    made = http.post("/v1/admin/accounts", json={"account": account}, headers=_admin())
     assert made.status_code == 201, made.text
     for shard in range(shards):
         body = {"amount": cents, "shard": shard}
-        funded = http.post(f"/admin/accounts/{account}/deposit", json=body, headers=_admin())
+        funded = http.post(f"/v1/admin/accounts/{account}/deposit", json=body, headers=_admin())
         assert funded.status_code == 200, funded.text
     return {"Authorization": f"Bearer {made.json()['api_key']}"}
 
 
 def place(http: httpx.Client, key: dict[str, str], **body: Any) -> dict[str, Any]:
-    answer = http.post("/orders", json=body, headers=key)
+    answer = http.post("/v1/orders", json=body, headers=key)
     assert answer.status_code == 201, answer.text
     order: dict[str, Any] = answer.json()
     return order
@@ -337,7 +337,7 @@ def test_dashboard_in_open_mode(browser: Browser, tmp_path: Path) -> None:
     the account panel shows."""
     with running_system(tmp_path, "--open") as system, httpx.Client(base_url=system.url, timeout=10.0) as http:
         create_market(http, "rain", "binary")
-        funded = http.post("/admin/accounts/ann/deposit", json={"amount": 50_000}, headers=_admin())
+        funded = http.post("/v1/admin/accounts/ann/deposit", json={"amount": 50_000}, headers=_admin())
         assert funded.status_code == 200, funded.text
         page, errors = new_page(browser)
         page.goto(f"{system.url}/#market=rain")
@@ -375,7 +375,7 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
         sells = [
             {"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))
         ]
-        batch = http.post("/orders/batch", json={"orders": sells}, headers=you).json()
+        batch = http.post("/v1/orders/batch", json={"orders": sells}, headers=you).json()
         ids = [item["order"]["order_id"] for item in batch]
         assert (ids[1] - ids[0], ids[0] > 2**53) == (1, True)  # shard 2's, in its high bits
         expect(order_row(page, "open")).to_have_count(2)
@@ -386,7 +386,7 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
         expect(order_row(page, "partially_filled")).to_have_count(1)
         page.locator(f'#orders tr[data-order-id="{ids[1]}"] button.cancel').click()  # by the odd id
         expect(page.locator(f'#orders tr[data-order-id="{ids[1]}"]')).to_have_attribute("data-status", "cancelled")
-        assert http.get(f"/orders/{ids[1]}", headers=you).json()["status"] == "cancelled"
+        assert http.get(f"/v1/orders/{ids[1]}", headers=you).json()["status"] == "cancelled"
         expect_money(page, "$2,998.08", "$2.88", "$2,995.20")  # 4 x 48 paid; 6 x 48 still reserved
 
         page.locator('[data-market-id="derby"]').click()

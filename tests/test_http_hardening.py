@@ -38,13 +38,13 @@ CHUNK = 8 * 1024
 
 def new_market(client: TestClient, scheme: str = "binary") -> str:
     market_id = fresh(f"{scheme}-")
-    made = client.post("/markets", json={"market_id": market_id, "scheme": scheme}, headers=ADMIN)
+    made = client.post("/v1/markets", json={"market_id": market_id, "scheme": scheme}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return market_id
 
 
 def new_key(client: TestClient) -> dict[str, str]:
-    made = client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+    made = client.post("/v1/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return {"Authorization": f"Bearer {made.json()['api_key']}"}
 
@@ -79,19 +79,19 @@ def post_streamed(client: TestClient, path: str, body: Trickle, headers: dict[st
     return client.portal.call(scenario)
 
 
-@pytest.mark.parametrize("path", ["/orders", "/orders/batch"])
+@pytest.mark.parametrize("path", ["/v1/orders", "/v1/orders/batch"])
 def test_a_chunked_body_is_refused_at_the_limit_and_read_no_further(keyed_client: TestClient, path: str) -> None:
     body = Trickle(16 * 1024 * 1024)
     answer = post_streamed(keyed_client, path, body, new_key(keyed_client))
     assert answer.request.headers["transfer-encoding"] == "chunked"
-    assert (answer.status_code, answer.json()["field"]) == (413, "body")
+    assert (answer.status_code, answer.json()["error"]["field"]) == (413, "body")
     assert answer.headers["connection"] == "close"  # the server stops taking the rest
     assert body.pulled <= MAX_BODY + CHUNK  # what the API read, and so held: the limit and one chunk
 
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/orders", 401), ("/orders/batch", 401), ("/markets", 403), ("/admin/accounts/ann/deposit", 403)],
+    [("/v1/orders", 401), ("/v1/orders/batch", 401), ("/v1/markets", 403), ("/v1/admin/accounts/ann/deposit", 403)],
 )
 def test_a_request_without_a_key_or_token_is_refused_before_its_body_is_read(
     keyed_client: TestClient, path: str, status: int
@@ -106,28 +106,28 @@ def test_every_operation_that_needs_a_key_or_the_token_refuses_before_validating
     """Every operation with an Authorization header, called without one and with a body and
     parameters that could not validate: a 401 (a key) or a 403 (the admin token), never the
     422 that would describe the schema."""
-    schema = keyed_client.get("/openapi.json").json()
+    schema = keyed_client.get("/v1/openapi.json").json()
     answers = {}
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             headers = {p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"}
             if "authorization" in headers:
-                url = re.sub(r"\{[^}]+\}", "not-a-number", path) + "?limit=huge&depth=huge&before=huge"
+                url = re.sub(r"\{[^}]+\}", "not-a-number", path) + "?limit=huge&depth=huge&cursor=huge"
                 answer = keyed_client.request(method, url, content=b'{"side": 7', headers=JSON)
                 answers[f"{method.upper()} {path}"] = answer.status_code
     assert len(answers) >= 15, answers
-    assert answers["POST /markets"] == 403
-    assert answers["POST /orders"] == 401
+    assert answers["POST /v1/markets"] == 403
+    assert answers["POST /v1/orders"] == 401
     assert set(answers.values()) <= {401, 403}, answers
 
 
 def test_with_the_right_credentials_the_body_is_validated_after_all(keyed_client: TestClient) -> None:
     bad = {"market_id": "x", "scheme": "roulette"}
-    assert keyed_client.post("/markets", json=bad, headers=ADMIN).status_code == 422
+    assert keyed_client.post("/v1/markets", json=bad, headers=ADMIN).status_code == 422
     answer = keyed_client.post(
-        "/orders", json={"side": "buy", "price": "fifty", "qty": 1}, headers=new_key(keyed_client)
+        "/v1/orders", json={"side": "buy", "price": "fifty", "qty": 1}, headers=new_key(keyed_client)
     )
-    assert (answer.status_code, answer.json()["field"]) == (422, "price")
+    assert (answer.status_code, answer.json()["error"]["field"]) == (422, "price")
 
 
 # --------------------------------------------------------------------------- the admin token (item 10c)
@@ -143,9 +143,9 @@ def test_the_admin_token_is_taken_in_one_form_only(keyed_client: TestClient) -> 
         f"Bearer {ADMIN_TOKEN}x".encode(),
         "Bearer t\u00e9st-admin".encode(),  # not ASCII: refused, not a 500
     ):
-        refused = keyed_client.post("/markets", json=body, headers={b"Authorization": authorization})
-        assert (refused.status_code, refused.json()["field"]) == (403, "authorization"), authorization
-    assert keyed_client.post("/markets", json=body, headers=ADMIN).status_code == 201
+        refused = keyed_client.post("/v1/markets", json=body, headers={b"Authorization": authorization})
+        assert (refused.status_code, refused.json()["error"]["field"]) == (403, "authorization"), authorization
+    assert keyed_client.post("/v1/markets", json=body, headers=ADMIN).status_code == 201
 
 
 # --------------------------------------------------------------------------- numbers (item 5)
@@ -174,31 +174,31 @@ HOSTILE_TEXT = ["1e400000", "1" + "0" * 5000, "9223372036854775808", "NaN", "Inf
 def test_every_numeric_field_of_a_body_refuses_hostile_numbers_by_name(open_client: TestClient) -> None:
     binary, odds = new_market(open_client), new_market(open_client, "odds")
     resting = open_client.post(
-        "/orders", json={"market_id": binary, "side": "buy", "price": 5, "qty": 9, "account": "ann"}
+        "/v1/orders", json={"market_id": binary, "side": "buy", "price": 5, "qty": 9, "account": "ann"}
     )
     assert resting.status_code == 201, resting.text
-    order = f"/orders/{resting.json()['order_id']}"
+    order = f"/v1/orders/{resting.json()['order_id']}"
     limit = f'{{"market_id": "{binary}", "side": "buy", "account": "ann", '
     cases = [  # (method, path, body with X for the number, the field, headers)
-        ("POST", "/orders", limit + '"price": X, "qty": 1}', "price", {}),
-        ("POST", "/orders", limit + '"price": 5, "qty": X}', "qty", {}),
-        ("POST", "/orders", limit + '"price": 5, "qty": 1, "tif": "GTD", "expires_at": X}', "expires_at", {}),
-        ("POST", "/orders", f'{{"market_id": "{odds}", "side": "back", "odds": X, "stake": 1}}', "odds", {}),
-        ("POST", "/orders", f'{{"market_id": "{odds}", "side": "back", "odds": 2.5, "stake": X}}', "stake", {}),
-        ("POST", "/orders/batch", '{"orders": [' + limit + '"price": X, "qty": 1}]}', "orders.0.price", {}),
+        ("POST", "/v1/orders", limit + '"price": X, "qty": 1}', "price", {}),
+        ("POST", "/v1/orders", limit + '"price": 5, "qty": X}', "qty", {}),
+        ("POST", "/v1/orders", limit + '"price": 5, "qty": 1, "tif": "GTD", "expires_at_ms": X}', "expires_at_ms", {}),
+        ("POST", "/v1/orders", f'{{"market_id": "{odds}", "side": "back", "odds": X, "stake": 1}}', "odds", {}),
+        ("POST", "/v1/orders", f'{{"market_id": "{odds}", "side": "back", "odds": 2.5, "stake": X}}', "stake", {}),
+        ("POST", "/v1/orders/batch", '{"orders": [' + limit + '"price": X, "qty": 1}]}', "orders.0.price", {}),
         ("PATCH", order, '{"reduce_by": X}', "reduce_by", {}),
         ("PATCH", order, '{"qty": X}', "qty", {}),
-        ("POST", "/admin/accounts/ann/deposit", '{"amount": X}', "amount", ADMIN),
-        ("POST", "/markets", '{"market_id": "n", "scheme": "ticks", "max_tick": X}', "max_tick", ADMIN),
-        ("POST", "/markets", '{"market_id": "n", "scheme": "binary", "max_qty": X}', "max_qty", ADMIN),
-        ("POST", "/account/heartbeat?account=ann", '{"timeout_ms": X}', "timeout_ms", {}),
+        ("POST", "/v1/admin/accounts/ann/deposit", '{"amount": X}', "amount", ADMIN),
+        ("POST", "/v1/markets", '{"market_id": "n", "scheme": "ticks", "max_tick": X}', "max_tick", ADMIN),
+        ("POST", "/v1/markets", '{"market_id": "n", "scheme": "binary", "max_qty": X}', "max_qty", ADMIN),
+        ("POST", "/v1/account/heartbeat?account=ann", '{"timeout_ms": X}', "timeout_ms", {}),
     ]
     wrong = []
     for method, path, template, field, headers in cases:
         for number in HOSTILE_JSON:
             body = template.replace("X", number).encode()
             answer = open_client.request(method, path, content=body, headers={**JSON, **headers})
-            named = answer.json().get("field") if answer.status_code < 500 else None
+            named = answer.json()["error"].get("field") if answer.status_code < 500 else None
             if answer.status_code not in (400, 422) or named != field:
                 wrong.append((method, path, field, number[:24], answer.status_code, answer.text[:120]))
     assert wrong == []
@@ -210,30 +210,33 @@ def test_hostile_odds_are_refused_by_the_model_before_any_arithmetic(open_client
     market = new_market(open_client, "odds")
     for odds in ('"1e400000"', '"1e999999999"', '"0.' + "1" * 60_000 + '"', "2." + "1" * 60_000):
         body = f'{{"market_id": "{market}", "side": "back", "odds": {odds}, "stake": 1, "account": "ann"}}'
-        answer = open_client.post("/orders", content=body.encode(), headers=JSON)
-        assert (answer.status_code, answer.json()["field"]) == (422, "odds"), odds[:20]
+        answer = open_client.post("/v1/orders", content=body.encode(), headers=JSON)
+        assert (answer.status_code, answer.json()["error"]["field"]) == (422, "odds"), odds[:20]
     on_ladder = {"market_id": market, "side": "back", "odds": "2.50", "stake": 1, "account": "ann"}
-    assert open_client.post("/orders", json=on_ladder).status_code == 201
+    assert open_client.post("/v1/orders", json=on_ladder).status_code == 201
 
 
 def test_every_number_in_a_query_or_path_refuses_hostile_numbers_by_name(open_client: TestClient) -> None:
     market = new_market(open_client)
     cases = [  # (path with X for the number, the field)
-        (f"/markets/{market}/book?depth=X", "depth"),
-        (f"/markets/{market}/trades?limit=X", "limit"),
-        (f"/markets/{market}/candles?from=X", "from"),
-        (f"/markets/{market}/candles?to=X", "to"),
-        (f"/markets/{market}/candles?limit=X", "limit"),
-        ("/account/orders?account=ann&limit=X", "limit"),
-        ("/account/orders?account=ann&state=all&before=X", "before"),
-        ("/account/trades?account=ann&before=X", "before"),
-        ("/orders/X", "order_id"),
+        (f"/v1/markets/{market}/book?depth=X", "depth"),
+        (f"/v1/markets/{market}/trades?limit=X", "limit"),
+        (f"/v1/markets/{market}/candles?from_ms=X", "from_ms"),
+        (f"/v1/markets/{market}/candles?to_ms=X", "to_ms"),
+        (f"/v1/markets/{market}/trades?from_ms=X", "from_ms"),
+        (f"/v1/markets/{market}/candles?cursor=X", "cursor"),
+        (f"/v1/markets/{market}/candles?limit=X", "limit"),
+        ("/v1/account/orders?account=ann&limit=X", "limit"),
+        ("/v1/account/orders?account=ann&state=all&cursor=X", "cursor"),
+        ("/v1/account/trades?account=ann&cursor=X", "cursor"),
+        ("/v1/account/history?account=ann&cursor=X", "cursor"),
+        ("/v1/orders/X", "order_id"),
     ]
     wrong = []
     for template, field in cases:
         for number in HOSTILE_TEXT:
             answer = open_client.get(template.replace("X", number))
-            named = answer.json().get("field") if answer.status_code < 500 else None
+            named = answer.json()["error"].get("field") if answer.status_code < 500 else None
             if answer.status_code not in (400, 422) or named != field:
                 wrong.append((template, number[:24], answer.status_code, answer.text[:120]))
     assert wrong == []
@@ -244,9 +247,13 @@ def test_an_expiry_past_what_engine_time_can_hold_is_refused_not_journalled(open
     command the engine could not decode (a MALFORMED_COMMAND for the client, a poison entry)."""
     market = new_market(open_client)
     order = {"market_id": market, "side": "buy", "price": 5, "qty": 1, "tif": "GTD", "account": "ann"}
-    answer = open_client.post("/orders", json={**order, "expires_at": 10**16})
-    assert (answer.status_code, answer.json()["field"]) == (422, "expires_at")
-    assert "reason" not in answer.json()  # refused at the edge, not by the engine
+    answer = open_client.post("/v1/orders", json={**order, "expires_at_ms": 10**16})
+    error = answer.json()["error"]
+    assert (answer.status_code, error["field"], error["code"]) == (
+        400,
+        "expires_at_ms",
+        "INVALID_FIELD",
+    )  # not the engine's
 
 
 # --------------------------------------------------------------------------- retries (item 10d)
@@ -275,7 +282,7 @@ def push_out_of_the_window(exchange_url: str, client: TestClient) -> None:
         bus.close()
 
     def all_folded() -> bool:
-        total: int = client.get("/account", params={"account": filler}).json()["total"]
+        total: int = client.get("/v1/account", params={"account": filler}).json()["total"]
         return total == count
 
     wait_until(all_folded, timeout=60, message="the tail to read the filler entries")
@@ -287,26 +294,26 @@ def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(
 ) -> None:
     market = new_market(forgetful)
     maker = {"market_id": market, "side": "sell", "price": 60, "qty": 5, "account": "ann"}
-    assert forgetful.post("/orders", json=maker).status_code == 201
+    assert forgetful.post("/v1/orders", json=maker).status_code == 201
     taker = {"market_id": market, "side": "buy", "price": 60, "qty": 2, "account": "bob", "client_order_id": "t-1"}
-    filled = forgetful.post("/orders", json=taker)
+    filled = forgetful.post("/v1/orders", json=taker)
     assert (filled.status_code, filled.json()["status"]) == (201, "filled")
     refused = {**taker, "post_only": True, "client_order_id": "t-2"}  # would take: the engine rejects it
-    rejected = forgetful.post("/orders", json=refused)
-    assert (rejected.status_code, rejected.json()["reason"]) == (422, "POST_ONLY_WOULD_TAKE")
+    rejected = forgetful.post("/v1/orders", json=refused)
+    assert (rejected.status_code, rejected.json()["error"]["code"]) == (422, "POST_ONLY_WOULD_TAKE")
     ioc = {"market_id": market, "side": "buy", "price": 1, "qty": 1, "tif": "IOC", "account": "cy"}
-    assert forgetful.post("/orders", json=ioc).json()["status"] == "cancelled"  # the projection drops "t-1"
-    assert forgetful.get(f"/orders/{filled.json()['order_id']}").status_code == 404
+    assert forgetful.post("/v1/orders", json=ioc).json()["status"] == "cancelled"  # the projection drops "t-1"
+    assert forgetful.get(f"/v1/orders/{filled.json()['order_id']}").status_code == 404
     push_out_of_the_window(exchange_url, forgetful)
     services: Services = forgetful.app.state.services  # type: ignore[attr-defined]
     assert forgetful.portal is not None
     assert forgetful.portal.call(services.first.tail.outcome, filled.json()["entry_id"], 0.0) is None  # forgotten
 
-    again = forgetful.post("/orders", json=taker)
+    again = forgetful.post("/v1/orders", json=taker)
     assert again.status_code == 200, again.text
     assert {k: again.json()[k] for k in ("order_id", "status", "filled", "fills")} == {
         k: filled.json()[k] for k in ("order_id", "status", "filled", "fills")
     }
-    rejected_again = forgetful.post("/orders", json=refused)
+    rejected_again = forgetful.post("/v1/orders", json=refused)
     assert rejected_again.status_code == 422, rejected_again.text
     assert rejected_again.json() == rejected.json()

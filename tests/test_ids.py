@@ -173,15 +173,15 @@ def journal_length(exchange_url: str) -> int:
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
-        ("POST", "/admin/accounts/x%00y/deposit", {"amount": 100}, "account"),
-        ("POST", "/admin/accounts/x%00y/withdraw", {"amount": 100}, "account"),
-        ("POST", "/admin/accounts/a:b/keys", None, "account"),
-        ("POST", "/admin/accounts", {"account": "x\u0000y"}, "account"),
-        ("POST", "/admin/accounts", {"account": "a:b"}, "account"),
-        ("POST", "/markets", {"market_id": "x\u0000y", "scheme": "binary"}, "market_id"),
-        ("POST", "/markets", {"market_id": "rain\n", "scheme": "binary"}, "market_id"),
-        ("POST", "/markets/x%0Ay/suspend", None, "market_id"),
-        ("GET", "/markets/x%00y", None, "market_id"),
+        ("POST", "/v1/admin/accounts/x%00y/deposit", {"amount": 100}, "account"),
+        ("POST", "/v1/admin/accounts/x%00y/withdraw", {"amount": 100}, "account"),
+        ("POST", "/v1/admin/accounts/a:b/keys", None, "account"),
+        ("POST", "/v1/admin/accounts", {"account": "x\u0000y"}, "account"),
+        ("POST", "/v1/admin/accounts", {"account": "a:b"}, "account"),
+        ("POST", "/v1/markets", {"market_id": "x\u0000y", "scheme": "binary"}, "market_id"),
+        ("POST", "/v1/markets", {"market_id": "rain\n", "scheme": "binary"}, "market_id"),
+        ("POST", "/v1/markets/x%0Ay/suspend", None, "market_id"),
+        ("GET", "/v1/markets/x%00y", None, "market_id"),
         ("GET", "/orderbook?market_id=x%00y", None, "market_id"),
     ],
 )
@@ -192,11 +192,11 @@ def test_the_api_answers_a_malformed_id_with_a_4xx_naming_it_and_journals_nothin
     content = None if body is None else json.dumps(body)
     answer = keyed_client.request(method, path, content=content, headers={**ADMIN, "Content-Type": "application/json"})
     assert 400 <= answer.status_code < 500, answer.text
-    assert answer.json()["field"] == field
+    assert answer.json()["error"]["field"] == field
     assert journal_length(exchange_url) == before
 
 
 def test_a_market_id_with_a_colon_is_created_through_the_api(keyed_client: TestClient) -> None:
-    made = keyed_client.post("/markets", json={"market_id": "derby:home", "scheme": "binary"}, headers=ADMIN)
+    made = keyed_client.post("/v1/markets", json={"market_id": "derby:home", "scheme": "binary"}, headers=ADMIN)
     assert made.status_code == 201, made.text
-    assert keyed_client.get("/markets/derby:home").json()["market_id"] == "derby:home"
+    assert keyed_client.get("/v1/markets/derby:home").json()["market_id"] == "derby:home"

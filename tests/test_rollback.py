@@ -188,29 +188,29 @@ def test_an_api_instance_is_a_witness_and_refuses_orders_naming_the_alarm(valkey
     body = {"market_id": "m", "account": "a", "side": "buy", "price": 40, "qty": 1}
     with running_leader(valkey.url), TestClient(create_app(settings)) as client:
         Journal(bus, Durability.ALWAYS).submit(market())
-        wait_until(lambda: "m" in client.get("/markets").text, message="the market")
-        assert client.post("/orders", json=body).status_code == 201
+        wait_until(lambda: "m" in client.get("/v1/markets").text, message="the market")
+        assert client.post("/v1/orders", json=body).status_code == 201
         backup = valkey.backup()
-        assert client.post("/orders", json=body).status_code == 201
-        assert client.post("/orders", json=body).status_code == 201
+        assert client.post("/v1/orders", json=body).status_code == 201
+        assert client.post("/v1/orders", json=body).status_code == 201
     # no leader now: only this API instance's tail knows what Redis held
     with TestClient(create_app(settings)) as fresh, TestClient(create_app(settings)) as witness:
         valkey.restore(backup)
         answers = []  # the first may find the pool's connections broken by the restart: a plain 503
 
         def refused_with_a_reason() -> bool:
-            answers.append(witness.post("/orders", json=body))
+            answers.append(witness.post("/v1/orders", json=body))
             return "reason" in answers[-1].json()
 
         wait_until(refused_with_a_reason, message="an answer that names the alarm")
         assert {answer.status_code for answer in answers} == {503}
-        assert answers[-1].json()["reason"] == "ROLLBACK_ALARM"
-        assert "an API instance saw event" in answers[-1].json()["error"]
+        assert answers[-1].json()["error"]["code"] == "ROLLBACK_ALARM"
+        assert "an API instance saw event" in answers[-1].json()["error"]["message"]
         # every instance refuses now, and /ready says why
-        assert fresh.post("/orders", json=body).json()["reason"] == "ROLLBACK_ALARM"
+        assert fresh.post("/v1/orders", json=body).json()["error"]["code"] == "ROLLBACK_ALARM"
         ready = fresh.get("/ready")
         assert ready.status_code == 503
-        assert "rollback alarm" in ready.json()["error"]
+        assert "rollback alarm" in ready.json()["error"]["message"]
     bus.close()
 
 
@@ -373,10 +373,10 @@ def test_a_redis_without_aof_is_named_with_its_two_fixes(valkey: Restorable, tmp
     with running_leader(valkey.url), TestClient(create_app(settings)) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert "appendonly off" in ready.json()["error"]
-        assert "MATCHBOX_DURABILITY=everysec" in ready.json()["error"]
+        assert "appendonly off" in ready.json()["error"]["message"]
+        assert "MATCHBOX_DURABILITY=everysec" in ready.json()["error"]["message"]
         market = {"market_id": "m", "scheme": "binary"}
-        answer = client.post("/markets", json=market, headers={"Authorization": "Bearer t"})
+        answer = client.post("/v1/markets", json=market, headers={"Authorization": "Bearer t"})
         assert answer.status_code == 503
-        assert "CONFIG SET appendonly yes" in answer.json()["error"]  # not "Redis is unavailable"
+        assert "CONFIG SET appendonly yes" in answer.json()["error"]["message"]  # not "Redis is unavailable"
     bus.close()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import ADMIN, api_settings, fresh, running_leader, wait_until
+from conftest import ADMIN, api_settings, data_messages, fresh, running_leader, wait_until
 from matchbox.api import cursor
 from matchbox.api.app import create_app
 from matchbox.bus.commit import read_offset
@@ -59,7 +59,7 @@ def api(sharded: str, data_dir: Path) -> Iterator[TestClient]:
 
 def new_market(api: TestClient, **fields: Any) -> dict[str, Any]:
     body = {"market_id": fresh("s"), "scheme": "binary", **fields}
-    response = api.post("/markets", json=body, headers=ADMIN)
+    response = api.post("/v1/markets", json=body, headers=ADMIN)
     assert response.status_code == 201, response.text
     market: dict[str, Any] = response.json()
     return market
@@ -125,45 +125,47 @@ def test_a_cursor_holds_a_position_per_shard_and_refuses_what_is_not_one() -> No
 
 
 def test_markets_go_to_the_shard_with_fewest_or_the_one_named_and_stay_there(api: TestClient, sharded: str) -> None:
-    before = {m["market_id"]: m["shard"] for m in api.get("/markets").json()}
+    before = {m["market_id"]: m["shard"] for m in api.get("/v1/markets").json()["items"]}
     placed = [new_market(api)["shard"] for _ in range(SHARDS)]
     counts = {n: list(before.values()).count(n) + placed.count(n) for n in range(SHARDS)}
     assert max(counts.values()) - min(counts.values()) <= 1, counts  # spread evenly
     named = new_market(api, shard=2)
     assert named["shard"] == 2
-    assert {m["market_id"]: m["shard"] for m in api.get("/markets").json()}[named["market_id"]] == 2
-    again = api.post("/markets", json={"market_id": named["market_id"], "scheme": "binary", "shard": 1}, headers=ADMIN)
+    assert {m["market_id"]: m["shard"] for m in api.get("/v1/markets").json()["items"]}[named["market_id"]] == 2
+    again = api.post(
+        "/v1/markets", json={"market_id": named["market_id"], "scheme": "binary", "shard": 1}, headers=ADMIN
+    )
     assert again.status_code == 409
     # placed by another instance on shard 1 but not created yet: naming another shard is refused
     bus = Bus.connect(sharded)
     bus.client.hset(MARKET_DIRECTORY, "elsewhere", 1)
     bus.close()
-    refused = api.post("/markets", json={"market_id": "elsewhere", "scheme": "binary", "shard": 0}, headers=ADMIN)
-    assert (refused.status_code, refused.json()["field"]) == (409, "shard")
-    unplaced = api.post("/markets", json={"market_id": "elsewhere", "scheme": "binary"}, headers=ADMIN)
+    refused = api.post("/v1/markets", json={"market_id": "elsewhere", "scheme": "binary", "shard": 0}, headers=ADMIN)
+    assert (refused.status_code, refused.json()["error"]["field"]) == (409, "shard")
+    unplaced = api.post("/v1/markets", json={"market_id": "elsewhere", "scheme": "binary"}, headers=ADMIN)
     assert (unplaced.status_code, unplaced.json()["shard"]) == (201, 1)  # where the directory has it
-    off = api.post("/markets", json={"market_id": fresh("s"), "scheme": "binary", "shard": 7}, headers=ADMIN)
-    assert (off.status_code, off.json()["field"]) == (404, "shard")
+    off = api.post("/v1/markets", json={"market_id": fresh("s"), "scheme": "binary", "shard": 7}, headers=ADMIN)
+    assert (off.status_code, off.json()["error"]["field"]) == (404, "shard")
 
 
 def test_orders_go_to_their_market_s_shard_and_cancels_find_it_by_the_id(api: TestClient, sharded: str) -> None:
     market = new_market(api, shard=2)["market_id"]
     lengths = [journal_length(sharded, n) for n in range(SHARDS)]
-    ask = api.post("/orders", json={"market_id": market, "side": "sell", "price": 40, "qty": 5, "account": "s1"})
-    bid = api.post("/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 2, "account": "s2"})
+    ask = api.post("/v1/orders", json={"market_id": market, "side": "sell", "price": 40, "qty": 5, "account": "s1"})
+    bid = api.post("/v1/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 2, "account": "s2"})
     assert ask.status_code == bid.status_code == 201, (ask.text, bid.text)
     ask_id = ask.json()["order_id"]
     assert shard_of(ask_id) == shard_of(bid.json()["order_id"]) == 2
     assert shard_of(bid.json()["fills"][0]["trade_id"]) == 2
-    assert api.get(f"/orders/{ask_id}").json()["remaining"] == 3
-    reduced = api.patch(f"/orders/{ask_id}", json={"reduce_by": 1, "account": "s1"})
+    assert api.get(f"/v1/orders/{ask_id}").json()["remaining"] == 3
+    reduced = api.patch(f"/v1/orders/{ask_id}", json={"reduce_by": 1, "account": "s1"})
     assert (reduced.status_code, reduced.json()["remaining"]) == (200, 2)
-    cancelled = api.delete(f"/orders/{ask_id}", params={"account": "s1"})
+    cancelled = api.delete(f"/v1/orders/{ask_id}", params={"account": "s1"})
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     grown = [journal_length(sharded, n) - lengths[n] for n in range(SHARDS)]
     assert grown == [0, 0, 4]  # two orders, a reduce and a cancel: all on shard 2, none elsewhere
     batch = api.post(
-        "/orders/batch",
+        "/v1/orders/batch",
         json={
             "orders": [
                 {
@@ -177,37 +179,39 @@ def test_orders_go_to_their_market_s_shard_and_cancels_find_it_by_the_id(api: Te
             ]
         },
     )
-    assert [shard_of(item["order"]["order_id"]) for item in batch.json()] == [1, 0, 2]
-    unknown = api.delete(f"/orders/{shard_id(9, 1)}", params={"account": "s1"})
-    assert (unknown.status_code, unknown.json()["field"]) == (404, "order_id")
+    assert [shard_of(item["order"]["order_id"]) for item in batch.json()["items"]] == [1, 0, 2]
+    unknown = api.delete(f"/v1/orders/{shard_id(9, 1)}", params={"account": "s1"})
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (404, "order_id")
 
 
 def test_cash_lives_per_shard_and_the_account_shows_each_part(api: TestClient) -> None:
     account = fresh("cash")
     market = new_market(api, shard=1, collateral=True)["market_id"]
     for shard, amount in ((1, 300), (0, 5_000)):
-        funded = api.post(f"/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN)
+        funded = api.post(
+            f"/v1/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN
+        )
         assert funded.status_code == 200, funded.text
-    balance = api.get("/account", params={"account": account}).json()
+    balance = api.get("/v1/account", params={"account": account}).json()
     assert (balance["total"], balance["free"]) == (5_300, 5_300)
     assert [(p["shard"], p["total"]) for p in balance["shards"]] == [(0, 5_000), (1, 300), (2, 0)]
     # a YES at 40 c costs 40 a contract, from the market's shard's cash: 7 is 280, 8 is 320
-    fits = api.post("/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 7, "account": account})
+    fits = api.post("/v1/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 7, "account": account})
     assert fits.status_code == 201, fits.text
-    short = api.post("/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 1, "account": account})
-    assert (short.status_code, short.json()["reason"]) == (422, "INSUFFICIENT_FUNDS")
-    parts = {p["shard"]: p for p in api.get("/account", params={"account": account}).json()["shards"]}
+    short = api.post("/v1/orders", json={"market_id": market, "side": "buy", "price": 40, "qty": 1, "account": account})
+    assert (short.status_code, short.json()["error"]["code"]) == (422, "INSUFFICIENT_FUNDS")
+    parts = {p["shard"]: p for p in api.get("/v1/account", params={"account": account}).json()["shards"]}
     assert (parts[1]["reserved"], parts[1]["free"], parts[0]["free"]) == (280, 20, 5_000)
-    off = api.post(f"/admin/accounts/{account}/withdraw", json={"amount": 1, "shard": 2}, headers=ADMIN)
-    assert (off.status_code, off.json()["reason"]) == (409, "INSUFFICIENT_FUNDS")
+    off = api.post(f"/v1/admin/accounts/{account}/withdraw", json={"amount": 1, "shard": 2}, headers=ADMIN)
+    assert (off.status_code, off.json()["error"]["code"]) == (409, "INSUFFICIENT_FUNDS")
 
 
 def test_a_heartbeat_arms_the_switch_on_every_shard(api: TestClient, sharded: str) -> None:
     account = fresh("hb")
     lengths = [journal_length(sharded, n) for n in range(SHARDS)]
-    armed = api.post("/account/heartbeat", json={"timeout_ms": 60_000}, params={"account": account})
+    armed = api.post("/v1/account/heartbeat", json={"timeout_ms": 60_000}, params={"account": account})
     assert armed.status_code == 200, armed.text
-    assert armed.json()["deadline"] is not None
+    assert armed.json()["deadline_ms"] is not None
     assert [journal_length(sharded, n) - lengths[n] for n in range(SHARDS)] == [1, 1, 1]
 
 
@@ -218,33 +222,37 @@ def test_one_cursor_resumes_the_feed_of_every_shard_with_no_gap_and_no_repeat(ap
     def trade(market: str) -> None:
         for side in ("sell", "buy"):
             placed = api.post(
-                "/orders", json={"market_id": market, "side": side, "price": 50, "qty": 1, "account": side}
+                "/v1/orders", json={"market_id": market, "side": side, "price": 50, "qty": 1, "account": side}
             )
             assert placed.status_code == 201, placed.text
 
-    with api.websocket_connect(f"/ws?subscribe={subscribe}") as ws:
+    with api.websocket_connect(f"/v1/ws?subscribe={subscribe}") as ws:
         trade(markets[0])
         trade(markets[1])
-        first, second = ws.receive_json(), ws.receive_json()
+        first, second = data_messages(ws, 2)
     assert {first["market_id"], second["market_id"]} == set(markets)
     assert set(cursor.decode(second["id"], range(SHARDS))) == set(range(SHARDS))
     missed = []
     for market in (markets[1], markets[0], markets[1]):
         trade(market)
         missed.append(market)
-    with api.websocket_connect(f"/ws?last_id={first['id']}&subscribe={subscribe}") as resumed:
-        replayed = [resumed.receive_json() for _ in range(4)]
-        resumed.send_json({"op": "ping"})
-        assert resumed.receive_json() == {"op": "pong"}  # and nothing else came
+    with api.websocket_connect(f"/v1/ws?last_id={first['id']}&subscribe={subscribe}") as resumed:
+        replayed = data_messages(resumed, 4)
+        resumed.send_json({"type": "ping"})
+        assert resumed.receive_json() == {"type": "pong", "channel": None}  # and nothing else came
     # shard by shard: the one after the cursor and the three missed, each once
-    missed_ids = [t["trade_id"] for m in set(missed) for t in api.get(f"/markets/{m}/trades").json()[: missed.count(m)]]
+    missed_ids = [
+        t["trade_id"]
+        for m in set(missed)
+        for t in api.get(f"/v1/markets/{m}/trades").json()["items"][: missed.count(m)]
+    ]
     assert sorted(m["trade_id"] for m in replayed) == sorted([second["trade_id"], *missed_ids])
-    with api.websocket_connect(f"/ws?last_id={replayed[-1]['id']}&subscribe={subscribe}") as caught_up:
-        caught_up.send_json({"op": "ping"})
-        assert caught_up.receive_json() == {"op": "pong"}  # nothing missed, nothing repeated
-    with api.websocket_connect(f"/ws?last_id={first['id'].split(',')[0]}") as refused:
+    with api.websocket_connect(f"/v1/ws?last_id={replayed[-1]['id']}&subscribe={subscribe}") as caught_up:
+        caught_up.send_json({"type": "ping"})
+        assert data_messages(caught_up, 1) == [{"type": "pong", "channel": None}]  # nothing missed, nothing repeated
+    with api.websocket_connect(f"/v1/ws?last_id={first['id'].split(',')[0]}") as refused:
         error = refused.receive_json()
-        assert (error["field"], "cursor" in error["error"]) == ("last_id", True)
+        assert (error["error"]["field"], error["error"]["code"]) == ("last_id", "INVALID_CURSOR")
         with pytest.raises(WebSocketDisconnect):
             refused.receive_json()
 
@@ -254,9 +262,9 @@ def test_ready_names_the_shard_without_a_leader(sharded: str, data_dir: Path) ->
     settings = api_settings(sharded, data_dir, shards=SHARDS + 1, startup_catch_up_seconds=5.0)
     with TestClient(create_app(settings)) as four:
         wait_until(lambda: four.get("/ready").status_code == 503)
-        assert four.get("/ready").json()["error"] == "shard 3: no engine leader holds the lock"
-        assert four.get("/engine", params={"shard": 2}).json()["shard"] == 2
-        assert four.get("/engine", params={"shard": 8}).status_code == 404
+        assert four.get("/ready").json()["error"]["message"] == "shard 3: no engine leader holds the lock"
+        assert four.get("/v1/engine", params={"shard": 2}).json()["shard"] == 2
+        assert four.get("/v1/engine", params={"shard": 8}).status_code == 404
     assert Keys(3).prefix == "mb:{3}:"
 
 
@@ -268,10 +276,12 @@ def test_one_database_holds_every_shard_s_rows_each_tracked_on_its_own(
 ) -> None:
     account = fresh("cold")
     for shard, amount in ((0, 100), (2, 7)):
-        api.post(f"/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN)
+        api.post(f"/v1/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN)
     market = new_market(api, shard=1)["market_id"]
     for side in ("sell", "buy"):
-        api.post("/orders", json={"market_id": market, "side": side, "price": 30, "qty": 2, "account": account + side})
+        api.post(
+            "/v1/orders", json={"market_id": market, "side": side, "price": 30, "qty": 2, "account": account + side}
+        )
     database = open_database(None, tmp_path)
     for shard in range(SHARDS):
         bus = Bus.connect(sharded, shard)
@@ -306,14 +316,14 @@ def test_open_orders_page_through_every_shard_each_once(api: TestClient) -> None
     placed = []
     for shard in (2, 0, 1, 0, 2, 1, 0):
         body = {"market_id": markets[shard], "side": "buy", "price": 10, "qty": 1, "account": account}
-        placed.append(api.post("/orders", json=body).json()["order_id"])
+        placed.append(api.post("/v1/orders", json=body).json()["order_id"])
     seen: list[int] = []
-    cursor: int | None = None
+    cursor: str | None = None
     while True:
         params: dict[str, str | int] = {"account": account, "limit": 2}
         if cursor is not None:
-            params["before"] = cursor
-        page = api.get("/account/orders", params=params).json()
+            params["cursor"] = cursor
+        page = api.get("/v1/account/orders", params=params).json()
         seen += [item["order_id"] for item in page["items"]]
         cursor = page["next"]
         if cursor is None:

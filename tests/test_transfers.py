@@ -240,16 +240,16 @@ def api(exchange: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tes
 
 
 def parts(api: TestClient, account: str) -> list[int]:
-    return [part["total"] for part in api.get("/account", params={"account": account}).json()["shards"]]
+    return [part["total"] for part in api.get("/v1/account", params={"account": account}).json()["shards"]]
 
 
 def deposit(api: TestClient, account: str, amount: int, shard: int) -> None:
-    funded = api.post(f"/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN)
+    funded = api.post(f"/v1/admin/accounts/{account}/deposit", json={"amount": amount, "shard": shard}, headers=ADMIN)
     assert funded.status_code == 200, funded.text
 
 
 def status_of(api: TestClient, account: str, transfer_id: str) -> str:
-    found = api.get(f"/account/transfers/{transfer_id}", params={"account": account})
+    found = api.get(f"/v1/account/transfers/{transfer_id}", params={"account": account})
     return str(found.json().get("status")) if found.status_code == 200 else "unknown"
 
 
@@ -257,27 +257,31 @@ def test_cash_moves_between_shards_through_the_api_once_however_often_it_is_aske
     account = fresh("mover")
     deposit(api, account, 1_000, 0)
     body = {"amount": 400, "from_shard": 0, "to_shard": 2, "transfer_id": "t1"}
-    sent = api.post("/account/transfers", json=body, params={"account": account})
+    sent = api.post("/v1/account/transfers", json=body, params={"account": account})
     assert sent.status_code == 202, sent.text
     assert sent.json()["status"] in ("in_flight", "done")
     wait_until(lambda: status_of(api, account, "t1") == "done", message="the relay paying it in on shard 2")
     assert parts(api, account) == [600, 0, 400]
-    again = api.post("/account/transfers", json=body, params={"account": account})  # a retry: nothing moves
+    again = api.post("/v1/account/transfers", json=body, params={"account": account})  # a retry: nothing moves
     assert (again.status_code, again.json()["status"]) == (202, "done")
     assert parts(api, account) == [600, 0, 400]
     short = api.post(
-        "/account/transfers", json={**body, "transfer_id": "t2", "amount": 601}, params={"account": account}
+        "/v1/account/transfers", json={**body, "transfer_id": "t2", "amount": 601}, params={"account": account}
     )
-    assert (short.status_code, short.json()["reason"], short.json()["field"]) == (409, "INSUFFICIENT_FUNDS", "amount")
+    assert (short.status_code, short.json()["error"]["code"], short.json()["error"]["field"]) == (
+        409,
+        "INSUFFICIENT_FUNDS",
+        "amount",
+    )
     same = api.post(
-        "/account/transfers", json={**body, "transfer_id": "t3", "to_shard": 0}, params={"account": account}
+        "/v1/account/transfers", json={**body, "transfer_id": "t3", "to_shard": 0}, params={"account": account}
     )
-    assert (same.status_code, same.json()["field"]) == (400, "to_shard")
+    assert (same.status_code, same.json()["error"]["field"]) == (400, "to_shard")
     nowhere = api.post(
-        "/account/transfers", json={**body, "transfer_id": "t4", "to_shard": 7}, params={"account": account}
+        "/v1/account/transfers", json={**body, "transfer_id": "t4", "to_shard": 7}, params={"account": account}
     )
-    assert (nowhere.status_code, nowhere.json()["field"]) == (404, "to_shard")
-    total = api.get("/account", params={"account": account}).json()
+    assert (nowhere.status_code, nowhere.json()["error"]["field"]) == (404, "to_shard")
+    total = api.get("/v1/account", params={"account": account}).json()
     assert (total["total"], total["free"]) == (1_000, 1_000)
 
 
@@ -286,7 +290,7 @@ def test_a_relay_that_sends_everything_again_moves_no_money_twice(api: TestClien
     again at the start of the stream: every second half again, refused where it was paid."""
     account = fresh("again")
     deposit(api, account, 500, 1)
-    api.post("/account/transfers", json={"amount": 200, "from_shard": 1, "to_shard": 0}, params={"account": account})
+    api.post("/v1/account/transfers", json={"amount": 200, "from_shard": 1, "to_shard": 0}, params={"account": account})
     wait_until(lambda: parts(api, account) == [200, 300, 0], message="the first delivery")
     bus = Bus.connect(exchange, 1)
     relay = TransferRelay(1, journal_cache(partial(Bus.connect, exchange), Durability.ALWAYS), threading.Event())
@@ -311,7 +315,7 @@ def test_a_transfer_the_target_refuses_is_paid_back(api: TestClient, exchange: s
     account = fresh("refused")
     deposit(api, account, 2**53, 0)
     body = {"amount": 2**53, "from_shard": 0, "to_shard": 2, "transfer_id": "big"}
-    assert api.post("/account/transfers", json=body, params={"account": account}).status_code == 202
+    assert api.post("/v1/account/transfers", json=body, params={"account": account}).status_code == 202
     wait_until(lambda: status_of(api, account, "big") == "returned", message="the transfer paid back")
     assert parts(api, account) == [2**53, 0, 0]
 

@@ -74,14 +74,14 @@ class Up:
 
     def key_of(self, account: str) -> dict[str, str]:
         """A new API key for ``account`` (made on first use), as request headers."""
-        made = self.http.post("/admin/accounts", json={"account": account}, headers=self.admin())
+        made = self.http.post("/v1/admin/accounts", json={"account": account}, headers=self.admin())
         if made.status_code == 409:
-            made = self.http.post(f"/admin/accounts/{account}/keys", headers=self.admin())
+            made = self.http.post(f"/v1/admin/accounts/{account}/keys", headers=self.admin())
         assert made.status_code == 201, made.text
         return {"Authorization": f"Bearer {made.json()['api_key']}"}
 
     def place(self, key: dict[str, str], **body: Any) -> dict[str, Any]:
-        response = self.http.post("/orders", json={"market_id": "rain"} | body, headers=key)
+        response = self.http.post("/v1/orders", json={"market_id": "rain"} | body, headers=key)
         assert response.status_code == 201, response.text
         answer: dict[str, Any] = response.json()
         return answer
@@ -93,7 +93,7 @@ class Up:
 
     def balance(self, key: str) -> dict[str, Any] | None:
         """``GET /account`` with ``key`` (None while over the key's rate limit: tests poll it)."""
-        response = self.http.get("/account", headers={"Authorization": f"Bearer {key}"})
+        response = self.http.get("/v1/account", headers={"Authorization": f"Bearer {key}"})
         if response.status_code == 429:
             return None
         assert response.status_code == 200, response.text
@@ -131,17 +131,17 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
             lambda: exchange.balance(key) == {"account": "you", "total": 100_000, "reserved": 0, "free": 100_000},
             message="you's $1,000",
         )
-        assert exchange.http.get("/account").status_code == 401  # keys mode: no key, no account
+        assert exchange.http.get("/v1/account").status_code == 401  # keys mode: no key, no account
 
         created = exchange.http.post(
-            "/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()
+            "/v1/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()
         )
         assert created.status_code == 201, created.text
         ann, bob = exchange.key_of("ann"), exchange.key_of("bob")
         exchange.place(ann, side="sell", price=55, qty=5)
         assert exchange.place(bob, side="buy", price=55, qty=2)["status"] == "filled"
         wait_until(
-            lambda: exchange.http.get("/markets/rain/candles", params={"interval": "1m"}).json() != [],
+            lambda: exchange.http.get("/v1/markets/rain/candles", params={"interval": "1m"}).json() != [],
             timeout=30,
             message="the analytics consumer's first candle",
         )
@@ -168,12 +168,12 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
         assert (exchange.data_dir / "you.key").read_text().strip() == key
         assert exchange.output().count("$1,000 deposited") == 1
         wait_until(lambda: (exchange.balance(key) or {}).get("total") == 100_000, message="you's balance")
-        book = exchange.http.get("/markets/rain/book").json()
+        book = exchange.http.get("/v1/markets/rain/book").json()
         assert [(level["price"], level["qty"]) for level in book["asks"]] == [(55, 2)]
-        trades = exchange.http.get("/markets/rain/trades").json()
+        trades = exchange.http.get("/v1/markets/rain/trades").json()
         assert [(t["price"], t["qty"]) for t in trades] == [(55, 1), (55, 2)]
         wait_until(  # the analytics consumer resumes from its tracking row: the third trade, once
-            lambda: sum(c["volume"] for c in exchange.http.get("/markets/rain/candles?interval=1m").json()) == 3,
+            lambda: sum(c["volume"] for c in exchange.http.get("/v1/markets/rain/candles?interval=1m").json()) == 3,
             timeout=30,
             message="candles holding all three trades' volume",
         )
@@ -186,13 +186,13 @@ def test_demo_markets_keep_trading(tmp_path: Path) -> None:
         for market in MARKETS:  # a binary and an odds market, both with trades flowing
 
             def traded(market_id: str = market.market_id) -> bool:
-                return len(exchange.http.get(f"/markets/{market_id}/trades").json()) >= 3
+                return len(exchange.http.get(f"/v1/markets/{market_id}/trades").json()) >= 3
 
             wait_until(traded, timeout=30, message=f"trades on {market.market_id}")
-        markets = {m["market_id"]: m for m in exchange.http.get("/markets").json()}
+        markets = {m["market_id"]: m for m in exchange.http.get("/v1/markets").json()}
         assert {markets[m.market_id]["scheme"] for m in MARKETS} == {"binary", "odds"}
         assert all(markets[m.market_id]["collateral"] for m in MARKETS)  # every order needed money
-        accounts = exchange.http.get("/admin/accounts", headers=exchange.admin()).json()
+        accounts = exchange.http.get("/v1/admin/accounts", headers=exchange.admin()).json()
         bots = {a["account"]: a["key_ids"] for a in accounts if a["account"].startswith("demo-")}
         assert set(bots) == {"demo-mm", *(f"demo-taker-{n}" for n in range(1, 6))}
         assert all(len(keys) == 1 for keys in bots.values())  # a key each
@@ -209,7 +209,7 @@ def test_open_mode_says_so_in_the_banner_and_on_every_answer(tmp_path: Path) -> 
         assert health.json()["auth"] == "open"
         assert health.headers["X-Matchbox-Auth"] == "open"
         answer = exchange.http.post(
-            "/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1, "account": "ann"}
+            "/v1/orders", json={"market_id": "default", "side": "buy", "price": 5, "qty": 1, "account": "ann"}
         )
         assert answer.status_code == 201, answer.text  # no key: the order names its account
         assert answer.headers["X-Matchbox-Auth"] == "open"
@@ -221,7 +221,7 @@ def test_open_mode_says_so_in_the_banner_and_on_every_answer(tmp_path: Path) -> 
 def test_with_redis_url_only_the_matchbox_processes_start(tmp_path: Path, valkey_server: EmbeddedValkey) -> None:
     with up(tmp_path) as exchange:
         exchange.start(REDIS_URL=valkey_server.url)
-        assert exchange.http.get("/markets/default").status_code == 200  # made on that server
+        assert exchange.http.get("/v1/markets/default").status_code == 200  # made on that server
         assert redis.Redis.from_url(valkey_server.url).exists(Keys().events)
         assert exchange.stop(signal.SIGTERM) == 0
         assert stopped_children(exchange.output()) == ["api", "engine", "persistence", "analytics"]
@@ -279,13 +279,13 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
         wait_until(lambda: (exchange.balance(key) or {}).get("total") == 300_000, message="you's $1,000 x 3")
         for market_id, scheme, shard in (("rain", "binary", 2), ("derby", "odds", 1)):
             body = {"market_id": market_id, "scheme": scheme, "shard": shard, "collateral": True}
-            created = exchange.http.post("/markets", json=body, headers=exchange.admin())
+            created = exchange.http.post("/v1/markets", json=body, headers=exchange.admin())
             assert (created.status_code, created.json()["shard"]) == (201, shard), created.text
         bob = exchange.key_of("bob")
         for shard in (1, 2):
             body = {"amount": 100_000, "shard": shard}
             assert (
-                exchange.http.post("/admin/accounts/bob/deposit", json=body, headers=exchange.admin()).status_code
+                exchange.http.post("/v1/admin/accounts/bob/deposit", json=body, headers=exchange.admin()).status_code
                 == 200
             )
         sell = exchange.place(you, side="sell", price=52, qty=10)
@@ -297,17 +297,17 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
         parts = {p["shard"]: p for p in (exchange.balance(key) or {})["shards"]}
         assert (parts[0]["total"], parts[1]["reserved"], parts[2]["reserved"]) == (100_000, 1_500, 6 * 48)
         wait_until(
-            lambda: len(exchange.http.get("/account/trades", headers=you).json()["items"]) == 2,
+            lambda: len(exchange.http.get("/v1/account/trades", headers=you).json()["items"]) == 2,
             timeout=30,
             message="the consumers of shards 1 and 2 storing your trades in the one database",
         )
 
         # cash moves from shard 0 to shard 2 through the relays, once
         moved = exchange.http.post(
-            "/account/transfers", json={"amount": 5_000, "from_shard": 0, "to_shard": 2}, headers=you
+            "/v1/account/transfers", json={"amount": 5_000, "from_shard": 0, "to_shard": 2}, headers=you
         )
         assert moved.status_code == 202, moved.text
-        transfer = f"/account/transfers/{moved.json()['transfer_id']}"
+        transfer = f"/v1/account/transfers/{moved.json()['transfer_id']}"
         wait_until(lambda: exchange.http.get(transfer, headers=you).json()["status"] == "done", message="paid in")
         parts = {p["shard"]: p for p in (exchange.balance(key) or {})["shards"]}
         # shard 2: the transfer in, less the 48 a contract the sell of 4 paid in
@@ -324,7 +324,7 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
 
         def shard_2_trades() -> bool:
             answer = exchange.http.post(
-                "/orders", json={"market_id": "rain", "side": "buy", "price": 52, "qty": 1}, headers=bob
+                "/v1/orders", json={"market_id": "rain", "side": "buy", "price": 52, "qty": 1}, headers=bob
             )
             return answer.status_code == 201
 
@@ -337,9 +337,9 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
         ]
 
         exchange.start()  # the same cluster, from its folder
-        markets = {m["market_id"]: m["shard"] for m in exchange.http.get("/markets").json()}
+        markets = {m["market_id"]: m["shard"] for m in exchange.http.get("/v1/markets").json()}
         assert (markets["rain"], markets["derby"]) == (2, 1)
-        asks = exchange.http.get("/markets/rain/book").json()["asks"]
+        asks = exchange.http.get("/v1/markets/rain/book").json()["asks"]
         assert [(level["price"], level["qty"]) for level in asks] == [(52, 5)]
         assert exchange.stop(signal.SIGTERM) == 0
     finally:

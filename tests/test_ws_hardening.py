@@ -39,7 +39,7 @@ from matchbox.engine.types import (
 )
 from matchbox.settings import Settings
 
-FILL_KEYS = {"channel", "id", "n", "type", "seq", "ts", "market_id", "trade_id", "price", "qty", "taker_side"} | {
+FILL_KEYS = {"channel", "id", "n", "type", "seq", "time_ms", "market_id", "trade_id", "price", "qty", "taker_side"} | {
     "role",
     "account",
     "order_id",
@@ -55,13 +55,13 @@ def open_settings(redis_url: str, data_dir: Path, **fields: Any) -> Settings:
 
 def new_market(open_client: TestClient) -> str:
     market_id = fresh("ws")
-    made = open_client.post("/markets", json={"market_id": market_id, "scheme": "binary"}, headers=ADMIN)
+    made = open_client.post("/v1/markets", json={"market_id": market_id, "scheme": "binary"}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return market_id
 
 
 def place(open_client: TestClient, **body: Any) -> dict[str, Any]:
-    placed = open_client.post("/orders", json=body)
+    placed = open_client.post("/v1/orders", json=body)
     assert placed.status_code == 201, placed.text
     order: dict[str, Any] = placed.json()
     return order
@@ -69,7 +69,7 @@ def place(open_client: TestClient, **body: Any) -> dict[str, Any]:
 
 def stream_position(open_client: TestClient) -> str:
     """The id of the last event this instance has read: a resume point that is surely in the stream."""
-    position: str = open_client.get("/engine").json()["tail_position"]
+    position: str = open_client.get("/v1/engine").json()["tail_position"]
     return position
 
 
@@ -85,14 +85,14 @@ def closed_with(ws: WebSocketTestSession) -> WebSocketDisconnect:
 @pytest.mark.parametrize("last_id", ["abc", "1-1", "99999999999999999999999-0", "-1"])
 def test_a_bad_last_id_is_refused_and_the_instance_keeps_trading(open_client: TestClient, last_id: str) -> None:
     market = new_market(open_client)
-    with open_client.websocket_connect(f"/ws?last_id={last_id}") as ws:  # and kept open, as the attacker does
+    with open_client.websocket_connect(f"/v1/ws?last_id={last_id}") as ws:  # and kept open, as the attacker does
         place(open_client, market_id=market, side="sell", price=40, qty=2, account="ann")
         trade = place(open_client, market_id=market, side="buy", price=40, qty=2, account="bob")
         assert trade["status"] == "filled"
         after = place(open_client, market_id=market, side="buy", price=30, qty=1, account="bob")  # not a 202 pending
-        assert open_client.get(f"/orders/{after['order_id']}").json()["status"] == "open"
+        assert open_client.get(f"/v1/orders/{after['order_id']}").json()["status"] == "open"
         refusal = ws.receive_json()
-        assert (refusal["op"], refusal["field"]) == ("error", "last_id")
+        assert (refusal["type"], refusal["error"]["field"]) == ("error", "last_id")
         assert closed_with(ws).code == 1008
 
 
@@ -152,11 +152,11 @@ def test_ready_is_503_while_the_tail_is_stopped_and_the_tail_restarts(redis_url:
         poison = MarketStateChanged(0, 0, "no-such-market", MarketState.CLOSED, "")  # the projection cannot fold it
         poison_id = bus.client.xadd(bus.keys.events, {"event": encode_event(poison, 10**9, "0-1")})
         wait_until(lambda: api.get("/ready").status_code == 503, message="/ready to see the stopped tail")
-        assert "event tail stopped" in api.get("/ready").json()["error"]
+        assert "event tail stopped" in api.get("/ready").json()["error"]["message"]
         bus.client.xdel(bus.keys.events, poison_id)  # the operator removes it: the restarted tail reads on
         wait_until(lambda: api.get("/ready").status_code == 200, message="the tail to restart")
         order = place(api, side="buy", price=5, qty=1)
-        assert api.get(f"/orders/{order['order_id']}").status_code == 200
+        assert api.get(f"/v1/orders/{order['order_id']}").status_code == 200
 
 
 def test_a_tail_behind_the_committed_events_for_seconds_is_not_ready(redis_url: str) -> None:
@@ -182,33 +182,37 @@ def test_a_resume_reaches_back_a_bounded_number_of_events(exchange_url: str, dat
         for price in (10, 11):  # two resting orders: four events
             place(api, market_id=market, side="buy", price=price, qty=1, account="ann")
         for too_far in (old, "0-0"):  # "0-0": all of history, anonymously
-            with api.websocket_connect(f"/ws?last_id={too_far}&subscribe=trades:{market}") as ws:
-                ws.send_json({"op": "ping"})  # history, then a pong, if it were served
+            with api.websocket_connect(f"/v1/ws?last_id={too_far}&subscribe=trades:{market}") as ws:
+                ws.send_json({"type": "ping"})  # history, then a pong, if it were served
                 refusal = ws.receive_json()
-                assert (refusal["op"], refusal["field"]) == ("error", "last_id")
-                assert "resync from REST" in refusal["error"]
+                assert (refusal["type"], refusal["error"]["field"]) == ("error", "last_id")
+                assert "resync from REST" in refusal["error"]["message"]
                 assert closed_with(ws).code == 1008
         recent = stream_position(api)
-        with api.websocket_connect(f"/ws?last_id={recent}&subscribe=trades:{market}") as ws:
+        with api.websocket_connect(f"/v1/ws?last_id={recent}&subscribe=trades:{market}") as ws:
             place(api, market_id=market, side="sell", price=11, qty=1, account="bob")
-            assert ws.receive_json()["channel"] == "trades"
+            assert ws.receive_json()["channel"] == f"trades:{market}"
 
 
 def test_big_nested_and_binary_messages_are_answered_and_the_connection_serves_on(open_client: TestClient) -> None:
-    with open_client.websocket_connect("/ws") as ws:
-        ws.send_text('{"op":"ping","pad":"' + "x" * MAX_FRAME_BYTES + '"}')
-        assert ws.receive_json() == {"op": "error", "error": "a message is 4096 bytes at most", "field": "message"}
+    with open_client.websocket_connect("/v1/ws") as ws:
+        ws.send_text('{"type":"ping","pad":"' + "x" * MAX_FRAME_BYTES + '"}')
+        assert ws.receive_json() == {
+            "type": "error",
+            "channel": None,
+            "error": {"code": "BODY_TOO_LARGE", "message": "a message is 4096 bytes at most", "field": "message"},
+        }
         ws.send_text("[" * 2000 + "]" * 2000)  # under the size bound, deeper than the decoder recurses
-        assert ws.receive_json()["op"] == "error"
-        ws.send_bytes(b'{"op":"ping"}')
-        assert ws.receive_json() == {"op": "pong"}
+        assert ws.receive_json()["type"] == "error"
+        ws.send_bytes(b'{"type":"ping"}')
+        assert ws.receive_json() == {"type": "pong", "channel": None}
 
 
 # --------------------------------------------------------------------------- item 6: keys and limits
 
 
 def new_account(open_client: TestClient) -> tuple[str, str]:
-    made = open_client.post("/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
+    made = open_client.post("/v1/admin/accounts", json={"account": fresh("acct")}, headers=ADMIN)
     assert made.status_code == 201, made.text
     return made.json()["account"], made.json()["api_key"]
 
@@ -218,13 +222,13 @@ def test_a_revoked_key_closes_its_websocket(exchange_url: str, data_dir: Path) -
     keys_mode = open_settings(exchange_url, data_dir, open_access=False, key_cache_seconds=0.5)
     with TestClient(create_app(keys_mode)) as api, TestClient(create_app(keys_mode)) as other:
         name, key = new_account(api)
-        with api.websocket_connect("/ws") as ws:
-            ws.send_json({"op": "auth", "key": key})
-            assert ws.receive_json() == {"op": "authed", "account": name}
-            ws.send_json({"op": "subscribe", "channel": "orders"})
-            assert ws.receive_json()["op"] == "subscribed"
+        with api.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"type": "auth", "key": key})
+            assert ws.receive_json() == {"type": "authed", "channel": None, "account": name}
+            ws.send_json({"type": "subscribe", "channel": "orders"})
+            assert ws.receive_json()["type"] == "subscribed"
             key_id = key.split("_")[1]
-            assert other.delete(f"/admin/accounts/{name}/keys/{key_id}", headers=ADMIN).status_code == 204
+            assert other.delete(f"/v1/admin/accounts/{name}/keys/{key_id}", headers=ADMIN).status_code == 204
             closed = closed_with(ws)  # idle: the connection's own check finds it, through the key cache
             assert (closed.code, "revoked" in closed.reason) == (1008, True)
 
@@ -233,25 +237,25 @@ def test_websocket_messages_spend_the_rate_limit(exchange_url: str, data_dir: Pa
     limited = open_settings(exchange_url, data_dir, open_access=False, rate_limit=0.01, rate_burst=3)
     with TestClient(create_app(limited)) as api:
         _, key = new_account(api)
-        with api.websocket_connect("/ws") as ws:
-            ws.send_json({"op": "auth", "key": key})  # the key's first token (and the connection's)
-            assert ws.receive_json()["op"] == "authed"
-            ws.send_json({"op": "ping"})  # the key's second
-            assert ws.receive_json() == {"op": "pong"}
-            assert api.get("/account", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # third
-            ws.send_json({"op": "heartbeat", "timeout_ms": 0})
+        with api.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"type": "auth", "key": key})  # the key's first token (and the connection's)
+            assert ws.receive_json()["type"] == "authed"
+            ws.send_json({"type": "ping"})  # the key's second
+            assert ws.receive_json() == {"type": "pong", "channel": None}
+            assert api.get("/v1/account", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # third
+            ws.send_json({"type": "heartbeat", "timeout_ms": 0})
             over = ws.receive_json()
-            assert (over["op"], over["field"]) == ("error", "authorization")
-            assert "per key" in over["error"]
-            ws.send_json({"op": "ping"})
-            assert ws.receive_json()["op"] == "error"  # still limited, still connected
-        with api.websocket_connect("/ws") as anonymous:
+            assert (over["type"], over["error"]["field"]) == ("error", "authorization")
+            assert "per key" in over["error"]["message"]
+            ws.send_json({"type": "ping"})
+            assert ws.receive_json()["type"] == "error"  # still limited, still connected
+        with api.websocket_connect("/v1/ws") as anonymous:
             answers = []
             for _ in range(4):
-                anonymous.send_json({"op": "ping"})
+                anonymous.send_json({"type": "ping"})
                 answers.append(anonymous.receive_json())
-            assert answers[:3] == [{"op": "pong"}] * 3
-            assert "per connection" in answers[3]["error"]
+            assert answers[:3] == [{"type": "pong", "channel": None}] * 3
+            assert "per connection" in answers[3]["error"]["message"]
 
 
 # --------------------------------------------------------------------------- item 8: no counterparty
@@ -262,14 +266,14 @@ def test_a_fill_names_its_own_side_only_live_resumed_and_in_rest(open_client: Te
     maker, taker = fresh("ann"), fresh("bob")
     start = stream_position(open_client)
     with (
-        open_client.websocket_connect(f"/ws?subscribe=orders:{maker}") as maker_ws,
-        open_client.websocket_connect(f"/ws?subscribe=orders:{taker}") as taker_ws,
+        open_client.websocket_connect(f"/v1/ws?subscribe=orders:{maker}") as maker_ws,
+        open_client.websocket_connect(f"/v1/ws?subscribe=orders:{taker}") as taker_ws,
     ):
         sell = place(open_client, market_id=market, side="sell", price=60, qty=3, account=maker)
         buy = place(open_client, market_id=market, side="buy", price=60, qty=2, account=taker)
         live_maker = next_fill(maker_ws)
         live_taker = next_fill(taker_ws)
-    with open_client.websocket_connect(f"/ws?last_id={start}&subscribe=orders:{maker}") as resumed:
+    with open_client.websocket_connect(f"/v1/ws?last_id={start}&subscribe=orders:{maker}") as resumed:
         assert next_fill(resumed) == live_maker
     assert {key: live_maker[key] for key in ("role", "account", "order_id", "side", "remaining")} == {
         "role": "maker",
@@ -283,8 +287,8 @@ def test_a_fill_names_its_own_side_only_live_resumed_and_in_rest(open_client: Te
     for own, other in ((live_maker, taker), (live_taker, maker)):
         assert set(own) == FILL_KEYS  # no maker_account, taker_account, maker_order_id, …
         assert other not in json.dumps(own)
-    assert taker not in open_client.get(f"/orders/{sell['order_id']}").text
-    assert maker not in open_client.get(f"/orders/{buy['order_id']}").text
+    assert taker not in open_client.get(f"/v1/orders/{sell['order_id']}").text
+    assert maker not in open_client.get(f"/v1/orders/{buy['order_id']}").text
 
 
 def next_fill(ws: WebSocketTestSession) -> dict[str, Any]:

@@ -50,7 +50,6 @@ TAKE_EVERY_S = 0.5
 MAKER_FUNDS_CENTS = 100_000_000  # $1,000,000
 TAKER_FUNDS_CENTS = 10_000_000  # $100,000 each
 FUNDS_CHECK_EVERY_S = 15.0
-INSUFFICIENT_FUNDS = 600  # the engine's reason code
 
 
 @dataclass(slots=True)
@@ -131,7 +130,7 @@ class Exchange:
 async def create_markets(exchange: Exchange) -> None:
     for market in MARKETS:
         body = {"market_id": market.market_id, "scheme": market.scheme, "collateral": True}
-        status, answer = await exchange.call("POST", "/markets", admin=True, json=body)
+        status, answer = await exchange.call("POST", "/v1/markets", admin=True, json=body)
         if status == 409:  # there already, as after a restart; an old data folder's has no collateral
             continue
         if status != 201:
@@ -143,9 +142,9 @@ async def enlist(exchange: Exchange, account: str, funds_cents: int, open_mode: 
     an existing one gets a new key and loses its older ones (those of earlier runs)."""
     if open_mode:
         return Bot(account, None, funds_cents)
-    status, issued = await exchange.call("POST", "/admin/accounts", admin=True, json={"account": account})
+    status, issued = await exchange.call("POST", "/v1/admin/accounts", admin=True, json={"account": account})
     if status == 409:
-        status, issued = await exchange.call("POST", f"/admin/accounts/{account}/keys", admin=True)
+        status, issued = await exchange.call("POST", f"/v1/admin/accounts/{account}/keys", admin=True)
         if status == 201:
             await revoke_other_keys(exchange, account, issued["key_id"])
     if status != 201:
@@ -154,14 +153,12 @@ async def enlist(exchange: Exchange, account: str, funds_cents: int, open_mode: 
 
 
 async def revoke_other_keys(exchange: Exchange, account: str, kept_key_id: str) -> None:
-    status, accounts = await exchange.call("GET", "/admin/accounts", admin=True)
+    status, found = await exchange.call("GET", f"/v1/admin/accounts/{account}", admin=True)
     if status != 200:
-        raise RuntimeError(f"listing accounts: {status} {accounts}")
-    for found in accounts:
-        if found["account"] == account:
-            for key_id in found["key_ids"]:
-                if key_id != kept_key_id:
-                    await exchange.call("DELETE", f"/admin/accounts/{account}/keys/{key_id}", admin=True)
+        raise RuntimeError(f"looking up {account}: {status} {found}")
+    for key_id in found["key_ids"]:
+        if key_id != kept_key_id:
+            await exchange.call("DELETE", f"/v1/admin/accounts/{account}/keys/{key_id}", admin=True)
 
 
 async def keep_funded(exchange: Exchange, bot: Bot) -> None:
@@ -170,7 +167,7 @@ async def keep_funded(exchange: Exchange, bot: Bot) -> None:
     now = time.monotonic()
     if now - bot.checked_at < FUNDS_CHECK_EVERY_S:
         return
-    status, balance = await exchange.call("GET", "/account", bot, params=bot.params())
+    status, balance = await exchange.call("GET", "/v1/account", bot, params=bot.params())
     if status != 200:
         raise RuntimeError(f"GET /account for {bot.account}: {status} {balance}")
     bot.checked_at = now
@@ -180,7 +177,7 @@ async def keep_funded(exchange: Exchange, bot: Bot) -> None:
             continue
         amount = bot.funds_cents - part["free"]
         body = {"amount": amount, **({"shard": part["shard"]} if "shard" in part else {})}
-        path = f"/admin/accounts/{bot.account}/deposit"
+        path = f"/v1/admin/accounts/{bot.account}/deposit"
         status, answer = await exchange.call("POST", path, admin=True, json=body)
         if status != 200:
             raise RuntimeError(f"depositing for {bot.account}: {status} {answer}")
@@ -192,7 +189,8 @@ def note_refusal(bot: Bot, status: int, answer: Any) -> None:
     checked before its next order. A refused key is an error: the bot pauses, says so, retries."""
     if status in (401, 403):
         raise RuntimeError(f"{bot.account}'s key was refused: {status} {answer}")
-    if status == 422 and isinstance(answer, dict) and answer.get("code") == INSUFFICIENT_FUNDS:
+    error = answer.get("error", answer) if isinstance(answer, dict) else None  # a batch item's is unwrapped
+    if status == 422 and isinstance(error, dict) and error.get("code") == "INSUFFICIENT_FUNDS":
         log.debug("insufficient funds", extra={"account": bot.account})
         bot.checked_at = float("-inf")
 
@@ -201,16 +199,16 @@ async def make_market(exchange: Exchange, market: DemoMarket, bot: Bot, rng: ran
     while True:
         await keep_funded(exchange, bot)
         market.drift(rng)
-        status, answer = await exchange.call("DELETE", "/orders", bot, params=bot.params(market_id=market.market_id))
+        status, answer = await exchange.call("DELETE", "/v1/orders", bot, params=bot.params(market_id=market.market_id))
         note_refusal(bot, status, answer)
         orders = []
         for level in range(LEVELS):
             lots = rng.randint(5, 40)
             orders.append(bot.signed(market.order("buy", market.fair - 1 - level, lots)))
             orders.append(bot.signed(market.order("sell", market.fair + 1 + level, lots)))
-        status, answer = await exchange.call("POST", "/orders/batch", bot, json={"orders": orders})
+        status, answer = await exchange.call("POST", "/v1/orders/batch", bot, json={"orders": orders})
         note_refusal(bot, status, answer)
-        for item in answer if status == 200 and isinstance(answer, list) else []:
+        for item in answer["items"] if status == 200 and isinstance(answer, dict) else []:
             note_refusal(bot, item["status"], item.get("error"))
         await asyncio.sleep(QUOTE_EVERY_S * rng.uniform(0.7, 1.3))
 
@@ -223,7 +221,7 @@ async def take(exchange: Exchange, market: DemoMarket, bots: list[Bot], rng: ran
         through = 2 + rng.randint(0, LEVELS - 1)
         tick = market.fair + through if side == "buy" else market.fair - through
         body = bot.signed(market.order(side, tick, rng.randint(1, 15), tif="IOC"))
-        status, answer = await exchange.call("POST", "/orders", bot, json=body)
+        status, answer = await exchange.call("POST", "/v1/orders", bot, json=body)
         note_refusal(bot, status, answer)
         await asyncio.sleep(TAKE_EVERY_S * rng.uniform(0.3, 1.7))
 

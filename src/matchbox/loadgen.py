@@ -214,7 +214,7 @@ async def _setup(session: aiohttp.ClientSession, config: Config, flow: Flow) -> 
         body = {"market_id": config.create_market, "scheme": "binary"}
         try:
             async with session.post(
-                f"{config.urls[0]}/markets", json=body, headers={"authorization": f"Bearer {token}"}
+                f"{config.urls[0]}/v1/markets", json=body, headers={"authorization": f"Bearer {token}"}
             ) as response:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -225,7 +225,7 @@ async def _setup(session: aiohttp.ClientSession, config: Config, flow: Flow) -> 
     for url in config.urls:
         while True:
             try:
-                async with session.get(f"{url}/markets/{config.market}") as response:
+                async with session.get(f"{url}/v1/markets/{config.market}") as response:
                     await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SetupError(f"cannot reach {url}: {exc!r}") from None
@@ -243,7 +243,9 @@ async def _setup(session: aiohttp.ClientSession, config: Config, flow: Flow) -> 
     admin = {"authorization": f"Bearer {config.admin_token}"}
     headers = {}
     for account in [*flow.buyers, *flow.sellers]:
-        async with session.post(f"{config.urls[0]}/admin/accounts", json={"account": account}, headers=admin) as made:
+        async with session.post(
+            f"{config.urls[0]}/v1/admin/accounts", json={"account": account}, headers=admin
+        ) as made:
             if made.status != 201:
                 raise SetupError(f"creating account {account!r}: {made.status} {await made.text()}")
             headers[account] = {"authorization": f"Bearer {(await made.json())['api_key']}"}
@@ -262,7 +264,7 @@ async def _drive(
     if config.rate > 0 and config.seconds is not None:
         by_time = max(1, int(config.rate * config.seconds))
         total = by_time if total is None else min(total, by_time)
-    urls = [f"{url}/orders" for url in config.urls]
+    urls = [f"{url}/v1/orders" for url in config.urls]
     task = progress.add_task("orders", total=total, info="") if progress is not None else None
     counter = itertools.count()
     clock = time.perf_counter

@@ -455,17 +455,17 @@ def ensure_your_account(plan: Plan) -> YourAccount:
     if key and _key_works(plan.api, key):
         return YourAccount(YOU, key, path, created=False)
     admin = plan.admin_token
-    status, body = _call("POST", f"{plan.api}/admin/accounts", admin, {"account": YOU})
+    status, body = _call("POST", f"{plan.api}/v1/admin/accounts", admin, {"account": YOU})
     created = status == 201
     if status == 409:  # the account exists, its key is lost: another one
-        status, body = _call("POST", f"{plan.api}/admin/accounts/{YOU}/keys", admin)
+        status, body = _call("POST", f"{plan.api}/v1/admin/accounts/{YOU}/keys", admin)
     if status != 201:
         raise UpError(f"could not get an API key for the account {YOU!r}: {status} {body}")
     key = str(body["api_key"])
     _write_secret(path, key)
     for shard in range(plan.shards) if created else ():  # cash lives per shard: some on each
         deposit = {"amount": YOU_DEPOSIT_CENTS, "shard": shard}
-        status, body = _call("POST", f"{plan.api}/admin/accounts/{YOU}/deposit", admin, deposit)
+        status, body = _call("POST", f"{plan.api}/v1/admin/accounts/{YOU}/deposit", admin, deposit)
         if status != 200:
             raise UpError(f"could not fund the account {YOU!r}: {status} {body}")
     return YourAccount(YOU, key, path, created=created)
@@ -481,7 +481,7 @@ def _your_account(plan: Plan, console: Console) -> YourAccount | None:
 
 
 def _key_works(api: str, key: str) -> bool:
-    status, body = _call("GET", f"{api}/account", key)
+    status, body = _call("GET", f"{api}/v1/account", key)
     if status in (401, 403):
         return False
     if status != 200:

@@ -16,33 +16,41 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from matchbox.api.auth import Admin, Caller, acting_as
-from matchbox.api.errors import ADMIN_ERRORS, KEY_ERRORS, ApiError
+from matchbox.api.codes import Code
+from matchbox.api.errors import ADMIN_ERRORS, KEY_ERRORS, ApiError, rejected_by_engine
 from matchbox.api.models import (
+    NS_PER_MS,
     AccountId,
     AccountIn,
     AccountInfoOut,
+    AccountsPage,
     AccountTradeOut,
+    AccountTradesPage,
     AmountIn,
+    BalanceEntryOut,
     BalanceOut,
     HeartbeatIn,
     HeartbeatOut,
+    HistoryPage,
     KeyOut,
+    MarketId,
     OrdersPage,
     PositionOut,
+    PositionsPage,
     ShardBalanceOut,
-    TradesPage,
     TransferIn,
     TransferOut,
 )
 from matchbox.api.orders import order_out, stored_order_out
+from matchbox.api.pages import Cursor, FromMs, Limit, ToMs, int_cursor, page, time_range
 from matchbox.api.prices import price_out, side_word
 from matchbox.api.projection import BalanceView, TransferView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, outcome_or_nothing, services_of, submit_one
-from matchbox.bus.accounts import AccountError, IssuedKey
+from matchbox.bus.accounts import AccountError, AccountInfo, IssuedKey
 from matchbox.consumers import queries
 from matchbox.consumers.queries import OrderFilter
-from matchbox.engine.ids import ACCOUNT_PATTERN, MAX_ID_LENGTH
+from matchbox.engine.ids import ACCOUNT_PATTERN, MAX_ID_LENGTH, shard_of
 from matchbox.engine.types import Deposit, Heartbeat, HeartbeatSet, Rejected, RejectReason, TickScheme, Withdraw
 from matchbox.engine.types import TransferOut as TransferOutCommand
 
@@ -50,10 +58,10 @@ router = APIRouter(tags=["accounts"], route_class=EdgeRoute)
 NamedAccount = Annotated[
     AccountId | None, Query(alias="account", description="open mode only: whose account (with a key: yours)")
 ]
-Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
-Before = Annotated[
-    int | None, Query(ge=1, le=2**63 - 1, description="the page after this cursor (a previous page's next)")
-]
+
+
+def _account_info(found: AccountInfo) -> AccountInfoOut:
+    return AccountInfoOut(account=found.account, name=found.name, created_ms=found.created, key_ids=found.key_ids)
 
 
 def _key_out(issued: IssuedKey) -> KeyOut:
@@ -82,16 +90,33 @@ async def create_account(request: Request, body: AccountIn) -> KeyOut:
     try:
         issued = await asyncio.to_thread(lambda: services.accounts().create(body.account, body.name))
     except AccountError as exc:
-        raise ApiError(409, str(exc), exc.field) from None
+        raise ApiError(
+            409, Code.ACCOUNT_EXISTS if "exists" in str(exc) else Code.INVALID_FIELD, str(exc), "account"
+        ) from None
     return _key_out(issued)
 
 
-@router.get("/admin/accounts", response_model=list[AccountInfoOut], responses=ADMIN_ERRORS, dependencies=[Admin])
-async def list_accounts(request: Request) -> list[AccountInfoOut]:
-    """Every account with the ids of its keys (admin). Keys themselves are never shown again."""
+@router.get("/admin/accounts", response_model=AccountsPage, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def list_accounts(request: Request, limit: Limit = 100, cursor: Cursor = None) -> AccountsPage:
+    """Accounts by id, with the ids of their keys (admin). Keys themselves are never shown again."""
     services = services_of(request)
     found = await asyncio.to_thread(lambda: services.accounts().list())
-    return [AccountInfoOut(account=a.account, name=a.name, created=a.created, key_ids=a.key_ids) for a in found]
+    after = sorted((a for a in found if cursor is None or a.account > cursor), key=lambda a: a.account)
+    items, following = page(after[: limit + 1], limit, lambda a: a.account)
+    return AccountsPage(
+        items=[_account_info(a) for a in items],
+        next=following,
+    )
+
+
+@router.get("/admin/accounts/{account}", response_model=AccountInfoOut, responses=ADMIN_ERRORS, dependencies=[Admin])
+async def get_account(request: Request, account: AccountId) -> AccountInfoOut:
+    """One account with the ids of its keys (admin)."""
+    services = services_of(request)
+    found = await asyncio.to_thread(lambda: services.accounts().get(account))
+    if found is None:
+        raise ApiError(404, Code.UNKNOWN_ACCOUNT, f"unknown account {account!r}", "account")
+    return _account_info(found)
 
 
 @router.post(
@@ -107,7 +132,7 @@ async def issue_key(request: Request, account: AccountId) -> KeyOut:
     try:
         issued = await asyncio.to_thread(lambda: services.accounts().issue_key(account))
     except AccountError as exc:
-        raise ApiError(404, str(exc), exc.field) from None
+        raise ApiError(404, Code.UNKNOWN_ACCOUNT, str(exc), "account") from None
     return _key_out(issued)
 
 
@@ -116,7 +141,7 @@ async def revoke_key(request: Request, account: AccountId, key_id: str) -> Respo
     """Revoke a key (admin). Other instances stop accepting it within ``key_cache_seconds``."""
     services = services_of(request)
     if not await asyncio.to_thread(lambda: services.accounts().revoke(account, key_id)):
-        raise ApiError(404, f"account {account!r} has no key {key_id!r}", "key_id")
+        raise ApiError(404, Code.UNKNOWN_KEY, f"account {account!r} has no key {key_id!r}", "key_id")
     services.gate.forget_all()
     return Response(status_code=204)
 
@@ -160,61 +185,92 @@ async def my_balance(request: Request, caller: Caller, account: NamedAccount = N
     return balance_out(services_of(request), acting_as(caller, account))
 
 
-@router.get("/account/positions", response_model=list[PositionOut], responses=KEY_ERRORS)
-async def my_positions(request: Request, caller: Caller, account: NamedAccount = None) -> list[PositionOut]:
-    """Your positions in collateral markets that are not settled."""
+@router.get("/account/positions", response_model=PositionsPage, responses=KEY_ERRORS)
+async def my_positions(
+    request: Request, caller: Caller, limit: Limit = 100, cursor: Cursor = None, account: NamedAccount = None
+) -> PositionsPage:
+    """Your positions in collateral markets that are not settled, by market id."""
     services = services_of(request)
     held = services.projection.positions.get(acting_as(caller, account), {})
     markets = services.projection.markets
-    return [
-        PositionOut(
-            market_id=p.market_id,
-            scheme=markets[p.market_id].scheme.name.lower(),
-            yes=p.yes,
-            no=p.no,
-            committed=p.committed,
-            stake=p.stake,
-            liability=p.liability,
-        )
-        for p in held.values()
-    ]
+    found = sorted((p for p in held.values() if cursor is None or p.market_id > cursor), key=lambda p: p.market_id)
+    items, after = page(found[: limit + 1], limit, lambda p: p.market_id)
+    return PositionsPage(
+        items=[
+            PositionOut(
+                market_id=p.market_id,
+                scheme=markets[p.market_id].scheme.name.lower(),
+                yes=p.yes,
+                no=p.no,
+                committed=p.committed,
+                stake=p.stake,
+                liability=p.liability,
+            )
+            for p in items
+        ],
+        next=after,
+    )
 
 
 @router.get("/account/orders", response_model=OrdersPage, responses=KEY_ERRORS)
 def my_orders(
     request: Request,
     caller: Caller,
-    state: OrderFilter = "open",
+    state: Annotated[
+        OrderFilter, Query(description="open: live (from the live view); closed, all: from the database")
+    ] = "open",
+    market_id: Annotated[MarketId | None, Query(description="only this market's")] = None,
     limit: Limit = 100,
-    before: Before = None,
+    cursor: Cursor = None,
     account: NamedAccount = None,
 ) -> OrdersPage:
     """Your orders, newest first. ``open`` is live; ``closed`` and ``all`` come from the database."""
     services = services_of(request)
-    who = acting_as(caller, account)
+    who, before = acting_as(caller, account), int_cursor(cursor)
     if state == "open":
         projection = services.projection
-        # by id, newest first (the page cursor is an id): with shards, shard by shard
-        ids = sorted((i for i in projection.live.get(who, {}) if before is None or i < before), reverse=True)
-        page = ids[: limit + 1]
-        items = [order_out(services, projection.orders[i]) for i in page[:limit]]
-    else:
-        rows = queries.account_orders(services.database(), who, state=state, before=before, limit=limit + 1)
-        page = [row.order_id for row in rows]
-        items = [stored_order_out(services, who, row) for row in rows[:limit]]
-    return OrdersPage(items=items, next=page[limit - 1] if len(page) > limit else None)
+        ids = sorted(
+            (
+                i
+                for i in projection.live.get(who, {})
+                if (before is None or i < before) and (market_id is None or projection.orders[i].market_id == market_id)
+            ),
+            reverse=True,
+        )
+        chosen, after = page(ids[: limit + 1], limit, lambda i: i)
+        return OrdersPage(items=[order_out(services, projection.orders[i]) for i in chosen], next=after)
+    rows = queries.account_orders(
+        services.database(), who, state=state, before=before, limit=limit + 1, market_id=market_id
+    )
+    found, after = page(rows, limit, lambda row: row.order_id)
+    return OrdersPage(items=[stored_order_out(services, who, row) for row in found], next=after)
 
 
-@router.get("/account/trades", response_model=TradesPage, responses=KEY_ERRORS)
+@router.get("/account/trades", response_model=AccountTradesPage, responses=KEY_ERRORS)
 def my_trades(
-    request: Request, caller: Caller, limit: Limit = 100, before: Before = None, account: NamedAccount = None
-) -> TradesPage:
+    request: Request,
+    caller: Caller,
+    market_id: Annotated[MarketId | None, Query(description="only this market's")] = None,
+    from_ms: FromMs = None,
+    to_ms: ToMs = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    account: NamedAccount = None,
+) -> AccountTradesPage:
     """Your trades, newest first, from the database."""
     services = services_of(request)
-    rows = queries.account_trades(services.database(), acting_as(caller, account), before=before, limit=limit + 1)
+    rows = queries.account_trades(
+        services.database(),
+        acting_as(caller, account),
+        before=int_cursor(cursor),
+        limit=limit + 1,
+        market_id=market_id,
+        since=time_range(from_ms, to_ms),
+    )
+    found, after = page(rows, limit, lambda row: row.trade_id)
     markets = services.projection.markets
     items = []
-    for row in rows[:limit]:
+    for row in found:
         market = markets.get(row.market_id)
         scheme = market.scheme if market else TickScheme.TICKS
         items.append(
@@ -225,10 +281,37 @@ def my_trades(
                 qty=row.qty,
                 side=side_word(scheme, row.side),
                 role=row.role,
-                timestamp=row.ts,
+                time_ms=row.ts // NS_PER_MS,
             )
         )
-    return TradesPage(items=items, next=rows[limit - 1].trade_id if len(rows) > limit else None)
+    return AccountTradesPage(items=items, next=after)
+
+
+@router.get("/account/history", response_model=HistoryPage, responses=KEY_ERRORS)
+def my_history(
+    request: Request, caller: Caller, limit: Limit = 100, cursor: Cursor = None, account: NamedAccount = None
+) -> HistoryPage:
+    """Your balance changes, newest first (with several shards: shard by shard), from the database."""
+    services = services_of(request)
+    rows = queries.account_balance_history(
+        services.database(), acting_as(caller, account), before=int_cursor(cursor), limit=limit + 1
+    )
+    found, after = page(rows, limit, lambda row: row.n)
+    return HistoryPage(
+        items=[
+            BalanceEntryOut(
+                total=row.total,
+                reserved=row.reserved,
+                change=row.change,
+                reason=row.reason.name,
+                market_id=row.market_id or None,
+                shard=shard_of(row.n),
+                time_ms=row.ts // NS_PER_MS,
+            )
+            for row in found
+        ],
+        next=after,
+    )
 
 
 @router.post("/account/transfers", status_code=202, response_model=TransferOut, responses=KEY_ERRORS)
@@ -244,7 +327,7 @@ async def transfer(request: Request, body: TransferIn, caller: Caller, account: 
     source = services.shard(body.from_shard, "from_shard")
     services.shard(body.to_shard, "to_shard")  # a 404 for a shard this exchange does not have
     if body.from_shard == body.to_shard:
-        raise ApiError(400, "from_shard and to_shard are the same shard", "to_shard")
+        raise ApiError(400, RejectReason.INVALID_TRANSFER, "from_shard and to_shard are the same shard", "to_shard")
     client_id = body.transfer_id or secrets.token_hex(8)
     command = TransferOutCommand(
         seq=0,
@@ -256,19 +339,15 @@ async def transfer(request: Request, body: TransferIn, caller: Caller, account: 
     )
     submission = await submit_one(services, command, f"transfer:{client_id}", shard=source)
     if submission.status == "conflict":
-        raise ApiError(409, "this transfer_id was used for another transfer", "transfer_id")
+        raise ApiError(409, Code.TRANSFER_ID_REUSED, "this transfer_id was used for another transfer", "transfer_id")
     events = await outcome_or_nothing(services, submission)
     if events is None:  # journalled: taken out or refused, once; the same request again tells which
-        raise ApiError(503, f"the engine has not answered yet: send it again with transfer_id {client_id!r}")
+        raise ApiError(
+            503, Code.NOT_ANSWERED, f"the engine has not answered yet: send it again with transfer_id {client_id!r}"
+        )
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None and rejected.reason is not RejectReason.DUPLICATE_TRANSFER:
-        raise ApiError(
-            409,
-            f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
-            _TRANSFER_FIELDS.get(rejected.reason),
-            reason=rejected.reason.name,
-            code=int(rejected.reason),
-        )
+        raise rejected_by_engine(409, rejected.reason, _TRANSFER_FIELDS.get(rejected.reason))
     return _transfer_out(services, who, client_id, body)
 
 
@@ -287,7 +366,7 @@ async def get_transfer(
     who = acting_as(caller, account)
     known = services.projection.transfers.get(transfer_key(who, transfer_id))
     if known is None:
-        raise ApiError(404, f"unknown transfer {transfer_id!r}", "transfer_id")
+        raise ApiError(404, Code.UNKNOWN_TRANSFER, f"unknown transfer {transfer_id!r}", "transfer_id")
     return _transfer_answer(transfer_id, known)
 
 
@@ -329,4 +408,4 @@ async def arm(services: Services, account: str, timeout_ms: int) -> HeartbeatOut
     command = Heartbeat(seq=0, ts=0, account=account, timeout_ms=timeout_ms)
     answers = await asyncio.gather(*(engine_outcome(services, command, link) for link in services.shards.values()))
     deadlines = [e.deadline for events in answers for e in events if isinstance(e, HeartbeatSet) and e.deadline]
-    return HeartbeatOut(account=account, deadline=min(deadlines) // 1_000_000 if deadlines else None)
+    return HeartbeatOut(account=account, deadline_ms=min(deadlines) // NS_PER_MS if deadlines else None)

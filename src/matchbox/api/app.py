@@ -14,13 +14,16 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 
 import redis
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from matchbox.api import accounts, history, markets, ops, orders, ws
-from matchbox.api.errors import ApiError, install_errors
+from matchbox.api.errors import ERRORS, ApiError, install_errors
 from matchbox.api.middleware import LimitAndMeasure
+from matchbox.api.models import BookOut
+from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, submit_one
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.cluster import connect_async_bus
@@ -82,13 +85,19 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         version="0.1.0",
         description="An exchange core for prediction markets and betting exchanges.",
         lifespan=lifespan,
+        openapi_url=f"{V1}/openapi.json",
+        docs_url=f"{V1}/docs",
+        redoc_url=None,
     )
     app.state.open_access = settings.open_access
     install_errors(app)
-    app.add_middleware(orders.PlaceOrderFast)  # added first: the body limit and metrics wrap it
+    app.add_middleware(
+        orders.PlaceOrderFast, paths=(f"{V1}/orders", "/orders")
+    )  # added first: the body limit and metrics wrap it
     app.add_middleware(LimitAndMeasure)
     for router in (orders.router, accounts.router, markets.router, history.router, ops.router, ws.router):
-        app.include_router(router)
+        app.include_router(router, prefix=V1)
+    app.include_router(aliases())
     app.mount("/static", StaticFiles(directory=str(WEB_STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -96,6 +105,40 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
         return FileResponse(str(WEB_STATIC / "index.html"))
 
     return app
+
+
+V1 = "/v1"  # the contract's version: every path of the API is under it (docs/api.md)
+
+
+def aliases() -> APIRouter:
+    """The seed's paths, kept working beside v1: ``POST /orders``, ``GET /orderbook``,
+    ``GET /health`` and the plain fills of ``WS /ws``; and the operator's probes ``/ready`` and
+    ``/metrics``, where health checks and scrapers are configured by path."""
+    router = APIRouter(tags=["seed and probe aliases"], route_class=EdgeRoute)
+    v1 = {route.name: route for route in (*orders.router.routes, *ops.router.routes) if isinstance(route, APIRoute)}
+    for name in ("place_order", "health", "ready", "metrics"):
+        route = v1[name]
+        router.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=sorted(route.methods or ()),
+            status_code=route.status_code,
+            response_model=route.response_model,
+            response_class=route.response_class,
+            responses=route.responses,
+            summary=f"{route.summary or route.name.replace('_', ' ').capitalize()} (alias of {V1}{route.path})",
+            description=route.description,
+        )
+    router.add_api_route(
+        "/orderbook",
+        markets.orderbook,
+        methods=["GET"],
+        response_model=BookOut,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
+    router.add_api_websocket_route("/ws", ws.ws)
+    return router
 
 
 async def _ensure_default_market(services: Services) -> None:

@@ -27,6 +27,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.types import Scope
 
+from matchbox.api.codes import Code
 from matchbox.api.errors import ApiError
 from matchbox.api.services import Services, services_of
 
@@ -36,11 +37,14 @@ _CALLER = "matchbox.caller"  # the scope key that keeps a request's caller once 
 def require_admin(services: Services, authorization: str | None) -> None:
     expected = services.settings.admin_token
     if not expected:
-        raise ApiError(403, "admin operations are disabled: set MATCHBOX_ADMIN_TOKEN", "authorization")
+        raise ApiError(403, Code.FORBIDDEN, "admin operations are disabled: set MATCHBOX_ADMIN_TOKEN", "authorization")
     # one header form, compared in constant time: how long a refusal takes tells nothing of the token
     if not hmac.compare_digest((authorization or "").encode(), f"Bearer {expected}".encode()):
         raise ApiError(
-            403, "admin token missing or wrong: send Authorization: Bearer <MATCHBOX_ADMIN_TOKEN>", "authorization"
+            403,
+            Code.FORBIDDEN,
+            "admin token missing or wrong: send Authorization: Bearer <MATCHBOX_ADMIN_TOKEN>",
+            "authorization",
         )
 
 
@@ -65,10 +69,12 @@ def acting_as(caller_account: str | None, named: str | None, field: str = "accou
     open mode the one the request names."""
     if caller_account is None:
         if not named:
-            raise ApiError(400, f"{field} is required (open mode: requests name their account)", field)
+            raise ApiError(
+                400, Code.MISSING_FIELD, f"{field} is required (open mode: requests name their account)", field
+            )
         return named
     if named and named != caller_account:
-        raise ApiError(403, f"{field}: a key acts for its own account ({caller_account!r}) only", field)
+        raise ApiError(403, Code.FORBIDDEN, f"{field}: a key acts for its own account ({caller_account!r}) only", field)
     return caller_account
 
 

@@ -4,6 +4,7 @@ that turn validation failures, HTTP errors and an unreachable Redis into such bo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -12,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from matchbox.api.models import (
-    ErrorBody,
-)
+from matchbox.api.codes import Code
+from matchbox.api.models import ErrorBody, ErrorDetail
+from matchbox.engine.types import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody},
     503: {"model": ErrorBody},
 }
-REDIS_DOWN = b'{"error":"the exchange\'s Redis is unavailable; retry shortly"}'
+REDIS_DOWN = b'{"error":{"code":"UNAVAILABLE","message":"the exchange\'s Redis is unavailable; retry shortly"}}'
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorBody}}
 # What a request made with an API key may also meet: no or a bad key, another account, the rate limit.
 KEY_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -48,17 +49,67 @@ class BodyTooLarge(StarletteHTTPException):
 def too_large(exc: BodyTooLarge) -> JSONResponse:
     # the rest of the body is still coming: closing the connection stops it, rather than have
     # the server read and drop it to keep the connection alive
-    return JSONResponse({"error": exc.detail, "field": "body"}, status_code=413, headers={"Connection": "close"})
+    return error_response(413, Code.BODY_TOO_LARGE, str(exc.detail), "body", headers={"Connection": "close"})
+
+
+def error_body(
+    code: Code | RejectReason, message: str, field: str | None = None, order_id: int | None = None
+) -> ErrorBody:
+    """The one error shape: ``{"error": {"code", "message", "field"?, "order_id"?}}``."""
+    name = code.name if isinstance(code, RejectReason) else code.value
+    return ErrorBody(error=ErrorDetail(code=name, message=message, field=field, order_id=order_id))
+
+
+def error_response(
+    status: int,
+    code: Code | RejectReason,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = error_body(code, message, field).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class ApiError(Exception):
+    """A refusal: its HTTP status, its code (the API's, or the engine's reject reason) and the field at fault."""
+
     def __init__(
-        self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+        self,
+        status: int,
+        code: Code | RejectReason,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        order_id: int | None = None,
     ) -> None:
-        super().__init__(error)
+        super().__init__(message)
         self.status = status
         self.headers = headers
-        self.body = ErrorBody(error=error, field=field, **extra)
+        self.body = error_body(code, message, field, order_id)
+
+
+def rejected_by_engine(
+    status: int, reason: RejectReason, field: str | None = None, order_id: int | None = None
+) -> ApiError:
+    """The engine's refusal of a command: its reason is the code."""
+    return ApiError(
+        status, reason, f"rejected by the engine: {reason.name.lower().replace('_', ' ')}", field, order_id=order_id
+    )
+
+
+# Pydantic's error types, as (status, code): a value out of its bounds is a 400, as the seed has a
+# zero qty; any other invalid value (a wrong type, a word not in the list) a 422, as its bad side.
+_VALIDATION: dict[str, tuple[int, Code]] = {
+    "json_invalid": (400, Code.INVALID_JSON),
+    "extra_forbidden": (400, Code.UNKNOWN_FIELD),
+    "missing": (422, Code.MISSING_FIELD),
+    "greater_than": (400, Code.INVALID_FIELD),
+    "greater_than_equal": (400, Code.INVALID_FIELD),
+    "less_than": (400, Code.INVALID_FIELD),
+    "less_than_equal": (400, Code.INVALID_FIELD),
+}
+_HTTP_CODES = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}
 
 
 def install_errors(app: FastAPI) -> None:
@@ -73,16 +124,19 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-        if first.get("type") == "json_invalid":
-            return JSONResponse({"error": "the body is not valid JSON", "field": "body"}, status_code=400)
+        kind = str(first.get("type", ""))
+        status, code = _VALIDATION.get(kind, (422, Code.INVALID_FIELD))
+        if code is Code.INVALID_JSON:
+            return error_response(status, code, "the body is not valid JSON", "body")
         loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
         field = ".".join(loc) or "body"
-        status = 400 if first.get("type") in ("greater_than", "greater_than_equal") else 422
-        return JSONResponse({"error": f"{field}: {first.get('msg')}", "field": field}, status_code=status)
+        message = f"unknown field {field!r}" if code is Code.UNKNOWN_FIELD else f"{field}: {first.get('msg')}"
+        return error_response(status, code, message, field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        code = _HTTP_CODES.get(exc.status_code, Code.INVALID_FIELD)
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError) -> Response:

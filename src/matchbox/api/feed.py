@@ -1,9 +1,12 @@
 """WebSocket channel messages, made from events alone (so live and resumed feeds agree).
 
 Channels: ``trades:<market>`` (every trade), ``orders:<account>`` (the account's order events,
-fills, balance and position changes, transfers between shards, and dead-man switch events), ``book:<market>`` (an image,
-then level deltas; from the projection, see the hub)
-and the original README's plain feed of fills, which a client gets until it subscribes to something.
+fills, balance and position changes, transfers between shards, and dead-man switch events),
+``book:<market>`` (a snapshot, then level deltas; from the projection, see the hub) and the
+seed's plain feed of fills, which a client gets until it subscribes to something. Every message
+names its ``type`` and its ``channel`` (the subscription's full name, ``trades:<market>``); the
+hub numbers each subscription's messages (``seq``). Times are unix ms, in fields named ``…_ms``,
+as on REST (the seed's fill keeps its ``timestamp`` in ns beside them).
 
 Every message speaks its market's units, as REST does (see :mod:`matchbox.api.prices`): prices
 as cents, decimal odds or ticks, sides as buy/sell or back/lay. On the orders channel an event
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from matchbox.api.models import NS_PER_MS
 from matchbox.api.prices import price_out, side_word
 from matchbox.bus.codec import to_builtins
 from matchbox.engine.types import (
@@ -62,7 +66,20 @@ def channel_messages(event: Event, stream_id: str, n: int, scheme_of: SchemeOf) 
         return []
     data = to_builtins(event)
     shape(event, data, scheme_of)
-    return [(f"orders:{account}", {"channel": "orders", "id": stream_id, "n": n, **data})]
+    channel = f"orders:{account}"
+    return [(channel, {"channel": channel, "id": stream_id, "n": n, **_in_ms(data)})]
+
+
+def _in_ms(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's fields with its times in unix ms, named so (as REST has them: an expiry or a
+    deadline of 0, none, is null); its journal ``seq`` gives way to the message's own."""
+    del data["seq"]
+    data["time_ms"] = data.pop("ts") // NS_PER_MS
+    for name in ("expires_at", "deadline"):
+        if name in data:
+            value = data.pop(name)
+            data[f"{name}_ms"] = value // NS_PER_MS if value else None
+    return data
 
 
 def _trade_messages(
@@ -70,6 +87,7 @@ def _trade_messages(
 ) -> list[tuple[str, dict[str, Any]]]:
     price = _price(scheme, event.price)
     taker_side = _SIDE_WORDS[scheme][event.taker_side]
+    time_ms = event.ts // NS_PER_MS
     trade = {
         "trade_id": event.trade_id,
         "market_id": event.market_id,
@@ -78,11 +96,15 @@ def _trade_messages(
         "taker_side": taker_side,
     }
     public = {**trade, "maker_order_id": event.maker_order_id, "taker_order_id": event.taker_order_id}
-    fill = {"channel": "orders", **envelope, "type": "TradeExecuted", "seq": event.seq, "ts": event.ts, **trade}
+    fill = {**envelope, "type": "TradeExecuted", "time_ms": time_ms, **trade}
+    trades = f"trades:{event.market_id}"
     return [
-        (FILLS, {**envelope, **_seed_fill(event, price)}),
-        (f"trades:{event.market_id}", {"channel": "trades", **envelope, **public, "timestamp": event.ts}),
-        *((f"orders:{own['account']}", {**fill, **own}) for own in (_maker(event, scheme), _taker(event, scheme))),
+        (FILLS, {"type": "fill", "channel": FILLS, **envelope, **_seed_fill(event, price), "time_ms": time_ms}),
+        (trades, {"type": "trade", "channel": trades, **envelope, **public, "time_ms": time_ms}),
+        *(
+            (f"orders:{own['account']}", {"channel": f"orders:{own['account']}", **fill, **own})
+            for own in (_maker(event, scheme), _taker(event, scheme))
+        ),
     ]
 
 
@@ -117,7 +139,7 @@ def _seed_fill(event: TradeExecuted, price: int | float) -> dict[str, Any]:
         "taker_order_id": event.taker_order_id,
         "price": price,
         "qty": event.qty,
-        "timestamp": event.ts,
+        "timestamp": event.ts,  # the seed's fill: engine time, in ns
         "market_id": event.market_id,
     }
 

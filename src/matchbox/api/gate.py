@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
+from matchbox.api.codes import Code
 from matchbox.api.errors import ApiError
 from matchbox.bus.accounts import HASHES, KEY_PREFIX, key_hash
 from matchbox.bus.aio import AsyncBus
@@ -34,6 +35,7 @@ class Bucket:
             wait = math.ceil((1 - self.tokens) / settings.rate_limit)
             raise ApiError(
                 429,
+                Code.RATE_LIMITED,
                 f"rate limit: {settings.rate_limit:g} requests a second per {per} (bursts of {settings.rate_burst})",
                 "authorization",
                 headers={"Retry-After": str(wait)},
@@ -55,7 +57,7 @@ class Gate:
         scheme, _, key = (authorization or "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key.startswith(KEY_PREFIX) or len(key) > 128:
-            raise ApiError(401, UNAUTHORIZED, "authorization", headers=CHALLENGE)
+            raise ApiError(401, Code.UNAUTHENTICATED, UNAUTHORIZED, "authorization", headers=CHALLENGE)
         digest = key_hash(key)
         now = time.monotonic()
         known = self._known.get(digest)
@@ -66,7 +68,7 @@ class Gate:
                 self._known.clear()
             self._known[digest] = known = (account, now + self.settings.key_cache_seconds)
         if known[0] is None:
-            raise ApiError(401, UNAUTHORIZED, "authorization", headers=CHALLENGE)
+            raise ApiError(401, Code.UNAUTHENTICATED, UNAUTHORIZED, "authorization", headers=CHALLENGE)
         self._spend(digest, now)
         return known[0]
 

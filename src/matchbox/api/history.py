@@ -12,37 +12,43 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from matchbox.api.errors import ERRORS, ApiError
-from matchbox.api.models import CandleOut, StatsOut
+from matchbox.api.errors import ERRORS
+from matchbox.api.models import CandleOut, CandlesPage, MarketId, StatsOut
+from matchbox.api.pages import Cursor, FromMs, ToMs, int_cursor, page, time_range
 from matchbox.api.prices import price_out
+from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import market_of, services_of
 from matchbox.consumers import queries
-from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import TickScheme
 
-router = APIRouter(tags=["market data"])
+router = APIRouter(tags=["market data"], route_class=EdgeRoute)
 
 Interval = Literal["1s", "1m", "1h", "1d"]
 
 
-@router.get("/markets/{market_id}/candles", response_model=list[CandleOut], responses=ERRORS)
+@router.get("/markets/{market_id}/candles", response_model=CandlesPage, responses=ERRORS)
 def candles(
     request: Request,
-    market_id: str,
+    market_id: MarketId,
     interval: Interval = "1m",
-    start: Annotated[int | None, Query(alias="from", ge=0, le=INT64_MAX, description="Unix ms, inclusive.")] = None,
-    end: Annotated[int | None, Query(alias="to", ge=0, le=INT64_MAX, description="Unix ms, exclusive.")] = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-) -> list[CandleOut]:
-    """OHLCV candles, oldest first; without ``from``, the latest ``limit``. Intervals with no trade have none."""
+    from_ms: FromMs = None,
+    to_ms: ToMs = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="at most this many candles in the page")] = 500,
+    cursor: Cursor = None,
+) -> CandlesPage:
+    """OHLCV candles starting within [from_ms, to_ms), newest first. Intervals with no trade have none."""
     services = services_of(request)
     scheme = market_of(services, market_id).scheme
-    if start is not None and end is not None and end <= start:
-        raise ApiError(400, "to must be after from", "to")
-    found = queries.candles(services.database(), market_id, interval, start, end, limit)
-    return [
+    time_range(from_ms, to_ms)  # checks to_ms is after from_ms
+    before = int_cursor(cursor)
+    end = to_ms if before is None else min(before, to_ms if to_ms is not None else before)
+    found = queries.candles(services.database(), market_id, interval, None, end, limit + 1)[::-1]
+    if from_ms is not None:
+        found = [c for c in found if c.start_ms >= from_ms]
+    chosen, after = page(found, limit, lambda c: c.start_ms)
+    items = [
         CandleOut(
-            start=c.start_ms,
+            start_ms=c.start_ms,
             open=price_out(scheme, c.open),
             high=price_out(scheme, c.high),
             low=price_out(scheme, c.low),
@@ -51,12 +57,13 @@ def candles(
             trades=c.trade_count,
             vwap=None if scheme is TickScheme.ODDS else round(c.vwap, 4),
         )
-        for c in found
+        for c in chosen
     ]
+    return CandlesPage(items=items, next=after)
 
 
 @router.get("/markets/{market_id}/stats", response_model=StatsOut, responses=ERRORS)
-def stats(request: Request, market_id: str) -> StatsOut:
+def stats(request: Request, market_id: MarketId) -> StatsOut:
     """Last trade, 24-hour volume, trade count and VWAP, best bid and ask, spread and mid."""
     services = services_of(request)
     scheme = market_of(services, market_id).scheme
@@ -66,7 +73,7 @@ def stats(request: Request, market_id: str) -> StatsOut:
             market_id=market_id,
             last_price=None,
             last_qty=None,
-            last_trade_at=None,
+            last_trade_ms=None,
             vwap_24h=None,
             volume_24h=0,
             trades_24h=0,
@@ -83,7 +90,7 @@ def stats(request: Request, market_id: str) -> StatsOut:
         market_id=market_id,
         last_price=None if found.last_price is None else price_out(scheme, found.last_price),
         last_qty=found.last_qty,
-        last_trade_at=found.last_trade_ms,
+        last_trade_ms=found.last_trade_ms,
         vwap_24h=None if vwap is None or scheme is TickScheme.ODDS else round(vwap, 4),
         volume_24h=found.volume_24h,
         trades_24h=found.trades_24h,

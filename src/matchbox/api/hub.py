@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matchbox.api import cursor
+from matchbox.api.errors import error_body
 from matchbox.api.feed import FILLS, channel_messages
 from matchbox.api.prices import price_out
 from matchbox.api.projection import LevelChange, Projection, Update
 from matchbox.bus.codec import DecodedEvent
 from matchbox.bus.connection import id_order
-from matchbox.engine.types import Side, TickScheme
+from matchbox.engine.types import RejectReason, Side, TickScheme
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,24 @@ class Client:
     skip_through: dict[int, str] = field(default_factory=dict)  # after a resume: shard -> sent up to here
     held: list[tuple[int, str, tuple[str, dict[str, Any]]]] = field(default_factory=list)  # (shard, id, message)
     positions: dict[int, str] = field(default_factory=dict)  # its feed's place on each shard: its cursor
+    seqs: dict[str, int] = field(default_factory=dict)  # channel -> the seq of its last message sent
 
-    def stamped(self, message: dict[str, Any]) -> dict[str, Any]:
-        """``message`` with this connection's cursor as its ``id`` (one shard: the stream id it has)."""
-        if len(self.positions) < 2:
-            return message
-        return {**message, "id": cursor.encode(self.positions)}
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        """A message of the subscription ``channel``: numbered next (``seq``, contiguous from the
+        acknowledgement's 0, so a client sees a gap), with this connection's cursor as its ``id``
+        (one shard: the stream id it has)."""
+        seq = self.seqs[channel] = self.seqs.get(channel, 0) + 1
+        numbered = {**message, "seq": seq}
+        if len(self.positions) > 1 and "id" in message:
+            numbered["id"] = cursor.encode(self.positions)
+        self.offer(numbered)
 
     def deliver(self, shard: int, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
         """Its feed has gone through ``stream_id`` of ``shard``: the messages of its channels, as of there."""
         self.positions[shard] = stream_id
         for channel, message in messages:
             if channel in self.channels:
-                self.offer(self.stamped(message))
+                self.send(channel, message)
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -84,15 +90,21 @@ class Hub:
         self.clients.discard(client)
 
     def subscribe(self, client: Client, channel: str) -> None:
+        """Acknowledge (``seq`` 0), then, for a book, its snapshot (``seq`` 1); again on a channel
+        it has: a fresh start, as after a gap."""
         if not client.explicit:
             client.channels.discard(FILLS)
             client.explicit = True
         client.channels.add(channel)
+        client.seqs[channel] = 0
+        client.offer({"type": "subscribed", "channel": channel, "seq": 0})
         if channel.startswith("book:"):
-            client.offer(client.stamped(self.book_image(channel.removeprefix("book:"))))
+            client.send(channel, self.book_image(channel.removeprefix("book:")))
 
     def unsubscribe(self, client: Client, channel: str) -> None:
         client.channels.discard(channel)
+        client.seqs.pop(channel, None)
+        client.offer({"type": "unsubscribed", "channel": channel})
 
     def scheme_of(self, market_id: str) -> TickScheme:
         """The market's tick scheme, for its messages' units (ticks for one not known)."""
@@ -120,8 +132,8 @@ class Hub:
     def _delta(self, change: LevelChange, stream_id: str, n: int) -> dict[str, Any]:
         market = self.projection.markets[change.market_id]
         return {
-            "channel": "book",
             "type": "delta",
+            "channel": f"book:{change.market_id}",
             "market_id": change.market_id,
             "id": stream_id,
             "sequence": n,
@@ -135,7 +147,8 @@ class Hub:
         book = self.projection.books.get(market_id)
         market = self.projection.markets.get(market_id)
         if book is None or market is None:
-            return {"channel": "book", "type": "error", "market_id": market_id, "error": "unknown market"}
+            error = error_body(RejectReason.UNKNOWN_MARKET, f"unknown market {market_id!r}", "market_id")
+            return {"type": "error", "channel": f"book:{market_id}", **error.model_dump(exclude_none=True)}
 
         def levels(side: Side) -> list[dict[str, Any]]:
             return [
@@ -144,8 +157,8 @@ class Hub:
             ]
 
         return {
-            "channel": "book",
-            "type": "image",
+            "type": "snapshot",
+            "channel": f"book:{market_id}",
             "market_id": market_id,
             "id": cursor.encode(self.positions),
             "sequence": self.projection.sequence(market),

@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from matchbox.api.auth import Admin
+from matchbox.api.codes import Code
 from matchbox.api.errors import ADMIN_ERRORS, ERRORS, ApiError
 from matchbox.api.models import (
+    NS_PER_MS,
     BookOut,
     LevelOut,
     MarketId,
     MarketIn,
     MarketOut,
+    MarketsPage,
     SettleIn,
     TickerOut,
     TradeOut,
+    TradesPage,
 )
+from matchbox.api.pages import Cursor, FromMs, Limit, ToMs, int_cursor, page, time_range, within
 from matchbox.api.prices import price_out, side_word
 from matchbox.api.projection import MarketView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, market_of, services_of
+from matchbox.consumers import queries
 from matchbox.engine.types import (
     CloseMarket,
     Command,
     CreateMarket,
     MarketCreated,
+    RejectReason,
     ResumeMarket,
     SelfTradePrevention,
     SettleMarket,
@@ -80,13 +88,15 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
     services = services_of(request)
     scheme = SCHEMES[body.scheme]
     if scheme is TickScheme.TICKS and body.max_tick is None:
-        raise ApiError(400, "a ticks market needs max_tick", "max_tick")
+        raise ApiError(400, Code.MISSING_FIELD, "a ticks market needs max_tick", "max_tick")
     if scheme is not TickScheme.TICKS and body.max_tick is not None:
-        raise ApiError(400, "max_tick is for ticks markets only", "max_tick")
+        raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, "max_tick is for ticks markets only", "max_tick")
     if body.collateral and scheme is TickScheme.TICKS:
-        raise ApiError(400, "collateral is for binary and odds markets only", "collateral")
+        raise ApiError(
+            400, RejectReason.INVALID_MARKET_SPEC, "collateral is for binary and odds markets only", "collateral"
+        )
     if body.market_id in services.projection.markets:
-        raise ApiError(409, f"market {body.market_id!r} exists", "market_id")
+        raise ApiError(409, RejectReason.MARKET_EXISTS, f"market {body.market_id!r} exists", "market_id")
     shard = await services.place_market(body.market_id, body.shard)
     command = CreateMarket(
         seq=0,
@@ -103,10 +113,28 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
     return _market_out(services, services.projection.markets[body.market_id])
 
 
-@router.get("/markets", response_model=list[MarketOut])
-async def list_markets(request: Request) -> list[MarketOut]:
+@router.get("/markets", response_model=MarketsPage, responses=ERRORS)
+async def list_markets(
+    request: Request,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    state: Annotated[Literal["open", "suspended", "closed", "settled"] | None, Query(description="only these")] = None,
+    scheme: Annotated[Literal["binary", "odds", "ticks"] | None, Query(description="only these")] = None,
+) -> MarketsPage:
+    """Markets by id, with their best prices."""
     services = services_of(request)
-    return [_market_out(services, m) for m in services.projection.markets.values()]
+    found = sorted(
+        (
+            m
+            for m in services.projection.markets.values()
+            if (cursor is None or m.market_id > cursor)
+            and (state is None or m.state.name.lower() == state)
+            and (scheme is None or m.scheme.name.lower() == scheme)
+        ),
+        key=lambda m: m.market_id,
+    )
+    items, after = page(found[: limit + 1], limit, lambda m: m.market_id)
+    return MarketsPage(items=[_market_out(services, m) for m in items], next=after)
 
 
 @router.get("/markets/{market_id}", response_model=MarketOut, responses=ERRORS)
@@ -148,9 +176,8 @@ async def settle(request: Request, market_id: MarketId, body: SettleIn | None = 
     return await transition(request, market_id, command)
 
 
-@router.get("/orderbook", response_model=BookOut, response_model_exclude_none=True, responses=ERRORS)
 async def orderbook(request: Request, market_id: MarketId | None = None) -> BookOut:
-    """The original README's book: bids highest first, asks lowest first, and the sequence."""
+    """The seed's book (``GET /orderbook``): bids highest first, asks lowest first, and the sequence."""
     services = services_of(request)
     market = market_of(services, market_id or services.settings.default_market)
     return _book_out(services, market, None, with_orders=False)
@@ -162,26 +189,58 @@ async def book(request: Request, market_id: MarketId, depth: int = Query(default
     return _book_out(services, market_of(services, market_id), depth)
 
 
-@router.get("/markets/{market_id}/trades", response_model=list[TradeOut], responses=ERRORS)
+@router.get("/markets/{market_id}/trades", response_model=TradesPage, responses=ERRORS)
 async def trades(
-    request: Request, market_id: MarketId, limit: int = Query(default=50, ge=1, le=1000)
-) -> list[TradeOut]:
-    """Recent trades, newest first."""
+    request: Request,
+    market_id: MarketId,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    from_ms: FromMs = None,
+    to_ms: ToMs = None,
+) -> TradesPage:
+    """The market's trades, newest first (within [from_ms, to_ms), if given).
+
+    The recent ones come from this instance's live view of the market; older ones, past its
+    window of the last 1,000, from the database the persistence consumer writes."""
     services = services_of(request)
     market = market_of(services, market_id)
-    recent = list(services.projection.trades[market_id])[-limit:]
-    return [
-        TradeOut(
-            trade_id=t.trade_id,
-            price=price_out(market.scheme, t.price),
-            qty=t.qty,
-            taker_side=side_word(market.scheme, t.taker_side),
-            maker_order_id=t.maker_order_id,
-            taker_order_id=t.taker_order_id,
-            timestamp=t.ts,
+    before, since = int_cursor(cursor), time_range(from_ms, to_ms)
+    window = services.projection.trades[market_id]
+    found = [
+        _trade_out(market, t.trade_id, t.price, t.qty, t.taker_side, t.maker_order_id, t.taker_order_id, t.ts)
+        for t in reversed(window)
+        if (before is None or t.trade_id < before) and within(t.ts, since)
+    ][: limit + 1]
+    if len(found) <= limit and len(window) == window.maxlen:  # older trades than the window holds may exist
+        older = min(before or window[0].trade_id, window[0].trade_id)
+        rows = await asyncio.to_thread(
+            queries.market_trades,
+            services.database(),
+            market_id,
+            before=older,
+            limit=limit + 1 - len(found),
+            since=since,
         )
-        for t in reversed(recent)
-    ]
+        found += [
+            _trade_out(market, r.trade_id, r.price, r.qty, r.taker_side, r.maker_order_id, r.taker_order_id, r.ts)
+            for r in rows
+        ]
+    items, after = page(found, limit, lambda t: t.trade_id)
+    return TradesPage(items=items, next=after)
+
+
+def _trade_out(
+    market: MarketView, trade_id: int, price: int, qty: int, taker_side: Side, maker: int, taker: int, ts: int
+) -> TradeOut:
+    return TradeOut(
+        trade_id=trade_id,
+        price=price_out(market.scheme, price),
+        qty=qty,
+        taker_side=side_word(market.scheme, taker_side),
+        maker_order_id=maker,
+        taker_order_id=taker,
+        time_ms=ts // NS_PER_MS,
+    )
 
 
 @router.get("/markets/{market_id}/ticker", response_model=TickerOut, responses=ERRORS)

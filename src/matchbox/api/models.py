@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from matchbox.api.codes import ALL_CODES
 from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH, MAX_SHARDS
 from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
@@ -17,6 +18,7 @@ from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
 # as text are refused past a few dozen characters before Decimal reads them, and have few digits,
 # so a giant exponent is refused before any arithmetic.
 MAX_ODDS_CHARS = 32
+T = TypeVar("T")
 NS_PER_MS = 1_000_000  # engine time is in ns; the API speaks unix ms
 
 
@@ -35,12 +37,27 @@ AccountId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=A
 MarketId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=MARKET_ID_PATTERN)]
 
 
+class Page(BaseModel, Generic[T]):
+    """The one list shape: a page of items, and the cursor of the next (see :mod:`matchbox.api.pages`)."""
+
+    items: list[T]
+    next: str | None = Field(description="pass as cursor= for the next page; null: there is no more")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="A stable code (docs/api.md lists them): the API's own, or the engine's reject reason",
+        json_schema_extra={"enum": list(ALL_CODES)},
+    )
+    message: str = Field(description="What went wrong, in words (wording may change: match on code)")
+    field: str | None = Field(default=None, description="The request field at fault, if one is")
+    order_id: int | None = Field(default=None, description="The order concerned: a rejected order's id")
+
+
 class ErrorBody(BaseModel):
-    error: str = Field(description="What went wrong, in words.")
-    field: str | None = Field(default=None, description="The request field at fault, if one is.")
-    reason: str | None = Field(default=None, description="The engine's reason code name, for rejections.")
-    code: int | None = Field(default=None, description="The engine's reason code number, for rejections.")
-    order_id: int | None = None
+    """Every non-2xx answer."""
+
+    error: ErrorDetail
 
 
 class MarketIn(BaseModel):
@@ -78,6 +95,10 @@ class MarketOut(BaseModel):
     best_ask: float | int | None
 
 
+class MarketsPage(Page[MarketOut]):
+    """Markets, by id."""
+
+
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     market_id: MarketId | None = Field(default=None, description="default: the default market")
@@ -91,8 +112,8 @@ class OrderIn(BaseModel):
         default=None, description="default: GTC for a limit order, IOC for a market order (which is IOC or FOK)"
     )
     post_only: bool = False
-    expires_at: int | None = Field(
-        default=None, ge=0, le=INT64_MAX // NS_PER_MS, description="GTD only: unix time in milliseconds"
+    expires_at_ms: int | None = Field(
+        default=None, ge=0, le=INT64_MAX // NS_PER_MS, description="GTD only: when it expires, unix ms"
     )
     client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
     account: AccountId | None = Field(
@@ -120,7 +141,7 @@ class FillOut(BaseModel):
     price: float | int
     qty: int
     role: Literal["maker", "taker"]
-    timestamp: int
+    time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
 
 
 class OrderOut(BaseModel):
@@ -146,7 +167,11 @@ class OrderOut(BaseModel):
 class BatchItemOut(BaseModel):
     status: int = Field(description="the HTTP status this order alone would have had")
     order: OrderOut | None = None
-    error: ErrorBody | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchOut(BaseModel):
+    items: list[BatchItemOut] = Field(description="one result per order, in the request's order")
 
 
 class LevelOut(BaseModel):
@@ -169,7 +194,11 @@ class TradeOut(BaseModel):
     taker_side: str
     maker_order_id: int
     taker_order_id: int
-    timestamp: int
+    time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
+
+
+class TradesPage(Page[TradeOut]):
+    """A market's trades, newest first."""
 
 
 class TickerOut(BaseModel):
@@ -202,7 +231,7 @@ class CancelAllOut(BaseModel):
 
 
 class CandleOut(BaseModel):
-    start: int = Field(description="The candle's start, unix ms; it covers [start, start + interval).")
+    start_ms: int = Field(description="The candle's start, unix ms; it covers [start_ms, start_ms + interval).")
     open: float | int
     high: float | int
     low: float | int
@@ -212,11 +241,15 @@ class CandleOut(BaseModel):
     vwap: float | None = Field(description="Volume-weighted average price (ticks markets and binary cents).")
 
 
+class CandlesPage(Page[CandleOut]):
+    """Candles, newest first."""
+
+
 class StatsOut(BaseModel):
     market_id: str
     last_price: float | int | None
     last_qty: int | None
-    last_trade_at: int | None = Field(description="Unix ms of the last trade.")
+    last_trade_ms: int | None = Field(description="Unix ms of the last trade.")
     vwap_24h: float | None
     volume_24h: int
     trades_24h: int
@@ -244,8 +277,12 @@ class KeyOut(BaseModel):
 class AccountInfoOut(BaseModel):
     account: str
     name: str
-    created: int = Field(description="unix ms")
+    created_ms: int = Field(description="unix ms")
     key_ids: list[str]
+
+
+class AccountsPage(Page[AccountInfoOut]):
+    """Accounts, by id."""
 
 
 class AmountIn(BaseModel):
@@ -283,9 +320,12 @@ class PositionOut(BaseModel):
     liability: int = Field(description="odds: cents at risk on lays")
 
 
-class OrdersPage(BaseModel):
-    items: list[OrderOut]
-    next: int | None = Field(description="pass as before= for the next (older) page; null: no more")
+class PositionsPage(Page[PositionOut]):
+    """Positions, by market id."""
+
+
+class OrdersPage(Page[OrderOut]):
+    """Orders, newest first."""
 
 
 class AccountTradeOut(BaseModel):
@@ -295,12 +335,25 @@ class AccountTradeOut(BaseModel):
     qty: int
     side: str = Field(description="this account's side: buy/sell, or back/lay on odds markets")
     role: Literal["maker", "taker"]
-    timestamp: int
+    time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
 
 
-class TradesPage(BaseModel):
-    items: list[AccountTradeOut]
-    next: int | None = Field(description="pass as before= for the next (older) page; null: no more")
+class AccountTradesPage(Page[AccountTradeOut]):
+    """An account's trades, newest first."""
+
+
+class BalanceEntryOut(BaseModel):
+    total: int = Field(description="cents after the change: the shard's cash, reserved or not")
+    reserved: int = Field(description="cents after the change: set aside for resting orders")
+    change: int = Field(description="cents: how much total moved")
+    reason: str = Field(description="why: DEPOSIT, WITHDRAW, TRADE, SETTLEMENT, ... (the engine's BalanceReason)")
+    market_id: str | None = Field(description="the market it concerns; null for deposits, withdrawals, transfers")
+    shard: int
+    time_ms: int = Field(description="unix ms, the engine's (journal) time")
+
+
+class HistoryPage(Page[BalanceEntryOut]):
+    """An account's balance changes, newest first."""
 
 
 class TransferIn(BaseModel):
@@ -339,4 +392,4 @@ class HeartbeatIn(BaseModel):
 
 class HeartbeatOut(BaseModel):
     account: str
-    deadline: int | None = Field(description="unix ms when the orders go if no heartbeat comes; null: disarmed")
+    deadline_ms: int | None = Field(description="unix ms when the orders go if no heartbeat comes; null: disarmed")

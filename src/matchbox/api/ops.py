@@ -12,15 +12,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from matchbox.api.errors import ERRORS
+from matchbox.api.codes import Code
+from matchbox.api.errors import ERRORS, error_body
 from matchbox.api.models import (
     EngineOut,
 )
+from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, ShardLink, services_of
 from matchbox.bus.durability import durability_problem
 from matchbox.consumers.runner import GroupLag, group_lag
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=EdgeRoute)
 
 
 @router.get("/health")
@@ -40,11 +42,16 @@ async def ready(request: Request) -> JSONResponse:
                 reason = await check(services, link)
                 if reason is not None:
                     where = f"shard {link.number}: " if len(services.shards) > 1 else ""
-                    return JSONResponse({"status": "unavailable", "error": where + reason}, status_code=503)
+                    return _not_ready(where + reason)
         holder = await services.first.bus.leader_holder()
     except redis.RedisError:
-        return JSONResponse({"status": "unavailable", "error": "Redis does not answer"}, status_code=503)
+        return _not_ready("Redis does not answer")
     return JSONResponse({"status": "ready", "leader": holder.rsplit(":", 1)[0] if holder else None})
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    body = error_body(Code.NOT_READY, reason).model_dump(exclude_none=True)
+    return JSONResponse({"status": "unavailable", **body}, status_code=503)
 
 
 async def _alarm(services: Services, shard: ShardLink) -> str | None:

@@ -17,12 +17,14 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchbox.api.auth import Caller, acting_as, caller_of
-from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError
+from matchbox.api.codes import Code
+from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError, rejected_by_engine
 from matchbox.api.models import (
     NS_PER_MS,
     AccountId,
     BatchIn,
     BatchItemOut,
+    BatchOut,
     CancelAllOut,
     ErrorBody,
     FillOut,
@@ -89,7 +91,9 @@ def order_out(services: Services, order: OrderView, client_order_id: str | None 
         type=None if rejected else order.kind.name.lower(),
         post_only=order.post_only,
         fills=[
-            FillOut(trade_id=f.trade_id, price=price_out(scheme, f.price), qty=f.qty, role=f.role, timestamp=f.ts)
+            FillOut(
+                trade_id=f.trade_id, price=price_out(scheme, f.price), qty=f.qty, role=f.role, time_ms=f.ts // NS_PER_MS
+            )
             for f in order.fills
         ],
         reject_reason=order.reject_reason.name if order.reject_reason is not None else None,
@@ -162,12 +166,12 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
             raise PriceError("stake", "give qty or stake, not both")
         qty = body.qty if body.qty is not None else body.stake
         if qty is None:
-            raise PriceError(qty_field, f"{qty_field} is required")
+            raise PriceError(qty_field, f"{qty_field} is required", Code.MISSING_FIELD)
         price = 0 if kind is OrderKind.MARKET else tick_of(market.scheme, body.price, body.odds)
     except PriceError as exc:
-        raise ApiError(400, exc.message, exc.field) from None
+        raise ApiError(400, exc.code, exc.message, exc.field) from None
     tif = TimeInForce[body.tif] if body.tif else _DEFAULT_TIF[kind]
-    expires_at = 0 if body.expires_at is None else body.expires_at * NS_PER_MS
+    expires_at = 0 if body.expires_at_ms is None else body.expires_at_ms * NS_PER_MS
     command = PlaceOrder(
         seq=0,
         ts=0,
@@ -184,10 +188,15 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
     )
     invalid = check_order(market, command)
     if invalid is not None:
-        field = qty_field if invalid.field == "qty" else invalid.field
-        raise ApiError(400, _invalid_message(market, command, invalid, field), field)
+        field = qty_field if invalid.field == "qty" else api_field(invalid.field)
+        raise ApiError(400, invalid.reason, _invalid_message(market, command, invalid, field), field)
     if market.state is not MarketState.OPEN:
-        raise ApiError(409, f"market {market_id!r} is {market.state.name.lower()}: it takes no orders", "market_id")
+        raise ApiError(
+            409,
+            RejectReason.MARKET_NOT_OPEN,
+            f"market {market_id!r} is {market.state.name.lower()}: it takes no orders",
+            "market_id",
+        )
     return command
 
 
@@ -205,9 +214,9 @@ def _invalid_message(market: MarketView, command: PlaceOrder, invalid: Invalid, 
             unit = "cents (1..99)" if market.scheme is TickScheme.BINARY else f"ticks (1..{market.max_tick})"
             return f"price {command.price} is off this market's ladder: {unit}"
         case RejectReason.INVALID_EXPIRY if command.tif is TimeInForce.GTD:
-            return "GTD needs expires_at, a future unix time in milliseconds"
+            return "GTD needs expires_at_ms, a future unix time in milliseconds"
         case RejectReason.INVALID_EXPIRY:
-            return "expires_at is for GTD orders only"
+            return "expires_at_ms is for GTD orders only"
     if invalid.field == "tif":
         return "a market order is IOC or FOK (the default), never GTC or GTD"
     if command.kind is OrderKind.MARKET:
@@ -220,15 +229,14 @@ async def _order_result(
 ) -> tuple[int, OrderOut | None, ErrorBody | None]:
     """(status, order, error) once the engine has spoken, or 202 pending after the timeout."""
     if submission.status == "conflict":
-        return (
+        conflict = ApiError(
             409,
-            None,
-            ErrorBody(
-                error="this client_order_id was used with different content",
-                field="client_order_id",
-                order_id=submission.order_id,
-            ),
+            Code.CLIENT_ORDER_ID_REUSED,
+            "this client_order_id was used with different content",
+            "client_order_id",
+            order_id=submission.order_id,
         )
+        return 409, None, conflict.body
     known = services.projection.orders.get(submission.order_id)
     if (
         submission.status == "dup"
@@ -242,17 +250,8 @@ async def _order_result(
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
         services.metrics.orders.labels("rejected").inc()
-        return (
-            422,
-            None,
-            ErrorBody(
-                error=f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
-                reason=rejected.reason.name,
-                code=int(rejected.reason),
-                order_id=submission.order_id,
-                field=_reject_field(services, command, rejected),
-            ),
-        )
+        field = _reject_field(services, command, rejected)
+        return 422, None, rejected_by_engine(422, rejected.reason, field, submission.order_id).body
     services.metrics.orders.labels("accepted").inc()
     order = services.projection.orders.get(submission.order_id) or _replayed(services, command, submission, events)
     if order is None:  # none of its events is left to tell (an output stream trimmed under it)
@@ -303,8 +302,13 @@ def _reject_field(services: Services, command: PlaceOrder, rejected: Rejected) -
     if market is not None:
         invalid = check_order(market, msgspec.structs.replace(command, ts=rejected.ts))
         if invalid is not None and invalid.reason is rejected.reason:
-            return invalid.field
+            return api_field(invalid.field)
     return _REJECT_FIELDS.get(rejected.reason)
+
+
+def api_field(engine_field: str) -> str:
+    """The request field an engine rule's field is given as (times in unix ms, named so)."""
+    return "expires_at_ms" if engine_field == "expires_at" else engine_field
 
 
 _REJECT_FIELDS = {  # the reasons that only the market's state or the book can give
@@ -343,16 +347,17 @@ class PlaceOrderFast:
     FastAPI unchanged, so every answer, error wording and the OpenAPI schema stay the route's own.
     """
 
-    route = SimpleNamespace(path="/orders")  # what the request metrics label this path with
-
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
         self.app = app
+        # what the request metrics label each path with
+        self.routes = {path: SimpleNamespace(path=path) for path in paths}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/orders" or scope["method"] != "POST":
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST" or scope["query_string"]:  # a query: FastAPI refuses it
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.route
+        scope["route"] = route
         extra: dict[str, str] = {}
         try:
             answer = await self._serve(scope, receive, send)
@@ -408,8 +413,8 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
     return again
 
 
-@router.post("/orders/batch", response_model=list[BatchItemOut], responses=KEY_ERRORS)
-async def place_batch(request: Request, body: BatchIn, caller: Caller) -> list[BatchItemOut]:
+@router.post("/orders/batch", response_model=BatchOut, response_model_exclude_none=True, responses=KEY_ERRORS)
+async def place_batch(request: Request, body: BatchIn, caller: Caller) -> BatchOut:
     """Up to 100 orders in one request and one round trip to Redis; each has its own outcome."""
     services = services_of(request)
     prepared: list[tuple[OrderIn, PlaceOrder] | ApiError] = []
@@ -430,11 +435,11 @@ async def place_batch(request: Request, body: BatchIn, caller: Caller) -> list[B
     results = []
     for outcome in pending:
         if isinstance(outcome, ApiError):
-            results.append(BatchItemOut(status=outcome.status, error=outcome.body))
+            results.append(BatchItemOut(status=outcome.status, error=outcome.body.error))
         else:
             status, order, error = await outcome
-            results.append(BatchItemOut(status=status, order=order, error=error))
-    return results
+            results.append(BatchItemOut(status=status, order=order, error=None if error is None else error.error))
+    return BatchOut(items=results)
 
 
 def _own_order(services: Services, order_id: int, caller_account: str | None, named: str | None) -> OrderView:
@@ -443,7 +448,7 @@ def _own_order(services: Services, order_id: int, caller_account: str | None, na
     owner = acting_as(caller_account, named) if caller_account is not None else named
     order = services.projection.orders.get(order_id)
     if order is None or (owner and order.account != owner):
-        raise ApiError(404, f"unknown order {order_id}", "order_id")
+        raise ApiError(404, RejectReason.UNKNOWN_ORDER, f"unknown order {order_id}", "order_id")
     return order
 
 
@@ -463,7 +468,9 @@ async def cancel_order(
     order = _own_order(services, order_id, caller, account)
     account = caller or account
     if order.status not in LIVE_STATUSES:
-        raise ApiError(409, f"order {order_id} is {order.status}: nothing to cancel", "order_id")
+        raise ApiError(
+            409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to cancel", "order_id"
+        )
     await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
     return order_out(services, services.projection.orders[order_id])
 
@@ -475,13 +482,20 @@ async def reduce_order(request: Request, order_id: OrderId, body: ReduceIn, call
     order = _own_order(services, order_id, caller, body.account)
     account = caller or body.account
     if (body.reduce_by is None) == (body.qty is None):
-        raise ApiError(400, "give reduce_by or qty (the new remaining quantity)", "reduce_by")
+        raise ApiError(400, Code.MISSING_FIELD, "give reduce_by or qty (the new remaining quantity)", "reduce_by")
     reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
     field = "reduce_by" if body.reduce_by is not None else "qty"
     if reduce_by <= 0:
-        raise ApiError(400, "an order can only be reduced; to raise it, cancel and place a new one", field)
+        raise ApiError(
+            400,
+            RejectReason.INVALID_QUANTITY,
+            "an order can only be reduced; to raise it, cancel and place a new one",
+            field,
+        )
     if order.status not in LIVE_STATUSES:
-        raise ApiError(409, f"order {order_id} is {order.status}: nothing to reduce", "order_id")
+        raise ApiError(
+            409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to reduce", "order_id"
+        )
     command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
     await engine_outcome(services, command)
     return order_out(services, services.projection.orders[order_id])

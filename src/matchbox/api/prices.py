@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from matchbox.api.codes import Code
 from matchbox.engine.schemes import odds_to_tick, tick_to_odds
-from matchbox.engine.types import Side, TickScheme
+from matchbox.engine.types import RejectReason, Side, TickScheme
 
 SIDE_WORDS = {
     TickScheme.BINARY: {"buy": Side.BUY, "sell": Side.SELL},
@@ -24,10 +25,11 @@ SCHEME_NAMES = {TickScheme.BINARY: "binary", TickScheme.ODDS: "odds", TickScheme
 class PriceError(ValueError):
     """A value that does not fit the market; ``field`` names the request field at fault."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: Code | RejectReason = Code.INVALID_FIELD) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = code
 
 
 def side_of(scheme: TickScheme, word: str) -> Side:
@@ -48,13 +50,17 @@ def tick_of(scheme: TickScheme, price: int | None, odds: Decimal | None) -> int:
     ladder is the engine's rule (``check_order``)."""
     if scheme is TickScheme.ODDS:
         if odds is None:
-            raise PriceError("odds", "an odds market takes its price as odds, e.g. 2.5")
+            raise PriceError("odds", "an odds market takes its price as odds, e.g. 2.5", Code.MISSING_FIELD)
         tick = odds_to_tick(odds)
         if tick is None:
-            raise PriceError("odds", f"{odds} is not on the odds ladder (1.01 ... 1000 in its increments)")
+            raise PriceError(
+                "odds",
+                f"{odds} is not on the odds ladder (1.01 ... 1000 in its increments)",
+                RejectReason.INVALID_PRICE,
+            )
         return tick
     if price is None:
-        raise PriceError("price", "a limit order needs a price")
+        raise PriceError("price", "a limit order needs a price", Code.MISSING_FIELD)
     return price
 
 

@@ -17,7 +17,8 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
-from matchbox.api.errors import ApiError
+from matchbox.api.codes import Code
+from matchbox.api.errors import ApiError, rejected_by_engine
 from matchbox.api.gate import Gate
 from matchbox.api.hub import Hub
 from matchbox.api.projection import MarketView, Projection
@@ -117,7 +118,9 @@ class Services:
         """The link to a shard this instance serves; a 404 naming ``field`` for any other."""
         link = self.shards.get(number)
         if link is None:
-            raise ApiError(404, f"shard {number} is not served here (shards: {list(self.shards)})", field)
+            raise ApiError(
+                404, Code.UNKNOWN_SHARD, f"shard {number} is not served here (shards: {list(self.shards)})", field
+            )
         return link
 
     def route(self, command: Command) -> ShardLink:
@@ -153,7 +156,9 @@ class Services:
         await directory.hsetnx(MARKET_DIRECTORY, market_id, str(choice))
         placed = int(await directory.hget(MARKET_DIRECTORY, market_id) or choice)  # set once: no race after
         if wanted is not None and placed != wanted:
-            raise ApiError(409, f"market {market_id!r} is placed on shard {placed}", "shard")
+            raise ApiError(
+                409, Code.MARKET_ON_OTHER_SHARD, f"market {market_id!r} is placed on shard {placed}", "shard"
+            )
         return self.shard(placed)
 
     def database(self) -> sa.Engine:
@@ -163,7 +168,9 @@ class Services:
                 try:
                     self._database = open_database(self.settings.database_url, self.settings.data_dir)
                 except sa.exc.SQLAlchemyError as exc:
-                    raise ApiError(503, f"the database is unavailable: {type(exc).__name__}") from None
+                    raise ApiError(
+                        503, Code.UNAVAILABLE, f"the database is unavailable: {type(exc).__name__}"
+                    ) from None
             return self._database
 
     def sync_bus(self) -> Bus | None:
@@ -178,7 +185,7 @@ class Services:
         if self._accounts is None:
             bus = self.sync_bus()
             if bus is None:
-                raise ApiError(503, "accounts need the exchange's Redis (REDIS_URL)")
+                raise ApiError(503, Code.UNAVAILABLE, "accounts need the exchange's Redis (REDIS_URL)")
             self._accounts = AccountStore(bus.routed)
         return self._accounts
 
@@ -201,7 +208,7 @@ def services_of(request: Request | WebSocket) -> Services:
 def market_of(services: Services, market_id: str) -> MarketView:
     market = services.projection.markets.get(market_id)
     if market is None:
-        raise ApiError(404, f"unknown market {market_id!r}", "market_id")
+        raise ApiError(404, RejectReason.UNKNOWN_MARKET, f"unknown market {market_id!r}", "market_id")
     return market
 
 
@@ -242,27 +249,24 @@ def refusals_as_errors() -> Iterator[None]:
     try:
         yield
     except RollbackAlarm as exc:
-        raise ApiError(503, f"the exchange is halted: {exc}", reason="ROLLBACK_ALARM") from None
+        raise ApiError(503, Code.HALTED, f"the exchange is halted: {exc}") from None
     except Uncertified as exc:
-        raise ApiError(503, f"{exc}; retry in a second", reason="UNCERTIFIED", headers={"Retry-After": "1"}) from None
+        raise ApiError(503, Code.UNCERTIFIED, f"{exc}; retry in a second", headers={"Retry-After": "1"}) from None
     except DurabilityError as exc:  # the AOF is off, or did not confirm the fsync in time
-        raise ApiError(503, str(exc), reason="NOT_DURABLE") from None
+        raise ApiError(503, Code.NOT_DURABLE, str(exc)) from None
 
 
 async def engine_outcome(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
     submission = await submit_one(services, command, shard=shard)
     events = await outcome_or_nothing(services, submission)
     if events is None:
-        raise ApiError(503, "the engine has not answered yet (failing over?); the outcome will be on the feed")
+        raise ApiError(
+            503, Code.NOT_ANSWERED, "the engine has not answered yet (failing over?); the outcome will be on the feed"
+        )
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
         status = 404 if rejected.reason in (RejectReason.UNKNOWN_ORDER, RejectReason.UNKNOWN_MARKET) else 409
-        raise ApiError(
-            status,
-            f"rejected by the engine: {rejected.reason.name.lower().replace('_', ' ')}",
-            reason=rejected.reason.name,
-            code=int(rejected.reason),
-        )
+        raise rejected_by_engine(status, rejected.reason)
     return events
 
 

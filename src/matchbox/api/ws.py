@@ -25,14 +25,16 @@ from starlette.websockets import WebSocketDisconnected
 
 from matchbox.api import cursor
 from matchbox.api.accounts import arm
-from matchbox.api.errors import ApiError
+from matchbox.api.codes import Code
+from matchbox.api.errors import ApiError, error_body
 from matchbox.api.feed import channel_messages
 from matchbox.api.gate import Bucket
 from matchbox.api.hub import DROPPED, Client
 from matchbox.api.services import Services, services_of
 from matchbox.bus.codec import CodecError, decode_event
 from matchbox.bus.connection import id_order
-from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS
+from matchbox.engine.ids import MAX_ID_LENGTH
+from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, RejectReason
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -56,23 +58,30 @@ class Session:
 
 
 @router.websocket("/ws")
-async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | None = None) -> None:
-    """The feed. With no subscription: the original README's plain fills. Messages (JSON objects, 4 KiB at
-    most, each counted against the rate limit as a request):
-    {"op":"subscribe"|"unsubscribe","channel":"trades"|"book","market_id":..};
-    {"op":"auth","key":<API key>} then {"op":"subscribe","channel":"orders"} (your orders, fills,
-    balance and positions; in open mode, name the "account" instead of sending a key);
-    {"op":"heartbeat","timeout_ms":..} (the dead-man switch, as POST /account/heartbeat);
-    {"op":"ping"}. ``?subscribe=trades:m,book:m`` (and ``orders:ann`` in open mode) subscribes at
-    once. ``?last_id=<event stream id>`` first sends what was missed after that id (no gap, no
-    duplicate), then live events. A resume reaches back ``MATCHBOX_WS_RESUME_EVENTS`` events of
-    the whole exchange (10,000 by default, whichever channels they belong to); an id further back,
-    or one that is not an event of the stream, is answered {"op":"error","field":"last_id",..}
-    and the connection closed (1008): resync from REST (the book, trades and your orders), then
-    connect again without ``last_id``. Your key's revocation closes an authenticated connection
-    (1008) within about twice ``MATCHBOX_KEY_CACHE_SECONDS``.
+async def ws(websocket: WebSocket) -> None:
+    """The feed (docs/api.md and the AsyncAPI document at /v1/asyncapi.json describe it whole).
+
+    A client's messages are JSON objects of at most 4 KiB, each counted against the rate limit as
+    a request: ``{"type": "subscribe"|"unsubscribe", "channel": "trades"|"book"|"orders",
+    "market_id": ..}``, ``{"type": "auth", "key": ..}`` (before ``orders``; in open mode, name the
+    ``account`` instead), ``{"type": "heartbeat", "timeout_ms": ..}`` (the dead-man switch) and
+    ``{"type": "ping"}``. Every message of the server has a ``type`` and a ``channel`` (null for
+    the connection's own); a subscription is acknowledged (``subscribed``, ``seq`` 0) before its
+    snapshot, and its messages are numbered contiguously from there (``seq``), so a gap is seen.
+    ``?subscribe=trades:m,book:m`` subscribes at once; ``?last_id=<a message's id>`` first sends
+    what was missed after it (no gap, no duplicate; ``MATCHBOX_WS_RESUME_EVENTS`` events of the
+    whole exchange back at most), or is refused (an ``INVALID_CURSOR`` error, then close 1008):
+    resync from REST, then connect again without it. With no subscription, the seed's plain
+    fills come. A revoked key closes an authenticated connection (1008) within about twice
+    ``MATCHBOX_KEY_CACHE_SECONDS``.
     """
     services = services_of(websocket)
+    unknown = sorted(set(websocket.query_params) - QUERY)
+    if unknown:
+        field = unknown[0][:64]
+        await _refuse(websocket, (REFUSED, _error(Code.UNKNOWN_FIELD, f"unknown query parameter {field!r}", field)))
+        return
+    last_id, subscribe = websocket.query_params.get("last_id"), websocket.query_params.get("subscribe")
     resume_from: dict[int, str] | None = None
     if last_id is not None:
         resume_from, refusal = await _resume_refusal(services, last_id)
@@ -94,6 +103,9 @@ async def ws(websocket: WebSocket, last_id: str | None = None, subscribe: str | 
         hub.unregister(client)
 
 
+QUERY = frozenset({"last_id", "subscribe"})  # what the feed's URL may carry
+
+
 def _subscribe_from_query(services: Services, client: Client, subscribe: str) -> None:
     for channel in subscribe.split(",")[:MAX_CHANNELS]:
         kind, _, target = channel.partition(":")
@@ -101,7 +113,11 @@ def _subscribe_from_query(services: Services, client: Client, subscribe: str) ->
         if public and target:
             services.hub.subscribe(client, channel)
         elif kind == "orders":
-            client.offer(_error(f'{channel[:80]}: send {{"op":"auth","key":..}}, then subscribe'))
+            message = f'{channel[:80]}: send {{"type":"auth","key":..}}, then subscribe'
+            client.offer(_error(Code.UNAUTHENTICATED, message, "subscribe"))
+        elif channel:
+            message = f"{channel[:80]}: subscribe to trades:<market>, book:<market> or orders:<account>"
+            client.offer(_error(Code.INVALID_FIELD, message, "subscribe"))
 
 
 async def _serve(websocket: WebSocket, services: Services, session: Session, resuming: bool) -> None:
@@ -153,9 +169,11 @@ async def _read(websocket: WebSocket, services: Services, session: Session, resu
             session.client.offer(_refusal(exc))
             continue
         except redis.RedisError:  # the key's cached answer expired and Redis is away
-            session.client.offer(_error("the exchange's Redis is unavailable; retry shortly"))
+            session.client.offer(_error(Code.UNAVAILABLE, "the exchange's Redis is unavailable; retry shortly"))
             continue
-        session.client.offer(await _answer(services, session, message))
+        answer = await _answer(services, session, message)
+        if answer is not None:  # else the hub has acknowledged it
+            session.client.offer(answer)
 
 
 async def _receive(websocket: WebSocket) -> str | bytes:
@@ -180,78 +198,96 @@ def _decode(frame: str | bytes) -> dict[str, Any]:
     """A client's message, its size bounded before it is parsed."""
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
     if size > MAX_FRAME_BYTES:
-        raise ApiError(413, f"a message is {MAX_FRAME_BYTES} bytes at most", "message")
+        raise ApiError(413, Code.BODY_TOO_LARGE, f"a message is {MAX_FRAME_BYTES} bytes at most", "message")
     try:
         message = msgspec.json.decode(frame)
     except (msgspec.DecodeError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         message = None
     if not isinstance(message, dict):
-        raise ApiError(400, "messages are JSON objects with an op", "op")
+        raise ApiError(400, Code.INVALID_JSON, "messages are JSON objects with a type", "type")
     return message
 
 
-async def _answer(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
-    op = message.get("op")
-    if op == "ping":
-        return {"op": "pong"}
-    if op in ("auth", "heartbeat"):
+# What each type of message from a client may hold.
+FIELDS = {
+    "ping": frozenset({"type"}),
+    "auth": frozenset({"type", "key"}),
+    "heartbeat": frozenset({"type", "timeout_ms", "account"}),
+    "subscribe": frozenset({"type", "channel", "market_id", "account"}),
+    "unsubscribe": frozenset({"type", "channel", "market_id", "account"}),
+}
+
+
+async def _answer(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
+    kind = message.get("type")
+    allowed = FIELDS.get(kind) if isinstance(kind, str) else None
+    if allowed is None:
+        return _error(Code.INVALID_FIELD, f"type is one of {', '.join(FIELDS)}", "type")
+    unknown = sorted(str(key)[:64] for key in message if key not in allowed)
+    if unknown:
+        return _error(Code.UNKNOWN_FIELD, f"unknown field {unknown[0]!r} in a {kind} message", unknown[0])
+    if kind == "ping":
+        return {"type": "pong", "channel": None}
+    if kind in ("auth", "heartbeat"):
         return await _account_op(services, session, message)
     return _subscription(services, session, message)
 
 
-def _subscription(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a ``subscribe`` or an ``unsubscribe`` message."""
-    op, kind, client = message.get("op"), message.get("channel"), session.client
-    if op not in ("subscribe", "unsubscribe") or kind not in ("trades", "book", "orders"):
-        return _error("op is subscribe|unsubscribe|auth|heartbeat|ping; channel is trades|book|orders")
+def _subscription(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``subscribe`` or an ``unsubscribe`` (the hub acknowledges it), or the error that refuses it."""
+    kind, client = message.get("channel"), session.client
+    if kind not in ("trades", "book", "orders"):
+        return _error(Code.INVALID_FIELD, "channel is trades, book or orders", "channel")
     if kind == "orders" and not services.settings.open_access:
         if session.account is None:
-            return _error('channel orders needs your key first: {"op":"auth","key":..}')
+            return _error(Code.UNAUTHENTICATED, 'channel orders needs your key first: {"type":"auth","key":..}')
         if message.get("account", session.account) != session.account:
-            return _error("a key sees its own account's orders only")
+            return _error(Code.FORBIDDEN, "a key sees its own account's orders only", "account")
         target = session.account
     else:
         key = "account" if kind == "orders" else "market_id"
         named = message.get(key)
-        if not isinstance(named, str) or not named:
-            return _error(f"channel {kind} needs {key}")
+        if not isinstance(named, str) or not named or len(named) > MAX_ID_LENGTH:
+            return _error(Code.MISSING_FIELD, f"channel {kind} needs {key}", key)
         target = named
     channel = f"{kind}:{target}"
-    if op == "unsubscribe":
+    if message["type"] == "unsubscribe":
         services.hub.unsubscribe(client, channel)
     elif channel not in client.channels and len(client.channels) >= MAX_CHANNELS:
-        return _error(f"a connection holds {MAX_CHANNELS} subscriptions at most")
+        return _error(Code.INVALID_FIELD, f"a connection holds {MAX_CHANNELS} subscriptions at most", "channel")
     else:
         services.hub.subscribe(client, channel)
-    return {"op": op + "d", "channel": channel}
+    return None
 
 
 async def _account_op(services: Services, session: Session, message: dict[str, Any]) -> dict[str, Any]:
     """The answer to an ``auth`` or a ``heartbeat`` message."""
     try:
-        if message.get("op") == "auth":
+        if message.get("type") == "auth":
             return await _authenticate(services, session, message.get("key"))
         timeout = message.get("timeout_ms")
         account = session.account or (message.get("account") if services.settings.open_access else None)
         if not isinstance(account, str) or not account:
-            return _error("heartbeat needs your key first (open mode: an account)")
+            return _error(Code.UNAUTHENTICATED, "heartbeat needs your key first (open mode: an account)")
         if type(timeout) is not int or not 0 <= timeout <= MAX_HEARTBEAT_TIMEOUT_MS:
-            return _error(f"timeout_ms: an integer from 0 to {MAX_HEARTBEAT_TIMEOUT_MS}")
+            return _error(
+                Code.INVALID_FIELD, f"timeout_ms: an integer from 0 to {MAX_HEARTBEAT_TIMEOUT_MS}", "timeout_ms"
+            )
         armed = await arm(services, account, timeout)
-        return {"op": "heartbeat", "account": account, "deadline": armed.deadline}
+        return {"type": "heartbeat", "channel": None, "account": account, "deadline_ms": armed.deadline_ms}
     except ApiError as exc:
         return _refusal(exc)
     except redis.RedisError:
-        return _error("the exchange's Redis is unavailable; retry shortly")
+        return _error(Code.UNAVAILABLE, "the exchange's Redis is unavailable; retry shortly")
 
 
 async def _authenticate(services: Services, session: Session, key: object) -> dict[str, Any]:
     if services.settings.open_access:
-        return _error("open mode: no keys; name the account when subscribing")
+        return _error(Code.INVALID_FIELD, "open mode: no keys; name the account when subscribing", "type")
     authorization = f"Bearer {key}" if isinstance(key, str) else None
     session.account = await services.gate.account(authorization)
     session.authorization, session.key_checked_at = authorization, time.monotonic()
-    return {"op": "authed", "account": session.account}
+    return {"type": "authed", "channel": None, "account": session.account}
 
 
 async def _watch_key(services: Services, session: Session) -> None:
@@ -275,52 +311,59 @@ async def _watch_key(services: Services, session: Session) -> None:
         session.key_checked_at = time.monotonic()  # a 429 too: the key was found before it was counted
 
 
-def _error(text: str, field: str | None = None) -> dict[str, Any]:
-    return {"op": "error", "error": text} if field is None else {"op": "error", "error": text, "field": field}
+def _error(code: Code | RejectReason, text: str, field: str | None = None) -> dict[str, Any]:
+    """An error message: the REST error shape, as a message of the connection (channel null)."""
+    return {"type": "error", "channel": None, **error_body(code, text, field).model_dump(exclude_none=True)}
 
 
 def _refusal(exc: ApiError) -> dict[str, Any]:
-    return _error(exc.body.error, exc.body.field)
+    return {"type": "error", "channel": None, **exc.body.model_dump(exclude_none=True)}
 
 
 # --------------------------------------------------------------------------- resume
 
 
-async def _resume_refusal(services: Services, last_id: str) -> tuple[dict[int, str], tuple[int, str] | None]:
+Refusal = tuple[int, dict[str, Any]]  # a close code, and the error message sent before it
+
+
+async def _resume_refusal(services: Services, last_id: str) -> tuple[dict[int, str], Refusal | None]:
     """The positions a resume after the cursor ``last_id`` starts from, and why it is not served
-    (a close code and the error), or None.
+    (a close code and the error message), or None.
 
     It never reaches the hub unless each position is an event of its shard's stream (or ``0-0``,
     the beginning) no further back than ``ws_resume_events``: the hub orders live messages by them."""
     try:
         positions = cursor.decode(last_id, services.shards.keys())
     except cursor.CursorError as exc:
-        return {}, (
-            REFUSED,
-            f"last_id is not a cursor of this exchange ({exc}): send the id of the last message you had",
-        )
+        message = f"last_id is not a cursor of this exchange ({exc}): send the id of the last message you had"
+        return {}, (REFUSED, _error(Code.INVALID_CURSOR, message, "last_id"))
     for shard, position in positions.items():
         link = services.shards[shard]
         try:
             known = position == cursor.START or bool(await link.bus.range(link.bus.keys.events, position, position))
             offset = await link.bus.offset()
         except redis.RedisError:
-            return positions, (TRY_AGAIN_LATER, "the exchange's Redis is unavailable; retry shortly")
+            down = _error(Code.UNAVAILABLE, "the exchange's Redis is unavailable; retry shortly", "last_id")
+            return positions, (TRY_AGAIN_LATER, down)
         where = f"last_id {last_id[:200]!r}" + (f" (shard {shard})" if len(positions) > 1 else "")
         if not known:
-            return positions, (REFUSED, f"{where} is not an event of this exchange: resync from REST")
+            unknown = _error(
+                Code.INVALID_CURSOR, f"{where} is not an event of this exchange: resync from REST", "last_id"
+            )
+            return positions, (REFUSED, unknown)
         behind = (offset.events if offset else 0) - int(position.partition("-")[2])  # event n is <ms>-<n>
         limit = services.settings.ws_resume_events
         if behind > limit:
-            return positions, (REFUSED, f"{where} is {behind} events back, a resume reaches {limit}: resync from REST")
+            message = f"{where} is {behind} events back, a resume reaches {limit}: resync from REST"
+            return positions, (REFUSED, _error(Code.INVALID_CURSOR, message, "last_id"))
     return positions, None
 
 
-async def _refuse(websocket: WebSocket, refusal: tuple[int, str]) -> None:
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
     code, error = refusal
     await websocket.accept()
-    await websocket.send_json(_error(error, "last_id"))
-    await websocket.close(code, "last_id refused")
+    await websocket.send_json(error)
+    await websocket.close(code, f"{error['error'].get('field', 'request')} refused")
 
 
 async def _resume(services: Services, client: Client) -> None:

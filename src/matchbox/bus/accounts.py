@@ -138,6 +138,15 @@ class AccountStore:
         """Revoke one key; False if the account has no such key."""
         return bool(self._revoke(keys=[HASHES, key_ids(account)], args=[key_id]))
 
+    def get(self, account: str) -> AccountInfo | None:
+        """One account, or None if there is no such account."""
+        raw = cast("bytes | None", self.client.hget(RECORDS, account))
+        if raw is None:
+            return None
+        record = msgspec.json.decode(raw, type=_Record)
+        keys = cast("list[bytes]", self.client.hkeys(key_ids(account)))
+        return AccountInfo(account, record.name, record.created, sorted(k.decode() for k in keys))
+
     def list(self) -> list[AccountInfo]:
         records = cast("dict[bytes, bytes]", self.client.hgetall(RECORDS))
         names = sorted(raw.decode() for raw in records)

@@ -52,7 +52,7 @@ class Subscriber:
         hold_until = time.monotonic() + self.rng.uniform(*HOLD_S)
         try:
             async with self.http.session.ws_connect(
-                ws_url(instance.url, f"/ws?{query}"), timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
+                ws_url(instance.url, f"/v1/ws?{query}"), timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
             ) as ws:
                 self.log.connections += 1
                 self.log.resumes += bool(self.log.cursor)
@@ -81,8 +81,8 @@ class Subscriber:
             return True
         if not isinstance(data, dict):
             return True
-        if data.get("channel") == "trades" and isinstance(data.get("id"), str):
+        if data.get("type") == "trade" and isinstance(data.get("id"), str):
             self.log.received.append(data["id"])
-        elif data.get("op") == "error":
+        elif data.get("type") == "error":
             self.log.errors.append(f"{instance}: {data.get('error')}")
         return True

@@ -105,7 +105,7 @@ async def oversized(h: Hostile) -> Probe | None:
     instance = h.instance()
     body = b'{"side":"buy","price":1,"qty":1,"pad":"' + b"x" * LARGE_BODY + b'"}'
     reply = await h.http.call(
-        instance, "POST", "/orders", key=h.key, data=body, headers={"content-type": "application/json"}
+        instance, "POST", "/v1/orders", key=h.key, data=body, headers={"content-type": "application/json"}
     )
     return _status_probe("70 KiB body", instance, reply, (413,), "413") if _answered(reply) else None
 
@@ -120,21 +120,21 @@ async def _chunks() -> AsyncIterator[bytes]:
 async def chunked(h: Hostile) -> Probe | None:
     instance = h.instance()
     headers = {"content-type": "application/json"}
-    reply = await h.http.call(instance, "POST", "/orders", key=h.key, data=_chunks(), headers=headers)
+    reply = await h.http.call(instance, "POST", "/v1/orders", key=h.key, data=_chunks(), headers=headers)
     return _status_probe("1 MiB chunked body", instance, reply, (413,), "413") if _answered(reply) else None
 
 
 async def chunked_anonymous(h: Hostile) -> Probe | None:
     instance = h.instance()
     headers = {"content-type": "application/json"}
-    reply = await h.http.call(instance, "POST", "/orders", data=_chunks(), headers=headers)
+    reply = await h.http.call(instance, "POST", "/v1/orders", data=_chunks(), headers=headers)
     name, expected = "1 MiB chunked body without a key", "401 (or 413), before the body is read"
     return _status_probe(name, instance, reply, (401, 413), expected) if _answered(reply) else None
 
 
 async def anonymous_market(h: Hostile) -> Probe | None:
     instance = h.instance()
-    reply = await h.http.call(instance, "POST", "/markets", body={"market_id": 7, "scheme": ["?"]})
+    reply = await h.http.call(instance, "POST", "/v1/markets", body={"market_id": 7, "scheme": ["?"]})
     name, expected = "anonymous POST /markets with a bad body", "401/403 before the body is validated"
     return _status_probe(name, instance, reply, (401, 403), expected) if _answered(reply) else None
 
@@ -161,7 +161,7 @@ def _absurd(market_id: str, fields: str) -> Attempt:
 
 async def _post_raw(h: Hostile, instance: Instance, raw: bytes) -> Reply:
     headers = {"content-type": "application/json"}
-    return await h.http.call(instance, "POST", "/orders", key=h.key, data=raw, headers=headers)
+    return await h.http.call(instance, "POST", "/v1/orders", key=h.key, data=raw, headers=headers)
 
 
 def _slow(reply: Reply, health: Reply) -> bool:
@@ -173,14 +173,14 @@ async def nested_body(h: Hostile) -> Probe | None:
     instance = h.instance()
     raw = ("[" * NESTING + "]" * NESTING).encode()
     headers = {"content-type": "application/json"}
-    reply = await h.http.call(instance, "POST", "/orders", key=h.key, data=raw, headers=headers)
+    reply = await h.http.call(instance, "POST", "/v1/orders", key=h.key, data=raw, headers=headers)
     name = f"JSON body nested {NESTING:,} deep"
     return _status_probe(name, instance, reply, range(400, 500), "4xx") if _answered(reply) else None
 
 
 async def nul_account(h: Hostile) -> Probe | None:
     instance = h.instance()
-    reply = await h.http.call(instance, "POST", "/admin/accounts/x%00y/deposit", admin=True, body={"amount": 100})
+    reply = await h.http.call(instance, "POST", "/v1/admin/accounts/x%00y/deposit", admin=True, body={"amount": 100})
     if not _answered(reply):
         return None
     if reply.status == 200:  # it went in: the money checks must count it
@@ -190,7 +190,7 @@ async def nul_account(h: Hostile) -> Probe | None:
 
 async def bare_admin_token(h: Hostile) -> Probe | None:
     instance = h.instance()
-    reply = await h.http.call(instance, "GET", "/admin/accounts", headers={"authorization": h.http.admin_token})
+    reply = await h.http.call(instance, "GET", "/v1/admin/accounts", headers={"authorization": h.http.admin_token})
     name, expected = "admin token without 'Bearer '", "401/403 (one header form)"
     return _status_probe(name, instance, reply, (401, 403), expected) if _answered(reply) else None
 
@@ -202,7 +202,7 @@ async def _connect(h: Hostile, instance: Instance, query: str) -> aiohttp.Client
     """An open socket, the handshake's refusal status, or None if the instance did not answer."""
     assert h.http.session is not None
     try:
-        return await h.http.session.ws_connect(ws_url(instance.url, f"/ws{query}"))
+        return await h.http.session.ws_connect(ws_url(instance.url, f"/v1/ws{query}"))
     except aiohttp.WSServerHandshakeError as exc:
         return exc.status
     except (aiohttp.ClientError, TimeoutError):
@@ -222,8 +222,8 @@ async def _reply(ws: aiohttp.ClientWebSocketResponse, ops: tuple[str, ...]) -> s
                 data = json.loads(message.data)
             except ValueError:
                 return f"not JSON: {message.data[:80]!r}"
-            if isinstance(data, dict) and data.get("op") in ops:
-                return f"{data.get('op')}: {json.dumps(data)[:120]}"
+            if isinstance(data, dict) and data.get("type") in ops:
+                return f"{data.get('type')}: {json.dumps(data)[:120]}"
             continue
         return f"closed {message.data}" if message.type is aiohttp.WSMsgType.CLOSE else f"ended ({message.type.name})"
     return "nothing"
@@ -251,10 +251,10 @@ async def nested_frame(h: Hostile) -> Probe | None:
     if not isinstance(ws, aiohttp.ClientWebSocketResponse):
         return None
     try:
-        await ws.send_str('{"op":"subscribe","channel":' + "[" * FRAME_NESTING + "]" * FRAME_NESTING + "}")
+        await ws.send_str('{"type":"subscribe","channel":' + "[" * FRAME_NESTING + "]" * FRAME_NESTING + "}")
         seen = await _reply(ws, ("error",))
         if seen == "nothing":  # ignored: fine, if the connection still serves
-            await ws.send_str('{"op":"ping"}')
+            await ws.send_str('{"type":"ping"}')
             seen = "no answer, then " + await _reply(ws, ("pong",))
     finally:
         await ws.close()
@@ -281,7 +281,9 @@ async def revoked_key(h: Hostile) -> Probe | None:
     first = h.http.instances[0]
     try:
         made = await until_answered(
-            lambda: h.http.call(first, "POST", "/admin/accounts", admin=True, body={"account": account}), (201,), name
+            lambda: h.http.call(first, "POST", "/v1/admin/accounts", admin=True, body={"account": account}),
+            (201,),
+            name,
         )
     except SetupError:
         return None
@@ -290,10 +292,10 @@ async def revoked_key(h: Hostile) -> Probe | None:
     if not isinstance(ws, aiohttp.ClientWebSocketResponse):
         return None
     try:
-        await ws.send_str(json.dumps({"op": "auth", "key": key}))
+        await ws.send_str(json.dumps({"type": "auth", "key": key}))
         if not (await _reply(ws, ("authed", "error"))).startswith("authed"):
             return None
-        path = f"/admin/accounts/{account}/keys/{key_id}"
+        path = f"/v1/admin/accounts/{account}/keys/{key_id}"
         try:
             await until_answered(lambda: h.http.call(first, "DELETE", path, admin=True), (204,), name, 30.0)
         except SetupError:
@@ -312,7 +314,7 @@ async def revoked_key(h: Hostile) -> Probe | None:
 async def _heartbeat(ws: aiohttp.ClientWebSocketResponse) -> str:
     """The answer to a heartbeat (one that disarms nothing), or how the socket had ended."""
     try:
-        await ws.send_str(json.dumps({"op": "heartbeat", "timeout_ms": 0}))
+        await ws.send_str(json.dumps({"type": "heartbeat", "timeout_ms": 0}))
     except aiohttp.ClientError as exc:  # the server closed it meanwhile
         return f"closed ({type(exc).__name__})"
     return await _reply(ws, ("heartbeat", "error"))
@@ -322,7 +324,7 @@ async def _rest_refuses(h: Hostile, instance: Instance, key: str) -> str:
     """'' if ``instance`` refuses the key with a 401 (retried past faults), else what it did."""
     reply = Reply(None, None)
     for _ in range(TRIES):
-        reply = await h.http.call(instance, "GET", "/account", key=key)
+        reply = await h.http.call(instance, "GET", "/v1/account", key=key)
         if _answered(reply):
             break
         await asyncio.sleep(1.0)
@@ -339,8 +341,8 @@ async def counterparty(h: Hostile) -> Probe | None:
     if not isinstance(ws, aiohttp.ClientWebSocketResponse):
         return None
     try:
-        await ws.send_str(json.dumps({"op": "auth", "key": key}))
-        await ws.send_str(json.dumps({"op": "subscribe", "channel": "orders"}))
+        await ws.send_str(json.dumps({"type": "auth", "key": key}))
+        await ws.send_str(json.dumps({"type": "subscribe", "channel": "orders"}))
         fills = await _fills(ws, account)
     finally:
         await ws.close()
@@ -363,7 +365,11 @@ async def _fills(ws: aiohttp.ClientWebSocketResponse, account: str) -> list[dict
         if message.type is not aiohttp.WSMsgType.TEXT:
             break
         data = json.loads(message.data)
-        if isinstance(data, dict) and data.get("channel") == "orders" and data.get("type") == "TradeExecuted":
+        if (
+            isinstance(data, dict)
+            and data.get("channel") == f"orders:{account}"
+            and data.get("type") == "TradeExecuted"
+        ):
             found.append(data)
     return found
 

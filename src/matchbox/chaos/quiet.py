@@ -60,7 +60,7 @@ async def _behind(cluster: Cluster, http: Http) -> tuple[list[str], str]:
         ready = await http.call(instance, "GET", "/ready")
         if ready.status != 200:
             behind.append(f"{instance.name} GET /ready: {ready.status or ready.error} {ready.body}")
-        engine = await http.call(instance, "GET", "/engine")
+        engine = await http.call(instance, "GET", "/v1/engine")
         position = engine.field("tail_position")
         if position != end:
             behind.append(f"{instance.name}'s tail is at {position}, the output stream ends at {end}")

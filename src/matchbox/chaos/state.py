@@ -194,13 +194,13 @@ async def _api(http: Http, instance: Instance, keys: dict[str, str]) -> ApiView:
     view = ApiView(instance.name)
     ready = await http.call(instance, "GET", "/ready")
     view.ready = "" if ready.status == 200 else f"{ready.status or ready.error} {ready.body}"
-    view.tail_position = str((await http.call(instance, "GET", "/engine")).field("tail_position"))
+    view.tail_position = str((await http.call(instance, "GET", "/v1/engine")).field("tail_position"))
     for market in MARKETS:
-        reply = await http.call(instance, "GET", f"/markets/{market.market_id}/book?depth={DEPTH}")
+        reply = await http.call(instance, "GET", f"/v1/markets/{market.market_id}/book?depth={DEPTH}")
         if reply.status == 200 and isinstance(reply.body, dict):
             view.books[market.market_id] = (_levels(reply.body, "bids"), _levels(reply.body, "asks"))
     for account, key in keys.items():
-        reply = await http.call(instance, "GET", "/account", key=key)
+        reply = await http.call(instance, "GET", "/v1/account", key=key)
         if reply.status == 200 and isinstance(reply.body, dict):
             view.balances[account] = (int(reply.body["total"]), int(reply.body["reserved"]))
     return view

@@ -92,12 +92,12 @@ async def make_markets(http: Http) -> None:
 async def _create(http: Http, market: Market) -> None:
     first, spec = http.instances[0], market.spec()
     await until_answered(
-        lambda: http.call(first, "POST", "/markets", admin=True, body=spec), (201, 409), f"market {market.market_id}"
+        lambda: http.call(first, "POST", "/v1/markets", admin=True, body=spec), (201, 409), f"market {market.market_id}"
     )
 
 
 async def _known(http: Http, instance: Instance, market: Market) -> None:
-    path = f"/markets/{market.market_id}"
+    path = f"/v1/markets/{market.market_id}"
     await until_answered(lambda: http.call(instance, "GET", path), (200,), f"{instance.name} GET {path}")
 
 
@@ -105,12 +105,12 @@ async def make_account(http: Http, records: Records, account: str, deposit: int)
     """A new account's API key; ``deposit`` cents paid in first (recorded as a deposit)."""
     first = http.instances[0]
     made = await until_answered(
-        lambda: http.call(first, "POST", "/admin/accounts", admin=True, body={"account": account}),
+        lambda: http.call(first, "POST", "/v1/admin/accounts", admin=True, body={"account": account}),
         (201, 409),
         f"creating account {account}",
     )
     if made.status == 409:  # an earlier try made it, and its answer was lost: another key
-        path = f"/admin/accounts/{account}/keys"
+        path = f"/v1/admin/accounts/{account}/keys"
         made = await until_answered(lambda: http.call(first, "POST", path, admin=True), (201,), f"a key for {account}")
     key = str(made.field("api_key"))
     records.keys[account] = key
@@ -121,7 +121,7 @@ async def make_account(http: Http, records: Records, account: str, deposit: int)
 
 async def _fund(http: Http, records: Records, account: str, amount: int) -> None:
     """Deposit until one is acknowledged; one that got no clear answer may have gone in too."""
-    cash, path = records.cash_of(account), f"/admin/accounts/{account}/deposit"
+    cash, path = records.cash_of(account), f"/v1/admin/accounts/{account}/deposit"
     deadline = time.monotonic() + SETUP_TIMEOUT_S
     while True:
         reply = await http.call(http.instances[0], "POST", path, admin=True, body={"amount": amount})
@@ -157,7 +157,7 @@ def order_body(rng: random.Random, market: Market, account: str, serial: int) ->
         tif = rng.choices(("GTC", "IOC", "FOK", "GTD"), weights=(55, 15, 10, 20))[0]
         body["tif"] = tif
         if tif == "GTD":
-            body["expires_at"] = int(time.time() * 1000) + rng.randint(1500, GTD_MAX_MS)
+            body["expires_at_ms"] = int(time.time() * 1000) + rng.randint(1500, GTD_MAX_MS)
         if tif in ("GTC", "GTD") and rng.random() < 0.15:
             body["post_only"] = True
     if rng.random() < 0.4:
@@ -173,6 +173,8 @@ def ack_of(status: int | None, answer: Any, account: str, body: dict[str, Any]) 
     """The acknowledgement in an answer (an order, or a rejection naming its id), if it has one."""
     if status not in (200, 201, 202, 422) or not isinstance(answer, dict):
         return None
+    if isinstance(answer.get("error"), dict):  # a rejection: its error names the order
+        answer = answer["error"]
     order_id = answer.get("order_id")
     if not isinstance(order_id, int) or order_id <= 0:
         return None
@@ -230,7 +232,7 @@ class Trader:
         body = order_body(self.rng, market, self.account, self.serial)
         tries = 1 + (RETRIES if "client_order_id" in body else 0)
         for attempt in range(tries):
-            reply = await self.http.call(self.instance(), "POST", "/orders", key=self.key, body=body)
+            reply = await self.http.call(self.instance(), "POST", "/v1/orders", key=self.key, body=body)
             ack = ack_of(reply.status, reply.body, self.account, body)
             if ack is not None:
                 self.records.acks.append(ack)
@@ -245,10 +247,10 @@ class Trader:
         for _ in range(self.rng.randint(2, 6)):
             self.serial += 1
             bodies.append(order_body(self.rng, self.rng.choice(MARKETS), self.account, self.serial))
-        reply = await self.http.call(self.instance(), "POST", "/orders/batch", key=self.key, body={"orders": bodies})
-        if reply.status != 200 or not isinstance(reply.body, list):
+        reply = await self.http.call(self.instance(), "POST", "/v1/orders/batch", key=self.key, body={"orders": bodies})
+        if reply.status != 200 or not isinstance(reply.body, dict) or not isinstance(reply.body.get("items"), list):
             return
-        for body, item in zip(bodies, reply.body, strict=False):
+        for body, item in zip(bodies, reply.body["items"], strict=False):
             if not isinstance(item, dict):
                 continue
             answer = item.get("order") or item.get("error")
@@ -260,17 +262,17 @@ class Trader:
     async def cancel(self) -> None:
         if self.open_orders:
             order_id, _ = self.open_orders.pop(self.rng.randrange(len(self.open_orders)))
-            await self.http.call(self.instance(), "DELETE", f"/orders/{order_id}", key=self.key)
+            await self.http.call(self.instance(), "DELETE", f"/v1/orders/{order_id}", key=self.key)
 
     async def reduce(self) -> None:
         if self.open_orders:
             order_id, _ = self.rng.choice(self.open_orders)
             body = {"reduce_by": 1} if self.rng.random() < 0.5 else {"qty": 1}
-            await self.http.call(self.instance(), "PATCH", f"/orders/{order_id}", key=self.key, body=body)
+            await self.http.call(self.instance(), "PATCH", f"/v1/orders/{order_id}", key=self.key, body=body)
 
     async def cancel_all(self) -> None:
         market = self.rng.choice(MARKETS).market_id
-        await self.http.call(self.instance(), "DELETE", f"/orders?market_id={market}", key=self.key)
+        await self.http.call(self.instance(), "DELETE", f"/v1/orders?market_id={market}", key=self.key)
         self.open_orders = [(o, m) for o, m in self.open_orders if m != market]
 
     async def deposit(self) -> None:
@@ -280,16 +282,16 @@ class Trader:
         await self._cash("withdraw", self.rng.randint(100, 20_000))
 
     async def _cash(self, what: Literal["deposit", "withdraw"], amount: int) -> None:
-        path = f"/admin/accounts/{self.account}/{what}"
+        path = f"/v1/admin/accounts/{self.account}/{what}"
         reply = await self.http.call(self.instance(), "POST", path, admin=True, body={"amount": amount})
         self.records.cash_of(self.account).answered(what, amount, reply.status)
 
     async def read(self) -> None:
         if self.open_orders and self.rng.random() < 0.5:
             order_id, _ = self.rng.choice(self.open_orders)
-            await self.http.call(self.instance(), "GET", f"/orders/{order_id}", key=self.key)
+            await self.http.call(self.instance(), "GET", f"/v1/orders/{order_id}", key=self.key)
         else:
-            await self.http.call(self.instance(), "GET", "/account", key=self.key)
+            await self.http.call(self.instance(), "GET", "/v1/account", key=self.key)
 
 
 async def make_traders(http: Http, records: Records, seed: int) -> list[Trader]:

@@ -159,6 +159,7 @@ def _best(market_id: str, side: Side) -> sa.Select[tuple[int | None]]:
 
 # --------------------------------------------------------------------------- accounts
 
+TimeRange = tuple[int | None, int | None]  # [start, end) in engine time (ns); None: open on that side
 OrderFilter = Literal["open", "closed", "all"]  # which of an account's orders: live ones, finished ones, or both
 
 
@@ -259,9 +260,16 @@ def _check_limit(limit: int) -> None:
 
 
 def account_trades(
-    engine: sa.Engine, account: str, *, before: int | None = None, limit: int = 100
+    engine: sa.Engine,
+    account: str,
+    *,
+    before: int | None = None,
+    limit: int = 100,
+    market_id: str | None = None,
+    since: TimeRange = (None, None),
 ) -> list[AccountTrade]:
-    """The account's trades, as maker or taker, newest ``trade_id`` first, ids below ``before``.
+    """The account's trades, as maker or taker, newest ``trade_id`` first, ids below ``before``
+    (in ``market_id`` only, if given; traded within ``since``, if given).
 
     Each side is read through its own index and cut at ``limit`` before the two are merged. An
     account is never on both sides of one trade (self-trade prevention); if it were, the trade
@@ -283,9 +291,7 @@ def account_trades(
             sa.literal(role).label("role"),
             order_id.label("order_id"),
             t.ts,
-        ).where(mine == account)
-        if before is not None:
-            query = query.where(t.trade_id < before)
+        ).where(mine == account, *_trade_filters(before, market_id, since))
         sides.append(query.order_by(t.trade_id.desc()).limit(limit).subquery())
     merged = sa.union_all(*(sa.select(side) for side in sides)).subquery()
     query = sa.select(merged).order_by(merged.c.trade_id.desc(), merged.c.role).limit(limit)
@@ -306,6 +312,46 @@ def account_trades(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class MarketTrade:
+    trade_id: int
+    price: int  # the maker's tick
+    qty: int
+    taker_side: Side
+    maker_order_id: int
+    taker_order_id: int
+    ts: int
+
+
+def market_trades(
+    engine: sa.Engine,
+    market_id: str,
+    *,
+    before: int | None = None,
+    limit: int = 100,
+    since: TimeRange = (None, None),
+) -> list[MarketTrade]:
+    """A market's trades, newest ``trade_id`` first, ids below ``before``, traded within ``since``."""
+    _check_limit(limit)
+    t = trades.c
+    query = sa.select(t.trade_id, t.price, t.qty, t.taker_side, t.maker_order_id, t.taker_order_id, t.ts)
+    query = query.where(t.market_id == market_id, *_trade_filters(before, None, since))
+    query = query.order_by(t.trade_id.desc()).limit(limit)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [MarketTrade(r[0], r[1], r[2], Side(r[3]), r[4], r[5], r[6]) for r in rows]
+
+
+def _trade_filters(before: int | None, market_id: str | None, since: TimeRange) -> list[sa.ColumnElement[bool]]:
+    t = trades.c
+    start, end = since
+    found = [] if before is None else [t.trade_id < before]
+    found += [] if market_id is None else [t.market_id == market_id]
+    found += [] if start is None else [t.ts >= start]
+    found += [] if end is None else [t.ts < end]
+    return found
+
+
 def account_orders(
     engine: sa.Engine,
     account: str,
@@ -313,8 +359,9 @@ def account_orders(
     state: OrderFilter = "all",
     before: int | None = None,
     limit: int = 100,
+    market_id: str | None = None,
 ) -> list[AccountOrder]:
-    """The account's orders, newest ``order_id`` first, ids below ``before``.
+    """The account's orders, newest ``order_id`` first, ids below ``before`` (in ``market_id`` only, if given).
 
     ``open``: the live statuses (``LIVE_STATUSES``: still on the book); ``closed``: the others;
     ``all``: both. Raises ValueError for another filter.
@@ -348,6 +395,8 @@ def account_orders(
         raise ValueError(f"unknown order state {state!r}: open, closed or all")
     if before is not None:
         query = query.where(o.order_id < before)
+    if market_id is not None:
+        query = query.where(o.market_id == market_id)
     query = query.order_by(o.order_id.desc()).limit(limit)
     with engine.connect() as connection:
         return [_account_order(row._mapping) for row in connection.execute(query)]

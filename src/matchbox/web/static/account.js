@@ -75,7 +75,7 @@ export class Session {
         this.forget();
         this.problem = "That key was refused: check it, or ask the admin for a new one.";
       } else {
-        this.problem = `${status ? `${status}: ` : ""}${body?.error ?? "could not log in"}`;
+        this.problem = `${status ? `${status}: ` : ""}${body?.error?.message ?? "could not log in"}`;
       }
       this.onChange("update");
       return false;
@@ -127,7 +127,7 @@ export class Session {
       return;
     }
     if (balance.ok) this.balance = balance.body;
-    if (positions.ok) this.positions = positions.body;
+    if (positions.ok) this.positions = positions.body.items;
     this.onChange("update");
   }
 }

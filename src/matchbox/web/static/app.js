@@ -15,8 +15,8 @@ const STATS_EVERY_MS = 3000;
 const MARKETS_EVERY_MS = 5000;
 const ACCOUNT_EVERY_MS = 2000;
 const HEALTH_RETRY_MS = 2000;
-const INSUFFICIENT_FUNDS = 600; // the engine's reason code
 const TAPE_ROWS = 60;
+const MARKETS_SHOWN = 1000; // the most a page of GET /v1/markets holds
 const ORDER_ROWS = 50;
 const LIVE_STATUSES = new Set(["pending", "accepted", "open", "partially_filled"]);
 const CANCELLABLE = new Set(["open", "partially_filled"]);
@@ -49,12 +49,13 @@ function scheme() {
 // ------------------------------------------------------------------ markets
 
 async function loadMarkets() {
-  const { ok, body } = await api("markets");
+  const { ok, body } = await api(`markets?limit=${MARKETS_SHOWN}`);
   if (!ok) return;
-  state.markets = new Map(body.map((m) => [m.market_id, m]));
+  const markets = body.items;
+  state.markets = new Map(markets.map((m) => [m.market_id, m]));
   if (!state.marketId || !state.markets.has(state.marketId)) {
     const wanted = marketInUrl();
-    const first = body.find((m) => m.scheme !== "ticks") ?? body[0];
+    const first = markets.find((m) => m.scheme !== "ticks") ?? markets[0];
     const chosen = state.markets.has(wanted) ? wanted : first?.market_id;
     if (chosen) selectMarket(chosen);
   }
@@ -177,31 +178,32 @@ async function loadHistory() {
   ]);
   if (marketId !== state.marketId) return;
   if (trades.ok) {
-    for (const t of trades.body) {
-      addToTape({ trade_id: t.trade_id, price: t.price, qty: t.qty, side: t.taker_side, ms: Math.floor(t.timestamp / 1e6) });
+    for (const t of trades.body.items) {
+      addToTape({ trade_id: t.trade_id, price: t.price, qty: t.qty, side: t.taker_side, ms: t.time_ms });
     }
     scheduleRender();
   }
-  if (candles.ok && interval === state.interval) chart.store(candles.body);
+  if (candles.ok && interval === state.interval) chart.store(candles.body.items);
 }
 
 function receive(message) {
-  if (message.channel === "book" && message.market_id === state.marketId) {
-    if (message.type === "image") state.book.image(message);
+  const [kind] = message.channel.split(":", 1);
+  if (kind === "book" && message.market_id === state.marketId) {
+    if (message.type === "snapshot") state.book.image(message);
     else if (message.type === "delta") state.book.delta(message);
     scheduleRender();
-  } else if (message.channel === "trades" && message.market_id === state.marketId) {
+  } else if (kind === "trades" && message.market_id === state.marketId) {
     const trade = {
       trade_id: message.trade_id,
       price: message.price, // in the market's units (cents, odds or ticks), as REST
       qty: message.qty,
       side: message.taker_side, // buy/sell, or back/lay
-      ms: Math.floor(message.timestamp / 1e6),
+      ms: message.time_ms,
     };
     addToTape(trade);
     chart.trade(trade);
     scheduleRender();
-  } else if (message.channel === "orders") {
+  } else if (kind === "orders") {
     orderEvent(message);
     accountSoon();
   }
@@ -275,7 +277,7 @@ async function refreshStats() {
   ]);
   if (marketId !== state.marketId) return;
   if (stats.ok) renderStats(stats.body);
-  if (recent.ok && interval === state.interval) chart.store(recent.body);
+  if (recent.ok && interval === state.interval) chart.store(recent.body.items);
   for (const [id, order] of state.orders) if (LIVE_STATUSES.has(order.status)) state.dirty.add(id);
 }
 
@@ -402,7 +404,8 @@ function refusal(status, answer, headers) {
     session.logOut("Your key was refused (revoked?): log in again.");
     return "401: your API key was refused: log in again.";
   }
-  if (answer?.code === INSUFFICIENT_FUNDS || answer?.reason === "INSUFFICIENT_FUNDS") {
+  const error = answer?.error;
+  if (error?.code === "INSUFFICIENT_FUNDS") {
     const free = session.balance ? ` (free: ${dollars(session.balance.free)})` : "";
     return `Insufficient funds: this order needs more than your free balance${free}.`;
   }
@@ -410,8 +413,8 @@ function refusal(status, answer, headers) {
     const wait = headers?.get("Retry-After");
     return `429: too many requests; try again${wait ? ` in ${wait} s` : " in a moment"}.`;
   }
-  const field = answer?.field ? ` (${answer.field})` : "";
-  return `${status ? `${status}: ` : ""}${answer?.error ?? "refused"}${field}`;
+  const field = error?.field ? ` (${error.field})` : "";
+  return `${status ? `${status}: ` : ""}${error?.message ?? "refused"}${field}`;
 }
 
 // Open mode: the account's order events come on the feed from now on; waits for the subscription.

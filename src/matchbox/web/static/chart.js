@@ -72,11 +72,12 @@ export class CandleChart {
     this.publish();
   }
 
-  // Candles from the API (oldest first); a refetch of recent ones replaces what it covers.
+  // Candles from the API (in any order: it lists them newest first); a refetch of recent ones
+  // replaces what it covers.
   store(candles) {
     for (const candle of candles) {
-      this.stored.set(candle.start, candle);
-      this.pending.add(candle.start);
+      this.stored.set(candle.start_ms, candle);
+      this.pending.add(candle.start_ms);
     }
     this.schedule();
   }

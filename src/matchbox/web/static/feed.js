@@ -1,9 +1,10 @@
-// The WebSocket feed (/ws): channels subscribed in the URL at connect, reconnection with backoff,
-// and resume: after a drop it reconnects with ?last_id=<the last event id seen>, and the server
-// sends what was missed on those channels, then live, with no gap and no duplicate. Book
-// channels start with a fresh image on every connection instead.
+// The WebSocket feed (/v1/ws): channels subscribed in the URL at connect, reconnection with
+// backoff, and resume: after a drop it reconnects with ?last_id=<the last event id seen>, and the
+// server sends what was missed on those channels, then live, with no gap and no duplicate. Book
+// channels start with a fresh snapshot on every connection instead. Each subscription's messages
+// are numbered (seq, from the acknowledgement's 0): a gap subscribes again, for a fresh start.
 //
-// With an API key, every connection first sends {"op":"auth","key":…} and, once the server says
+// With an API key, every connection first sends {"type":"auth","key":…} and, once the server says
 // "authed", subscribes to the key's own orders channel (the key names the account). In open
 // mode orders channels name their account, like the market channels.
 
@@ -26,6 +27,7 @@ export class Feed {
     this.attempt = 0;
     this.timer = null;
     this.acks = new Map(); // channel -> [resolve]
+    this.seqs = new Map(); // channel -> the seq of its last message
     this.generation = 0; // bumped by each open(): late events of an old socket are ignored
   }
 
@@ -52,7 +54,7 @@ export class Feed {
       waiting.push(resolve);
       this.acks.set(channel, waiting);
       setTimeout(() => resolve(false), ACK_TIMEOUT_MS);
-      this.socket.send(JSON.stringify({ op: "subscribe", channel: kind, [key]: target }));
+      this.socket.send(JSON.stringify({ type: "subscribe", channel: kind, [key]: target }));
     });
   }
 
@@ -71,7 +73,7 @@ export class Feed {
 
   authenticate() {
     this.authPending = true;
-    this.socket.send(JSON.stringify({ op: "auth", key: this.key }));
+    this.socket.send(JSON.stringify({ type: "auth", key: this.key }));
   }
 
   open(resume) {
@@ -81,7 +83,8 @@ export class Feed {
       this.socket.close();
     }
     const generation = ++this.generation;
-    const url = new URL("ws", document.baseURI);
+    this.seqs.clear();
+    const url = new URL("v1/ws", document.baseURI);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     // a comma cannot be named in the URL's list: such a channel is subscribed by message instead
     const inUrl = this.channels.filter((c) => !c.includes(","));
@@ -116,33 +119,42 @@ export class Feed {
   }
 
   receive(message) {
-    if (message.op === "subscribed") {
+    if (message.type === "subscribed") {
+      this.seqs.set(message.channel, message.seq);
       for (const resolve of this.acks.get(message.channel) ?? []) resolve(true);
       this.acks.delete(message.channel);
       return;
     }
-    if (message.op === "authed") {
+    if (message.type === "authed") {
       this.authPending = false;
-      this.socket.send(JSON.stringify({ op: "subscribe", channel: "orders" }));
+      this.socket.send(JSON.stringify({ type: "subscribe", channel: "orders" }));
       this.onAuth?.(message.account, null);
       return;
     }
-    if (message.op === "error" && String(message.error).includes("last_id")) {
+    if (message.type === "error" && message.error.field === "last_id") {
       this.onOpen?.(false); // the server could not resume from our cursor: read the rest over REST
       return;
     }
-    if (message.op === "error" && this.authPending) {
+    if (message.type === "error" && this.authPending) {
       this.authPending = false;
-      this.onAuth?.(null, message.error);
+      this.onAuth?.(null, message.error.message);
       return;
     }
-    if (message.op) return; // pong, unsubscribed, other errors
+    if (message.channel === null || message.type === "error") return; // pong, unsubscribed, other errors
+    const last = this.seqs.get(message.channel);
+    if (last !== undefined && message.seq !== last + 1) {
+      // a gap on this subscription: subscribe again, for a fresh start (a book's new snapshot)
+      this.seqs.delete(message.channel);
+      this.subscribe(message.channel, message.channel.slice(message.channel.indexOf(":") + 1));
+      return;
+    }
+    this.seqs.set(message.channel, message.seq);
     // The cursor to resume from: the id of the last message, an opaque string (a position in
     // each shard's stream) that the server writes for this connection, in order. A book image is
     // the book as of the cursor it names. On a fresh connection that is exactly where the live
     // feed begins, so it is the first cursor; on a resume the image comes ahead of the missed
     // history and must not move it.
-    if (message.channel === "book" && message.type === "image") {
+    if (message.type === "snapshot") {
       if (this.lastId === null && message.id) this.lastId = message.id;
     } else if (message.id) {
       this.lastId = message.id;

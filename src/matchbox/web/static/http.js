@@ -1,23 +1,28 @@
 // Small helpers the dashboard's modules share: JSON over HTTP, and building elements.
 
-// {status, ok, body}; a network failure is status 0 (the page keeps polling and reconnecting).
+// The API's version: every path the dashboard asks for is under it.
+export const V1 = "/v1/";
+
+// {status, ok, body} for a path under /v1/; a network failure is status 0 (the page keeps polling
+// and reconnecting). An error's body is the API's one shape: {error: {code, message, field}}.
 export async function api(path, options = {}) {
   let response;
   let text;
   try {
-    response = await fetch(path, {
+    response = await fetch(V1 + path, {
       ...options,
       headers: { "Content-Type": "application/json", ...(options.headers ?? {}) },
     });
     text = await response.text();
   } catch (error) {
-    return { status: 0, ok: false, body: { error: `the API did not answer (${error.message})` }, headers: null };
+    const message = `the API did not answer (${error.message})`;
+    return { status: 0, ok: false, body: { error: { code: "UNAVAILABLE", message } }, headers: null };
   }
   let body = null;
   try {
     body = text ? parseJson(text) : null;
   } catch {
-    body = { error: text };
+    body = { error: { code: "UNAVAILABLE", message: text } };
   }
   return { status: response.status, ok: response.ok, body, headers: response.headers };
 }
