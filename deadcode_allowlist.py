@@ -11,6 +11,7 @@ models.FillOut.time_ms  # response fields: FastAPI writes them into the public J
 models.TradeOut.time_ms
 models.AccountTradeOut.time_ms
 models.AccountInfoOut.created_ms
+asyncapi.Fill.timestamp  # message fields: the AsyncAPI document describes them
 models.EngineOut.committed_offset
 models.EngineOut.state_hash_at
 models.StatsOut.last_trade_ms

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from conftest import ADMIN, data_messages, fresh, running_leader, wait_until
 from matchbox.api.app import create_app
+from matchbox.api.codes import ALL_CODES
 from matchbox.api.feed import channel_messages
 from matchbox.api.hub import Client, Hub
 from matchbox.api.projection import Projection
@@ -529,3 +531,13 @@ def test_after_a_resume_live_messages_already_sent_from_history_are_skipped() ->
         sent.append(message)
     assert [message["n"] for message in sent] == [8]  # 6 and 7 came from history already
     assert open_client.skip_through == {}
+
+
+def test_every_error_code_is_in_the_documented_table_and_the_schema() -> None:
+    """docs/api.md's table of codes is the code's, neither more nor less; the OpenAPI schema lists them."""
+    table = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    documented = re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(ALL_CODES)
+    assert len(documented) == len(set(documented))
+    schema = create_app(Settings()).openapi()["components"]["schemas"]["ErrorDetail"]
+    assert sorted(schema["properties"]["code"]["enum"]) == sorted(ALL_CODES)

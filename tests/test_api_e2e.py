@@ -35,7 +35,9 @@ from matchbox.engine.types import OrderAccepted, TradeExecuted
 pytestmark = pytest.mark.e2e  # multi-process: API instances, leaders and consumers as processes
 
 STARTUP_TIMEOUT = 30.0
+# the seed's fill (its timestamp in ns), with what every message of the feed has besides
 SEED_FILL_KEYS = {"maker_order_id", "taker_order_id", "price", "qty", "timestamp", "market_id", "id", "n"}
+FILL_KEYS = SEED_FILL_KEYS | {"type", "channel", "seq", "time_ms"}
 
 
 # --------------------------------------------------------------------------- processes
@@ -253,11 +255,11 @@ def test_seed_walkthrough_across_two_instances(cluster: Cluster, http: httpx.Cli
 
         for ws in (ws_a, ws_b):
             fill = receive(ws)
-            assert set(fill) == SEED_FILL_KEYS, fill
+            assert set(fill) == FILL_KEYS, fill
             assert fill["maker_order_id"] == sell.json()["order_id"]
             assert fill["taker_order_id"] == order["order_id"]
             assert (fill["price"], fill["qty"], fill["market_id"]) == (50, 10, "default")
-            assert fill["timestamp"] == order["fills"][0]["timestamp"]
+            assert fill["time_ms"] == order["fills"][0]["time_ms"] == fill["timestamp"] // 1_000_000
             assert fill["n"] == book_a["sequence"]  # the trade is the last event so far
 
 
@@ -282,11 +284,11 @@ def test_orders_and_trades_are_visible_across_instances(cluster: Cluster, http: 
 
     with open_ws(b) as by_message, open_ws(b, f"subscribe=trades:{market}") as by_query:
         by_message.send(json.dumps({"type": "subscribe", "channel": "trades", "market_id": market}))
-        assert receive(by_message) == {"type": "subscribed", "channel": f"trades:{market}"}
+        assert receive(by_message) == {"type": "subscribed", "channel": f"trades:{market}", "seq": 0}
         taker = place(http, a, market_id=market, side="buy", price=45, qty=3, account="bob")
         assert taker["status"] == "filled"
         for ws in (by_message, by_query):
-            trade = receive_until(ws, lambda m: m.get("channel") == "trades")
+            trade = receive_until(ws, lambda m: m.get("type") == "trade")
             assert trade["market_id"] == market
             assert (trade["maker_order_id"], trade["taker_order_id"]) == (resting["order_id"], taker["order_id"])
             assert (trade["price"], trade["qty"], trade["taker_side"]) == (40, 3, "buy")
@@ -344,7 +346,7 @@ def test_websocket_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
             ws.recv(timeout=0.3)
 
     received = first + second
-    assert all(set(m) == SEED_FILL_KEYS for m in received), received[:3]
+    assert all(set(m) == FILL_KEYS for m in received), received[:3]
     numbers = [m["n"] for m in received]
     assert len(numbers) == len(set(numbers)), "a fill was delivered twice"
     assert numbers == sorted(numbers), "fills out of order"

@@ -225,7 +225,7 @@ def test_rejected_order_state_conforms(exchange: Exchange) -> None:
     taking = {"market_id": market, "side": "buy", "price": 60, "qty": 1, "post_only": True}
     _case, response = exchange.call("POST /v1/orders", by="taker", body=taking)
     assert (response.status_code, response.json()["error"]["code"]) == (422, "POST_ONLY_WOULD_TAKE")
-    path = {"order_id": response.json()["order_id"]}
+    path = {"order_id": response.json()["error"]["order_id"]}
     case, response = exchange.call("GET /v1/orders/{order_id}", by="taker", path_parameters=path)
     assert (response.status_code, response.json()["status"]) == (200, "rejected")
     case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])

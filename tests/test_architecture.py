@@ -17,6 +17,7 @@ ALLOWED = {
     "api": {"engine", "bus", "settings", "consumers"},  # consumers.queries: candles and stats
     "consumers": {"engine", "bus", "settings"},  # process.py: the consume and replay processes
     "web": set(),
+    "client": {"api"},  # the API's response models and codes only: see test_the_client_imports_only_the_contract
     "bench": {"engine", "bus", "leader", "consumers"},
     "chaos": {"engine", "bus", "leader", "consumers", "api", "up", "logs", "settings"},  # runs the whole exchange
 }
@@ -44,6 +45,14 @@ def test_imports_point_inward(layer: str, path: Path) -> None:
         if parts[0] != "matchbox" or len(parts) < 2 or parts[1] == layer:
             continue
         assert parts[1] in ALLOWED[layer], f"{path.name}: {layer} must not import {name}"
+
+
+def test_the_client_imports_only_the_contract() -> None:
+    """matchbox.client speaks the API's models (the OpenAPI document's), never its server."""
+    for path in sorted((PACKAGE / "client").rglob("*.py")):
+        for name in imports_of(path):
+            if name.startswith("matchbox.api"):
+                assert name in ("matchbox.api.models", "matchbox.api.codes"), f"{path.name} imports {name}"
 
 
 def test_engine_does_no_io_and_reads_no_clock() -> None:

@@ -311,7 +311,7 @@ def test_an_instance_not_ready_behind_or_with_another_book_is_reported() -> None
 def test_a_500_is_reported() -> None:
     answers = Answers()
     answers.add("api-2", "GET", "/v1/markets/m/book", 500, "", "Internal Server Error")
-    assert violated(instances([], answers), "api-2 GET /markets/m/book answered 500")
+    assert violated(instances([], answers), "api-2 GET /v1/markets/m/book answered 500")
 
 
 # --------------------------------------------------------------------------- feeds

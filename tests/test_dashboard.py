@@ -376,7 +376,7 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
             {"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))
         ]
         batch = http.post("/v1/orders/batch", json={"orders": sells}, headers=you).json()
-        ids = [item["order"]["order_id"] for item in batch]
+        ids = [item["order"]["order_id"] for item in batch["items"]]
         assert (ids[1] - ids[0], ids[0] > 2**53) == (1, True)  # shard 2's, in its high bits
         expect(order_row(page, "open")).to_have_count(2)
         shown = page.locator("#orders tr.order").evaluate_all("rows => rows.map((row) => row.dataset.orderId)")

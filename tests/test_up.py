@@ -170,10 +170,11 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
         wait_until(lambda: (exchange.balance(key) or {}).get("total") == 100_000, message="you's balance")
         book = exchange.http.get("/v1/markets/rain/book").json()
         assert [(level["price"], level["qty"]) for level in book["asks"]] == [(55, 2)]
-        trades = exchange.http.get("/v1/markets/rain/trades").json()
+        trades = exchange.http.get("/v1/markets/rain/trades").json()["items"]
         assert [(t["price"], t["qty"]) for t in trades] == [(55, 1), (55, 2)]
+        candles = "/v1/markets/rain/candles?interval=1m"
         wait_until(  # the analytics consumer resumes from its tracking row: the third trade, once
-            lambda: sum(c["volume"] for c in exchange.http.get("/v1/markets/rain/candles?interval=1m").json()) == 3,
+            lambda: sum(c["volume"] for c in exchange.http.get(candles).json()["items"]) == 3,
             timeout=30,
             message="candles holding all three trades' volume",
         )
@@ -186,13 +187,14 @@ def test_demo_markets_keep_trading(tmp_path: Path) -> None:
         for market in MARKETS:  # a binary and an odds market, both with trades flowing
 
             def traded(market_id: str = market.market_id) -> bool:
-                return len(exchange.http.get(f"/v1/markets/{market_id}/trades").json()) >= 3
+                found = exchange.http.get(f"/v1/markets/{market_id}/trades").json()  # a 404 until the bots made it
+                return len(found.get("items", [])) >= 3
 
             wait_until(traded, timeout=30, message=f"trades on {market.market_id}")
-        markets = {m["market_id"]: m for m in exchange.http.get("/v1/markets").json()}
+        markets = {m["market_id"]: m for m in exchange.http.get("/v1/markets").json()["items"]}
         assert {markets[m.market_id]["scheme"] for m in MARKETS} == {"binary", "odds"}
         assert all(markets[m.market_id]["collateral"] for m in MARKETS)  # every order needed money
-        accounts = exchange.http.get("/v1/admin/accounts", headers=exchange.admin()).json()
+        accounts = exchange.http.get("/v1/admin/accounts", headers=exchange.admin()).json()["items"]
         bots = {a["account"]: a["key_ids"] for a in accounts if a["account"].startswith("demo-")}
         assert set(bots) == {"demo-mm", *(f"demo-taker-{n}" for n in range(1, 6))}
         assert all(len(keys) == 1 for keys in bots.values())  # a key each
@@ -337,7 +339,7 @@ def test_cluster_up_trades_binary_and_odds_on_three_shards_and_resumes(tmp_path:
         ]
 
         exchange.start()  # the same cluster, from its folder
-        markets = {m["market_id"]: m["shard"] for m in exchange.http.get("/v1/markets").json()}
+        markets = {m["market_id"]: m["shard"] for m in exchange.http.get("/v1/markets").json()["items"]}
         assert (markets["rain"], markets["derby"]) == (2, 1)
         asks = exchange.http.get("/v1/markets/rain/book").json()["asks"]
         assert [(level["price"], level["qty"]) for level in asks] == [(52, 5)]

@@ -533,8 +533,8 @@ def banner(plan: Plan, you: YourAccount | None = None) -> Panel:
     ws = plan.api.replace("http://", "ws://", 1)
     table.add_row("Dashboard", f"{plan.api}/")
     table.add_row("API", plan.api)
-    table.add_row("API docs", f"{plan.api}/docs")
-    table.add_row("WebSocket", f"{ws}/ws")
+    table.add_row("API docs", f"{plan.api}/v1/docs")
+    table.add_row("WebSocket", f"{ws}/v1/ws")
     if plan.cluster is not None:
         layout = plan.cluster
         nodes = f"{layout.masters} masters with {layout.replicas} replica{'s' * (layout.replicas != 1)} each"

@@ -60,7 +60,7 @@ def channel_messages(event: Event, stream_id: str, n: int, scheme_of: SchemeOf) 
     """(channel, message) pairs for one event; book deltas are not here (they need the book)."""
     if type(event) is TradeExecuted:
         return _trade_messages(event, {"id": stream_id, "n": n}, scheme_of(event.market_id))
-    shape = _ORDER_EVENTS.get(type(event))
+    shape = ORDER_EVENTS.get(type(event))
     account = getattr(event, "account", None) if shape is not None else None
     if shape is None or not account:
         return []
@@ -70,12 +70,15 @@ def channel_messages(event: Event, stream_id: str, n: int, scheme_of: SchemeOf) 
     return [(channel, {"channel": channel, "id": stream_id, "n": n, **_in_ms(data)})]
 
 
+OPTIONAL_TIMES = ("expires_at", "deadline")  # engine times that may be 0 (none): ``<name>_ms``, null then
+
+
 def _in_ms(data: dict[str, Any]) -> dict[str, Any]:
     """An event's fields with its times in unix ms, named so (as REST has them: an expiry or a
     deadline of 0, none, is null); its journal ``seq`` gives way to the message's own."""
     del data["seq"]
     data["time_ms"] = data.pop("ts") // NS_PER_MS
-    for name in ("expires_at", "deadline"):
+    for name in OPTIONAL_TIMES:
         if name in data:
             value = data.pop(name)
             data[f"{name}_ms"] = value // NS_PER_MS if value else None
@@ -175,7 +178,7 @@ def _as_is(event: Event, data: dict[str, Any], scheme_of: SchemeOf) -> None:
 
 
 # What an account's own ``orders:<account>`` channel carries besides its fills.
-_ORDER_EVENTS: dict[type[Event], Callable[[Any, dict[str, Any], SchemeOf], None]] = {
+ORDER_EVENTS: dict[type[Event], Callable[[Any, dict[str, Any], SchemeOf], None]] = {
     OrderAccepted: _accepted,
     OrderRested: _rested,
     OrderCancelled: _reason,

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from matchbox.api import asyncapi
 from matchbox.api.codes import Code
 from matchbox.api.errors import ERRORS, error_body
 from matchbox.api.models import (
@@ -87,6 +89,12 @@ READY_CHECKS: list[Callable[[Services, ShardLink], Awaitable[str | None]]] = [
     _certified,
     _tail,
 ]
+
+
+@router.get("/asyncapi.json", include_in_schema=False)
+async def asyncapi_document() -> dict[str, Any]:
+    """The WebSocket feed's contract (AsyncAPI 3.0), as /v1/openapi.json is the REST API's."""
+    return asyncapi.document()
 
 
 @router.get("/metrics", response_class=Response)
