@@ -22,8 +22,8 @@ test-fast: $(STAMP) $(VENDORED) lint
 	$(BIN)/pytest -q -m "not e2e" --hypothesis-profile=fast
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/vulture
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import jsonschema
 import pytest
 import redis
 import sqlalchemy as sa
@@ -283,3 +284,35 @@ def data_messages(ws: Any, count: int) -> list[dict[str, Any]]:
         if message["type"] != "subscribed":
             found.append(message)
     return found
+
+
+# The type a message carries -> the schema the document describes it with (the engine's events
+# are under their own names).
+SCHEMA_OF_TYPE = {
+    "subscribed": "Subscribed",
+    "unsubscribed": "Unsubscribed",
+    "pong": "Pong",
+    "authed": "Authed",
+    "heartbeat": "HeartbeatAnswer",
+    "error": "ErrorMessage",
+    "snapshot": "Snapshot",
+    "delta": "Delta",
+    "trade": "Trade",
+    "fill": "Fill",
+    "TradeExecuted": "OwnFill",
+}
+
+
+def contract_violations(document: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
+    """Each message that its schema refuses (why), and the names of the schemas met."""
+    problems, met = [], set()
+    for message in messages:
+        name = SCHEMA_OF_TYPE.get(message["type"], message["type"])
+        if name not in document["components"]["schemas"]:
+            problems.append(f"{message['type']}: no schema in the document")
+            continue
+        met.add(name)
+        schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(message):
+            problems.append(f"{name}: {error.message} (at {list(error.absolute_path)}) in {message}")
+    return problems, met

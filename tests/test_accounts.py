@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from conftest import ADMIN, api_settings, fresh, wait_until
 from matchbox.api.app import create_app
@@ -168,6 +169,24 @@ def test_the_orders_channel_needs_the_key_and_carries_balances(keyed_client: Tes
             0,
             "DEPOSIT",  # the reason by NAME, as REST writes reasons; money stays integer cents
         )
+
+
+def test_a_key_in_the_handshake_subscribes_its_own_orders_from_the_query(keyed_client: TestClient) -> None:
+    """A client that can send headers authenticates the handshake itself, so ``?subscribe=orders``
+    (and a resume with ``last_id``) covers its orders; a bad key is refused before anything."""
+    name, key = account(keyed_client)
+    with keyed_client.websocket_connect("/v1/ws?subscribe=orders", headers=key) as ws:
+        assert ws.receive_json() == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
+        keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": 5}, headers=ADMIN)
+        assert ws.receive_json()["type"] == "BalanceChanged"
+    with keyed_client.websocket_connect("/v1/ws?subscribe=orders:someone-else", headers=key) as ws:
+        assert ws.receive_json()["error"]["code"] == "UNAUTHENTICATED"  # a key follows its own account only
+    bad = {"Authorization": "Bearer mbk_nope_nope"}
+    with keyed_client.websocket_connect("/v1/ws?subscribe=orders", headers=bad) as ws:
+        assert ws.receive_json()["error"]["code"] == "UNAUTHENTICATED"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
 
 
 def test_rate_limit_is_429_with_retry_after(exchange_url: str, data_dir: Path, keyed_client: TestClient) -> None:

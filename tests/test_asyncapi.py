@@ -10,45 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
-from conftest import ADMIN, fresh
+from conftest import ADMIN, contract_violations, fresh
 
-# The type a message carries -> the schema the document describes it with (the engine's events
-# are under their own names).
-SCHEMA_OF_TYPE = {
-    "subscribed": "Subscribed",
-    "unsubscribed": "Unsubscribed",
-    "pong": "Pong",
-    "authed": "Authed",
-    "heartbeat": "HeartbeatAnswer",
-    "error": "ErrorMessage",
-    "snapshot": "Snapshot",
-    "delta": "Delta",
-    "trade": "Trade",
-    "fill": "Fill",
-    "TradeExecuted": "OwnFill",
-}
 NEEDS_SHARDS = {"TransferredOut", "TransferredIn", "TransferRefused"}
 SENT = {"Subscribe", "Auth", "Heartbeat", "Ping"}  # what a client sends: not met among what it receives
-
-
-def contract_violations(document: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
-    """Each message that its schema refuses (why), and the names of the schemas met."""
-    problems, met = [], set()
-    for message in messages:
-        name = SCHEMA_OF_TYPE.get(message["type"], message["type"])
-        if name not in document["components"]["schemas"]:
-            problems.append(f"{message['type']}: no schema in the document")
-            continue
-        met.add(name)
-        schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
-        for error in jsonschema.Draft202012Validator(schema).iter_errors(message):
-            problems.append(f"{name}: {error.message} (at {list(error.absolute_path)}) in {message}")
-    return problems, met
 
 
 def collect(ws: WebSocketTestSession, until: Any, into: list[dict[str, Any]]) -> dict[str, Any]:

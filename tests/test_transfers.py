@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ADMIN, api_settings, examples, fresh, in_thread, running_leader, wait_until
+from conftest import ADMIN, api_settings, contract_violations, examples, fresh, in_thread, running_leader, wait_until
 from matchbox.api.app import create_app
 from matchbox.bus.codec import decode_command, decode_event
 from matchbox.bus.connection import Bus
@@ -315,9 +316,16 @@ def test_a_transfer_the_target_refuses_is_paid_back(api: TestClient, exchange: s
     account = fresh("refused")
     deposit(api, account, 2**53, 0)
     body = {"amount": 2**53, "from_shard": 0, "to_shard": 2, "transfer_id": "big"}
-    assert api.post("/v1/account/transfers", json=body, params={"account": account}).status_code == 202
-    wait_until(lambda: status_of(api, account, "big") == "returned", message="the transfer paid back")
-    assert parts(api, account) == [2**53, 0, 0]
+    with api.websocket_connect(f"/v1/ws?subscribe=orders:{account}") as feed:
+        assert api.post("/v1/account/transfers", json=body, params={"account": account}).status_code == 202
+        wait_until(lambda: status_of(api, account, "big") == "returned", message="the transfer paid back")
+        assert parts(api, account) == [2**53, 0, 0]
+        seen: list[dict[str, Any]] = []
+        while not {"TransferredOut", "TransferRefused", "TransferredIn"} <= {m["type"] for m in seen}:
+            seen.append(feed.receive_json())
+    # the transfers' messages as the feed's contract has them (one shard has none: test_asyncapi.py)
+    document = api.get("/v1/asyncapi.json").json()
+    assert contract_violations(document, seen)[0] == []
 
 
 def test_the_relay_runs_without_the_consumers_database(tmp_path: Path) -> None:

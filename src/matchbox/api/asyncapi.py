@@ -305,7 +305,8 @@ def document() -> dict[str, Any]:
                 "The WebSocket feed at /v1/ws. Every message the server sends has a type and a channel "
                 "(null for the connection's own); each subscription is acknowledged (seq 0) before its "
                 "snapshot, and its messages are numbered contiguously (seq): a gap means subscribe again. "
-                "Times are unix ms (…_ms). ?subscribe=trades:<m>,book:<m> subscribes at connect; "
+                "Times are unix ms (…_ms). ?subscribe=trades:<m>,book:<m> subscribes at connect (and orders, "
+                "with the API key in the handshake's Authorization header); "
                 "?last_id=<a message's id> resumes with no gap and no duplicate. See docs/api.md."
             ),
         },

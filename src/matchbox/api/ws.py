@@ -68,7 +68,8 @@ async def ws(websocket: WebSocket) -> None:
     ``{"type": "ping"}``. Every message of the server has a ``type`` and a ``channel`` (null for
     the connection's own); a subscription is acknowledged (``subscribed``, ``seq`` 0) before its
     snapshot, and its messages are numbered contiguously from there (``seq``), so a gap is seen.
-    ``?subscribe=trades:m,book:m`` subscribes at once; ``?last_id=<a message's id>`` first sends
+    ``?subscribe=trades:m,book:m`` subscribes at once (``orders`` too, with the key in the
+    handshake's ``Authorization`` header, which a browser cannot send); ``?last_id=<a message's id>`` first sends
     what was missed after it (no gap, no duplicate; ``MATCHBOX_WS_RESUME_EVENTS`` events of the
     whole exchange back at most), or is refused (an ``INVALID_CURSOR`` error, then close 1008):
     resync from REST, then connect again without it. With no subscription, the seed's plain
@@ -82,6 +83,14 @@ async def ws(websocket: WebSocket) -> None:
         await _refuse(websocket, (REFUSED, _error(Code.UNKNOWN_FIELD, f"unknown query parameter {field!r}", field)))
         return
     last_id, subscribe = websocket.query_params.get("last_id"), websocket.query_params.get("subscribe")
+    authorization = websocket.headers.get("authorization")
+    account: str | None = None
+    if authorization is not None and not services.settings.open_access:  # a key in the handshake
+        try:
+            account = await services.gate.account(authorization)
+        except ApiError as exc:
+            await _refuse(websocket, (REFUSED, _refusal(exc)))
+            return
     resume_from: dict[int, str] | None = None
     if last_id is not None:
         resume_from, refusal = await _resume_refusal(services, last_id)
@@ -93,8 +102,10 @@ async def ws(websocket: WebSocket) -> None:
     try:
         if resume_from is not None:  # first: a book image sent on subscribing is as of the cursor
             client.replaying, client.positions = True, dict(resume_from)
-        _subscribe_from_query(services, client, subscribe or "")
+        _subscribe_from_query(services, client, subscribe or "", account)
         session = Session(client, Bucket(float(services.settings.rate_burst), time.monotonic()))
+        if account is not None:
+            session.account, session.authorization, session.key_checked_at = account, authorization, time.monotonic()
         await websocket.accept()
         await _serve(websocket, services, session, resume_from is not None)
     except WebSocketDisconnect:
@@ -106,14 +117,20 @@ async def ws(websocket: WebSocket) -> None:
 QUERY = frozenset({"last_id", "subscribe"})  # what the feed's URL may carry
 
 
-def _subscribe_from_query(services: Services, client: Client, subscribe: str) -> None:
+def _subscribe_from_query(services: Services, client: Client, subscribe: str, account: str | None) -> None:
+    """The channels of ``?subscribe=``: public ones, and with a key in the handshake (``account``)
+    its own orders (``orders``), so that a resume covers them too."""
     for channel in subscribe.split(",")[:MAX_CHANNELS]:
         kind, _, target = channel.partition(":")
         public = kind in ("trades", "book") or (kind == "orders" and services.settings.open_access)
         if public and target:
             services.hub.subscribe(client, channel)
+        elif kind == "orders" and account is not None and target in ("", account):
+            services.hub.subscribe(client, f"orders:{account}")
         elif kind == "orders":
-            message = f'{channel[:80]}: send {{"type":"auth","key":..}}, then subscribe'
+            message = (
+                f"{channel[:80]}: send your key in the handshake (Authorization: Bearer ..), or auth, then subscribe"
+            )
             client.offer(_error(Code.UNAUTHENTICATED, message, "subscribe"))
         elif channel:
             message = f"{channel[:80]}: subscribe to trades:<market>, book:<market> or orders:<account>"

@@ -77,7 +77,11 @@ class Stream:
     """The feed of ``channels`` (``trades:<market>``, ``book:<market>``, ``orders``: your own
     orders, or ``orders:<account>`` in open mode), as an async iterator of its messages (the
     events; the acknowledgements and pongs are its own business). ``books`` holds each
-    ``book:`` channel's :class:`LocalBook` once its snapshot came."""
+    ``book:`` channel's :class:`LocalBook` once its snapshot came.
+
+    The connection is read by a task of its own from :meth:`start` (or the first ``__anext__``),
+    into a queue: a wait for the next message may be cancelled (``asyncio.wait_for``) and nothing
+    is lost. :func:`open_stream` starts it and returns once every channel is subscribed."""
 
     def __init__(self, client: AsyncClient, channels: Sequence[str], *, last_id: str | None = None) -> None:
         self.client = client
@@ -89,17 +93,61 @@ class Stream:
         self._socket: aiohttp.ClientWebSocketResponse | None = None
         self._pending: list[dict[str, Any]] = []
         self._closed = False
+        self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._acknowledged: set[str] = set()
+        self.subscribed = asyncio.Event()  # every channel acknowledged, on the current connection
+        self.failure: Exception | None = None
+        self._ended = asyncio.Event()
 
     def _named(self, channel: str) -> str:
         if channel == "orders" and self.client.account and not self.client.api_key:
             return f"orders:{self.client.account}"
         return channel
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._messages()
+    def __aiter__(self) -> Stream:
+        return self
+
+    def start(self) -> None:
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="matchbox-feed")
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Connect, and wait until every channel is subscribed (TimeoutError after ``timeout`` s;
+        the stream's own error, such as a refused key, if it ended first)."""
+        self.start()
+        waits = [asyncio.ensure_future(self.subscribed.wait()), asyncio.ensure_future(self._ended.wait())]
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if self.failure is not None:
+            raise self.failure
+        if not self.subscribed.is_set():
+            raise TimeoutError(f"the feed's channels were not all subscribed within {timeout} s")
+
+    async def __anext__(self) -> dict[str, Any]:
+        self.start()
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._messages():
+                self._queue.put_nowait(message)
+        except Exception as exc:  # a mistake the stream cannot mend: the reader's next message raises it
+            self.failure = exc
+            self._queue.put_nowait(exc)
+        self._ended.set()
+        self._queue.put_nowait(StopAsyncIteration())
 
     async def close(self) -> None:
         self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
         if self._socket is not None:
             await self._socket.close()
 
@@ -120,17 +168,18 @@ class Stream:
 
     async def _connection(self) -> AsyncIterator[dict[str, Any]]:
         """One connection's messages, until it closes."""
-        in_url = [c for c in self.channels if c != "orders"]
-        params = {"subscribe": ",".join(in_url)} if in_url else {}
+        params = {"subscribe": ",".join(self.channels)} if self.channels else {}
         if self.last_id is not None:
             params["last_id"] = self.last_id
         url = self.client.base_url.replace("http", "ws", 1) + f"{V1}/ws"
         self._seqs.clear()
         self.books.clear()
-        async with self.client.session.ws_connect(url, params=params, heartbeat=20.0) as socket:
+        self._acknowledged.clear()
+        self.subscribed.clear()
+        # the key in the handshake: its own orders are then subscribed (and resumed) with the rest
+        headers = {"Authorization": f"Bearer {self.client.api_key}"} if self.client.api_key else {}
+        async with self.client.session.ws_connect(url, params=params, headers=headers, heartbeat=20.0) as socket:
             self._socket = socket
-            if self.client.api_key:
-                await socket.send_json({"type": "auth", "key": self.client.api_key})
             async for frame in socket:
                 if frame.type is not aiohttp.WSMsgType.TEXT:
                     break
@@ -143,10 +192,11 @@ class Stream:
     def _take(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """What a message from the server passes on (it may be none, or a resync first)."""
         kind, channel = message.get("type"), message.get("channel")
-        if kind == "authed" and "orders" in self.channels:
-            self._pending.append({"type": "subscribe", "channel": "orders"})
         if kind == "subscribed" and isinstance(channel, str):
             self._seqs[channel] = 0
+            self._acknowledged.add("orders" if channel.startswith("orders:") and "orders" in self.channels else channel)
+            if self._acknowledged >= set(self.channels):
+                self.subscribed.set()
         if kind in CONTROL:
             return []
         if kind == "error":
@@ -197,6 +247,7 @@ class Stream:
 async def open_stream(client: AsyncClient, channels: Sequence[str], **options: Any) -> AsyncIterator[Stream]:
     stream = Stream(client, channels, **options)
     try:
+        await stream.ready()
         yield stream
     finally:
         await stream.close()

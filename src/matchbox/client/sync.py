@@ -112,6 +112,7 @@ class Client:
         """The feed of ``channels``, blocking: iterate it for its messages (see :class:`Stream`)."""
         stream = SyncStream(self, Stream(self.inner, channels, last_id=last_id))
         try:
+            self.wait(stream.inner.ready())
             yield stream
         finally:
             self.wait(stream.inner.close())
@@ -123,7 +124,6 @@ class SyncStream:
     def __init__(self, client: Client, inner: Stream) -> None:
         self.client = client
         self.inner = inner
-        self._messages = aiter(inner)
 
     @property
     def books(self) -> dict[str, LocalBook]:
@@ -131,7 +131,7 @@ class SyncStream:
 
     def next(self, timeout: float | None = None) -> dict[str, Any]:
         """The next message; TimeoutError if none comes within ``timeout`` seconds."""
-        coroutine: Coroutine[Any, Any, dict[str, Any]] = asyncio.wait_for(anext(self._messages), timeout)
+        coroutine: Coroutine[Any, Any, dict[str, Any]] = asyncio.wait_for(anext(self.inner), timeout)
         return self.client.wait(coroutine)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
