@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -35,6 +35,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from conftest import ADMIN_TOKEN, wait_until
 from matchbox.bus.server import free_port, free_ports
+from matchbox.client import Client, order_body
 
 pytestmark = pytest.mark.e2e  # the browser test: a real system driven by chromium
 
@@ -147,53 +148,62 @@ def system(tmp_path: Path) -> Iterator[System]:
         yield running
 
 
+class Desk:
+    """matchbox.client for the test's own trading: the admin's client, and one per trader."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.admin = Client(url, admin_token=ADMIN_TOKEN)
+        self.clients = [self.admin]
+
+    def create_market(self, market_id: str, scheme: Literal["binary", "odds"], shard: int | None = None) -> None:
+        self.admin.create_market(market_id, scheme, collateral=True, shard=shard)
+
+    def trader(self, account: str, cents: int = 10_000_000, shards: int = 1) -> Client:
+        """A new account with ``cents`` deposited (on each of ``shards``), and a client with its key."""
+        issued = self.admin.create_account(account)
+        for shard in range(shards):
+            self.admin.deposit(account, cents, shard)
+        return self.client(issued.api_key)
+
+    def client(self, key: str) -> Client:
+        made = Client(self.url, key)
+        self.clients.append(made)
+        return made
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+@contextmanager
+def desk_of(system: System) -> Iterator[Desk]:
+    desk = Desk(system.url)
+    try:
+        yield desk
+    finally:
+        desk.close()
+
+
 @pytest.fixture
-def http(system: System) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url, timeout=10.0) as client:
-        yield client
+def desk(system: System) -> Iterator[Desk]:
+    with desk_of(system) as running:
+        yield running
 
 
-def create_market(http: httpx.Client, market_id: str, scheme: str, **placed: int) -> None:
-    body = {"market_id": market_id, "scheme": scheme, "collateral": True, **placed}
-    answer = http.post("/v1/markets", json=body, headers=_admin())
-    assert answer.status_code == 201, answer.text
-
-
-def _admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def trader(http: httpx.Client, account: str, cents: int = 10_000_000, shards: int = 1) -> dict[str, str]:
-    """A new account with ``cents`` deposited (on each of ``shards``); its key, as request headers."""
-    made = http.post("/v1/admin/accounts", json={"account": account}, headers=_admin())
-    assert made.status_code == 201, made.text
-    for shard in range(shards):
-        body = {"amount": cents, "shard": shard}
-        funded = http.post(f"/v1/admin/accounts/{account}/deposit", json=body, headers=_admin())
-        assert funded.status_code == 200, funded.text
-    return {"Authorization": f"Bearer {made.json()['api_key']}"}
-
-
-def place(http: httpx.Client, key: dict[str, str], **body: Any) -> dict[str, Any]:
-    answer = http.post("/v1/orders", json=body, headers=key)
-    assert answer.status_code == 201, answer.text
-    order: dict[str, Any] = answer.json()
-    return order
-
-
-def walk(http: httpx.Client, page: Page, candles: int) -> None:
+def walk(desk: Desk, page: Page, candles: int) -> None:
     """Trade at a random walk of prices strictly inside the spread (51..55 cents: each sell rests,
     the buy takes it, the book is as before) until the chart shows ``candles`` one-second bars."""
     rng = random.Random(7)
-    seller, buyer = trader(http, "walker-a"), trader(http, "walker-b")
+    seller, buyer = desk.trader("walker-a"), desk.trader("walker-b")
     price = 53
     deadline = time.monotonic() + 30
     while page.evaluate("window.matchbox.bars()") < candles:
         assert time.monotonic() < deadline, f"the chart did not reach {candles} candles"
         price = min(55, max(51, price + rng.choice((-1, 0, 1))))
         qty = rng.randint(1, 9)
-        place(http, seller, market_id="rain", side="sell", price=price, qty=qty)
-        place(http, buyer, market_id="rain", side="buy", price=price, qty=qty)
+        seller.place_order("rain", "sell", price=price, qty=qty)
+        buyer.place_order("rain", "buy", price=price, qty=qty)
 
 
 def ticket(page: Page, side: str, price: str, qty: str) -> None:
@@ -228,10 +238,10 @@ def new_page(browser: Browser) -> tuple[Page, list[str]]:
     return page, errors
 
 
-def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, http: httpx.Client) -> None:
-    create_market(http, "rain", "binary")
-    create_market(http, "derby", "odds")
-    bob, cat = trader(http, "bob"), trader(http, "cat")
+def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, desk: Desk) -> None:
+    desk.create_market("rain", "binary")
+    desk.create_market("derby", "odds")
+    bob, cat = desk.trader("bob"), desk.trader("cat")
     page, errors = new_page(browser)
     sockets: list[str] = []
     page.on("websocket", lambda socket: sockets.append(socket.url))
@@ -259,7 +269,7 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, h
     expect_money(page, "$1,000.00", "$4.80", "$995.20")
 
     # bob takes 4: you pay 48 cents a contract into the market and hold 4 NO contracts
-    place(http, bob, market_id="rain", side="buy", price=55, qty=4)
+    bob.place_order(market_id="rain", side="buy", price=55, qty=4)
     expect(page.locator('#tape tr[data-price="52"][data-qty="4"]')).to_have_count(1)
     expect(ask).to_have_attribute("data-qty", "6")  # the book updated from the feed
     expect(order_row(page, "partially_filled")).to_have_count(1)  # the orders channel, after auth
@@ -290,7 +300,7 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, h
     ticket(page, "back", "2.5", "2000")
     expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "2000")
     expect_money(page, "$998.08", "$20.00", "$978.08")
-    place(http, bob, market_id="derby", side="lay", odds="2.5", stake=500)
+    bob.place_order(market_id="derby", side="lay", odds="2.5", stake=500)
     expect(page.locator('#tape tr.lay[data-price="2.5"][data-qty="500"]')).to_have_count(1)
     expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "1500")
     expect(page.locator("#chart")).to_have_attribute("data-last-close", "2.5")
@@ -302,19 +312,19 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, h
     expect(page.locator('#tape tr[data-price="52"]')).to_have_count(1)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     page.evaluate("window.matchbox.feed.socket.close()")
-    place(http, cat, market_id="rain", side="sell", price=60, qty=3)
-    place(http, bob, market_id="rain", side="buy", price=60, qty=3)
+    cat.place_order(market_id="rain", side="sell", price=60, qty=3)
+    bob.place_order(market_id="rain", side="buy", price=60, qty=3)
     expect(page.locator('#tape tr[data-price="60"][data-qty="3"]')).to_have_count(1)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     assert any("last_id=" in url for url in sockets), sockets
 
     # a livelier market for the picture: a book, and trades until the chart has some candles
-    maker = trader(http, "maker")
+    maker = desk.trader("maker")
     for price, qty in ((56, 25), (58, 40), (63, 15), (66, 30)):
-        place(http, maker, market_id="rain", side="sell", price=price, qty=qty)
+        maker.place_order(market_id="rain", side="sell", price=price, qty=qty)
     for price, qty in ((50, 20), (48, 35), (45, 50), (41, 12)):
-        place(http, maker, market_id="rain", side="buy", price=price, qty=qty)
-    walk(http, page, CANDLES_IN_PICTURE)
+        maker.place_order(market_id="rain", side="buy", price=price, qty=qty)
+    walk(desk, page, CANDLES_IN_PICTURE)
     expect(page.locator('#book .level.ask[data-price="56"]')).to_have_attribute("data-qty", "25")
     expect(page.locator('#book .level.bid[data-price="41"]')).to_have_count(1)
     ticket(page, "buy", "47", "10")
@@ -335,10 +345,9 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, h
 def test_dashboard_in_open_mode(browser: Browser, tmp_path: Path) -> None:
     """``matchbox up --open``: a red badge, no login, the ticket names its account, whose balance
     the account panel shows."""
-    with running_system(tmp_path, "--open") as system, httpx.Client(base_url=system.url, timeout=10.0) as http:
-        create_market(http, "rain", "binary")
-        funded = http.post("/v1/admin/accounts/ann/deposit", json={"amount": 50_000}, headers=_admin())
-        assert funded.status_code == 200, funded.text
+    with running_system(tmp_path, "--open") as system, desk_of(system) as desk:
+        desk.create_market("rain", "binary")
+        desk.admin.deposit("ann", 50_000)
         page, errors = new_page(browser)
         page.goto(f"{system.url}/#market=rain")
         expect(page.locator("#auth-badge")).to_have_text("OPEN MODE — no authentication")
@@ -359,11 +368,11 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
     base = free_ports(12)  # six nodes, each with its cluster bus port
     with (
         running_system(tmp_path, command=("cluster", "up"), valkey_port=base) as system,
-        httpx.Client(base_url=system.url, timeout=10.0) as http,
+        desk_of(system) as desk,
     ):
-        create_market(http, "rain", "binary", shard=2)
-        create_market(http, "derby", "odds", shard=1)
-        bob = trader(http, "bob", shards=3)
+        desk.create_market("rain", "binary", shard=2)
+        desk.create_market("derby", "odds", shard=1)
+        bob = desk.trader("bob", shards=3)
         page, errors = new_page(browser)
         page.goto(f"{system.login_link()}&market=rain")
         expect(page.locator("#account-name")).to_have_text("you")
@@ -371,29 +380,26 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
         # two orders in one batch: consecutive ids, so one is odd, and no double above 2**53 holds it
-        you = {"Authorization": f"Bearer {system.login_link().partition('#key=')[2]}"}
-        sells = [
-            {"market_id": "rain", "side": "sell", "price": price, "qty": qty} for price, qty in ((52, 10), (53, 1))
-        ]
-        batch = http.post("/v1/orders/batch", json={"orders": sells}, headers=you).json()
-        ids = [item["order"]["order_id"] for item in batch["items"]]
+        you = desk.client(system.login_link().partition("#key=")[2])
+        sells = [order_body("rain", "sell", price=price, qty=qty) for price, qty in ((52, 10), (53, 1))]
+        ids = [item.order.order_id for item in you.place_orders(sells).items if item.order is not None]
         assert (ids[1] - ids[0], ids[0] > 2**53) == (1, True)  # shard 2's, in its high bits
         expect(order_row(page, "open")).to_have_count(2)
         shown = page.locator("#orders tr.order").evaluate_all("rows => rows.map((row) => row.dataset.orderId)")
         assert sorted(shown) == sorted(str(i) for i in ids)  # exact, as the API wrote them
-        place(http, bob, market_id="rain", side="buy", price=55, qty=4)
+        bob.place_order(market_id="rain", side="buy", price=55, qty=4)
         expect(page.locator('#tape tr[data-price="52"][data-qty="4"]')).to_have_count(1)
         expect(order_row(page, "partially_filled")).to_have_count(1)
         page.locator(f'#orders tr[data-order-id="{ids[1]}"] button.cancel').click()  # by the odd id
         expect(page.locator(f'#orders tr[data-order-id="{ids[1]}"]')).to_have_attribute("data-status", "cancelled")
-        assert http.get(f"/v1/orders/{ids[1]}", headers=you).json()["status"] == "cancelled"
+        assert you.order(ids[1]).status == "cancelled"
         expect_money(page, "$2,998.08", "$2.88", "$2,995.20")  # 4 x 48 paid; 6 x 48 still reserved
 
         page.locator('[data-market-id="derby"]').click()
         ticket(page, "back", "2.5", "2000")
         expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "2000")
         page.evaluate("window.matchbox.feed.socket.close()")
-        place(http, bob, market_id="derby", side="lay", odds="2.5", stake=500)
+        bob.place_order(market_id="derby", side="lay", odds="2.5", stake=500)
         expect(page.locator('#tape tr.lay[data-price="2.5"][data-qty="500"]')).to_have_count(1)
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
         expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "1500")
