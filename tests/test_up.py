@@ -29,6 +29,13 @@ pytestmark = pytest.mark.e2e  # starts `matchbox up` as processes
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
 
 
+def accounts_cli(exchange: Up, *args: str) -> subprocess.CompletedProcess[str]:
+    """``matchbox accounts …`` as a user runs it beside ``matchbox up``: no REDIS_URL, only the data folder."""
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "MATCHBOX_REDIS_URL")}
+    argv = [sys.executable, "-m", "matchbox", "accounts", *args, "--data-dir", str(exchange.data_dir)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 def stopped_children(output: str) -> list[str]:
     return [line.split("child=")[1].split()[0] for line in output.splitlines() if " stopped child=" in line]
 
@@ -45,6 +52,14 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
             message="you's $1,000",
         )
         assert exchange.http.get("/v1/account").status_code == 401  # keys mode: no key, no account
+        # the README's walk-through: `matchbox accounts` finds this exchange by its data folder
+        made = accounts_cli(exchange, "create", "carol", "--deposit", "2500")
+        assert made.returncode == 0, made.stderr
+        carol = next(line.split()[-1] for line in made.stdout.splitlines() if line.startswith("API key"))
+        wait_until(lambda: (exchange.balance(carol) or {}).get("total") == 2500, message="carol's deposit")
+        assert accounts_cli(exchange, "deposit", "carol", "500").returncode == 0
+        wait_until(lambda: (exchange.balance(carol) or {}).get("total") == 3000, message="carol's second deposit")
+        assert "carol" in accounts_cli(exchange, "list").stdout
 
         created = exchange.http.post(
             "/v1/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()
@@ -74,6 +89,8 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
 
         assert exchange.stop(signal.SIGINT) == 0
         assert stopped_children(exchange.output()) == STOP_ORDER
+        stopped = accounts_cli(exchange, "list")  # nothing runs there now: it says how to reach an exchange
+        assert (stopped.returncode, "no `matchbox up` running" in stopped.stderr) == (2, True)
 
         exchange.start()  # the same data folder: everything is where it was
         # the key still works, so it is kept; and nothing is deposited again

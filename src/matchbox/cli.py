@@ -717,13 +717,48 @@ def _required_url(url: str | None) -> str:
     return url
 
 
-def _account_store(redis_url: str | None) -> AccountStore:
+UpFolder = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="MATCHBOX_DATA_DIR",
+        help="Without REDIS_URL: the data folder of a running `matchbox up`, whose exchange this reaches.",
+    ),
+]
+
+
+def _exchange_settings(redis_url: str | None, data_dir: Path) -> Settings:
+    """The settings that reach the exchange: REDIS_URL (or --redis-url) and the environment, or
+    else those of the ``matchbox up`` running on ``data_dir``; exit 2 saying how, if neither."""
+    from matchbox.bus.durability import Durability
+    from matchbox.settings import Settings
+    from matchbox.up import running_state
+
+    if redis_url or Settings().redis_url:
+        return Settings(redis_url=redis_url) if redis_url else Settings()
+    state = running_state(data_dir)
+    if state is None:
+        typer.echo(
+            f"error: no REDIS_URL, and no `matchbox up` running on {data_dir}: set REDIS_URL (or --redis-url) "
+            "to the exchange's Redis/Valkey, or --data-dir to the folder of a running `matchbox up`",
+            err=True,
+        )
+        raise typer.Exit(2)
+    found: dict[str, str] = state["settings"]
+    return Settings(
+        redis_url=found["REDIS_URL"],
+        cluster=found.get("MATCHBOX_CLUSTER", "0") == "1",
+        durability=Durability(found.get("MATCHBOX_DURABILITY") or Settings().durability),
+    )
+
+
+def _account_store(redis_url: str | None, data_dir: Path) -> AccountStore:
     from matchbox.bus.accounts import AccountStore
     from matchbox.bus.cluster import connect_bus
-    from matchbox.settings import Settings
 
-    settings = Settings()
-    return AccountStore(connect_bus(_required_url(redis_url or settings.redis_url), cluster=settings.cluster).routed)
+    settings = _exchange_settings(redis_url, data_dir)
+    assert settings.redis_url is not None
+    return AccountStore(connect_bus(settings.redis_url, cluster=settings.cluster).routed)
 
 
 @accounts_app.command("create")
@@ -732,13 +767,14 @@ def accounts_create(
     name: Annotated[str, typer.Option(help="A display name.")] = "",
     deposit: Annotated[int, typer.Option(min=0, help="Cents to deposit at once (journaled like any deposit).")] = 0,
     redis_url: JournalRedis = None,
+    data_dir: UpFolder = Path("data"),
 ) -> None:
     """Create an account and print its first API key: the only time it is shown."""
     import redis
 
     from matchbox.bus.accounts import AccountError
 
-    store = _account_store(redis_url)
+    store = _account_store(redis_url, data_dir)
     try:
         issued = store.create(account, name)
     except AccountError as exc:
@@ -748,7 +784,7 @@ def accounts_create(
         typer.echo(f"error: the exchange's Redis does not answer: {exc}", err=True)
         raise typer.Exit(1) from None
     if deposit:
-        _journal_deposit(redis_url, issued.account, deposit)
+        _journal_deposit(redis_url, data_dir, issued.account, deposit)
     typer.echo(f"account  {issued.account}")
     typer.echo(f"key id   {issued.key_id}")
     typer.echo(f"API key  {issued.api_key}")
@@ -759,12 +795,13 @@ def accounts_create(
 def accounts_key(
     account: Annotated[str, typer.Argument(help="The account.")],
     redis_url: JournalRedis = None,
+    data_dir: UpFolder = Path("data"),
 ) -> None:
     """Issue another API key for an account (a lost key cannot be shown again)."""
     from matchbox.bus.accounts import AccountError
 
     try:
-        issued = _account_store(redis_url).issue_key(account)
+        issued = _account_store(redis_url, data_dir).issue_key(account)
     except AccountError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -777,16 +814,19 @@ def accounts_revoke(
     account: Annotated[str, typer.Argument(help="The account.")],
     key_id: Annotated[str, typer.Argument(help="The key's id (see `matchbox accounts list`).")],
     redis_url: JournalRedis = None,
+    data_dir: UpFolder = Path("data"),
 ) -> None:
     """Revoke a key: every API instance refuses it within MATCHBOX_KEY_CACHE_SECONDS."""
-    if not _account_store(redis_url).revoke(account, key_id):
+    if not _account_store(redis_url, data_dir).revoke(account, key_id):
         typer.echo(f"error: account {account!r} has no key {key_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
 
 
 @accounts_app.command("list")
-def accounts_list(redis_url: JournalRedis = None, json_output: JsonOutput = False) -> None:
+def accounts_list(
+    redis_url: JournalRedis = None, data_dir: UpFolder = Path("data"), json_output: JsonOutput = False
+) -> None:
     """Every account, when it was made, and the ids of its keys."""
     import dataclasses
 
@@ -794,7 +834,7 @@ def accounts_list(redis_url: JournalRedis = None, json_output: JsonOutput = Fals
     from rich.console import Console
     from rich.table import Table
 
-    found = _account_store(redis_url).list()
+    found = _account_store(redis_url, data_dir).list()
     if json_output:
         typer.echo(msgspec.json.encode([dataclasses.asdict(a) for a in found]).decode())
         return
@@ -805,14 +845,25 @@ def accounts_list(redis_url: JournalRedis = None, json_output: JsonOutput = Fals
     Console().print(table)
 
 
-def _journal_deposit(redis_url: str | None, account: str, amount: int) -> None:
+@accounts_app.command("deposit")
+def accounts_deposit(
+    account: Annotated[str, typer.Argument(help="The account.")],
+    amount: Annotated[int, typer.Argument(min=1, help="Cents to add.")],
+    redis_url: JournalRedis = None,
+    data_dir: UpFolder = Path("data"),
+) -> None:
+    """Add cents to an account (journaled like any deposit; to MATCHBOX_SHARD's cash, the first shard's by default)."""
+    _journal_deposit(redis_url, data_dir, account, amount)
+
+
+def _journal_deposit(redis_url: str | None, data_dir: Path, account: str, amount: int) -> None:
     from matchbox.bus.cluster import connect_bus
     from matchbox.bus.journal import Journal
     from matchbox.engine.types import Deposit
-    from matchbox.settings import Settings
 
-    settings = Settings()  # to MATCHBOX_SHARD's cash (the first shard's unless set)
-    bus = connect_bus(_required_url(redis_url or settings.redis_url), settings.shard, cluster=settings.cluster)
+    settings = _exchange_settings(redis_url, data_dir)  # to MATCHBOX_SHARD's cash (the first shard's unless set)
+    assert settings.redis_url is not None
+    bus = connect_bus(settings.redis_url, settings.shard, cluster=settings.cluster)
     try:
         submission = Journal(bus, settings.durability).submit(Deposit(seq=0, ts=0, account=account, amount=amount))
     finally:

@@ -366,10 +366,33 @@ def stop_order(names: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- running it
 
 
+STATE_FILE = "up.json"  # how the running exchange is reached: `matchbox accounts` finds it by the data folder
+# the settings a process of this exchange needs to reach it, as its children have them
+STATE_SETTINGS = ("REDIS_URL", "MATCHBOX_CLUSTER", "MATCHBOX_SHARDS", "MATCHBOX_DURABILITY")
+
+
+def write_state(plan: Plan, env: dict[str, str]) -> None:
+    """``data/up.json``: this process, its API, and the settings that reach its Redis."""
+    state = {"pid": os.getpid(), "api": plan.api, "settings": {k: env[k] for k in STATE_SETTINGS if k in env}}
+    path = plan.data_dir / STATE_FILE
+    path.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def running_state(data_dir: Path) -> dict[str, Any] | None:
+    """What ``data_dir``'s ``up.json`` says, if the ``matchbox up`` that wrote it still runs."""
+    try:
+        state: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
 def run(plan: Plan, stop: threading.Event, console: Console) -> int:
     """Start everything, announce it once the API is ready, supervise until ``stop``; the exit code."""
     supervisor = Supervisor(children(plan))
     present = [child.name for child in supervisor.children]
+    write_state(plan, supervisor.children[0].env)
     try:
         for child in supervisor.children:
             if child.name == "valkey" and plan.cluster is not None:
@@ -395,6 +418,7 @@ def run(plan: Plan, stop: threading.Event, console: Console) -> int:
         return 0
     finally:
         supervisor.stop_all(stop_order(present))
+        (plan.data_dir / STATE_FILE).unlink(missing_ok=True)
 
 
 READY_FILE = "ready"  # written by ``matchbox cluster serve`` once the cluster is up and its shards placed
