@@ -5,6 +5,7 @@ with the same markets, book, trades, candles and balance. The demo trades on col
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -27,6 +29,14 @@ from stack import Up, up
 pytestmark = pytest.mark.e2e  # starts `matchbox up` as processes
 
 STOP_ORDER = ["api", "engine", "persistence", "analytics", "valkey"]
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in Prometheus's text format, by its name and labels (the first match)."""
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {" or name.endswith("}")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} in the metrics")
 
 
 def accounts_cli(exchange: Up, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,6 +70,25 @@ def test_up_runs_the_exchange_restarts_a_dead_child_stops_in_order_and_resumes(t
         assert accounts_cli(exchange, "deposit", "carol", "500").returncode == 0
         wait_until(lambda: (exchange.balance(carol) or {}).get("total") == 3000, message="carol's second deposit")
         assert "carol" in accounts_cli(exchange, "list").stdout
+        # every process exposes Prometheus metrics, its process's included; up.json says where
+        state = json.loads((exchange.data_dir / "up.json").read_text())
+        assert set(state["metrics"]) == {"api", "engine", "persistence", "analytics"}
+        engine = httpx.get(state["metrics"]["engine"], timeout=5).text
+        assert "process_cpu_seconds_total" in engine
+        assert metric(engine, 'matchbox_engine_leading{name="engine",shard="0"}') == 1.0
+        assert metric(engine, 'matchbox_engine_commits_total{name="engine",shard="0"}') > 0
+        wait_until(
+            lambda: (
+                metric(httpx.get(state["metrics"]["persistence"], timeout=5).text, "matchbox_consumer_applied_total")
+                > 0
+            ),
+            message="the persistence consumer's applied count",
+        )
+        assert "process_resident_memory_bytes" in exchange.http.get("/metrics").text
+        # each logs into its own file (rotated by size), its raw output beside it
+        logs = exchange.data_dir / "logs"
+        assert "leader" in (logs / "engine.log").read_text()
+        assert (logs / "engine.out").exists()
 
         created = exchange.http.post(
             "/v1/markets", json={"market_id": "rain", "scheme": "binary"}, headers=exchange.admin()

@@ -104,12 +104,12 @@ def _up(*, port: int | None, open_access: bool, **plan: Any) -> None:
     from rich.console import Console
 
     from matchbox.bus.server import ServerError
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
     from matchbox.settings import Settings
     from matchbox.up import UpError, make_plan, run
 
     settings = Settings()
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     try:
         made = make_plan(
             port=port or settings.port,
@@ -248,11 +248,11 @@ def demo(
 ) -> None:
     """Create demo markets (binary and odds) and run a market maker and a taker on each until stopped."""
     from matchbox.demo import run
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
     from matchbox.settings import Settings
 
     settings = Settings()
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     run(url.rstrip("/"), admin_token, seed)
 
 
@@ -278,11 +278,13 @@ def engine(
     from matchbox.consumers.process import sql_witnesses
     from matchbox.leader.recovery import RollbackDetected
     from matchbox.leader.runner import EngineLeader, LeaderConfig
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
+    from matchbox.metrics import StatsCollector
+    from matchbox.metrics import serve as watch
     from matchbox.settings import Settings
 
     settings = Settings(**_shard_override(shard))  # type: ignore[arg-type]
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     url = _required_url(redis_url or settings.redis_url)
     config = LeaderConfig(
         lock_ttl_ms=lock_ttl_ms or settings.lock_ttl_ms,
@@ -305,6 +307,17 @@ def engine(
     if bus is None:
         return
     leader = EngineLeader(bus, config, stop)
+    watch(
+        settings.metrics_port,
+        settings.metrics_host,
+        StatsCollector(
+            "engine",
+            lambda: leader.stats,
+            {"shard": str(settings.shard), "name": config.name or "engine"},
+            gauges=frozenset({"recovery_seconds"}),
+            extra=lambda: {"epoch": leader.epoch, "leading": float(leader.lease.held)},
+        ),
+    )
     try:
         leader.run()
     except RollbackDetected as exc:
@@ -328,7 +341,7 @@ def api(
     from matchbox.api.app import create_app
     from matchbox.api.ws import MAX_FRAME_BYTES
     from matchbox.bus.server import port_in_use
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
     from matchbox.settings import Settings
 
     overrides: dict[str, object] = {"redis_url": redis_url} if redis_url else {}
@@ -338,7 +351,7 @@ def api(
         overrides["shards"] = shards
     settings = Settings(**overrides)  # type: ignore[arg-type]
     _required_url(settings.redis_url)
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     bind_port = port or settings.port
     if port_in_use(bind_port):
         typer.echo(f"error: port {bind_port} is already in use: pick another with --port or PORT", err=True)
@@ -418,10 +431,10 @@ def consume(
     from matchbox.bus.commit import RollbackAlarm
     from matchbox.bus.outage import REDIS_DOWN
     from matchbox.consumers.process import run_consumer
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
 
     settings = _consumer_settings(redis_url, database_url, data_dir, shard)
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     kind = _sink_kind(sink)
     try:
         run_consumer(settings, kind, group or kind.value, name, burst, _stop_on_signals())
@@ -457,10 +470,10 @@ def replay(
     from rich.console import Console
 
     from matchbox.consumers.process import replay as run_replay
-    from matchbox.logs import configure
+    from matchbox.logs import configure_from
 
     settings = _consumer_settings(redis_url, database_url, data_dir, shard)
-    configure(settings.log_level, settings.log_format)
+    configure_from(settings)
     kind = _sink_kind(sink or group)
     console = Console(stderr=True)
     started = time.perf_counter()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matchbox.settings import Settings
 import sys
 import time
 from typing import Any
@@ -50,9 +56,23 @@ def _value(value: object) -> str:
     return f'"{text}"' if (" " in text or not text) else text
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure(
+    level: str = "INFO", fmt: str = "text", file: Path | None = None, max_bytes: int = 0, backups: int = 0
+) -> None:
+    """Logs to stderr, or to ``file``, rotated once it passes ``max_bytes`` (``backups`` kept:
+    ``<file>.1`` the newest), so a process that runs for months never fills its disk."""
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def configure_from(settings: Settings) -> None:
+    """``configure`` with a process's settings (``MATCHBOX_LOG_*``)."""
+    configure(settings.log_level, settings.log_format, settings.log_file, settings.log_max_bytes, settings.log_backups)

@@ -76,3 +76,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, validation_alias=AliasChoices("PORT", "MATCHBOX_PORT"))
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="engines and consumers: serve /metrics here (0: no)"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="the interface the metrics port listens on")
+    log_file: Path | None = Field(default=None, description="log here rather than to stderr, rotated by size")
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="a log file's size before it rotates")
+    log_backups: int = Field(default=5, ge=1, description="rotated log files kept (<file>.1 the newest)")

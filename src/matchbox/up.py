@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from matchbox.bus.server import find_binary, port_in_use
+from matchbox.bus.server import find_binary, free_port, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,19 @@ class Child:
     restarts: int = 0
     stopping: bool = field(default=False)
 
+    @property
+    def output_path(self) -> Path:
+        """What the child writes outside its log (a crash's traceback, a server's own output)."""
+        return self.log_path.with_suffix(".out")
+
     def start(self) -> None:
+        """Start it: its log to ``log_path`` (rotated by the child, ``MATCHBOX_LOG_FILE``), its
+        standard output and error to ``output_path``."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:  # the child keeps its own descriptor
+        with self.output_path.open("ab") as out:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 self.argv,
-                env=self.env,
+                env={**self.env, "MATCHBOX_LOG_FILE": str(self.log_path)},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -162,10 +169,14 @@ class Child:
             return process.wait()
 
     def tail(self, lines: int = 5) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        """The last lines of its log, then of its output (where a crash's traceback is)."""
+        found = []
+        for path in (self.log_path, self.output_path):
+            try:
+                found += path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+        return "\n".join(found)
 
 
 def _die_with_parent() -> None:
@@ -330,25 +341,31 @@ def children(plan: Plan) -> list[Child]:
         ]
     for name, options in candidates:
         engine = [*python, "engine", *options, "--watermark", str(plan.data_dir / f"{name}.watermark")]
-        found.append(Child(name, engine, env, logs / f"{name}.log"))
+        found.append(Child(name, engine, watched(env), logs / f"{name}.log"))
     api = [*python, "api", "--host", plan.host, "--port", str(plan.port)]
     found.append(Child("api", api, env, logs / "api.log"))
     for sink in ("persistence", "analytics"):
         if layout is None:
-            found.append(Child(sink, [*python, "consume", sink, "--name", f"up-{sink}"], env, logs / f"{sink}.log"))
+            consume = [*python, "consume", sink, "--name", f"up-{sink}"]
+            found.append(Child(sink, consume, watched(env), logs / f"{sink}.log"))
             continue
         for shard in range(layout.shards):  # a group per shard's stream, all into one database
             name = f"{sink}-{shard}"
             consume = [*python, "consume", sink, "--shard", str(shard), "--name", f"up-{name}"]
-            found.append(Child(name, consume, env, logs / f"{name}.log"))
+            found.append(Child(name, consume, watched(env), logs / f"{name}.log"))
     for shard in range(layout.shards if layout is not None and layout.shards > 1 else 0):
         name = f"transfers-{shard}"  # the relay that pays in, on their target, the transfers taken out here
         consume = [*python, "consume", "transfers", "--shard", str(shard), "--name", f"up-{name}"]
-        found.append(Child(name, consume, env, logs / f"{name}.log"))
+        found.append(Child(name, consume, watched(env), logs / f"{name}.log"))
     if plan.demo:
         demo = [*python, "demo", "--url", plan.api]
         found.append(Child("demo", demo, env, logs / "demo.log"))
     return found
+
+
+def watched(env: dict[str, str]) -> dict[str, str]:
+    """A child's environment with a port of its own for its Prometheus metrics (listed in up.json)."""
+    return {**env, "MATCHBOX_METRICS_PORT": str(free_port())}
 
 
 def cluster_dir(plan: Plan) -> Path:
@@ -371,9 +388,22 @@ STATE_FILE = "up.json"  # how the running exchange is reached: `matchbox account
 STATE_SETTINGS = ("REDIS_URL", "MATCHBOX_CLUSTER", "MATCHBOX_SHARDS", "MATCHBOX_DURABILITY")
 
 
-def write_state(plan: Plan, env: dict[str, str]) -> None:
-    """``data/up.json``: this process, its API, and the settings that reach its Redis."""
-    state = {"pid": os.getpid(), "api": plan.api, "settings": {k: env[k] for k in STATE_SETTINGS if k in env}}
+def write_state(plan: Plan, children: list[Child]) -> None:
+    """``data/up.json``: this process, its API, the settings that reach its Redis, and where each
+    process's Prometheus metrics are."""
+    env = children[0].env
+    metrics = {"api": f"{plan.api}/metrics"}
+    metrics |= {
+        c.name: f"http://127.0.0.1:{c.env['MATCHBOX_METRICS_PORT']}/metrics"
+        for c in children
+        if "MATCHBOX_METRICS_PORT" in c.env
+    }
+    state = {
+        "pid": os.getpid(),
+        "api": plan.api,
+        "settings": {k: env[k] for k in STATE_SETTINGS if k in env},
+        "metrics": metrics,
+    }
     path = plan.data_dir / STATE_FILE
     path.write_text(json.dumps(state, indent=2) + "\n")
 
@@ -392,7 +422,7 @@ def run(plan: Plan, stop: threading.Event, console: Console) -> int:
     """Start everything, announce it once the API is ready, supervise until ``stop``; the exit code."""
     supervisor = Supervisor(children(plan))
     present = [child.name for child in supervisor.children]
-    write_state(plan, supervisor.children[0].env)
+    write_state(plan, supervisor.children)
     try:
         for child in supervisor.children:
             if child.name == "valkey" and plan.cluster is not None:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from fastapi import Request, WebSocket
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from pydantic import BaseModel
 
 from matchbox.api.codes import Code
@@ -48,6 +56,10 @@ from matchbox.settings import Settings
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # the process's CPU, memory, open files and start time, and Python's GC, as every process has them
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.requests = Counter(
             "matchbox_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )

@@ -30,6 +30,8 @@ from matchbox.consumers.db import DOWN, SQLITE_FILE, create_engine, open_databas
 from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer, Sink
 from matchbox.consumers.transfers import TransferRelay, journal_cache
+from matchbox.metrics import StatsCollector
+from matchbox.metrics import serve as serve_metrics
 from matchbox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,10 @@ def run_consumer(settings: Settings, kind: SinkKind, group: str, name: str, burs
         database, bus = connections
         sink = make_sink(kind, database, group, settings, stop)
         consumer = GroupConsumer(bus, sink, consumer_config(settings, group, name), stop)
+        labels = {"group": group, "sink": kind.value, "shard": str(settings.shard)}
+        serve_metrics(
+            settings.metrics_port, settings.metrics_host, StatsCollector("consumer", lambda: consumer.stats, labels)
+        )
 
         def start() -> bool:
             # a group that stored more than Redis holds: halt everything rather than skip or repeat
