@@ -541,3 +541,15 @@ def test_every_error_code_is_in_the_documented_table_and_the_schema() -> None:
     assert len(documented) == len(set(documented))
     schema = create_app(Settings()).openapi()["components"]["schemas"]["ErrorDetail"]
     assert sorted(schema["properties"]["code"]["enum"]) == sorted(ALL_CODES)
+
+
+def test_every_number_of_the_openapi_schema_says_its_unit() -> None:
+    """Units said once, and where a bot writer reads them: each numeric field has a description."""
+    schemas = create_app(Settings()).openapi()["components"]["schemas"]
+    unsaid = []
+    for name, schema in schemas.items():
+        for field, spec in schema.get("properties", {}).items():
+            kinds = {spec.get("type"), *(branch.get("type") for branch in spec.get("anyOf", []))}
+            if kinds & {"integer", "number"} and not spec.get("description"):
+                unsaid.append(f"{name}.{field}")
+    assert unsaid == []

@@ -19,6 +19,11 @@ from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
 # so a giant exponent is refused before any arithmetic.
 MAX_ODDS_CHARS = 32
 T = TypeVar("T")
+# The units of the API's numbers, said once (docs/api.md#units) and in every field's description.
+PRICE_UNIT = "in the market's units: cents of a YES contract (binary), decimal odds (odds), ticks (ticks)"
+QTY_UNIT = "contracts (binary), stake in cents (odds), units (ticks)"
+ID_BITS = "an id: its shard is in the bits above bit 52"
+SEQUENCE = "the number of the last event of the market's shard folded in (book messages carry it too)"
 NS_PER_MS = 1_000_000  # engine time is in ns; the API speaks unix ms
 
 
@@ -84,15 +89,15 @@ class MarketOut(BaseModel):
     market_id: str
     scheme: str
     state: str
-    min_tick: int
-    max_tick: int
-    max_qty: int
+    min_tick: int = Field(description="the lowest tick")
+    max_tick: int = Field(description="the highest tick")
+    max_qty: int = Field(description=f"{QTY_UNIT}: the largest order")
     self_trade: str
     outcome: str
     collateral: bool
     shard: int = Field(description="the shard whose engine matches it (its order and trade ids carry it)")
-    best_bid: float | int | None
-    best_ask: float | int | None
+    best_bid: float | int | None = Field(description=PRICE_UNIT)
+    best_ask: float | int | None = Field(description=PRICE_UNIT)
 
 
 class MarketsPage(Page[MarketOut]):
@@ -137,22 +142,22 @@ class ReduceIn(BaseModel):
 
 
 class FillOut(BaseModel):
-    trade_id: int
-    price: float | int
-    qty: int
+    trade_id: int = Field(description=ID_BITS)
+    price: float | int = Field(description=PRICE_UNIT)
+    qty: int = Field(description=QTY_UNIT)
     role: Literal["maker", "taker"]
     time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
 
 
 class OrderOut(BaseModel):
-    order_id: int
+    order_id: int = Field(description=ID_BITS)
     market_id: str
     account: str
     side: str | None = Field(default=None, description="absent for an order the engine rejected")
     price: float | int | None = Field(default=None, description="absent for market orders and rejected orders")
     qty: int | None = Field(default=None, description="absent for an order the engine rejected")
-    remaining: int
-    filled: int
+    remaining: int = Field(description=f"{QTY_UNIT}: still to fill (0 once done)")
+    filled: int = Field(description=f"{QTY_UNIT}: filled so far")
     status: OrderStatus
     tif: str | None = None
     type: str | None = None
@@ -175,25 +180,25 @@ class BatchOut(BaseModel):
 
 
 class LevelOut(BaseModel):
-    price: float | int
-    qty: int
-    orders: int | None = None
+    price: float | int = Field(description=PRICE_UNIT)
+    qty: int = Field(description=f"{QTY_UNIT}: resting at the level")
+    orders: int | None = Field(default=None, description="orders resting at the level")
 
 
 class BookOut(BaseModel):
     market_id: str
     bids: list[LevelOut]
     asks: list[LevelOut]
-    sequence: int
+    sequence: int = Field(description=SEQUENCE)
 
 
 class TradeOut(BaseModel):
-    trade_id: int
-    price: float | int
-    qty: int
+    trade_id: int = Field(description=ID_BITS)
+    price: float | int = Field(description=f"{PRICE_UNIT} (the maker's)")
+    qty: int = Field(description=QTY_UNIT)
     taker_side: str
-    maker_order_id: int
-    taker_order_id: int
+    maker_order_id: int = Field(description=ID_BITS)
+    taker_order_id: int = Field(description=ID_BITS)
     time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
 
 
@@ -203,22 +208,22 @@ class TradesPage(Page[TradeOut]):
 
 class TickerOut(BaseModel):
     market_id: str
-    best_bid: float | int | None
-    best_ask: float | int | None
-    mid: float | None
-    spread: float | int | None
-    last_price: float | int | None
-    last_qty: int | None
-    sequence: int
+    best_bid: float | int | None = Field(description=PRICE_UNIT)
+    best_ask: float | int | None = Field(description=PRICE_UNIT)
+    mid: float | None = Field(description=f"(best bid + best ask) / 2, {PRICE_UNIT}")
+    spread: float | int | None = Field(description=f"best ask - best bid, {PRICE_UNIT}")
+    last_price: float | int | None = Field(description=PRICE_UNIT)
+    last_qty: int | None = Field(description=QTY_UNIT)
+    sequence: int = Field(description=SEQUENCE)
 
 
 class EngineOut(BaseModel):
-    shard: int
+    shard: int = Field(description="the shard")
     leader: str | None
-    epoch: int | None
+    epoch: int | None = Field(description="the leader's fencing epoch: one more at each new term")
     committed_offset: str | None
-    inputs: int
-    events: int
+    inputs: int = Field(description="journal entries committed")
+    events: int = Field(description="events committed")
     state_hash: str | None
     state_hash_at: str | None = Field(default=None, description="the input id the state hash was taken at")
     tail_position: str
@@ -232,12 +237,12 @@ class CancelAllOut(BaseModel):
 
 class CandleOut(BaseModel):
     start_ms: int = Field(description="The candle's start, unix ms; it covers [start_ms, start_ms + interval).")
-    open: float | int
-    high: float | int
-    low: float | int
-    close: float | int
-    volume: int
-    trades: int
+    open: float | int = Field(description=PRICE_UNIT)
+    high: float | int = Field(description=PRICE_UNIT)
+    low: float | int = Field(description=PRICE_UNIT)
+    close: float | int = Field(description=PRICE_UNIT)
+    volume: int = Field(description=f"{QTY_UNIT}: traded in the candle")
+    trades: int = Field(description="how many trades")
     vwap: float | None = Field(description="Volume-weighted average price (ticks markets and binary cents).")
 
 
@@ -247,16 +252,16 @@ class CandlesPage(Page[CandleOut]):
 
 class StatsOut(BaseModel):
     market_id: str
-    last_price: float | int | None
-    last_qty: int | None
+    last_price: float | int | None = Field(description=PRICE_UNIT)
+    last_qty: int | None = Field(description=QTY_UNIT)
     last_trade_ms: int | None = Field(description="Unix ms of the last trade.")
-    vwap_24h: float | None
-    volume_24h: int
-    trades_24h: int
-    best_bid: float | int | None
-    best_ask: float | int | None
-    spread: float | int | None
-    mid: float | None
+    vwap_24h: float | None = Field(description=f"volume-weighted average price over 24 hours, {PRICE_UNIT}")
+    volume_24h: int = Field(description=f"{QTY_UNIT}: traded in 24 hours")
+    trades_24h: int = Field(description="trades in 24 hours")
+    best_bid: float | int | None = Field(description=PRICE_UNIT)
+    best_ask: float | int | None = Field(description=PRICE_UNIT)
+    spread: float | int | None = Field(description=f"best ask - best bid, {PRICE_UNIT}")
+    mid: float | None = Field(description=f"(best bid + best ask) / 2, {PRICE_UNIT}")
 
 
 # --------------------------------------------------------------------------- accounts
@@ -294,7 +299,7 @@ class AmountIn(BaseModel):
 
 
 class ShardBalanceOut(BaseModel):
-    shard: int
+    shard: int = Field(description="the shard")
     total: int = Field(description="cents: cash on this shard, reserved or not")
     reserved: int = Field(description="cents set aside for resting orders in this shard's markets")
     free: int = Field(description="total - reserved: what this shard's orders and withdrawals may use")
@@ -329,10 +334,10 @@ class OrdersPage(Page[OrderOut]):
 
 
 class AccountTradeOut(BaseModel):
-    trade_id: int
+    trade_id: int = Field(description=ID_BITS)
     market_id: str
-    price: float | int
-    qty: int
+    price: float | int = Field(description=PRICE_UNIT)
+    qty: int = Field(description=QTY_UNIT)
     side: str = Field(description="this account's side: buy/sell, or back/lay on odds markets")
     role: Literal["maker", "taker"]
     time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
@@ -348,7 +353,7 @@ class BalanceEntryOut(BaseModel):
     change: int = Field(description="cents: how much total moved")
     reason: str = Field(description="why: DEPOSIT, WITHDRAW, TRADE, SETTLEMENT, ... (the engine's BalanceReason)")
     market_id: str | None = Field(description="the market it concerns; null for deposits, withdrawals, transfers")
-    shard: int
+    shard: int = Field(description="the shard whose cash changed")
     time_ms: int = Field(description="unix ms, the engine's (journal) time")
 
 
@@ -372,9 +377,9 @@ class TransferIn(BaseModel):
 class TransferOut(BaseModel):
     transfer_id: str
     account: str
-    amount: int
-    from_shard: int
-    to_shard: int
+    amount: int = Field(description="cents")
+    from_shard: int = Field(description="the shard whose cash it leaves")
+    to_shard: int = Field(description="the shard whose cash it joins")
     status: Literal["in_flight", "done", "returning", "returned"] = Field(
         description="in_flight: taken out, on its way; done: paid in; returning: refused there, on its way "
         "back; returned: paid back"
