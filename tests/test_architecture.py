@@ -15,7 +15,7 @@ ALLOWED = {
     "bus": {"engine"},
     "leader": {"engine", "bus"},
     "api": {"engine", "bus", "settings", "consumers"},  # consumers.queries: candles and stats
-    "consumers": {"engine", "bus", "settings"},  # process.py: the consume and replay processes
+    "consumers": {"engine", "bus", "settings", "metrics"},  # process.py: the consume and replay processes
     "web": set(),
     "client": {"api"},  # the API's response models and codes only: see test_the_client_imports_only_the_contract
     "bench": {"engine", "bus", "leader", "consumers"},

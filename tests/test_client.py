@@ -97,6 +97,7 @@ class Proxy:
         self.loop.call_soon_threadsafe(self.server.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()  # its self-pipe too: nothing is left for the garbage collector to warn about
 
 
 @pytest.fixture(scope="module")
