@@ -276,6 +276,12 @@ def database(databases: Databases) -> sa.Engine:
     return databases.open()
 
 
+def without_id(message: dict[str, Any]) -> dict[str, Any]:
+    """A feed message without its ``id`` (a cursor: opaque, and different every run)."""
+    assert isinstance(message.get("id"), str), message
+    return {key: value for key, value in message.items() if key != "id"}
+
+
 def data_messages(ws: Any, count: int) -> list[dict[str, Any]]:
     """The next ``count`` messages of a WebSocket's subscriptions, past their acknowledgements."""
     found: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import ADMIN, api_settings, fresh, wait_until
+from conftest import ADMIN, api_settings, fresh, wait_until, without_id
 from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
@@ -111,8 +111,17 @@ def test_accounts_keys_list_and_revoke(keyed_client: TestClient) -> None:
     assert (bad.status_code, bad.json()["error"]["field"]) == (422, "account")
     second = keyed_client.post(f"/v1/admin/accounts/{name}/keys", headers=ADMIN).json()
     assert keyed_client.post(f"/v1/admin/accounts/{fresh('ghost')}/keys", headers=ADMIN).status_code == 404
-    listed = {a["account"]: a for a in keyed_client.get("/v1/admin/accounts", headers=ADMIN).json()["items"]}
-    assert listed[name]["key_ids"] == sorted([first["Authorization"].split("_")[1], second["key_id"]])
+    listed, cursor = [], None
+    while True:  # page by page, by id: each account once
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        found = keyed_client.get("/v1/admin/accounts", params=params, headers=ADMIN).json()
+        listed += found["items"]
+        if (cursor := found["next"]) is None:
+            break
+    assert [a["account"] for a in listed] == sorted({a["account"] for a in listed})
+    mine = next(a for a in listed if a["account"] == name)
+    assert mine == keyed_client.get(f"/v1/admin/accounts/{name}", headers=ADMIN).json()
+    assert mine["key_ids"] == sorted([first["Authorization"].split("_")[1], second["key_id"]])
     assert keyed_client.delete(f"/v1/admin/accounts/{name}/keys/{second['key_id']}", headers=ADMIN).status_code == 204
     assert keyed_client.get("/v1/account", headers={"Authorization": f"Bearer {second['api_key']}"}).status_code == 401
     assert keyed_client.get("/v1/account", headers=first).json()["account"] == name  # the other key still works
@@ -159,7 +168,7 @@ def test_the_orders_channel_needs_the_key_and_carries_balances(keyed_client: Tes
         ws.send_json({"type": "auth", "key": key["Authorization"].removeprefix("Bearer ")})
         assert ws.receive_json() == {"type": "authed", "channel": None, "account": name}
         ws.send_json({"type": "subscribe", "channel": "orders"})
-        assert ws.receive_json() == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
+        assert without_id(ws.receive_json()) == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
         keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": 700}, headers=ADMIN)
         change = ws.receive_json()
         assert (change["type"], change["account"], change["total"], change["reserved"], change["reason"]) == (
@@ -176,11 +185,16 @@ def test_a_key_in_the_handshake_subscribes_its_own_orders_from_the_query(keyed_c
     (and a resume with ``last_id``) covers its orders; a bad key is refused before anything."""
     name, key = account(keyed_client)
     with keyed_client.websocket_connect("/v1/ws?subscribe=orders", headers=key) as ws:
-        assert ws.receive_json() == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
+        assert without_id(ws.receive_json()) == {"type": "subscribed", "channel": f"orders:{name}", "seq": 0}
         keyed_client.post(f"/v1/admin/accounts/{name}/deposit", json={"amount": 5}, headers=ADMIN)
         assert ws.receive_json()["type"] == "BalanceChanged"
     with keyed_client.websocket_connect("/v1/ws?subscribe=orders:someone-else", headers=key) as ws:
-        assert ws.receive_json()["error"]["code"] == "UNAUTHENTICATED"  # a key follows its own account only
+        assert ws.receive_json()["error"]["code"] == "FORBIDDEN"  # a key follows its own account only
+    _, other = account(keyed_client)
+    with keyed_client.websocket_connect("/v1/ws?subscribe=orders", headers=key) as ws:
+        ws.receive_json()
+        ws.send_json({"type": "auth", "key": other["Authorization"].removeprefix("Bearer ")})
+        assert ws.receive_json()["error"]["code"] == "FORBIDDEN"  # one account a connection: its orders channel
     bad = {"Authorization": "Bearer mbk_nope_nope"}
     with keyed_client.websocket_connect("/v1/ws?subscribe=orders", headers=bad) as ws:
         assert ws.receive_json()["error"]["code"] == "UNAUTHENTICATED"

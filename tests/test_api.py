@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN, data_messages, fresh, running_leader, wait_until
+from matchbox.api import projection as projection_module
 from matchbox.api.app import create_app
 from matchbox.api.codes import ALL_CODES
 from matchbox.api.feed import channel_messages
@@ -25,6 +27,7 @@ from matchbox.bus.durability import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
+from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
@@ -553,3 +556,88 @@ def test_every_number_of_the_openapi_schema_says_its_unit() -> None:
             if kinds & {"integer", "number"} and not spec.get("description"):
                 unsaid.append(f"{name}.{field}")
     assert unsaid == []
+
+
+def test_a_resume_from_between_two_messages_of_one_event_sends_the_rest(open_client: TestClient) -> None:
+    """A trade sends a subscriber of ``trades:m`` and ``orders:bob`` two messages: a connection cut
+    after the first, resumed from its id, still gets the second (the first carries the cursor
+    before the event, so the event comes again, whole)."""
+    market = new_market(open_client)
+    query = f"subscribe=trades:{market},orders:bob"
+    place(open_client, market_id=market, side="sell", price=60, qty=3, account="ann")
+    with open_client.websocket_connect(f"/v1/ws?{query}") as ws:
+        place(open_client, market_id=market, side="buy", price=60, qty=2, account="bob")
+        first = next(m for m in data_messages(ws, 3) if m["type"] == "trade")  # accepted, trade, fill
+    with open_client.websocket_connect(f"/v1/ws?{query}&last_id={first['id']}") as resumed:
+        again = data_messages(resumed, 2)
+    assert [m["type"] for m in again] == ["trade", "TradeExecuted"]
+    assert {k: v for k, v in again[0].items() if k != "seq"} == {k: v for k, v in first.items() if k != "seq"}
+    assert again[1]["trade_id"] == first["trade_id"]
+
+
+def test_a_market_s_trades_page_from_the_live_window_into_the_database_each_once(
+    open_client: TestClient, exchange_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the live window (4 trades here, 1,000 in production) the pages come from the
+    persistence consumer's database: each trade once, newest first, time filters included; and
+    a 503, never a page that skips trades, while the database has not caught up."""
+    monkeypatch.setattr(projection_module, "RECENT_TRADES", 4)
+    market = new_market(open_client)
+    for price in range(50, 60):
+        place(open_client, market_id=market, side="sell", price=price, qty=1, account="ann")
+        assert place(open_client, market_id=market, side="buy", price=price, qty=1, account="bob").status_code == 201
+
+    def pages(**params: Any) -> list[int]:
+        seen, cursor = [], None
+        while True:
+            answer = open_client.get(
+                f"/v1/markets/{market}/trades", params={"limit": 3, **params, **({"cursor": cursor} if cursor else {})}
+            )
+            assert answer.status_code == 200, answer.text
+            seen += [t["trade_id"] for t in answer.json()["items"]]
+            cursor = answer.json()["next"]
+            if cursor is None:
+                return seen
+
+    first = open_client.get(f"/v1/markets/{market}/trades", params={"limit": 3}).json()
+    behind = open_client.get(f"/v1/markets/{market}/trades", params={"limit": 3, "cursor": first["next"]})
+    assert (behind.status_code, behind.json()["error"]["code"]) == (503, "UNAVAILABLE")  # not written yet
+    database = open_database(None, data_dir)
+    bus = Bus.connect(exchange_url)
+    try:
+        consumer = GroupConsumer(bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=10))
+        consumer.ensure_group()
+        consumer.drain()
+        stored = database.connect()
+        rows = stored.execute(sa.text("SELECT trade_id, ts FROM trades WHERE market_id = :m"), {"m": market}).all()
+        stored.close()
+    finally:
+        bus.close()
+        database.dispose()
+    everything = sorted((trade_id for trade_id, _ in rows), reverse=True)
+    assert len(everything) == 10
+    assert pages() == everything
+    times = sorted({ts // 1_000_000 for _, ts in rows})
+    start, end = times[len(times) // 3], times[-1]
+    within = [trade_id for trade_id, ts in sorted(rows, reverse=True) if start <= ts // 1_000_000 < end]
+    assert pages(from_ms=start, to_ms=end) == within
+
+
+def test_a_database_that_stops_answering_is_a_503_in_the_error_shape(exchange_url: str, tmp_path: Path) -> None:
+    """A query the consumers' database fails (here: its candles table gone, as after an operator
+    restored an older file) is a 503 UNAVAILABLE like an unreachable Redis, never a plain 500."""
+    settings = Settings(
+        open_access=True,
+        redis_url=exchange_url,
+        admin_token="test-admin",
+        durability=Durability.EVERYSEC,
+        data_dir=tmp_path,
+    )
+    with TestClient(create_app(settings)) as api:
+        assert api.get("/v1/markets/default/candles").status_code == 200  # opened and migrated
+        stored = open_database(None, tmp_path)
+        with stored.begin() as connection:
+            connection.execute(sa.text("DROP TABLE candles"))
+        stored.dispose()
+        answer = api.get("/v1/markets/default/candles")
+        assert (answer.status_code, answer.json()["error"]["code"]) == (503, "UNAVAILABLE")

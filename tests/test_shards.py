@@ -116,7 +116,15 @@ def test_a_cursor_holds_a_position_per_shard_and_refuses_what_is_not_one() -> No
     assert cursor.decode(cursor.encode(positions), [0, 1, 2]) == positions
     assert cursor.encode({4: "5-1"}) == "5-1"  # one shard: the plain stream id, as before shards
     assert cursor.decode("5-1", [4]) == {4: "5-1"}
-    for bad in ("5-1", "0:5-1,1:0-0", "0:5-1,1:0-0,9:1-1", "0:5-1,1:x,2:1-1", "0:5-1,1:0-0,2:1-1," * 20):
+    unicode_digits = ("²:5-1,1:0-0,2:1-1", "0:٣-٣,1:0-0,2:1-1")  # digits to str.isdigit, not to int() or Redis
+    for bad in (
+        "5-1",
+        "0:5-1,1:0-0",
+        "0:5-1,1:0-0,9:1-1",
+        "0:5-1,1:x,2:1-1",
+        "0:5-1,1:0-0,2:1-1," * 20,
+        *unicode_digits,
+    ):
         with pytest.raises(cursor.CursorError):
             cursor.decode(bad, [0, 1, 2])
 

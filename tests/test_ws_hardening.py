@@ -20,9 +20,10 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import ADMIN, api_settings, fresh, running_leader, wait_until
+from matchbox.api import hub as hub_module
 from matchbox.api.app import create_app
 from matchbox.api.hub import DROPPED, Hub
-from matchbox.api.projection import Projection
+from matchbox.api.projection import BookView, MarketView, Projection
 from matchbox.api.tail import LAG_LIMIT_S, EventTail
 from matchbox.api.ws import MAX_FRAME_BYTES
 from matchbox.bus.aio import AsyncBus
@@ -296,3 +297,31 @@ def next_fill(ws: WebSocketTestSession) -> dict[str, Any]:
         message: dict[str, Any] = ws.receive_json()
         if message.get("type") == "TradeExecuted":
             return message
+
+
+def test_book_snapshots_a_client_leaves_unread_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subscribing to a deep book again and again without reading queues a snapshot each time:
+    past ``QUEUED_LEVELS_LIMIT`` levels the client is dropped as slow, not kept at any size."""
+    monkeypatch.setattr(hub_module, "QUEUED_LEVELS_LIMIT", 100)
+    projection = Projection()
+    projection.markets["deep"] = MarketView("deep", TickScheme.TICKS, 1, 1000, 100, SelfTradePrevention.CANCEL_TAKER)
+    projection.books["deep"] = BookView(bids={price: [1, 1] for price in range(1, 31)})
+    hub = Hub(projection)
+    reader, hoarder = hub.register(), hub.register()
+
+    def take(count: int) -> None:  # what the reader's sender does with its queue
+        for _ in range(count):
+            message = reader.queue.get_nowait()
+            assert message is not None
+            reader.sent(message)
+
+    hub.subscribe(reader, "book:deep")
+    take(2)  # the acknowledgement and the snapshot, sent: its levels are no longer queued
+    for _ in range(3):  # 90 levels queued
+        hub.subscribe(hoarder, "book:deep")
+        hub.subscribe(reader, "book:deep")
+        take(2)
+    assert not hoarder.overflowed
+    hub.subscribe(hoarder, "book:deep")  # 120: over
+    assert (hoarder.overflowed, hoarder.goodbye[0]) == (True, 1008)
+    assert not reader.overflowed  # the one that reads goes on

@@ -90,9 +90,9 @@ async def create_account(request: Request, body: AccountIn) -> KeyOut:
     try:
         issued = await asyncio.to_thread(lambda: services.accounts().create(body.account, body.name))
     except AccountError as exc:
-        raise ApiError(
-            409, Code.ACCOUNT_EXISTS if "exists" in str(exc) else Code.INVALID_FIELD, str(exc), "account"
-        ) from None
+        if "exists" in str(exc):
+            raise ApiError(409, Code.ACCOUNT_EXISTS, str(exc), "account") from None
+        raise ApiError(400, Code.INVALID_FIELD, str(exc), "account") from None
     return _key_out(issued)
 
 
@@ -100,9 +100,8 @@ async def create_account(request: Request, body: AccountIn) -> KeyOut:
 async def list_accounts(request: Request, limit: Limit = 100, cursor: Cursor = None) -> AccountsPage:
     """Accounts by id, with the ids of their keys (admin). Keys themselves are never shown again."""
     services = services_of(request)
-    found = await asyncio.to_thread(lambda: services.accounts().list())
-    after = sorted((a for a in found if cursor is None or a.account > cursor), key=lambda a: a.account)
-    items, following = page(after[: limit + 1], limit, lambda a: a.account)
+    found = await asyncio.to_thread(lambda: services.accounts().page(cursor, limit + 1))
+    items, following = page(found, limit, lambda a: a.account)
     return AccountsPage(
         items=[_account_info(a) for a in items],
         next=following,

@@ -65,6 +65,7 @@ class Subscribed(BaseModel):
     type: Literal["subscribed"]
     channel: str = Field(description="the subscription: trades:<market>, book:<market> or orders:<account>")
     seq: Literal[0]
+    id: str = Field(description="the connection's cursor now: a resume from it misses nothing of the channel")
 
 
 class Unsubscribed(BaseModel):

@@ -40,6 +40,7 @@ class Code(StrEnum):
     UNCERTIFIED = "UNCERTIFIED"  # 503: Redis restarted and no leader has checked it yet; see Retry-After
     NOT_DURABLE = "NOT_DURABLE"  # 503: the journal's durability could not be confirmed
     NOT_READY = "NOT_READY"  # 503 from /ready: the reason this instance should not be sent traffic
+    INTERNAL = "INTERNAL"  # 500: a bug of the server's, logged with its traceback (never one a request may cause)
     INVALID_CURSOR = "INVALID_CURSOR"  # 400 (HTTP) or close 1008 (WebSocket): not a cursor of this list or feed
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # ASCII digits only
 MAX_ID_PART = 2**64 - 1
 START = "0-0"  # before a stream's first entry
 
@@ -41,7 +41,7 @@ def decode(text: str, shards: Collection[int]) -> dict[int, str]:
         pairs = [part.partition(":")[::2] for part in text.split(",")]
     positions: dict[int, str] = {}
     for shard_text, position in pairs:
-        if not shard_text.isdigit() or int(shard_text) not in shards:
+        if not (shard_text.isascii() and shard_text.isdigit()) or int(shard_text) not in shards:
             raise CursorError(f"{text[:40]!r} is not a cursor of shards {sorted(shards)}")
         if not valid_stream_id(position):
             raise CursorError(f"{position[:40]!r} is not a stream id")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -137,6 +138,16 @@ def install_errors(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, Code.INVALID_FIELD)
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(sa.exc.DBAPIError)  # a query the database could not answer (down, restarting)
+    async def database_down(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        log.warning("database error on %s: %s", request.url.path, exc)
+        return error_response(503, Code.UNAVAILABLE, "the exchange's database is unavailable; retry shortly")
+
+    @app.exception_handler(Exception)  # a bug: the error shape still, and the traceback in the log
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, Code.INTERNAL, "an unexpected error on the server (logged); retry, or report it")
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError) -> Response:

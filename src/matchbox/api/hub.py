@@ -25,6 +25,9 @@ from matchbox.engine.types import RejectReason, Side, TickScheme
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
+# Book levels in the snapshots a client has queued and not yet taken: a client that subscribes to
+# a deep book again and again without reading would otherwise hold gigabytes.
+QUEUED_LEVELS_LIMIT = 200_000
 SLOW = (1008, "slow consumer: the feed outran this client")
 DROPPED = (1011, "this connection failed on the server; reconnect with last_id")
 
@@ -41,23 +44,48 @@ class Client:
     held: list[tuple[int, str, tuple[str, dict[str, Any]]]] = field(default_factory=list)  # (shard, id, message)
     positions: dict[int, str] = field(default_factory=dict)  # its feed's place on each shard: its cursor
     seqs: dict[str, int] = field(default_factory=dict)  # channel -> the seq of its last message sent
+    queued_levels: int = 0  # book levels in the snapshots queued for it and not yet sent
 
-    def send(self, channel: str, message: dict[str, Any]) -> None:
+    def send(self, channel: str, message: dict[str, Any], position: str | None = None) -> None:
         """A message of the subscription ``channel``: numbered next (``seq``, contiguous from the
-        acknowledgement's 0, so a client sees a gap), with this connection's cursor as its ``id``
-        (one shard: the stream id it has)."""
+        acknowledgement's 0, so a client sees a gap), with ``position`` (a cursor of this
+        connection's, the current one by default) as its ``id``."""
+        if message.get("type") == "snapshot":
+            self.queued_levels += len(message["bids"]) + len(message["asks"])
+            if self.queued_levels > QUEUED_LEVELS_LIMIT:
+                self.drop(SLOW)
+                return
         seq = self.seqs[channel] = self.seqs.get(channel, 0) + 1
         numbered = {**message, "seq": seq}
-        if len(self.positions) > 1 and "id" in message:
-            numbered["id"] = cursor.encode(self.positions)
+        if "id" in message:
+            numbered["id"] = cursor.encode(self.positions) if position is None else position
         self.offer(numbered)
 
     def deliver(self, shard: int, stream_id: str, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """Its feed has gone through ``stream_id`` of ``shard``: the messages of its channels, as of there."""
+        """Its feed has gone through ``stream_id`` of ``shard``: the messages of its channels.
+
+        One event may send it several (a trade on ``trades:m`` and a fill on ``orders:a``): only
+        the last carries the cursor past the event; the ones before carry the cursor before it.
+        A resume from any of them therefore sends the rest of the event (and what a client had of
+        it again, the same message, which it can tell by its content); none is lost between two
+        frames of one event."""
+        mine = [(channel, message) for channel, message in messages if channel in self.channels]
+        before = cursor.encode(self.positions) if len(mine) > 1 else None
         self.positions[shard] = stream_id
+        for i, (channel, message) in enumerate(mine):
+            self.send(channel, message, before if i < len(mine) - 1 else None)
+
+    def deliver_books(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Book deltas a resume passes over otherwise: history holds no deltas, so the live ones
+        always go (a client's book skips those its snapshot holds, by their sequence)."""
         for channel, message in messages:
-            if channel in self.channels:
+            if channel in self.channels and channel.startswith("book:"):
                 self.send(channel, message)
+
+    def sent(self, message: dict[str, Any]) -> None:
+        """The sender has sent ``message``: a snapshot's levels are no longer queued."""
+        if message.get("type") == "snapshot":
+            self.queued_levels -= len(message["bids"]) + len(message["asks"])
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -97,7 +125,8 @@ class Hub:
             client.explicit = True
         client.channels.add(channel)
         client.seqs[channel] = 0
-        client.offer({"type": "subscribed", "channel": channel, "seq": 0})
+        # with the cursor as of now: a client that drops before any event resumes from here
+        client.offer({"type": "subscribed", "channel": channel, "seq": 0, "id": cursor.encode(client.positions)})
         if channel.startswith("book:"):
             client.send(channel, self.book_image(channel.removeprefix("book:")))
 
@@ -181,6 +210,7 @@ def _deliver(client: Client, shard: int, stream_id: str, messages: list[tuple[st
     skip = client.skip_through.get(shard)
     if skip is not None:
         if id_order(stream_id) <= id_order(skip):
-            return  # the resume sent it already
+            client.deliver_books(messages)  # the resume sent the rest already
+            return
         del client.skip_through[shard]
     client.deliver(shard, stream_id, messages)

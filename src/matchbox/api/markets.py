@@ -212,14 +212,10 @@ async def trades(
         if (before is None or t.trade_id < before) and within(t.ts, since)
     ][: limit + 1]
     if len(found) <= limit and len(window) == window.maxlen:  # older trades than the window holds may exist
-        older = min(before or window[0].trade_id, window[0].trade_id)
+        oldest = window[0].trade_id
+        older = oldest if before is None else min(before, oldest)
         rows = await asyncio.to_thread(
-            queries.market_trades,
-            services.database(),
-            market_id,
-            before=older,
-            limit=limit + 1 - len(found),
-            since=since,
+            _stored_trades, services, market_id, oldest, older, limit + 1 - len(found), since
         )
         found += [
             _trade_out(market, r.trade_id, r.price, r.qty, r.taker_side, r.maker_order_id, r.taker_order_id, r.ts)
@@ -227,6 +223,18 @@ async def trades(
         ]
     items, after = page(found, limit, lambda t: t.trade_id)
     return TradesPage(items=items, next=after)
+
+
+def _stored_trades(
+    services: Services, market_id: str, oldest: int, before: int, limit: int, since: queries.TimeRange
+) -> list[queries.MarketTrade]:
+    """The trades older than the live window, from the database: once it holds the window's
+    oldest (the persistence consumer writes in stream order, so it holds every trade before that
+    too); a 503 until then, never a page that skips what it has not written yet."""
+    database = services.database()
+    if not queries.has_trade(database, oldest):
+        raise ApiError(503, Code.UNAVAILABLE, "older trades are still being written to the database; retry shortly")
+    return queries.market_trades(database, market_id, before=before, limit=limit, since=since)
 
 
 def _trade_out(

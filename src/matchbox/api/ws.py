@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ def _subscribe_from_query(services: Services, client: Client, subscribe: str, ac
             services.hub.subscribe(client, channel)
         elif kind == "orders" and account is not None and target in ("", account):
             services.hub.subscribe(client, f"orders:{account}")
+        elif kind == "orders" and account is not None:
+            client.offer(_error(Code.FORBIDDEN, "a key follows its own account's orders only", "subscribe"))
         elif kind == "orders":
             message = (
                 f"{channel[:80]}: send your key in the handshake (Authorization: Bearer ..), or auth, then subscribe"
@@ -169,6 +172,7 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
         if message is None:  # dropped: _serve closes with the client's goodbye
             return
         await websocket.send_text(msgspec.json.encode(message).decode())
+        client.sent(message)
 
 
 async def _read(websocket: WebSocket, services: Services, session: Session, resuming: bool) -> None:
@@ -302,9 +306,11 @@ async def _authenticate(services: Services, session: Session, key: object) -> di
     if services.settings.open_access:
         return _error(Code.INVALID_FIELD, "open mode: no keys; name the account when subscribing", "type")
     authorization = f"Bearer {key}" if isinstance(key, str) else None
-    session.account = await services.gate.account(authorization)
-    session.authorization, session.key_checked_at = authorization, time.monotonic()
-    return {"type": "authed", "channel": None, "account": session.account}
+    account = await services.gate.account(authorization)
+    if session.account is not None and account != session.account:  # its orders channel is the first's
+        return _error(Code.FORBIDDEN, f"this connection is {session.account!r}'s: connect again for another key", "key")
+    session.account, session.authorization, session.key_checked_at = account, authorization, time.monotonic()
+    return {"type": "authed", "channel": None, "account": account}
 
 
 async def _watch_key(services: Services, session: Session) -> None:
@@ -380,7 +386,9 @@ async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
     code, error = refusal
     await websocket.accept()
     await websocket.send_json(error)
-    await websocket.close(code, f"{error['error'].get('field', 'request')} refused")
+    field = str(error["error"].get("field", "request"))
+    # a close reason is at most 123 bytes: a field named by the client is cut to fit, by bytes
+    await websocket.close(code, f"{field.encode()[:64].decode(errors='ignore')} refused")
 
 
 async def _resume(services: Services, client: Client) -> None:
@@ -403,9 +411,12 @@ async def _resume(services: Services, client: Client) -> None:
             if len(entries) < 1000:
                 break
     replayed = dict(client.positions)
-    for shard, stream_id, message in client.held:
+    for (shard, stream_id), held in itertools.groupby(client.held, key=lambda h: (h[0], h[1])):
+        messages = [message for _, _, message in held]  # one event's, delivered together
         if id_order(stream_id) > id_order(replayed[shard]):
-            client.deliver(shard, stream_id, [message])
+            client.deliver(shard, stream_id, messages)
+        else:
+            client.deliver_books(messages)
     client.held.clear()
     # The tails may not have reached the end of what history just sent: their live messages up
     # to where it ended would come a second time, so they are skipped.

@@ -147,6 +147,19 @@ class AccountStore:
         keys = cast("list[bytes]", self.client.hkeys(key_ids(account)))
         return AccountInfo(account, record.name, record.created, sorted(k.decode() for k in keys))
 
+    def page(self, after: str | None, limit: int) -> list[AccountInfo]:
+        """Up to ``limit`` accounts by id, those after ``after``: the ids are read (one HKEYS), and
+        the records and keys of the page's accounts only."""
+        names = sorted(
+            name for raw in cast("list[bytes]", self.client.hkeys(RECORDS)) if (name := raw.decode()) > (after or "")
+        )
+        found = []
+        for account in names[:limit]:
+            info = self.get(account)
+            if info is not None:  # made before it was listed, or gone since: taken as it is now
+                found.append(info)
+        return found
+
     def list(self) -> list[AccountInfo]:
         records = cast("dict[bytes, bytes]", self.client.hgetall(RECORDS))
         names = sorted(raw.decode() for raw in records)

@@ -79,6 +79,7 @@ class AsyncClient:
         self.timeout = timeout
         self.retries = retries
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -87,12 +88,15 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
@@ -150,6 +154,11 @@ class AsyncClient:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @property
+    def _identified(self) -> bool:
+        """Whether requests act for one account (a key's, or the one named in open mode)."""
+        return bool(self.api_key or self.account)
+
     def _own(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request's query, with the account named in open mode."""
         return {**(params or {}), **({"account": self.account} if self.account and not self.api_key else {})}
@@ -193,7 +202,8 @@ class AsyncClient:
         )
         if self.account and not self.api_key:
             body["account"] = self.account
-        return await self.request("POST", "/orders", OrderOut, json=body, retry=True)
+        # open mode with no account names a new one for each request: a retry would place again
+        return await self.request("POST", "/orders", OrderOut, json=body, retry=self._identified)
 
     async def place_orders(self, orders: Sequence[dict[str, Any]]) -> BatchOut:
         """Up to 100 orders (bodies as :func:`order_body` makes them) in one request; each item
@@ -201,7 +211,7 @@ class AsyncClient:
         bodies = [{"client_order_id": new_client_order_id(), **order} for order in orders]
         if self.account and not self.api_key:
             bodies = [{"account": self.account, **body} for body in bodies]
-        return await self.request("POST", "/orders/batch", BatchOut, json={"orders": bodies}, retry=True)
+        return await self.request("POST", "/orders/batch", BatchOut, json={"orders": bodies}, retry=self._identified)
 
     async def order(self, order_id: int) -> OrderOut:
         return await self.request("GET", f"/orders/{order_id}", OrderOut, retry=True)

@@ -5,7 +5,9 @@ no duplicate, with a local order book per market checked against the feed's numb
   subscribes that channel again: a book gets a fresh snapshot, and the book is not served
   (``books`` drops it) until it has.
 - After a dropped connection it connects again with ``last_id`` (the cursor of the last event it
-  passed on): the server sends what was missed, then live. A cursor the server can no longer
+  passed on): the server sends what was missed, then live. The messages of one event before its
+  last carry the cursor before it, so a resume sends them again: one the stream passed on
+  already (the same content) is not passed on twice. A cursor the server can no longer
   resume from (too far back) is dropped: the stream connects afresh and yields a
   ``{"type": "resync"}`` message first, the cue to read what may have been missed from REST.
 - A book's snapshot carries the sequence it was taken at; a delta at or below it is already in
@@ -96,6 +98,7 @@ class Stream:
         self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._acknowledged: set[str] = set()
+        self._at_cursor: set[str] = set()  # what it passed on under the current last_id (sent again on a resume)
         self.subscribed = asyncio.Event()  # every channel acknowledged, on the current connection
         self.failure: Exception | None = None
         self._ended = asyncio.Event()
@@ -128,6 +131,8 @@ class Stream:
     async def __anext__(self) -> dict[str, Any]:
         self.start()
         item = await self._queue.get()
+        if isinstance(item, StopAsyncIteration):
+            self._queue.put_nowait(item)  # ended: every later call ends too
         if isinstance(item, BaseException):
             raise item
         return item
@@ -148,6 +153,8 @@ class Stream:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        self._ended.set()
+        self._queue.put_nowait(StopAsyncIteration())
         if self._socket is not None:
             await self._socket.close()
 
@@ -194,6 +201,8 @@ class Stream:
         kind, channel = message.get("type"), message.get("channel")
         if kind == "subscribed" and isinstance(channel, str):
             self._seqs[channel] = 0
+            if self.last_id is None:  # a drop before any event resumes from here
+                self.last_id = message.get("id")
             self._acknowledged.add("orders" if channel.startswith("orders:") and "orders" in self.channels else channel)
             if self._acknowledged >= set(self.channels):
                 self.subscribed.set()
@@ -209,19 +218,31 @@ class Stream:
         if kind == "snapshot":
             book = self.books.setdefault(message["market_id"], LocalBook(message["market_id"]))
             book.reset(message)
-            if self.last_id is None:  # a fresh connection's live feed starts where its snapshot is
-                self.last_id = message.get("id")
-        elif kind == "delta":
+            return [message]
+        if self._repeated(message):
+            return []
+        if kind == "delta":
             known = self.books.get(message["market_id"])
             if known is None or not known.apply(message):
                 return []
-        elif message.get("id"):
-            self.last_id = message["id"]
         return [message]
+
+    def _repeated(self, message: dict[str, Any]) -> bool:
+        """Whether the stream passed this message on already (a resume sends again the messages of
+        an event that came before its last, which carry the cursor before the event); else it is
+        noted, and the cursor moves with the message's ``id``."""
+        content = json.dumps({k: v for k, v in message.items() if k not in ("seq", "id")}, sort_keys=True)
+        if content in self._at_cursor:
+            return True
+        if message.get("id") not in (None, self.last_id):
+            self.last_id = message["id"]
+            self._at_cursor.clear()
+        self._at_cursor.add(content)
+        return False
 
     def _error(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         error = error_from(400, message)
-        if error.field == "last_id":  # too far back to resume: connect afresh, and say so
+        if error.code == "INVALID_CURSOR":  # too far back to resume: connect afresh, and say so
             log.warning("feed: %s; reading afresh", error.message)
             self.last_id = None
             return [{"type": "resync", "channel": None, "reason": error.message}]

@@ -44,6 +44,9 @@ class Client:
     def wait(self, work: Awaitable[R]) -> R:
         """Run ``work`` on the client's loop and wait for its result."""
 
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a blocking Client's method called from its own loop: use its AsyncClient (inner)")
+
         async def run() -> R:
             return await work
 
@@ -54,7 +57,8 @@ class Client:
             self.wait(self.inner.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-        self._loop.close()
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> Client:
         return self
@@ -136,4 +140,7 @@ class SyncStream:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
-            yield self.next()
+            try:
+                yield self.next()
+            except StopAsyncIteration:
+                return

@@ -331,15 +331,42 @@ def market_trades(
     limit: int = 100,
     since: TimeRange = (None, None),
 ) -> list[MarketTrade]:
-    """A market's trades, newest ``trade_id`` first, ids below ``before``, traded within ``since``."""
+    """A market's trades, newest ``trade_id`` first, ids below ``before``, traded within ``since``.
+
+    A market's trade ids grow with its (journal) time, so a time range is first made the range of
+    ids it spans, each end found through the ``(market_id, ts)`` index; the page is then read
+    through ``(market_id, trade_id)``: never a walk through the market's whole history."""
     _check_limit(limit)
     t = trades.c
-    query = sa.select(t.trade_id, t.price, t.qty, t.taker_side, t.maker_order_id, t.taker_order_id, t.ts)
-    query = query.where(t.market_id == market_id, *_trade_filters(before, None, since))
-    query = query.order_by(t.trade_id.desc()).limit(limit)
+    start, end = since
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
+        bounds = []
+        if start is not None:
+            first = sa.select(t.trade_id).where(t.market_id == market_id, t.ts >= start).order_by(t.ts, t.trade_id)
+            low = connection.execute(first.limit(1)).scalar()
+            if low is None:
+                return []
+            bounds.append(t.trade_id >= low)
+        if end is not None:
+            last = (
+                sa.select(t.trade_id)
+                .where(t.market_id == market_id, t.ts < end)
+                .order_by(t.ts.desc(), t.trade_id.desc())
+            )
+            high = connection.execute(last.limit(1)).scalar()
+            if high is None:
+                return []
+            bounds.append(t.trade_id <= high)
+        query = sa.select(t.trade_id, t.price, t.qty, t.taker_side, t.maker_order_id, t.taker_order_id, t.ts)
+        query = query.where(t.market_id == market_id, *bounds, *_trade_filters(before, None, since))
+        rows = connection.execute(query.order_by(t.trade_id.desc()).limit(limit)).all()
     return [MarketTrade(r[0], r[1], r[2], Side(r[3]), r[4], r[5], r[6]) for r in rows]
+
+
+def has_trade(engine: sa.Engine, trade_id: int) -> bool:
+    """Whether the trade is stored."""
+    with engine.connect() as connection:
+        return connection.execute(sa.select(trades.c.trade_id).where(trades.c.trade_id == trade_id)).first() is not None
 
 
 def _trade_filters(before: int | None, market_id: str | None, since: TimeRange) -> list[sa.ColumnElement[bool]]:

@@ -124,6 +124,7 @@ trades = sa.Table(
     sa.Column("stream_id", StreamId, nullable=False),
     _ingested_at(),
     sa.Index("ix_trades_market", "market_id", "trade_id"),
+    sa.Index("ix_trades_market_ts", "market_id", "ts"),  # a time range's bounds (revision 0005)
     sa.Index("ix_trades_maker_account", "maker_account", "trade_id"),  # an account's trades
     sa.Index("ix_trades_taker_account", "taker_account", "trade_id"),
 )
