@@ -317,3 +317,13 @@ def test_a_retry_whose_outcome_left_the_window_answers_as_the_first_time(
     rejected_again = forgetful.post("/v1/orders", json=refused)
     assert rejected_again.status_code == 422, rejected_again.text
     assert rejected_again.json() == rejected.json()
+
+
+def test_a_body_nested_past_the_parser_s_depth_is_invalid_json_naming_the_body(open_client: TestClient) -> None:
+    nested = b'{"orders": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # 60 KB: under the body limit
+    answer = open_client.post("/v1/orders/batch", content=nested, headers=JSON)
+    assert (answer.status_code, answer.json()["error"]["code"], answer.json()["error"]["field"]) == (
+        400,
+        "INVALID_JSON",
+        "body",
+    )

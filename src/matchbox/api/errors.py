@@ -136,6 +136,8 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body (nested past its parser's depth, say)
+            return error_response(400, Code.INVALID_JSON, str(exc.detail), "body", headers=exc.headers)
         code = _HTTP_CODES.get(exc.status_code, Code.INVALID_FIELD)
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
