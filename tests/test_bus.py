@@ -19,7 +19,7 @@ from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal, Request, Submission
 from matchbox.bus.rollback import certify, is_certified
-from matchbox.bus.server import EmbeddedValkey
+from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     IDS_PER_MS,
@@ -426,3 +426,12 @@ def test_a_commit_made_before_any_state_hash_recovers_without_a_false_alarm(bus:
     engine, replayed = recover(bus, offset, None)
     assert replayed == 1
     assert list(engine.books) == ["m"]  # the market was rebuilt, and nothing was refused
+
+
+def test_a_free_port_is_taken_below_the_ephemeral_range() -> None:
+    """A test's Valkey stopped and started again on its port once found it taken: a client
+    retrying the stopped server had been given that port, from the ephemeral range, as its own."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(10_000 <= port < low for port in ports)
+    assert len(ports) > 1  # random, so that two runs at once seldom meet

@@ -55,10 +55,10 @@ def find_binary() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now, below the kernel's ephemeral range (see :func:`free_ports`): a server
+    stopped and started again on it never finds it taken meanwhile by a client's source port,
+    as a client retrying the stopped server could take a port of the ephemeral range."""
+    return free_ports(1)
 
 
 def free_ports(count: int) -> int:
@@ -70,7 +70,7 @@ def free_ports(count: int) -> int:
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(10_000, max(10_001, low - count))
-        if not any(port_in_use(port) for port in range(base, base + count)):
+        if not any(port_in_use(port) or not _bindable(port) for port in range(base, base + count)):
             return base
     raise ServerError(f"no run of {count} free ports found below {low}")
 
@@ -80,6 +80,15 @@ def _ephemeral_low() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32_768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_in_use(port: int) -> bool:
