@@ -641,3 +641,32 @@ def test_a_database_that_stops_answering_is_a_503_in_the_error_shape(exchange_ur
         stored.dispose()
         answer = api.get("/v1/markets/default/candles")
         assert (answer.status_code, answer.json()["error"]["code"]) == (503, "UNAVAILABLE")
+
+
+def test_an_order_s_stages_are_timed_from_the_api_through_the_leader_and_back(
+    open_client: TestClient, exchange_url: str
+) -> None:
+    """Each commit stamps its first event with when the leader read its entries and matched them
+    (field ``t``); the API adds when it submitted, saw the outcome and answered, into one
+    histogram per stage. Here API and leader share a process (one clock), so every stage is there."""
+    market = new_market(open_client)
+    before = stage_counts(open_client)
+    for price in (40, 41, 42):
+        assert place(open_client, market_id=market, side="buy", price=price, qty=1, account="ann").status_code == 201
+    after = stage_counts(open_client)
+    assert {stage: after[stage] - before.get(stage, 0) for stage in after} == dict.fromkeys(
+        ("journal", "to_engine", "match", "commit", "answer", "total"), 3.0
+    )
+    bus = Bus.connect(exchange_url)
+    try:
+        stamps = [fields[b"t"] for _, fields in bus.range(bus.keys.events, count=100_000) if b"t" in fields]
+    finally:
+        bus.close()
+    read, matched = (int(part) for part in stamps[-1].split(b","))
+    assert 0 < read <= matched <= time.monotonic_ns()
+
+
+def stage_counts(client: TestClient) -> dict[str, float]:
+    text = client.get("/v1/metrics").text
+    found = re.findall(r'^matchbox_order_stage_seconds_count\{stage="(\w+)"\} (\S+)$', text, flags=re.MULTILINE)
+    return {stage: float(count) for stage, count in found}

@@ -118,7 +118,8 @@ def test_a_call_that_runs_no_script_never_reloads_one() -> None:
 
 
 def test_a_commit_sends_its_events_as_lines_and_touches_only_the_shard_keys() -> None:
-    batch = Batch("4-0", Offset("5-0", 2, 3, "h", 9, "5-3", "5-0"), [("5-2", b'{"a":1}'), ("5-3", b'{"b":2}')])
+    events = [("5-2", b'{"a":1}'), ("5-3", b'{"b":2}')]
+    batch = Batch("4-0", Offset("5-0", 2, 3, "h", 9, "5-3", "5-0"), events, stages="7,8")
     (evalsha,) = commit_call(KEYS, 9, batch).commands
     assert evalsha[1:8] == (
         calls.script("commit").sha,
@@ -129,7 +130,7 @@ def test_a_commit_sends_its_events_as_lines_and_touches_only_the_shard_keys() ->
         KEYS.alarm,
         KEYS.certified,
     )
-    assert evalsha[8:] == (9, "4-0", "5-0", 2, 3, "h", "5-0", b'5-2 {"a":1}\n5-3 {"b":2}\n')
+    assert evalsha[8:] == (9, "4-0", "5-0", 2, 3, "h", "5-0", b'5-2 {"a":1}\n5-3 {"b":2}\n', "7,8")
 
 
 def test_the_offset_is_read_from_its_hash() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from types import SimpleNamespace
 from typing import Annotated
 
@@ -328,13 +329,40 @@ async def place_order(request: Request, body: OrderIn, caller: Caller) -> Respon
     return json_response(status, payload)
 
 
-async def _place(services: Services, body: OrderIn, caller_account: str | None) -> tuple[int, OrderOut | ErrorBody]:
+async def _place(
+    services: Services, body: OrderIn, caller_account: str | None, received_ns: int = 0
+) -> tuple[int, OrderOut | ErrorBody]:
+    received_ns = received_ns or time.monotonic_ns()
     command = _place_command(services, body, caller_account)
     submission = await submit_one(services, command, body.client_order_id)
+    journalled_ns = time.monotonic_ns()
     status, order, error = await _order_result(services, submission, body, command)
     payload = error if error is not None else order
     assert payload is not None  # _order_result gives an order or an error
+    if status == 201:  # a new order the engine answered: where its time went
+        timing = services.shards[submission.shard].tail.timing(submission.entry_id)
+        _observe_stages(services, received_ns, journalled_ns, timing, time.monotonic_ns())
     return status, payload
+
+
+def _observe_stages(
+    services: Services, received: int, journalled: int, timing: tuple[int, int, int] | None, answered: int
+) -> None:
+    """An order's stages in ``matchbox_order_stage_seconds``. The leader's stamps are its own
+    monotonic clock's: they are compared with this process's only when they fall in order, which
+    on one machine they do (one clock) and across machines they seldom would."""
+    observe = services.metrics.order_stages.labels
+    observe("journal").observe((journalled - received) / 1e9)
+    observe("total").observe((answered - received) / 1e9)
+    if timing is None:
+        return
+    read, matched, seen = timing
+    if received <= read <= matched <= seen <= answered:
+        # the leader may read the entry before the journal's reply reaches this process: 0 then
+        observe("to_engine").observe(max(0, read - journalled) / 1e9)
+        observe("match").observe((matched - read) / 1e9)
+        observe("commit").observe((seen - matched) / 1e9)
+        observe("answer").observe((answered - seen) / 1e9)
 
 
 class PlaceOrderFast:
@@ -377,6 +405,7 @@ class PlaceOrderFast:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, bytes] | None:
         """The order's (status, JSON), or None once FastAPI has answered a body that fails validation."""
+        received_ns = time.monotonic_ns()
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         caller_account = await caller_of(scope, authorization)
         raw = await _read_body(receive)
@@ -385,7 +414,7 @@ class PlaceOrderFast:
         except ValidationError:
             await self.app(scope, _replay(raw, receive), send)
             return None
-        status, payload = await _place(scope["app"].state.services, body, caller_account)
+        status, payload = await _place(scope["app"].state.services, body, caller_account, received_ns)
         return status, payload.model_dump_json(exclude_none=True).encode()
 
 

@@ -73,6 +73,14 @@ class Metrics:
         self.orders = Counter(
             "matchbox_orders", "Order outcomes seen by this instance", ["outcome"], registry=self.registry
         )
+        self.order_stages = Histogram(
+            "matchbox_order_stage_seconds",
+            "Where a placed order's time goes: journal (the API's submission, its fsync included), to_engine "
+            "(until the leader read it), match, commit (until this API's tail saw the outcome), answer, total",
+            ["stage"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
         self.ws_clients = Gauge("matchbox_ws_clients", "Connected WebSocket clients", registry=self.registry)
         self.engine_lag = Gauge(
             "matchbox_engine_lag_entries", "Input entries not yet committed by the engine", registry=self.registry

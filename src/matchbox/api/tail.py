@@ -49,6 +49,11 @@ class EventTail:
         self._recent: OrderedDict[str, list[Event]] = OrderedDict()
         self._open_entry = ""  # the entry whose events are being gathered
         self._open_events: list[Event] = []
+        # an entry's stages, monotonic ns: read by the leader, matched, seen here (see timing())
+        self._batch_stages: tuple[int, int] | None = None  # the batch being read's ("t" on its first event)
+        self._read_ns = 0  # when the page being folded was read
+        self._open_timing: tuple[int, int, int] | None = None
+        self._timings: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
 
     async def run(self) -> None:
         """Follow the stream for good: a failure is logged and the tail restarts where it stopped."""
@@ -85,8 +90,12 @@ class EventTail:
                 log.warning("event tail: redis unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            self._read_ns = time.monotonic_ns()
             for raw_id, fields in entries:
                 stream_id = raw_id.decode()
+                stages = fields.get(b"t")
+                if stages is not None:  # a batch's first event: when its entries were read and matched
+                    self._batch_stages = _stages(stages)
                 self._fold(stream_id, fields.get(b"event", b""))
                 self.position = stream_id  # entry by entry: a restart after a failure folds nothing twice
             self.failure = None
@@ -104,6 +113,8 @@ class EventTail:
         if decoded.in_id != self._open_entry:
             self._close_entry()
             self._open_entry = decoded.in_id
+            stages = self._batch_stages
+            self._open_timing = None if stages is None else (*stages, self._read_ns)
         updates = self.projection.apply(decoded.event, decoded.n, stream_id, decoded.in_id, self.bus.keys.shard)
         # a rollback witness: every submission carries the most this tail saw (see submit.lua)
         self.bus.seen_events = max(self.bus.seen_events, decoded.n)
@@ -122,9 +133,19 @@ class EventTail:
         self._recent[entry] = events
         if len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
+        timing, self._open_timing = self._open_timing, None
+        if timing is not None:
+            self._timings[entry] = timing
+            if len(self._timings) > RECENT_OUTCOMES:
+                self._timings.popitem(last=False)
         waiter = self._waiters.pop(entry, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(events)
+
+    def timing(self, entry_id: str) -> tuple[int, int, int] | None:
+        """When an input entry's batch was read by the leader, matched, and seen by this tail
+        (monotonic ns; comparable with this process's clock on the leader's machine only)."""
+        return self._timings.get(entry_id)
 
     async def outcome(self, entry_id: str, timeout: float) -> list[Event] | None:
         """The events caused by an input entry, or None if they do not come within ``timeout``."""
@@ -139,6 +160,11 @@ class EventTail:
             if self._waiters.get(entry_id) is waiter:  # an entry that never comes must not stay forever
                 del self._waiters[entry_id]
             return None
+
+
+def _stages(raw: bytes) -> tuple[int, int] | None:
+    read, _, matched = raw.partition(b",")
+    return (int(read), int(matched)) if read.isdigit() and matched.isdigit() else None
 
 
 def _stop_if_cancelled() -> None:

@@ -88,6 +88,8 @@ class Batch:
     follows: str  # the offset id the batch was applied on top of
     offset: Offset  # the offset after it
     events: list[tuple[str, bytes]] = field(default_factory=list)  # (stream id, event JSON)
+    # "<read ns>,<matched ns>" (monotonic) of its input entries: the first event's field "t"
+    stages: str = ""
 
 
 def offset_call(keys: Keys) -> Call[Offset | None]:
@@ -114,6 +116,7 @@ def commit_call(keys: Keys, epoch: int, batch: Batch) -> Call[None]:
             offset.hash,
             offset.hash_at,
             b"".join(b"%s %s\n" % (event_id.encode(), payload) for event_id, payload in batch.events),
+            batch.stages,
         ],
         read=lambda _count: None,
         meaning=script_refusal,

@@ -217,6 +217,7 @@ class EngineLeader:
                 if not entries:
                     block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
                     entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
+                    read_ns = time.monotonic_ns()
                     if not entries:
                         if offset.hash_at != offset.id and self._hash_due(idle=True):  # bring it up to date
                             offset = self._with_hash(engine, offset)
@@ -226,11 +227,12 @@ class EngineLeader:
                 self._held_by_a_replica("the input", entries[-1][0].decode())
                 if not self.lease.held:
                     raise LeadershipLost("the lease ran out before the batch could be committed")
-                batch = self._apply_batch(engine, offset, entries, epoch)
+                batch = self._apply_batch(engine, offset, entries, epoch, read_ns)
                 offset = batch.offset
                 # Read ahead (without blocking) before handing the batch over: the server is free
                 # now, while during the commit a read would queue behind it.
                 entries = self.bus.read(keys.input, offset.id, count=config.batch)
+                read_ns = time.monotonic_ns()
                 committer.put(batch)
                 if offset.inputs - snapshot_inputs >= config.snapshot_every or (
                     offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
@@ -284,7 +286,11 @@ class EngineLeader:
         self.stats.events += len(batch.events)
         self.watermark.write(batch.offset, force=False)
 
-    def _apply_batch(self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int) -> Batch:
+    def _apply_batch(
+        self, engine: Engine, offset: Offset, entries: Sequence[Entry], epoch: int, read_ns: int = 0
+    ) -> Batch:
+        """The batch's events and the offset after them; ``stages`` says when its entries were
+        read and when they were matched (monotonic ns: the API times an order's stages with them)."""
         inputs, n = offset.inputs, offset.events
         out: list[tuple[str, bytes]] = []
         entry_id = offset.id
@@ -298,9 +304,10 @@ class EngineLeader:
         self.stats.batch_sizes.append(len(entries))
         last_event = out[-1][0] if out else offset.last_event
         after = Offset(entry_id, inputs, n, self._hash, epoch, last_event, self._hash_at)
+        stages = f"{read_ns},{time.monotonic_ns()}" if read_ns else ""
         if self._hash_due(idle=False):
             after = self._refresh_hash(engine, after)
-        return Batch(follows=offset.id, offset=after, events=out)
+        return Batch(follows=offset.id, offset=after, events=out, stages=stages)
 
     def _hash_due(self, *, idle: bool) -> bool:
         """Whether to hash the whole state now: when idle (to bring the committed hash up to

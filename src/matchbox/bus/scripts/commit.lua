@@ -13,6 +13,9 @@
 -- ARGV[8]      the events, one line each: "<stream id> <event JSON>\n" (one argument rather
 --              than two per event is far cheaper to send and to parse; compact JSON holds no
 --              raw newline, so a line is an event)
+-- ARGV[9]      "<read ns>,<matched ns>": when the leader read the batch's entries and when it had
+--              matched them (its monotonic clock), written on the batch's first event as field "t"
+--              ("" or absent: none)
 --
 -- Every check happens before the first write, so a refused commit writes nothing: a fenced
 -- leader (another won a later epoch) gets FENCED, a leader whose idea of the offset is stale
@@ -39,12 +42,17 @@ local count = 0
 local blob = ARGV[8]
 local find, sub = string.find, string.sub
 local pos = 1
+local stages = ARGV[9] or ""
 while true do
     local space = find(blob, " ", pos, true)  -- plain finds: no pattern matching per character
     if not space then break end
     local newline = find(blob, "\n", space, true)
     last_event = sub(blob, pos, space - 1)
-    redis.call("XADD", KEYS[3], last_event, "event", sub(blob, space + 1, newline - 1))
+    if count == 0 and stages ~= "" then
+        redis.call("XADD", KEYS[3], last_event, "event", sub(blob, space + 1, newline - 1), "t", stages)
+    else
+        redis.call("XADD", KEYS[3], last_event, "event", sub(blob, space + 1, newline - 1))
+    end
     count = count + 1
     pos = newline + 1
 end
