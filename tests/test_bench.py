@@ -6,7 +6,10 @@ These check the benchmark's correctness, never its speed: speed is printed, not 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from matchbox.bench.engine import BaselineBook, baseline_fills, engine_fills, generate, measure
@@ -72,3 +75,24 @@ def test_cli_prints_json_on_its_last_line() -> None:
     assert {"engine_ops_per_s", "baseline_ops_per_s", "ratio", "engine_p99_ns", "engine_peak_bytes", "fills"} <= set(
         figures
     )
+
+
+@pytest.mark.e2e  # starts a Valkey, an engine, an API and the baseline gateway as processes
+def test_bench_latency_runs_both_and_breaks_matchbox_down_by_stage() -> None:
+    """The benchmark works end to end: both targets took the flow, the ratios are theirs, and
+    every stage of an order was counted. (Its figures are printed, never asserted.)"""
+    done = subprocess.run(
+        [sys.executable, "-m", "matchbox", "bench", "latency", "--seconds", "1", "--rate", "50", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for run in ("closed_baseline", "closed_matchbox", "open_baseline", "open_matchbox"):
+        assert figures[run]["orders_per_s"] > 0, figures
+        assert figures[run]["errors"] == 0, figures
+    ratio = figures["closed_matchbox"]["orders_per_s"] / figures["closed_baseline"]["orders_per_s"]
+    assert abs(figures["closed_ratio"] - ratio) < 1e-9
+    assert all(p50 is not None for p50, _ in figures["stages"].values()), figures["stages"]

@@ -235,8 +235,8 @@ def test_a_batch_in_hand_when_redis_dies_is_taken_again_as_soon_as_it_is_back(
         def apply(self, entries: object, floor: str | None = None) -> None:
             super().apply(entries, floor)  # type: ignore[arg-type]
             if not died.is_set():
-                died.set()
                 server.kill()  # the XACK that follows finds no Redis
+                died.set()  # only now: the test starts the server again once the old one is gone
 
     bus = Bus.connect(server.url)
     xadd(bus, FLOW.entries)

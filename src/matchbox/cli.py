@@ -712,6 +712,29 @@ def bench_consumers(
     raise typer.Exit(run(events=events, seed=seed, batch=batch, postgres_url=postgres_url, json_output=json_output))
 
 
+@bench_app.command("latency")
+def bench_latency(
+    seconds: Annotated[float, typer.Option(min=0.5, help="How long each loop runs, against each.")] = 10.0,
+    rate: Annotated[float, typer.Option(min=1.0, help="The open loop's offered orders a second.")] = 1000.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="The closed loop's clients (and the open loop's most).")] = 32,
+    json_output: JsonOutput = False,
+) -> None:
+    """Time POST /v1/orders through the whole stack (Valkey with AOF always, an engine, an API),
+    beside a baseline gateway (the same body and server stack, the engine in process, a write and
+    an fsync per order), servers pinned to one core and the load to the other; Matchbox's figures
+    as ratios to the baseline's, and where an order's time goes, stage by stage."""
+    import msgspec
+    from rich.console import Console
+
+    from matchbox.bench.latency import as_dict, measure, render
+
+    console = Console(stderr=json_output)
+    figures = measure(seconds, rate, concurrency, console)
+    render(figures, console)
+    if json_output:
+        typer.echo(msgspec.json.encode(as_dict(figures)).decode())
+
+
 def main() -> None:
     app()
 

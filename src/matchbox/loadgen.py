@@ -402,6 +402,14 @@ def render(figures: Figures, console: Console) -> None:
     console.print(table)
 
 
+def measure(config: Config) -> Figures:
+    """Offer the load and return its figures, printing nothing (``matchbox bench latency``)."""
+    results = Results()
+    with _event_loop_runner() as runner:
+        runner.run(_run(config, results, Console(stderr=True)))
+    return summarize(config, results)
+
+
 def run(config: Config, *, json_output: bool) -> int:
     """Offer the load, print the table (and the JSON line); 0 if any order went through, else 1; 2 on setup."""
     console = Console(stderr=json_output)

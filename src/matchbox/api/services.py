@@ -78,7 +78,10 @@ class Metrics:
             "Where a placed order's time goes: journal (the API's submission, its fsync included), to_engine "
             "(until the leader read it), match, commit (until this API's tail saw the outcome), answer, total",
             ["stage"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            buckets=(
+                *(n / 1e6 for n in (50, 100, 200, 300, 500, 750)),
+                *(n / 1e3 for n in (1, 1.5, 2, 3, 5, 7.5, 10, 25, 50, 100, 250, 1000)),
+            ),
             registry=self.registry,
         )
         self.ws_clients = Gauge("matchbox_ws_clients", "Connected WebSocket clients", registry=self.registry)
