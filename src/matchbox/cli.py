@@ -723,16 +723,9 @@ def bench_latency(
     beside a baseline gateway (the same body and server stack, the engine in process, a write and
     an fsync per order), servers pinned to one core and the load to the other; Matchbox's figures
     as ratios to the baseline's, and where an order's time goes, stage by stage."""
-    import msgspec
-    from rich.console import Console
+    from matchbox.bench.latency import run
 
-    from matchbox.bench.latency import as_dict, measure, render
-
-    console = Console(stderr=json_output)
-    figures = measure(seconds, rate, concurrency, console)
-    render(figures, console)
-    if json_output:
-        typer.echo(msgspec.json.encode(as_dict(figures)).decode())
+    raise typer.Exit(run(seconds=seconds, rate=rate, concurrency=concurrency, json_output=json_output))
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -61,7 +62,7 @@ class Figures:
     stages: dict[str, tuple[float | None, float | None]]  # stage -> (p50 ms, p99 ms), at most
 
 
-def measure(seconds: float, rate: float, concurrency: int, console: Console) -> Figures:
+def measure(seconds: float, rate: float, concurrency: int) -> Figures:
     servers, load = _cores()
     with tempfile.TemporaryDirectory(prefix="matchbox-latency-") as folder:
         root = Path(folder)
@@ -254,5 +255,11 @@ def render(figures: Figures, console: Console) -> None:
     console.print(stages)
 
 
-def as_dict(figures: Figures) -> dict[str, object]:
-    return asdict(figures)
+def run(*, seconds: float, rate: float, concurrency: int, json_output: bool) -> int:
+    """Measure, print the tables (and the JSON line); the exit code."""
+    console = Console(stderr=json_output)
+    figures = measure(seconds, rate, concurrency)
+    render(figures, console)
+    if json_output:
+        sys.stdout.write(msgspec.json.encode(asdict(figures)).decode() + "\n")
+    return 0
