@@ -24,6 +24,9 @@ from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.durability import Durability, DurabilityError
 from matchbox.bus.journal import Journal
 from matchbox.bus.server import EmbeddedValkey
+from matchbox.consumers.db import open_database
+from matchbox.consumers.persistence import PersistenceSink
+from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     CancelOrder,
@@ -322,3 +325,16 @@ def contract_violations(document: dict[str, Any], messages: list[dict[str, Any]]
         for error in jsonschema.Draft202012Validator(schema).iter_errors(message):
             problems.append(f"{name}: {error.message} (at {list(error.absolute_path)}) in {message}")
     return problems, met
+
+
+def drain_persistence(exchange_url: str, data_dir: Path) -> sa.Engine:
+    """The consumers' database in ``data_dir``, with the persistence group drained into it."""
+    database = open_database(None, data_dir)
+    bus = Bus.connect(exchange_url)
+    try:
+        consumer = GroupConsumer(bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=10))
+        consumer.ensure_group()
+        consumer.drain()
+    finally:
+        bus.close()
+    return database

@@ -13,19 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import ADMIN, api_settings, fresh, wait_until, without_id
+from conftest import ADMIN, api_settings, drain_persistence, fresh, wait_until, without_id
 from matchbox.api.app import create_app
 from matchbox.api.errors import ApiError
 from matchbox.api.gate import Gate
-from matchbox.bus.connection import Bus
 from matchbox.consumers import queries
-from matchbox.consumers.db import open_database
-from matchbox.consumers.persistence import PersistenceSink
-from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.settings import Settings
 
 
@@ -53,18 +48,6 @@ def balance(keyed_client: TestClient, key: dict[str, str]) -> tuple[int, int, in
     body = keyed_client.get("/v1/account", headers=key).json()
     assert body["free"] == body["total"] - body["reserved"]
     return body["total"], body["reserved"], body["free"]
-
-
-def drain_persistence(exchange_url: str, data_dir: Path) -> sa.Engine:
-    database = open_database(None, data_dir)
-    bus = Bus.connect(exchange_url)
-    try:
-        consumer = GroupConsumer(bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=10))
-        consumer.ensure_group()
-        consumer.drain()
-    finally:
-        bus.close()
-    return database
 
 
 # --------------------------------------------------------------------------- authentication

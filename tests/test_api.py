@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN, data_messages, fresh, running_leader, wait_until
+from conftest import ADMIN, data_messages, drain_persistence, fresh, running_leader, wait_until
 from matchbox.api import projection as projection_module
 from matchbox.api.app import create_app
 from matchbox.api.codes import ALL_CODES
@@ -27,7 +27,6 @@ from matchbox.bus.durability import Durability
 from matchbox.bus.server import EmbeddedValkey
 from matchbox.consumers.analytics import AnalyticsSink
 from matchbox.consumers.db import open_database
-from matchbox.consumers.persistence import PersistenceSink
 from matchbox.consumers.runner import ConsumerConfig, GroupConsumer
 from matchbox.engine.types import Side, TradeExecuted
 from matchbox.settings import Settings
@@ -602,17 +601,12 @@ def test_a_market_s_trades_page_from_the_live_window_into_the_database_each_once
     first = open_client.get(f"/v1/markets/{market}/trades", params={"limit": 3}).json()
     behind = open_client.get(f"/v1/markets/{market}/trades", params={"limit": 3, "cursor": first["next"]})
     assert (behind.status_code, behind.json()["error"]["code"]) == (503, "UNAVAILABLE")  # not written yet
-    database = open_database(None, data_dir)
-    bus = Bus.connect(exchange_url)
+    database = drain_persistence(exchange_url, data_dir)
     try:
-        consumer = GroupConsumer(bus, PersistenceSink(database), ConsumerConfig(group="persistence", block_ms=10))
-        consumer.ensure_group()
-        consumer.drain()
-        stored = database.connect()
-        rows = stored.execute(sa.text("SELECT trade_id, ts FROM trades WHERE market_id = :m"), {"m": market}).all()
-        stored.close()
+        with database.connect() as stored:
+            query = sa.text("SELECT trade_id, ts FROM trades WHERE market_id = :m")
+            rows = stored.execute(query, {"m": market}).all()
     finally:
-        bus.close()
         database.dispose()
     everything = sorted((trade_id for trade_id, _ in rows), reverse=True)
     assert len(everything) == 10

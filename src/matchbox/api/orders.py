@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchbox.api.auth import Caller, acting_as, caller_of
 from matchbox.api.codes import Code
-from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError, rejected_by_engine
+from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError, error_body, rejected_by_engine
 from matchbox.api.models import (
     NS_PER_MS,
     AccountId,
@@ -230,14 +230,8 @@ async def _order_result(
 ) -> tuple[int, OrderOut | None, ErrorBody | None]:
     """(status, order, error) once the engine has spoken, or 202 pending after the timeout."""
     if submission.status == "conflict":
-        conflict = ApiError(
-            409,
-            Code.CLIENT_ORDER_ID_REUSED,
-            "this client_order_id was used with different content",
-            "client_order_id",
-            order_id=submission.order_id,
-        )
-        return 409, None, conflict.body
+        message = "this client_order_id was used with different content"
+        return 409, None, error_body(Code.CLIENT_ORDER_ID_REUSED, message, "client_order_id", submission.order_id)
     known = services.projection.orders.get(submission.order_id)
     if (
         submission.status == "dup"
