@@ -435,3 +435,35 @@ def test_a_free_port_is_taken_below_the_ephemeral_range() -> None:
     ports = {free_port() for _ in range(20)}
     assert all(10_000 <= port < low for port in ports)
     assert len(ports) > 1  # random, so that two runs at once seldom meet
+
+
+@pytest.mark.parametrize("transport", ["sync", "asyncio"])
+def test_a_submission_whose_answer_is_late_is_never_sent_again(valkey_server: EmbeddedValkey, transport: str) -> None:
+    """The server holds a submission longer than the client's socket timeout (here a CLIENT
+    PAUSE, as a disk stall would): the submitter is told (an error: the API answers 503), and
+    the journal holds the command at most once. A transport that sends it again after a timeout
+    or a lost connection (redis-py's own retry does) journals one request twice or more: as many
+    orders, and nothing to tell them apart."""
+    command = order(50)
+    direct = Bus.connect(valkey_server.url)
+    Journal(direct, Durability.EVERYSEC).submit(command)  # the script is loaded: the next one runs it
+    direct.client.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+    if transport == "sync":
+        bus = Bus.connect(valkey_server.url, socket_timeout=0.3)
+        with pytest.raises(redis.TimeoutError):
+            Journal(bus, Durability.EVERYSEC).submit(command)
+        bus.close()
+    else:
+
+        async def submit() -> None:
+            bus = AsyncBus.connect(valkey_server.url, durability=Durability.EVERYSEC, socket_timeout=0.3)
+            try:
+                with pytest.raises(redis.TimeoutError):
+                    await bus.submit(Request(command))
+            finally:
+                await bus.close()
+
+        asyncio.run(submit())
+    direct.client.execute_command("CLIENT", "UNPAUSE")
+    assert direct.client.xlen(direct.keys.input) <= 2  # the first, and the late one at most once
+    direct.close()

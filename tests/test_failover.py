@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,8 @@ from conftest import wait_until
 from matchbox.bench import failover as failover_bench
 from matchbox.bus.codec import decode_event
 from matchbox.bus.commit import Batch, CommitRefused, Offset, read_offset
-from matchbox.bus.commit import commit as real_commit
-from matchbox.bus.connection import Bus
+from matchbox.bus.commit import commit_and_read as real_commit_and_read
+from matchbox.bus.connection import Bus, Entry
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal, Request, Submission
 from matchbox.engine import Engine
@@ -364,39 +364,31 @@ def test_a_leader_frozen_with_a_commit_in_flight_is_fenced(
 ) -> None:
     """A whole leader frozen after its lease checks, its commit not yet sent: the epoch check refuses it.
 
-    SIGSTOP cannot aim at that moment; an in-process leader can be frozen there. Its committer
-    thread stops inside ``commit`` with the first batch of orders, and its main thread at its next
-    lock renewal, so the lock lapses and a real ``matchbox engine`` process takes over.
+    SIGSTOP cannot aim at that moment; an in-process leader can be frozen there. It stops inside
+    ``commit_and_read`` with the first batch of orders, so it renews its lock no more, the lock
+    lapses and a real ``matchbox engine`` process takes over.
     """
     release, frozen = threading.Event(), threading.Event()
     refusals: list[CommitRefused] = []
 
-    def commit_after_a_freeze(target: Bus, epoch: int, batch: Batch) -> None:
-        # the market's batch, a batch with no events (a state hash brought up to date), and
-        # anything after the freeze go through
-        if not batch.follows or not batch.events or frozen.is_set():
-            real_commit(target, epoch, batch)
-            return
+    def commit_after_a_freeze(
+        target: Bus, epoch: int, batch: Batch, committed: Callable[[], None], *, count: int, block_ms: int
+    ) -> list[Entry]:
+        # the market's batch, and anything after the freeze, go through
+        if not batch.follows or frozen.is_set():
+            return real_commit_and_read(target, epoch, batch, committed, count=count, block_ms=block_ms)
         frozen.set()
         release.wait(30)
         try:
-            real_commit(target, epoch, batch)
+            return real_commit_and_read(target, epoch, batch, committed, count=count, block_ms=block_ms)
         except CommitRefused as exc:
             refusals.append(exc)
             raise
 
-    monkeypatch.setattr(runner, "commit", commit_after_a_freeze)
+    monkeypatch.setattr(runner, "commit_and_read", commit_after_a_freeze)
     stop = threading.Event()
     config = LeaderConfig(lock_ttl_ms=LOCK_TTL_MS, name="in-process", trim_input=False)
     leader = EngineLeader(Bus.connect(candidates.env["REDIS_URL"]), config, stop)
-    real_renew = leader.lease.renew
-
-    def renew_after_a_freeze() -> bool:
-        if frozen.is_set():
-            release.wait(30)
-        return real_renew()
-
-    monkeypatch.setattr(leader.lease, "renew", renew_after_a_freeze)
     thread = threading.Thread(target=leader.run, name="in-process-leader", daemon=True)
     thread.start()
     try:

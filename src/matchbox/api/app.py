@@ -12,16 +12,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from types import SimpleNamespace
+from typing import Any
 
 import redis
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from matchbox.api import accounts, history, markets, ops, orders, ws
 from matchbox.api.errors import ERRORS, ApiError, install_errors
-from matchbox.api.middleware import LimitAndMeasure
+from matchbox.api.middleware import MEASURED, LimitAndMeasure
 from matchbox.api.models import BookOut
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, submit_one
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
             await services.close_buses()
             services.close()
 
-    app = FastAPI(
+    app = Exchange(
         title="Matchbox",
         version="0.1.0",
         description="An exchange core for prediction markets and betting exchanges.",
@@ -91,9 +94,6 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
     )
     app.state.open_access = settings.open_access
     install_errors(app)
-    app.add_middleware(
-        orders.PlaceOrderFast, paths=(f"{V1}/orders", "/orders")
-    )  # added first: the body limit and metrics wrap it
     app.add_middleware(LimitAndMeasure)
     for router in (orders.router, accounts.router, markets.router, history.router, ops.router, ws.router):
         app.include_router(router, prefix=V1)
@@ -108,6 +108,34 @@ def create_app(settings: Settings | None = None, bus: AsyncBus | None = None) ->
 
 
 V1 = "/v1"  # the contract's version: every path of the API is under it (docs/api.md)
+HOT_PATHS = (f"{V1}/orders", "/orders")  # POST: placing an order
+
+
+class Exchange(FastAPI):
+    """The API's FastAPI application, with its hot path taken first: ``POST /orders`` (no query
+    string) goes straight to :class:`~matchbox.api.orders.PlaceOrderFast`, inside only the body
+    limit and the request metrics (:class:`~matchbox.api.middleware.LimitAndMeasure`), before
+    the framework's own layers; everything else, and a body that fails validation, goes through
+    FastAPI as usual."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.routes_by_path = {path: SimpleNamespace(path=path) for path in HOT_PATHS}  # what metrics label them
+        self.hot = LimitAndMeasure(orders.PlaceOrderFast(self.framework))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes_by_path.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST" or scope["query_string"]:  # a query: FastAPI refuses it
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"], scope["route"] = self, route
+        await self.hot(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's whole stack, for a hot request it must answer (its body failed validation);
+        the metrics already count it."""
+        scope[MEASURED] = True
+        await super().__call__(scope, receive, send)
 
 
 def aliases() -> APIRouter:

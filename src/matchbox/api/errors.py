@@ -29,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody},
 }
 REDIS_DOWN = b'{"error":{"code":"UNAVAILABLE","message":"the exchange\'s Redis is unavailable; retry shortly"}}'
+INTERNAL_MESSAGE = "an unexpected error on the server (logged); retry, or report it"
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 403: {"model": ErrorBody}}
 # What a request made with an API key may also meet: no or a bad key, another account, the rate limit.
 KEY_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -149,7 +150,7 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)  # a bug: the error shape still, and the traceback in the log
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, Code.INTERNAL, "an unexpected error on the server (logged); retry, or report it")
+        return error_response(500, Code.INTERNAL, INTERNAL_MESSAGE)
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError) -> Response:

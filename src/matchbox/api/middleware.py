@@ -10,6 +10,7 @@ from matchbox.api.errors import BodyTooLarge, too_large
 from matchbox.api.services import Services
 
 OPEN_HEADER = (b"x-matchbox-auth", b"open")
+MEASURED = "matchbox.measured"  # in a request's scope: an outer LimitAndMeasure has it in hand
 
 MAX_BODY = 64 * 1024
 
@@ -29,7 +30,7 @@ class LimitAndMeasure:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or MEASURED in scope:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -80,6 +81,4 @@ def _measure(scope: Scope, status: int, started: float) -> None:
     services: Services | None = getattr(scope["app"].state, "services", None)
     if services is not None:
         path = getattr(scope.get("route"), "path", "other")
-        method = scope["method"]
-        services.metrics.requests.labels(method, path, str(status)).inc()
-        services.metrics.latency.labels(method, path).observe(time.perf_counter() - started)
+        services.metrics.request(scope["method"], path, status, time.perf_counter() - started)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import secrets
 import time
-from types import SimpleNamespace
 from typing import Annotated
 
 import msgspec
@@ -19,7 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchbox.api.auth import Caller, acting_as, caller_of
 from matchbox.api.codes import Code
-from matchbox.api.errors import KEY_ERRORS, REDIS_DOWN, ApiError, error_body, rejected_by_engine
+from matchbox.api.errors import (
+    INTERNAL_MESSAGE,
+    KEY_ERRORS,
+    REDIS_DOWN,
+    ApiError,
+    BodyTooLarge,
+    error_body,
+    rejected_by_engine,
+)
 from matchbox.api.models import (
     NS_PER_MS,
     AccountId,
@@ -244,10 +251,10 @@ async def _order_result(
         return 202, _pending(submission, body, command), None
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
-        services.metrics.orders.labels("rejected").inc()
+        services.metrics.outcomes["rejected"].inc()
         field = _reject_field(services, command, rejected)
         return 422, None, rejected_by_engine(422, rejected.reason, field, submission.order_id).body
-    services.metrics.orders.labels("accepted").inc()
+    services.metrics.outcomes["accepted"].inc()
     order = services.projection.orders.get(submission.order_id) or _replayed(services, command, submission, events)
     if order is None:  # none of its events is left to tell (an output stream trimmed under it)
         return 202, _pending(submission, body, command), None
@@ -345,50 +352,61 @@ def _observe_stages(
     """An order's stages in ``matchbox_order_stage_seconds``. The leader's stamps are its own
     monotonic clock's: they are compared with this process's only when they fall in order, which
     on one machine they do (one clock) and across machines they seldom would."""
-    observe = services.metrics.order_stages.labels
-    observe("journal").observe((journalled - received) / 1e9)
-    observe("total").observe((answered - received) / 1e9)
+    stages = services.metrics.stages
+    stages["journal"].observe((journalled - received) / 1e9)
+    stages["total"].observe((answered - received) / 1e9)
     if timing is None:
         return
     read, matched, seen = timing
     if received <= read <= matched <= seen <= answered:
         # the leader may read the entry before the journal's reply reaches this process: 0 then
-        observe("to_engine").observe(max(0, read - journalled) / 1e9)
-        observe("match").observe((matched - read) / 1e9)
-        observe("commit").observe((seen - matched) / 1e9)
-        observe("answer").observe((answered - seen) / 1e9)
+        stages["to_engine"].observe(max(0, read - journalled) / 1e9)
+        stages["match"].observe((matched - read) / 1e9)
+        stages["commit"].observe((seen - matched) / 1e9)
+        stages["answer"].observe((answered - seen) / 1e9)
 
 
 class PlaceOrderFast:
     """``POST /orders`` straight from ASGI, the hot path of the whole API.
 
     Profiled under load, FastAPI's route matching and dependency solving cost as much as the rest
-    of the request together. Who is calling is checked first, before a byte of the body is read
-    (as EdgeRoute does for the routes). A body that validates is placed here by the same
-    ``_place`` as the route; anything else (another path, a body that fails validation) goes to
-    FastAPI unchanged, so every answer, error wording and the OpenAPI schema stay the route's own.
+    of the request together, and its layers above the routes (telemetry, error and body-limit
+    middleware) a good part of the rest: :class:`matchbox.api.app.Exchange` hands these requests
+    here before any of them, inside only the body limit and the metrics. Who is calling is
+    checked first, before a byte of the body is read (as EdgeRoute does for the routes). A body
+    that validates is placed here by the same ``_place`` as the route; anything else (a body that
+    fails validation) goes to FastAPI (``rest``) unchanged, so every answer, error wording and the
+    OpenAPI schema stay the route's own. An unexpected error is a 500 ``INTERNAL`` in the error
+    shape, as FastAPI's handler would answer it.
     """
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
-        self.app = app
-        # what the request metrics label each path with
-        self.routes = {path: SimpleNamespace(path=path) for path in paths}
+    def __init__(self, rest: ASGIApp) -> None:
+        self.rest = rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST" or scope["query_string"]:  # a query: FastAPI refuses it
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = route
         extra: dict[str, str] = {}
+        passed = False  # handed to FastAPI, which answers (or fails) on its own
+
+        async def rest(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal passed
+            passed = True
+            await self.rest(scope, receive, send)
+
         try:
-            answer = await self._serve(scope, receive, send)
+            answer = await self._serve(scope, receive, send, rest)
         except ApiError as exc:
             answer = exc.status, exc.body.model_dump_json(exclude_none=True).encode()
             extra = exc.headers or {}
         except redis.RedisError as exc:
             log.warning("redis error on POST /orders: %s", exc)
             answer = 503, REDIS_DOWN
+        except BodyTooLarge:
+            raise  # LimitAndMeasure answers it
+        except Exception:
+            if passed:
+                raise
+            log.exception("unexpected error on POST %s", scope["path"])
+            answer = 500, error_body(Code.INTERNAL, INTERNAL_MESSAGE).model_dump_json(exclude_none=True).encode()
         if answer is None:  # FastAPI answered
             return
         status, content = answer
@@ -397,7 +415,7 @@ class PlaceOrderFast:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, bytes] | None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, rest: ASGIApp) -> tuple[int, bytes] | None:
         """The order's (status, JSON), or None once FastAPI has answered a body that fails validation."""
         received_ns = time.monotonic_ns()
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
@@ -406,7 +424,7 @@ class PlaceOrderFast:
         try:
             body = OrderIn.model_validate_json(raw)
         except ValidationError:
-            await self.app(scope, _replay(raw, receive), send)
+            await rest(scope, _replay(raw, receive), send)
             return None
         status, payload = await _place(scope["app"].state.services, body, caller_account, received_ns)
         return status, payload.model_dump_json(exclude_none=True).encode()

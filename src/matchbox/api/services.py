@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Request, WebSocket
@@ -52,8 +53,13 @@ from matchbox.engine.types import (
 )
 from matchbox.settings import Settings
 
+ORDER_STAGES = ("journal", "to_engine", "match", "commit", "answer", "total")  # matchbox_order_stage_seconds
+
 
 class Metrics:
+    """The API's Prometheus metrics. The children the hot path counts into are looked up once:
+    ``labels()`` takes a lock and builds a key on every call."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         # the process's CPU, memory, open files and start time, and Python's GC, as every process has them
@@ -84,6 +90,9 @@ class Metrics:
             ),
             registry=self.registry,
         )
+        self.stages = {stage: self.order_stages.labels(stage) for stage in ORDER_STAGES}
+        self.outcomes = {outcome: self.orders.labels(outcome) for outcome in ("accepted", "rejected")}
+        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.ws_clients = Gauge("matchbox_ws_clients", "Connected WebSocket clients", registry=self.registry)
         self.engine_lag = Gauge(
             "matchbox_engine_lag_entries", "Input entries not yet committed by the engine", registry=self.registry
@@ -100,6 +109,20 @@ class Metrics:
             ["group"],
             registry=self.registry,
         )
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered: counted, and its latency observed."""
+        key = (method, route, status)
+        children = self._requests.get(key)
+        if children is None:
+            if len(self._requests) > 10_000:  # methods are a client's to choose: never an unbounded cache
+                self._requests.clear()
+            children = self._requests[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @dataclass(eq=False)

@@ -54,6 +54,7 @@ class EventTail:
         self._read_ns = 0  # when the page being folded was read
         self._open_timing: tuple[int, int, int] | None = None
         self._timings: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._line = bus.line()  # its reads take no connection from the pool
 
     async def run(self) -> None:
         """Follow the stream for good: a failure is logged and the tail restarts where it stopped."""
@@ -83,7 +84,9 @@ class EventTail:
         while True:
             _stop_if_cancelled()
             try:
-                entries = await self.bus.read(self.bus.keys.events, self.position, count=PAGE, block_ms=1000)
+                entries = await self.bus.read(
+                    self.bus.keys.events, self.position, count=PAGE, block_ms=1000, line=self._line
+                )
                 backoff.reset()
             except REDIS_DOWN as exc:
                 delay = backoff.next()
@@ -155,7 +158,8 @@ class EventTail:
         if waiter is None:
             waiter = self._waiters[entry_id] = asyncio.get_running_loop().create_future()
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
         except TimeoutError:
             if self._waiters.get(entry_id) is waiter:  # an entry that never comes must not stay forever
                 del self._waiters[entry_id]

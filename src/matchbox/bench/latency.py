@@ -35,9 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from matchbox import loadgen
+from matchbox.api.services import ORDER_STAGES
 from matchbox.bus.server import EmbeddedValkey, free_port
-
-STAGES = ("journal", "to_engine", "match", "commit", "answer", "total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +45,8 @@ class Run:
     p50_ms: float | None
     p99_ms: float | None
     errors: int
+    # CPU time (user + system) per order answered, ms, by process: the servers' and the load's own
+    cpu_ms: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +67,16 @@ def measure(seconds: float, rate: float, concurrency: int) -> Figures:
     servers, load = _cores()
     with tempfile.TemporaryDirectory(prefix="matchbox-latency-") as folder:
         root = Path(folder)
-        with _baseline(root, servers) as url:
-            closed_baseline = _load(url, seconds, 0.0, concurrency)
-            open_baseline = _load(url, seconds, rate, concurrency)
-        with _stack(root, servers) as url:
-            closed_matchbox = _load(url, seconds, 0.0, concurrency)
+        with _baseline(root, servers) as (url, pids):
+            closed_baseline = _load(url, pids, seconds, 0.0, concurrency)
+            open_baseline = _load(url, pids, seconds, rate, concurrency)
+        with _stack(root, servers) as (url, pids):
+            closed_matchbox = _load(url, pids, seconds, 0.0, concurrency)
             before = _buckets(url)
-            open_matchbox = _load(url, seconds, rate, concurrency)
+            open_matchbox = _load(url, pids, seconds, rate, concurrency)
             after = _buckets(url)
     del load
-    stages = {stage: _quantiles(before.get(stage, {}), after.get(stage, {})) for stage in STAGES}
+    stages = {stage: _quantiles(before.get(stage, {}), after.get(stage, {})) for stage in ORDER_STAGES}
     return Figures(
         cores=f"servers on {sorted(servers)}, load on {sorted(os.sched_getaffinity(0))}",
         closed_baseline=closed_baseline,
@@ -137,7 +138,7 @@ def _stop(*processes: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _baseline(root: Path, cores: set[int]) -> Iterator[str]:
+def _baseline(root: Path, cores: set[int]) -> Iterator[tuple[str, dict[str, int]]]:
     port = free_port()
     log = root / "gateway.log"
     args = ["-m", "matchbox.bench.gateway", "--port", str(port), "--wal", str(root / "gateway.wal")]
@@ -145,13 +146,13 @@ def _baseline(root: Path, cores: set[int]) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _ready(url, "/v1/health", process, log)
-        yield url
+        yield url, {"gateway": process.pid}
     finally:
         _stop(process)
 
 
 @contextlib.contextmanager
-def _stack(root: Path, cores: set[int]) -> Iterator[str]:
+def _stack(root: Path, cores: set[int]) -> Iterator[tuple[str, dict[str, int]]]:
     with EmbeddedValkey(root / "valkey", fsync="always") as server:
         _pin_pid(None if server.process is None else server.process.pid, cores)
         port = free_port()
@@ -169,7 +170,10 @@ def _stack(root: Path, cores: set[int]) -> Iterator[str]:
         try:
             _ready(url, "/ready", api, root / "api.log")
             _ready(url, "/v1/markets/default", api, root / "api.log")
-            yield url
+            pids = {"api": api.pid, "engine": engine.pid}
+            if server.process is not None:
+                pids["valkey"] = server.process.pid
+            yield url, pids
         finally:
             _stop(api, engine)
 
@@ -180,10 +184,26 @@ def _pin_pid(pid: int | None, cores: set[int]) -> None:
             os.sched_setaffinity(pid, cores)
 
 
-def _load(url: str, seconds: float, rate: float, concurrency: int) -> Run:
+def _load(url: str, pids: dict[str, int], seconds: float, rate: float, concurrency: int) -> Run:
     config = loadgen.Config(urls=(url,), seconds=seconds, rate=rate, concurrency=concurrency, progress=False)
+    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    load_before = time.process_time()
     figures = loadgen.measure(config)
-    return Run(figures.orders_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.errors)
+    load = time.process_time() - load_before
+    used = {name: _cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    answered = max(figures.orders_per_s * figures.seconds, 1.0)
+    cpu_ms = {name: 1000 * seconds / answered for name, seconds in {**used, "load": load}.items()}
+    return Run(figures.orders_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.errors, cpu_ms)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process (every thread of it) has used, from /proc; 0 where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 BUCKET = re.compile(r"^matchbox_order_stage_seconds_bucket\{(?P<labels>[^}]*)\} (?P<count>\S+)$", re.MULTILINE)
@@ -247,6 +267,21 @@ def render(figures: Figures, console: Console) -> None:
         ratio(figures.open_p99_ratio),
     )
     console.print(table)
+    cpu = Table(title="CPU time per order (user + system), by process")
+    for column in ("run", "servers", "of which", "load generator"):
+        cpu.add_column(column, justify="right")
+    for name, run_ in (
+        ("baseline, closed", figures.closed_baseline),
+        ("matchbox, closed", figures.closed_matchbox),
+        ("baseline, open", figures.open_baseline),
+        ("matchbox, open", figures.open_matchbox),
+    ):
+        servers = {k: v for k, v in run_.cpu_ms.items() if k != "load"}
+        parts = ", ".join(f"{k} {v * 1000:,.0f} µs" for k, v in servers.items())
+        cpu.add_row(
+            name, f"{sum(servers.values()) * 1000:,.0f} µs", parts, f"{run_.cpu_ms.get('load', 0) * 1000:,.0f} µs"
+        )
+    console.print(cpu)
     stages = Table(title="matchbox, open loop: where an order's time goes (at most, by histogram bucket)")
     for column in ("stage", "p50", "p99"):
         stages.add_column(column, justify="right")

@@ -2,7 +2,9 @@
 
 The same calls as the synchronous :class:`~matchbox.bus.connection.Bus` (described once, without
 I/O, in :mod:`matchbox.bus.calls`, :mod:`~matchbox.bus.journal` and :mod:`~matchbox.bus.commit`);
-only the sending differs. What is its own: coalescing the submissions of concurrent requests.
+only the sending differs, and sends nothing twice, as it does (see ``Bus._exchange``). What is its
+own: coalescing the submissions of concurrent requests, and :class:`Line`, a connection of its own
+for a user that sends one call at a time on the hot path (the submissions, an event tail).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import Connection
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry
@@ -26,6 +29,31 @@ T = TypeVar("T")
 COALESCE_LIMIT = 200  # commands per coalesced submission, at most
 
 
+class Line:
+    """A connection of its own for one user of a bus that sends one call at a time (the
+    submissions, an event tail): a call on the hot path takes nothing from the pool, whose
+    every borrowing costs about as much as the call itself. It is checked before each use as
+    the pool checks a connection it hands out, follows the bus to a new client (a cluster's new
+    master), and is closed with the bus."""
+
+    def __init__(self) -> None:
+        self.client: aioredis.Redis | None = None
+        self.connection: Connection | None = None
+
+    async def take(self, client: aioredis.Redis) -> Connection:
+        """The line's connection to ``client``, connected and with nothing unread."""
+        if self.client is not client or self.connection is None:
+            await self.close()
+            self.client, self.connection = client, client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        await client.connection_pool.ensure_connection(self.connection)
+        return self.connection
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.disconnect()
+        self.client = self.connection = None
+
+
 class AsyncBus:
     def __init__(self, client: aioredis.Redis, shard: int = 0, durability: Durability = Durability.ALWAYS) -> None:
         self.client = client
@@ -34,6 +62,15 @@ class AsyncBus:
         self.seen_events = 0  # the most events this process saw committed: a rollback witness (submit.lua)
         self._queued: list[tuple[Request, asyncio.Future[Submission]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flushing = False  # a submission is in flight (from a caller, or the flusher task)
+        self._lines: list[Line] = []
+        self._submissions = self.line()
+
+    def line(self) -> Line:
+        """A :class:`Line` on this bus, closed with it."""
+        line = Line()
+        self._lines.append(line)
+        return line
 
     @classmethod
     def connect(cls, url: str, shard: int = 0, durability: Durability = Durability.ALWAYS, **options: Any) -> AsyncBus:
@@ -53,64 +90,106 @@ class AsyncBus:
         return AsyncBus(self.client, shard, self.durability)
 
     async def close(self) -> None:
+        await self.close_lines()
         await self.client.aclose(close_connection_pool=True)
+
+    async def close_lines(self) -> None:
+        for line in self._lines:
+            await line.close()
 
     async def submit(self, request: Request) -> Submission:
         """One command, coalesced with whatever else this process submits meanwhile.
 
         Requests that arrive while a submission is in flight go out together in the next one
-        (one script call, one WAITAOF): under load the round trips and the AOF fsyncs are shared,
-        and an idle exchange still sends each command at once.
+        (one script call, one WAITAOF): under load the round trips and the AOF fsyncs are shared.
+        An idle exchange sends each command at once, from the caller itself (no task to start
+        and switch to); a caller whose submission left others queued behind it hands them to a
+        flusher task.
         """
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
         self._queued.append((request, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not self._flushing:
+            self._flushing = True
+            try:
+                await self._flush_one()
+            finally:
+                if self._queued:
+                    self._flusher = asyncio.create_task(self._flush())
+                else:
+                    self._flushing = False
         return await future
 
     async def _flush(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued[:COALESCE_LIMIT], self._queued[COALESCE_LIMIT:]
-            try:
-                results = await self.submit_many([request for request, _ in batch])
-            except Exception as exc:  # every caller gets the error (Redis down: a 503 each)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+        try:
+            while self._queued:
+                await self._flush_one()
+        finally:
+            self._flushing = False
 
-    async def submit_many(self, requests: Sequence[Request]) -> list[Submission]:
+    async def _flush_one(self) -> None:
+        """Send what is queued (up to COALESCE_LIMIT) in one submission; each caller gets its
+        result, or the error (Redis down: a 503 each). A caller that sends inline finds the queue
+        empty but for its own request: its cancellation cancels nobody else's."""
+        batch, self._queued = self._queued[:COALESCE_LIMIT], self._queued[COALESCE_LIMIT:]
+        try:
+            results = await self.submit_many([request for request, _ in batch], self._submissions)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:
+            for _, future in batch:
+                future.cancel()
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def submit_many(self, requests: Sequence[Request], line: Line | None = None) -> list[Submission]:
         """Append commands in one round trip (see :meth:`matchbox.bus.journal.Journal.submit_many`)."""
         if not requests:
             return []
-        return await self.run(submit_call(self.keys, requests, self.durability, self.seen_events))
+        return await self.run(submit_call(self.keys, requests, self.durability, self.seen_events), line)
 
-    async def run(self, call: Call[T]) -> T:
-        """Send ``call``'s commands in one round trip and read the replies (as the synchronous ``Bus.run``)."""
-        replies = await self._send(call.commands)
+    async def run(self, call: Call[T], line: Line | None = None) -> T:
+        """Send ``call``'s commands in one round trip and read the replies (as the synchronous
+        ``Bus.run``), on ``line`` if one is given, else on a connection of the pool."""
+        replies = await self._send(call.commands, line)
         if call.missing_script(replies):
             call = call.reloading()
-            replies = await self._send(call.commands)
+            replies = await self._send(call.commands, line)
         return call.read(replies)
 
-    async def _send(self, commands: tuple[Command, ...]) -> list[Any]:
-        if len(commands) == 1:
-            try:
-                return [await self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
-            except redis.ResponseError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return await pipe.execute(raise_on_error=False)
+    async def _send(self, commands: tuple[Command, ...], line: Line | None = None) -> list[Any]:
+        """One write, then the replies (an error reply as its exception object); nothing is sent
+        twice, and a connection left with replies unread is closed (see ``Bus._exchange``)."""
+        client = self.client
+        pool = client.connection_pool
+        connection = await (pool.get_connection() if line is None else line.take(client))  # type: ignore[no-untyped-call]
+        unread = len(commands)
+        replies: list[Any] = []
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            for command in commands:
+                try:
+                    replies.append(await client.parse_response(connection, str(command[0])))
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+                unread -= 1
+            return replies
+        finally:
+            if unread:
+                await connection.disconnect(nowait=True)
+            if line is None:
+                await pool.release(connection)
 
     # ------------------------------------------------------------------ reads (see matchbox.bus.calls)
 
-    async def read(self, stream: str, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
-        return await self.run(calls.read(stream, after, count=count, block_ms=block_ms))
+    async def read(
+        self, stream: str, after: str, *, count: int, block_ms: int | None = None, line: Line | None = None
+    ) -> list[Entry]:
+        return await self.run(calls.read(stream, after, count=count, block_ms=block_ms), line)
 
     async def range(self, stream: str, low: str = "-", high: str = "+", *, count: int | None = None) -> list[Entry]:
         return await self.run(calls.entries(stream, low, high, count=count))

@@ -24,7 +24,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisClusterException
 
-from matchbox.bus.aio import AsyncBus
+from matchbox.bus.aio import AsyncBus, Line
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, as_text, command
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability
@@ -144,6 +144,7 @@ class AsyncClusterBus(AsyncBus):
         return self.cluster
 
     async def close(self) -> None:
+        await self.close_lines()
         await self.client.aclose(close_connection_pool=True)
         with contextlib.suppress(RuntimeError):  # closed already by a sibling
             await self.cluster.aclose()
@@ -160,16 +161,16 @@ class AsyncClusterBus(AsyncBus):
             old, self.client = self.client, self._client(node.host, int(node.port))
             await old.aclose(close_connection_pool=True)
 
-    async def _send(self, commands: tuple[Command, ...]) -> list[Any]:
+    async def _send(self, commands: tuple[Command, ...], line: Line | None = None) -> list[Any]:
         try:
-            replies = await super()._send(commands)
+            replies = await super()._send(commands, line)
         except redis.ConnectionError:
             with contextlib.suppress(redis.RedisError):
                 await self.refresh()  # the next call goes to the new master, if there is one yet
             raise
         if any(isinstance(reply, MovedError) for reply in replies):  # not run: send it to the master
             await self.refresh()
-            replies = await super()._send(commands)
+            replies = await super()._send(commands, line)
         return replies
 
 

@@ -15,6 +15,7 @@ grows, so the ids increase, and re-emitting an event (same ``n``) is refused by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -125,6 +126,19 @@ def commit_call(keys: Keys, epoch: int, batch: Batch) -> Call[None]:
 
 def commit(bus: Bus, epoch: int, batch: Batch) -> None:
     bus.run(commit_call(bus.keys, epoch, batch))
+
+
+def commit_and_read(
+    bus: Bus, epoch: int, batch: Batch, committed: Callable[[], None], *, count: int, block_ms: int
+) -> list[Entry]:
+    """Commit ``batch``, then wait up to ``block_ms`` for the input entries after it, in one round
+    trip; ``committed`` is called once the commit is acknowledged, before the wait.
+
+    The XREAD rides behind the commit in the same write, so a busy leader sends one request per
+    batch, and an idle one is woken by the next submission itself. A refused commit raises.
+    """
+    reading = calls.read(bus.keys.input, batch.offset.id, count=count, block_ms=block_ms)
+    return bus.run_then(commit_call(bus.keys, epoch, batch), lambda _: committed(), reading)
 
 
 # --------------------------------------------------------------------------- snapshots

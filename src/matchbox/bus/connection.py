@@ -8,10 +8,13 @@ the replies back. :class:`~matchbox.bus.aio.AsyncBus` does the same on redis.asy
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import MovedError, NoScriptError
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry, id_order
@@ -21,6 +24,7 @@ from matchbox.bus.keys import Keys
 __all__ = ["Bus", "Entry", "id_order"]  # Entry and id_order: where most of the code imports them from
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class Bus:
@@ -67,16 +71,58 @@ class Bus:
             replies = self._send(call.commands)
         return call.read(replies)
 
+    def run_then(self, first: Call[T], then: Callable[[T], None], second: Call[U]) -> U:
+        """``first`` and ``second`` in one round trip; ``then`` gets ``first``'s result as soon as
+        its replies are in, before ``second``'s (which may block: an XREAD) are waited for.
+
+        A refusal in ``first`` raises, and ``second``'s reply is left unread (its connection is
+        closed). A forgotten script or a moved slot: the two are sent again one at a time, as
+        :meth:`run` sends a call (which loads the script, or follows the slot).
+        """
+        with self._exchange((*first.commands, *second.commands)) as reply:
+            replies = [reply() for _ in first.commands]
+            if not any(isinstance(r, (NoScriptError, MovedError)) for r in replies):
+                then(first.read(replies))
+                return second.read([reply() for _ in second.commands])
+        then(self.run(first))
+        return self.run(second)
+
     def _send(self, commands: tuple[Command, ...]) -> list[Any]:
-        if len(commands) == 1:  # no pipeline object for one command: the hot path's reads and commits
+        with self._exchange(commands) as reply:
+            return [reply() for _ in commands]
+
+    @contextlib.contextmanager
+    def _exchange(self, commands: tuple[Command, ...]) -> Iterator[Callable[[], Any]]:
+        """Send ``commands`` in one write, on a connection of the pool; what it yields reads the
+        next reply (an error reply as its exception object).
+
+        Nothing is sent twice: redis-py's own retry (which sends a command again after a lost
+        connection, whether or not the server ran it) is not used, and a failure is raised to
+        the caller, whose rule says what is safe to try again. A connection left with replies
+        unread (a failure, or a caller that stopped early) is closed, never handed on.
+        """
+        client = self.client
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        names = iter(str(command[0]) for command in commands)
+        unread = len(commands)
+
+        def reply() -> Any:
+            nonlocal unread
             try:
-                return [self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+                answer = client.parse_response(connection, next(names))  # type: ignore[no-untyped-call]
             except redis.ResponseError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-        return pipe.execute(raise_on_error=False)
+                answer = exc
+            unread -= 1
+            return answer
+
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))  # type: ignore[no-untyped-call]
+            yield reply
+        finally:
+            if unread:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(connection)
 
     # ------------------------------------------------------------------ reads (see matchbox.bus.calls)
 

@@ -6,8 +6,9 @@ have lapsed (at most every few hundred milliseconds). On winning it INCRs the fe
 checks that Redis has not gone back in time, rebuilds the engine (the standby's, brought up to
 the committed offset; else the newest snapshot, then the journal from the snapshot's offset up
 to the committed offset, output suppressed, checked against the committed state hash and
-counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset,
-state hash and books in one script under the epoch check, snapshot now and then, renew the lock.
+counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset and
+state hash in one script under the epoch check (with the XREAD of the next batch behind it in the
+same round trip), store a snapshot now and then (from a thread), renew the lock.
 The steps that take time in proportion to the book (recovery, a state hash, a snapshot) keep
 renewing the lock from a thread while they run (:func:`matchbox.leader.election.kept`).
 
@@ -19,6 +20,7 @@ never retries a commit, it recovers from what Redis holds, so nothing is committ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -40,6 +42,7 @@ from matchbox.bus.commit import (
     Offset,
     RollbackAlarm,
     commit,
+    commit_and_read,
     event_id,
     latest_snapshot,
     read_offset,
@@ -202,26 +205,24 @@ class EngineLeader:
         snapshot_time = time.monotonic()
         renew_every = config.lock_ttl_ms / 3000
         renew_at = time.monotonic() + renew_every
-        committer = _Committer(self, epoch)
+        snapshots = _Snapshots(self, epoch)
         entries: list[Entry] = []
+        read_ns = 0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
                 if now >= renew_at:
-                    stuck = committer.in_flight_for()
-                    if stuck > config.lock_ttl_ms / 2000:  # let the lock lapse: a successor can do better
-                        raise LeadershipLost(f"a commit has been in flight for {stuck:.1f} s")
                     if not self.lease.renew():
                         raise LeadershipLost(self.lease.why_lost())
                     renew_at = now + renew_every
+                block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
                 if not entries:
-                    block = max(1, min(config.block_ms, int((renew_at - now) * 1000)))
                     entries = self.bus.read(keys.input, offset.id or "0-0", count=config.batch, block_ms=block)
                     read_ns = time.monotonic_ns()
                     if not entries:
                         if offset.hash_at != offset.id and self._hash_due(idle=True):  # bring it up to date
                             offset = self._with_hash(engine, offset)
-                            committer.put(Batch(follows=offset.id, offset=offset))
+                            self._commit(Batch(follows=offset.id, offset=offset), epoch)
                         self._tick_clock(engine)
                         continue
                 self._held_by_a_replica("the input", entries[-1][0].decode())
@@ -229,22 +230,25 @@ class EngineLeader:
                     raise LeadershipLost("the lease ran out before the batch could be committed")
                 batch = self._apply_batch(engine, offset, entries, epoch, read_ns)
                 offset = batch.offset
-                # Read ahead (without blocking) before handing the batch over: the server is free
-                # now, while during the commit a read would queue behind it.
-                entries = self.bus.read(keys.input, offset.id, count=config.batch)
+                # the commit and the wait for the next entries: one round trip, and no hand-over
+                committed = functools.partial(self._committed, batch)
+                entries = commit_and_read(self.bus, epoch, batch, committed, count=config.batch, block_ms=block)
                 read_ns = time.monotonic_ns()
-                committer.put(batch)
                 if offset.inputs - snapshot_inputs >= config.snapshot_every or (
                     offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
                 ):
                     with kept(self.lease):
                         data = engine.snapshot()
-                    committer.put((offset, data))
+                    snapshots.put(offset, data)
                     snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
                     self._hash, self._hash_at = hashlib.sha256(data).hexdigest(), offset.id  # = state_hash()
-            committer.flush()  # a clean stop: everything applied is committed before the lock goes
+            snapshots.flush()  # a clean stop: every batch applied is committed already
         finally:
-            committer.close()
+            snapshots.close()
+
+    def _commit(self, batch: Batch, epoch: int) -> None:
+        commit(self.bus, epoch, batch)
+        self._committed(batch)
 
     def _held_by_a_replica(self, what: str, entry_id: str) -> None:
         """In ``replicated`` durability, go on only once a replica holds ``what``: the epoch (so a
@@ -280,7 +284,7 @@ class EngineLeader:
         return found + list(self.config.witnesses() if self.config.witnesses else ())
 
     def _committed(self, batch: Batch) -> None:
-        """Called by the committer after each successful commit."""
+        """After each successful commit."""
         self.seen = batch.offset
         self.stats.commits += 1
         self.stats.events += len(batch.events)
@@ -350,33 +354,26 @@ class EngineLeader:
         self.watermark.write(offset, force=True)
 
 
-class _Committer:
-    """Commits batches and snapshots in order, on its own connection, while the leader applies the next batch.
+class _Snapshots:
+    """Stores snapshots, in order, on its own connection, while the leader goes on matching.
 
-    The leader hands over batch k and goes on to read and apply batch k+1 while commit k is in
-    flight: the Redis round trip and the server's work overlap the matching. At most one item
-    waits behind the one being committed. After a failure nothing more is committed (every later
-    batch would be refused anyway: it follows an offset that was never committed), and the
-    leader learns of it at its next hand-over.
+    A snapshot is taken at a committed offset (the leader commits each batch before it goes on),
+    so storing it later never gets ahead of the commits. At most one waits behind the one being
+    stored. After a failure nothing more is stored, and the leader learns of it at its next
+    hand-over (or at the end of its term).
     """
 
     def __init__(self, leader: EngineLeader, epoch: int) -> None:
         self.leader = leader
         self.epoch = epoch
-        self.queue: queue.Queue[Batch | tuple[Offset, bytes] | None] = queue.Queue(maxsize=1)
+        self.queue: queue.Queue[tuple[Offset, bytes] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
-        self.started = 0.0  # time.monotonic() when the item in hand was taken up; 0 when idle
-        self.thread = threading.Thread(target=self._run, name="committer", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
         self.thread.start()
 
-    def in_flight_for(self) -> float:
-        """Seconds the current commit has been in flight (0 when idle)."""
-        started = self.started
-        return time.monotonic() - started if started else 0.0
-
-    def put(self, item: Batch | tuple[Offset, bytes]) -> None:
+    def put(self, offset: Offset, data: bytes) -> None:
         self._raise()
-        self.queue.put(item)
+        self.queue.put((offset, data))
 
     def flush(self) -> None:
         self.queue.join()
@@ -391,22 +388,14 @@ class _Committer:
             raise self.error
 
     def _run(self) -> None:
-        leader = self.leader
         while True:
             item = self.queue.get()
-            self.started = time.monotonic()
             try:
                 if item is None:
                     return
-                if self.error is not None:
-                    continue
-                if isinstance(item, Batch):
-                    commit(leader.bus, self.epoch, item)
-                    leader._committed(item)
-                else:
-                    leader._snapshot(item[0], item[1], self.epoch)
+                if self.error is None:
+                    self.leader._snapshot(item[0], item[1], self.epoch)
             except BaseException as exc:
                 self.error = exc
             finally:
-                self.started = 0.0
                 self.queue.task_done()
