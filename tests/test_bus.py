@@ -447,7 +447,7 @@ def test_a_submission_whose_answer_is_late_is_never_sent_again(valkey_server: Em
     command = order(50)
     direct = Bus.connect(valkey_server.url)
     Journal(direct, Durability.EVERYSEC).submit(command)  # the script is loaded: the next one runs it
-    direct.client.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+    direct.client.client_pause(1500, all=False)  # writes wait: as a disk stall would hold them
     if transport == "sync":
         bus = Bus.connect(valkey_server.url, socket_timeout=0.3)
         with pytest.raises(redis.TimeoutError):
@@ -464,6 +464,6 @@ def test_a_submission_whose_answer_is_late_is_never_sent_again(valkey_server: Em
                 await bus.close()
 
         asyncio.run(submit())
-    direct.client.execute_command("CLIENT", "UNPAUSE")
+    direct.client.client_unpause()
     assert direct.client.xlen(direct.keys.input) <= 2  # the first, and the late one at most once
     direct.close()
