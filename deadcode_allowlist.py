@@ -23,3 +23,9 @@ SinkKind.ANALYTICS  # chosen by value from the command line
 _.isolation_level  # consumers/db.py: set on the sqlite3 driver's connection, which reads it
 _.exc_type  # __exit__'s signature
 _.pytestmark  # read by pytest
+_._flusher  # bus/aio.py: the flusher task's strong reference (asyncio keeps only a weak one)
+_Connection.connection_made  # loadgen.py: asyncio.Protocol's callbacks, called by the event loop
+_Connection.data_received
+_Connection.connection_lost
+_Connection.on_body  # and httptools' callbacks, called by its parser
+_Connection.on_message_complete

@@ -14,7 +14,16 @@ from redis.typing import EncodableT, FieldT
 from conftest import running_leader, wait_until
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_command, decode_event, encode_command, encode_event
-from matchbox.bus.commit import Batch, CommitRefused, Offset, Uncertified, commit, latest_snapshot, read_offset
+from matchbox.bus.commit import (
+    Batch,
+    CommitRefused,
+    Offset,
+    Uncertified,
+    commit,
+    latest_snapshot,
+    read_offset,
+    store_snapshot,
+)
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Journal, Request, Submission
@@ -187,6 +196,30 @@ def test_a_fenced_or_stale_commit_writes_nothing(bus: Bus) -> None:
     with pytest.raises(CommitRefused):  # the same batch again: it no longer follows the offset
         commit(bus, 2, batch)
     assert bus.client.xlen(bus.keys.events) == 1
+
+
+def test_a_snapshot_is_stored_at_any_offset_its_epoch_committed_never_ahead(bus: Bus) -> None:
+    """The leader stores snapshots from a thread while it commits on: the committed offset may
+    be past the snapshot's by then. One behind it is stored; one ahead of it, or from a fenced
+    epoch, is refused and nothing is written."""
+    bus.client.set(bus.keys.epoch, 2)
+    certify(bus, 2)
+    first = Offset("5-0", 1, 1, "h1", 2, "5-1")
+    second = Offset("6-0", 2, 2, "h2", 2, "6-2")
+    commit(bus, 2, Batch(follows="", offset=first, events=[("5-1", b"{}")]))
+    commit(bus, 2, Batch(follows="5-0", offset=second, events=[("6-2", b"{}")]))
+    store_snapshot(bus, 2, first, b"at 5-0", keep=3, trim_input=False)  # behind the committed offset
+    stored = latest_snapshot(bus)
+    assert stored is not None
+    assert (stored.offset.id, stored.offset.inputs, stored.data) == ("5-0", 1, b"at 5-0")
+    ahead = Offset("7-0", 3, 3, "h3", 2, "7-3")
+    with pytest.raises(CommitRefused) as stale:
+        store_snapshot(bus, 2, ahead, b"at 7-0", keep=3, trim_input=False)
+    assert not stale.value.fenced
+    with pytest.raises(CommitRefused) as fenced:
+        store_snapshot(bus, 1, second, b"old epoch", keep=3, trim_input=False)
+    assert fenced.value.fenced
+    assert bus.client.xlen(bus.keys.snapshot) == 1
 
 
 def test_a_reemitted_event_id_is_refused_by_the_stream_itself(bus: Bus) -> None:

@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import ADMIN, ADMIN_TOKEN, api_settings, fresh, wait_until
+from matchbox.api import orders
 from matchbox.api.app import create_app
 from matchbox.api.middleware import MAX_BODY
 from matchbox.api.services import Services
@@ -327,3 +328,25 @@ def test_a_body_nested_past_the_parser_s_depth_is_invalid_json_naming_the_body(o
         "INVALID_JSON",
         "body",
     )
+
+
+@pytest.mark.parametrize("path", ["/v1/orders", "/orders"])
+def test_a_bug_on_the_hot_path_is_a_500_in_the_error_shape_and_the_instance_serves_on(
+    open_client: TestClient, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """POST /orders is served before FastAPI's layers (matchbox.api.app.Exchange), so its own
+    handler answers an unexpected error as FastAPI's would: 500 INTERNAL, the error shape, the
+    traceback in the log; the next order goes through."""
+    market = new_market(open_client)
+    body = {"market_id": market, "side": "buy", "price": 40, "qty": 1}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(orders, "_place_command", broken)
+        answer = open_client.post(path, json=body)
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "INTERNAL"
+    assert answer.headers["x-matchbox-auth"] == "open"  # inside the metrics and the open-mode header
+    assert open_client.post(path, json=body).status_code == 201
