@@ -279,12 +279,18 @@ def test_poison_input_is_rejected_and_the_leader_goes_on(bus: Bus, redis_url: st
     assert isinstance(outcomes[good.entry_id], OrderRested)
 
 
-def test_recovery_from_snapshot_and_replay_gives_the_live_state_hash(bus: Bus, redis_url: str) -> None:
+@pytest.mark.parametrize("overlap_from", [1, 10**9], ids=["committed-from-a-thread", "one-round-trip"])
+def test_recovery_from_snapshot_and_replay_gives_the_live_state_hash(
+    bus: Bus, redis_url: str, overlap_from: int
+) -> None:
+    """Both ways a leader commits (a busy one from a thread while it matches the next batch, an
+    idle one with the read of the next batch in the same round trip) commit the same history,
+    and the snapshots stored meanwhile are at committed offsets a successor recovers from."""
     journal = Journal(bus, Durability.EVERYSEC)
     journal.submit(binary_market())
     for i in range(300):
         journal.submit(order(40 + i % 20, side=Side(i % 2), account=f"a{i % 5}"))
-    with running_leader(redis_url, snapshot_every=100, batch=50, trim_input=False):
+    with running_leader(redis_url, snapshot_every=100, batch=50, trim_input=False, overlap_from=overlap_from):
         wait_until(lambda: committed_inputs(bus) == 301, message="all committed")
     live = read_offset(bus)
     snapshot = latest_snapshot(bus)

@@ -8,7 +8,9 @@ the committed offset; else the newest snapshot, then the journal from the snapsh
 to the committed offset, output suppressed, checked against the committed state hash and
 counts) and goes live: XREAD a batch, apply every entry, commit the batch's events, offset and
 state hash in one script under the epoch check (with the XREAD of the next batch behind it in the
-same round trip), store a snapshot now and then (from a thread), renew the lock.
+same round trip; under load, a batch of ``overlap_from`` entries or more is committed from a
+thread while the next one, read ahead, is matched), store a snapshot now and then (from a
+thread), renew the lock.
 The steps that take time in proportion to the book (recovery, a state hash, a snapshot) keep
 renewing the lock from a thread while they run (:func:`matchbox.leader.election.kept`).
 
@@ -31,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import redis
 
@@ -67,6 +70,7 @@ from matchbox.leader.recovery import (
 from matchbox.leader.standby import Standby
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LeadershipLost(RuntimeError):
@@ -78,6 +82,7 @@ class LeaderConfig:
     lock_ttl_ms: int = 3000
     batch: int = 2000  # input entries per XREAD, at most
     block_ms: int = 50  # XREAD BLOCK
+    overlap_from: int = 500  # a batch this large is committed by a thread while the next one is matched
     snapshot_every: int = 50_000  # input entries between snapshots
     snapshot_seconds: float = 60.0  # and at least this often while anything happens
     snapshots_kept: int = 3
@@ -205,13 +210,17 @@ class EngineLeader:
         snapshot_time = time.monotonic()
         renew_every = config.lock_ttl_ms / 3000
         renew_at = time.monotonic() + renew_every
-        snapshots = _Snapshots(self, epoch)
+        snapshots = _Behind(functools.partial(self._snapshot, epoch=epoch), "snapshots")
+        commits = _Behind(functools.partial(self._commit, epoch=epoch), "committer")
         entries: list[Entry] = []
         read_ns = 0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
                 if now >= renew_at:
+                    stuck = commits.in_hand_for()
+                    if stuck > config.lock_ttl_ms / 2000:  # let the lock lapse: a successor can do better
+                        raise LeadershipLost(f"a commit has been in flight for {stuck:.1f} s")
                     if not self.lease.renew():
                         raise LeadershipLost(self.lease.why_lost())
                     renew_at = now + renew_every
@@ -222,7 +231,8 @@ class EngineLeader:
                     if not entries:
                         if offset.hash_at != offset.id and self._hash_due(idle=True):  # bring it up to date
                             offset = self._with_hash(engine, offset)
-                            self._commit(Batch(follows=offset.id, offset=offset), epoch)
+                            commits.flush()
+                            self._commit(Batch(follows=offset.id, offset=offset), epoch=epoch)
                         self._tick_clock(engine)
                         continue
                 self._held_by_a_replica("the input", entries[-1][0].decode())
@@ -230,23 +240,34 @@ class EngineLeader:
                     raise LeadershipLost("the lease ran out before the batch could be committed")
                 batch = self._apply_batch(engine, offset, entries, epoch, read_ns)
                 offset = batch.offset
-                # the commit and the wait for the next entries: one round trip, and no hand-over
-                committed = functools.partial(self._committed, batch)
-                entries = commit_and_read(self.bus, epoch, batch, committed, count=config.batch, block_ms=block)
-                read_ns = time.monotonic_ns()
+                if len(entries) >= config.overlap_from:
+                    # A busy journal: read the next batch now (the server is free, while during the
+                    # commit a read would wait behind it), and match it while a thread commits this one.
+                    entries = self.bus.read(keys.input, offset.id, count=config.batch)
+                    read_ns = time.monotonic_ns()
+                    commits.put(batch)
+                else:
+                    # The commit and the wait for the next entries: one round trip, and no hand-over.
+                    commits.flush()  # what the thread has in hand is committed first
+                    committed = functools.partial(self._committed, batch)
+                    entries = commit_and_read(self.bus, epoch, batch, committed, count=config.batch, block_ms=block)
+                    read_ns = time.monotonic_ns()
                 if offset.inputs - snapshot_inputs >= config.snapshot_every or (
                     offset.inputs > snapshot_inputs and time.monotonic() - snapshot_time >= config.snapshot_seconds
                 ):
                     with kept(self.lease):
                         data = engine.snapshot()
-                    snapshots.put(offset, data)
+                    commits.flush()  # a snapshot is stored only at a committed offset
+                    snapshots.put((offset, data))
                     snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
                     self._hash, self._hash_at = hashlib.sha256(data).hexdigest(), offset.id  # = state_hash()
-            snapshots.flush()  # a clean stop: every batch applied is committed already
+            commits.flush()  # a clean stop: everything applied is committed before the lock goes
+            snapshots.flush()
         finally:
+            commits.close()
             snapshots.close()
 
-    def _commit(self, batch: Batch, epoch: int) -> None:
+    def _commit(self, batch: Batch, *, epoch: int) -> None:
         commit(self.bus, epoch, batch)
         self._committed(batch)
 
@@ -337,7 +358,8 @@ class EngineLeader:
 
     # ------------------------------------------------------------------ snapshots, watermark
 
-    def _snapshot(self, offset: Offset, data: bytes, epoch: int) -> None:
+    def _snapshot(self, item: tuple[Offset, bytes], *, epoch: int) -> None:
+        offset, data = item
         started = time.monotonic()
         trimmed = store_snapshot(
             self.bus, epoch, offset, data, keep=self.config.snapshots_kept, trim_input=self.config.trim_input
@@ -354,28 +376,32 @@ class EngineLeader:
         self.watermark.write(offset, force=True)
 
 
-class _Snapshots:
-    """Stores snapshots, in order, on its own connection, while the leader goes on matching.
+class _Behind(Generic[T]):
+    """Does the leader's work that may lag behind its matching, in order, on a thread of its own
+    (and so on a connection of its own): a busy leader's commits (matched the next batch while one
+    is in flight) and the snapshots' storing. At most one item waits behind the one in hand.
+    After a failure it does nothing more (a later commit would be refused anyway: it follows an
+    offset that was never committed), and the leader learns of it at its next hand-over."""
 
-    A snapshot is taken at a committed offset (the leader commits each batch before it goes on),
-    so storing it later never gets ahead of the commits. At most one waits behind the one being
-    stored. After a failure nothing more is stored, and the leader learns of it at its next
-    hand-over (or at the end of its term).
-    """
-
-    def __init__(self, leader: EngineLeader, epoch: int) -> None:
-        self.leader = leader
-        self.epoch = epoch
-        self.queue: queue.Queue[tuple[Offset, bytes] | None] = queue.Queue(maxsize=1)
+    def __init__(self, work: Callable[[T], None], name: str) -> None:
+        self.work = work
+        self.queue: queue.Queue[tuple[T] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
+        self.started = 0.0  # time.monotonic() when the item in hand was taken up; 0 when idle
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def put(self, offset: Offset, data: bytes) -> None:
+    def in_hand_for(self) -> float:
+        """Seconds the current item has been in hand (0 when idle)."""
+        started = self.started
+        return time.monotonic() - started if started else 0.0
+
+    def put(self, item: T) -> None:
         self._raise()
-        self.queue.put((offset, data))
+        self.queue.put((item,))
 
     def flush(self) -> None:
+        """Until everything handed over is done; raises its failure."""
         self.queue.join()
         self._raise()
 
@@ -390,12 +416,14 @@ class _Snapshots:
     def _run(self) -> None:
         while True:
             item = self.queue.get()
+            self.started = time.monotonic()
             try:
                 if item is None:
                     return
                 if self.error is None:
-                    self.leader._snapshot(item[0], item[1], self.epoch)
+                    self.work(item[0])
             except BaseException as exc:
                 self.error = exc
             finally:
+                self.started = 0.0
                 self.queue.task_done()
