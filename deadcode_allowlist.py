@@ -23,7 +23,6 @@ SinkKind.ANALYTICS  # chosen by value from the command line
 _.isolation_level  # consumers/db.py: set on the sqlite3 driver's connection, which reads it
 _.exc_type  # __exit__'s signature
 _.pytestmark  # read by pytest
-_._flusher  # bus/aio.py: the flusher task's strong reference (asyncio keeps only a weak one)
 _Connection.connection_made  # loadgen.py: asyncio.Protocol's callbacks, called by the event loop
 _Connection.data_received
 _Connection.connection_lost

@@ -436,8 +436,11 @@ def test_without_a_leader_orders_are_accepted_as_pending_202(tmp_path_factory: p
             # the default market is not there yet either: no engine has created it
             assert (response.status_code, response.json()["error"]["field"]) == (404, "market_id")
             assert lonely.get("/ready").status_code == 503
-        journal_length = Bus.connect(server.url).client.xlen("mb:{0}:in")
-        assert journal_length == 1  # the default market's creation waits in the journal for an engine
+            journal = Bus.connect(server.url)
+            # the default market's creation waits in the journal for an engine (it is submitted once
+            # the instance has read the empty output stream to its end: a moment after start)
+            wait_until(lambda: journal.client.xlen(journal.keys.input) == 1, message="the market's creation")
+            journal.close()
 
 
 @pytest.mark.e2e  # waits out a leader's failover

@@ -62,7 +62,6 @@ class AsyncBus:
         self.seen_events = 0  # the most events this process saw committed: a rollback witness (submit.lua)
         self._queued: list[tuple[Request, asyncio.Future[Submission]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._flushing = False  # a submission is in flight (from a caller, or the flusher task)
         self._lines: list[Line] = []
         self._submissions = self.line()
 
@@ -101,50 +100,30 @@ class AsyncBus:
         """One command, coalesced with whatever else this process submits meanwhile.
 
         Requests that arrive while a submission is in flight go out together in the next one
-        (one script call, one WAITAOF): under load the round trips and the AOF fsyncs are shared.
-        An idle exchange sends each command at once, from the caller itself (no task to start
-        and switch to); a caller whose submission left others queued behind it hands them to a
-        flusher task.
+        (one script call, one WAITAOF): under load the round trips and the AOF fsyncs are shared,
+        and an idle exchange still sends each command at once. The flusher is a task of its
+        own: a caller cancelled while its command is in flight (a request, a shutdown) cuts no
+        submission short, its own or another's.
         """
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
         self._queued.append((request, future))
-        if not self._flushing:
-            self._flushing = True
-            try:
-                await self._flush_one()
-            finally:
-                if self._queued:
-                    self._flusher = asyncio.create_task(self._flush())
-                else:
-                    self._flushing = False
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
-        try:
-            while self._queued:
-                await self._flush_one()
-        finally:
-            self._flushing = False
-
-    async def _flush_one(self) -> None:
-        """Send what is queued (up to COALESCE_LIMIT) in one submission; each caller gets its
-        result, or the error (Redis down: a 503 each). A caller that sends inline finds the queue
-        empty but for its own request: its cancellation cancels nobody else's."""
-        batch, self._queued = self._queued[:COALESCE_LIMIT], self._queued[COALESCE_LIMIT:]
-        try:
-            results = await self.submit_many([request for request, _ in batch], self._submissions)
-        except Exception as exc:
-            for _, future in batch:
+        while self._queued:
+            batch, self._queued = self._queued[:COALESCE_LIMIT], self._queued[COALESCE_LIMIT:]
+            try:
+                results = await self.submit_many([request for request, _ in batch], self._submissions)
+            except Exception as exc:  # every caller gets the error (Redis down: a 503 each)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:
-            for _, future in batch:
-                future.cancel()
-            raise
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+                    future.set_result(result)
 
     async def submit_many(self, requests: Sequence[Request], line: Line | None = None) -> list[Submission]:
         """Append commands in one round trip (see :meth:`matchbox.bus.journal.Journal.submit_many`)."""
