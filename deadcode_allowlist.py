@@ -28,3 +28,4 @@ _Connection.data_received
 _Connection.connection_lost
 _Connection.on_body  # and httptools' callbacks, called by its parser
 _Connection.on_message_complete
+_Trivial.on_url  # bench/gateway.py: httptools' callback, called by its parser

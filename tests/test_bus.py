@@ -12,6 +12,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from conftest import running_leader, wait_until
+from matchbox.bus import calls
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.codec import CodecError, decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.commit import (
@@ -505,4 +506,57 @@ def test_a_submission_whose_answer_is_late_is_never_sent_again(valkey_server: Em
         asyncio.run(submit())
     direct.client.client_unpause()
     assert direct.client.xlen(direct.keys.input) <= 2  # the first, and the late one at most once
+    direct.close()
+
+
+def test_a_line_reads_only_its_own_replies_after_a_timeout_a_cancel_or_a_lost_connection(
+    valkey_server: EmbeddedValkey,
+) -> None:
+    """A line (the API's own connection for its submissions and its tail) whose call got no
+    reply in time, or whose caller was cancelled while Redis answered, closes its connection: the
+    late reply is never read as the next call's. A connection the server closed is opened again by
+    the next call; credentials and the database come from the URL, as the pool's connections'."""
+    direct = Bus.connect(valkey_server.url)
+    direct.client.config_set("requirepass", "secret")
+    direct.client.auth("secret")
+    url = valkey_server.url.replace("redis://", "redis://:secret@").rsplit("/", 1)[0] + "/3"
+
+    database3 = redis.Redis.from_url(url)
+
+    async def scenario() -> None:
+        bus = AsyncBus.connect(url, socket_timeout=0.3)
+        line = bus.line()
+
+        async def run(*command: str | int) -> object:
+            return await bus.run(calls.command(*command), line)
+
+        try:
+            assert await run("SET", "k", "first") is True
+            direct.client.client_pause(600, all=False)  # writes wait, as a disk stall holds them
+            with pytest.raises(redis.TimeoutError):
+                await run("SET", "k", "late")
+            assert not line.connected
+            wait_until(lambda: database3.get("k") == b"late", message="the paused SET ran")
+            assert await run("GET", "k") == b"late"  # its own reply, not the late SET's OK
+
+            direct.client.client_pause(600, all=False)
+            cancelled = asyncio.create_task(run("SET", "k2", "v"))
+            await asyncio.sleep(0.1)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert await run("GET", "k2") in (None, b"v")  # read after the pause: a GET's reply either way
+
+            direct.client.client_kill_filter(_type="normal", skipme=True)
+            deadline = asyncio.get_running_loop().time() + 5
+            while line.connected:  # the loop sees the server close it
+                assert asyncio.get_running_loop().time() < deadline, "the line never saw its connection closed"
+                await asyncio.sleep(0.01)
+            assert await run("GET", "k") == b"late"  # a new connection: authenticated, on database 3
+        finally:
+            await bus.close()
+
+    asyncio.run(scenario())
+    database3.close()
+    direct.client.config_set("requirepass", "")
     direct.close()

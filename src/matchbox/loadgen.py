@@ -437,7 +437,7 @@ async def _refresh(progress: Progress, results: Results) -> None:
         await asyncio.sleep(0.25)
 
 
-def _event_loop_runner() -> asyncio.Runner:
+def event_loop_runner() -> asyncio.Runner:
     """On uvloop where there is one (uvicorn[standard] brings it, but not on Windows): less CPU per request."""
     if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
         # httpcore tries ``import sniffio`` for every lock it sets up; without sniffio installed each
@@ -488,7 +488,7 @@ def render(figures: Figures, console: Console) -> None:
 def measure(config: Config) -> Figures:
     """Offer the load and return its figures, printing nothing (``matchbox bench latency``)."""
     results = Results()
-    with _event_loop_runner() as runner:
+    with event_loop_runner() as runner:
         runner.run(_run(config, results, Console(stderr=True)))
     return summarize(config, results)
 
@@ -498,7 +498,7 @@ def run(config: Config, *, json_output: bool) -> int:
     console = Console(stderr=json_output)
     results = Results()
     try:
-        with _event_loop_runner() as runner:
+        with event_loop_runner() as runner:
             runner.run(_run(config, results, console))
     except SetupError as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -5,7 +5,9 @@ other (where there are two):
 
 - **baseline**: :mod:`matchbox.bench.gateway` (the same ``POST /v1/orders`` body, the same
   server stack, ``Engine.apply`` in process, a write and an fsync per order, the answer);
-- **matchbox**: a private Valkey with AOF ``always``, one engine leader and one API (open mode).
+- **matchbox**: a private Valkey with AOF ``always``, one engine leader and one API (open mode);
+- first, a **trivial server** (the gateway's ``--trivial``: fixed answers, nothing else), in a
+  closed loop: what the load generator costs, and how fast it goes, on its own.
 
 Each is offered the same seeded flow by the load generator of ``matchbox loadgen``: a closed
 loop (``--concurrency`` clients, as fast as answers come), then an open loop at ``--rate``
@@ -47,11 +49,15 @@ class Run:
     errors: int
     # CPU time (user + system) per order answered, ms, by process: the servers' and the load's own
     cpu_ms: dict[str, float]
+    # the times a server process went to sleep waiting (voluntary context switches of all its
+    # threads) per order answered: each is a wake-up later, dear on a virtual machine's idle core
+    sleeps: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
 class Figures:
     cores: str
+    closed_trivial: Run  # the load generator against a server that does nothing: its own cost
     closed_baseline: Run
     closed_matchbox: Run
     open_rate: float
@@ -67,6 +73,8 @@ def measure(seconds: float, rate: float, concurrency: int) -> Figures:
     servers, load = _cores()
     with tempfile.TemporaryDirectory(prefix="matchbox-latency-") as folder:
         root = Path(folder)
+        with _baseline(root, servers, trivial=True) as (url, pids):
+            closed_trivial = _load(url, pids, seconds, 0.0, concurrency)
         with _baseline(root, servers) as (url, pids):
             closed_baseline = _load(url, pids, seconds, 0.0, concurrency)
             open_baseline = _load(url, pids, seconds, rate, concurrency)
@@ -79,6 +87,7 @@ def measure(seconds: float, rate: float, concurrency: int) -> Figures:
     stages = {stage: _quantiles(before.get(stage, {}), after.get(stage, {})) for stage in ORDER_STAGES}
     return Figures(
         cores=f"servers on {sorted(servers)}, load on {sorted(os.sched_getaffinity(0))}",
+        closed_trivial=closed_trivial,
         closed_baseline=closed_baseline,
         closed_matchbox=closed_matchbox,
         open_rate=rate,
@@ -138,10 +147,11 @@ def _stop(*processes: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _baseline(root: Path, cores: set[int]) -> Iterator[tuple[str, dict[str, int]]]:
+def _baseline(root: Path, cores: set[int], *, trivial: bool = False) -> Iterator[tuple[str, dict[str, int]]]:
     port = free_port()
     log = root / "gateway.log"
     args = ["-m", "matchbox.bench.gateway", "--port", str(port), "--wal", str(root / "gateway.wal")]
+    args += ["--trivial"] if trivial else []
     process = _spawn(args, log, dict(os.environ), cores)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -187,13 +197,26 @@ def _pin_pid(pid: int | None, cores: set[int]) -> None:
 def _load(url: str, pids: dict[str, int], seconds: float, rate: float, concurrency: int) -> Run:
     config = loadgen.Config(urls=(url,), seconds=seconds, rate=rate, concurrency=concurrency, progress=False)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    slept = {name: _sleeps(pid) for name, pid in pids.items()}
     load_before = time.process_time()
     figures = loadgen.measure(config)
     load = time.process_time() - load_before
     used = {name: _cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     answered = max(figures.orders_per_s * figures.seconds, 1.0)
     cpu_ms = {name: 1000 * seconds / answered for name, seconds in {**used, "load": load}.items()}
-    return Run(figures.orders_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.errors, cpu_ms)
+    sleeps = {name: (_sleeps(pid) - slept[name]) / answered for name, pid in pids.items()}
+    return Run(figures.orders_per_s, figures.latency_p50_ms, figures.latency_p99_ms, figures.errors, cpu_ms, sleeps)
+
+
+def _sleeps(pid: int) -> int:
+    """The voluntary context switches of every thread of a process, from /proc; 0 where there is none."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                status = (task / "status").read_text()
+                total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return total
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -268,9 +291,10 @@ def render(figures: Figures, console: Console) -> None:
     )
     console.print(table)
     cpu = Table(title="CPU time per order (user + system), by process")
-    for column in ("run", "servers", "of which", "load generator"):
+    for column in ("run", "servers", "of which", "load generator", "sleeps per order"):
         cpu.add_column(column, justify="right")
     for name, run_ in (
+        ("trivial server, closed", figures.closed_trivial),
         ("baseline, closed", figures.closed_baseline),
         ("matchbox, closed", figures.closed_matchbox),
         ("baseline, open", figures.open_baseline),
@@ -278,10 +302,23 @@ def render(figures: Figures, console: Console) -> None:
     ):
         servers = {k: v for k, v in run_.cpu_ms.items() if k != "load"}
         parts = ", ".join(f"{k} {v * 1000:,.0f} µs" for k, v in servers.items())
+        sleeps = ", ".join(f"{k} {v:.1f}" for k, v in run_.sleeps.items())
         cpu.add_row(
-            name, f"{sum(servers.values()) * 1000:,.0f} µs", parts, f"{run_.cpu_ms.get('load', 0) * 1000:,.0f} µs"
+            name,
+            f"{sum(servers.values()) * 1000:,.0f} µs",
+            parts,
+            f"{run_.cpu_ms.get('load', 0) * 1000:,.0f} µs",
+            sleeps,
         )
     console.print(cpu)
+    trivial, matchbox = figures.closed_trivial, figures.closed_matchbox
+    matchbox_cpu = sum(v for k, v in matchbox.cpu_ms.items() if k != "load")
+    console.print(
+        f"The load generator alone (against the trivial server): {trivial.orders_per_s:,.0f} orders/s, "
+        f"{trivial.cpu_ms.get('load', 0) * 1000:,.0f} µs of CPU an order, "
+        f"{trivial.cpu_ms.get('load', 0) / max(matchbox_cpu, 1e-9):.0%} of what Matchbox's servers spend an order "
+        "in the closed loop."
+    )
     stages = Table(title="matchbox, open loop: where an order's time goes (at most, by histogram bucket)")
     for column in ("stage", "p50", "p99"):
         stages.add_column(column, justify="right")

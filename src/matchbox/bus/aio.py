@@ -3,8 +3,9 @@
 The same calls as the synchronous :class:`~matchbox.bus.connection.Bus` (described once, without
 I/O, in :mod:`matchbox.bus.calls`, :mod:`~matchbox.bus.journal` and :mod:`~matchbox.bus.commit`);
 only the sending differs, and sends nothing twice, as it does (see ``Bus._exchange``). What is its
-own: coalescing the submissions of concurrent requests, and :class:`Line`, a connection of its own
-for a user that sends one call at a time on the hot path (the submissions, an event tail).
+own: coalescing the submissions of concurrent requests, and the :class:`~matchbox.bus.line.Line`
+(RESP over its own asyncio connection) of each user that sends one call at a time on the hot
+path (the submissions, an event tail).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.connection import Connection
 
 from matchbox.bus import calls
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, Entry
@@ -24,34 +24,10 @@ from matchbox.bus.commit import Offset, offset_call
 from matchbox.bus.durability import Durability
 from matchbox.bus.journal import Request, Submission, submit_call
 from matchbox.bus.keys import Keys
+from matchbox.bus.line import Line
 
 T = TypeVar("T")
 COALESCE_LIMIT = 200  # commands per coalesced submission, at most
-
-
-class Line:
-    """A connection of its own for one user of a bus that sends one call at a time (the
-    submissions, an event tail): a call on the hot path takes nothing from the pool, whose
-    every borrowing costs about as much as the call itself. It is checked before each use as
-    the pool checks a connection it hands out, follows the bus to a new client (a cluster's new
-    master), and is closed with the bus."""
-
-    def __init__(self) -> None:
-        self.client: aioredis.Redis | None = None
-        self.connection: Connection | None = None
-
-    async def take(self, client: aioredis.Redis) -> Connection:
-        """The line's connection to ``client``, connected and with nothing unread."""
-        if self.client is not client or self.connection is None:
-            await self.close()
-            self.client, self.connection = client, client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        await client.connection_pool.ensure_connection(self.connection)
-        return self.connection
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.disconnect()
-        self.client = self.connection = None
 
 
 class AsyncBus:
@@ -141,11 +117,14 @@ class AsyncBus:
         return call.read(replies)
 
     async def _send(self, commands: tuple[Command, ...], line: Line | None = None) -> list[Any]:
-        """One write, then the replies (an error reply as its exception object); nothing is sent
-        twice, and a connection left with replies unread is closed (see ``Bus._exchange``)."""
+        """One write, then the replies (an error reply as its exception object), on ``line`` or a
+        connection of the pool; nothing is sent twice, and a connection left with replies unread
+        is closed (see ``Bus._exchange``)."""
         client = self.client
+        if line is not None:
+            return await line.exchange(client, commands)
         pool = client.connection_pool
-        connection = await (pool.get_connection() if line is None else line.take(client))  # type: ignore[no-untyped-call]
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         unread = len(commands)
         replies: list[Any] = []
         try:
@@ -160,8 +139,7 @@ class AsyncBus:
         finally:
             if unread:
                 await connection.disconnect(nowait=True)
-            if line is None:
-                await pool.release(connection)
+            await pool.release(connection)
 
     # ------------------------------------------------------------------ reads (see matchbox.bus.calls)
 

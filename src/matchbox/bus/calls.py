@@ -34,8 +34,14 @@ Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its field
 
 # How every transport connects: a short connect timeout, a hung server is an error rather than a
 # hang, and a connection idle for 10 s is pinged before use, so a restarted server is noticed
-# before a command is lost on a dead socket. (Retries: redis-py's default, the same for both.)
-CONNECT_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0, "health_check_interval": 10}
+# before a command is lost on a dead socket; RESP2, which the API's lines speak too (see
+# matchbox.bus.line), so every connection reads the same replies, whatever redis-py's default.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 10.0,
+    "health_check_interval": 10,
+    "protocol": 2,
+}
 
 
 def id_order(stream_id: str) -> tuple[int, int]:

@@ -24,11 +24,12 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisClusterException
 
-from matchbox.bus.aio import AsyncBus, Line
+from matchbox.bus.aio import AsyncBus
 from matchbox.bus.calls import CONNECT_OPTIONS, Call, Command, as_text, command
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability
 from matchbox.bus.keys import Keys
+from matchbox.bus.line import Line
 
 NODE_TIMEOUT_MAX_MS = 15_000  # a failover takes about cluster-node-timeout: longer stalls the shard as long
 
@@ -36,7 +37,7 @@ NODE_TIMEOUT_MAX_MS = 15_000  # a failover takes about cluster-node-timeout: lon
 def settings() -> Call[dict[str, str]]:
     """The server settings a shard's master is checked for (see :func:`settings_problems`)."""
     names = ("cluster-require-full-coverage", "min-replicas-to-write", "cluster-node-timeout")
-    return command("CONFIG", "GET", *names, read=lambda reply: {as_text(k): as_text(v) for k, v in reply.items()})
+    return command("CONFIG GET", *names, read=lambda reply: {as_text(k): as_text(v) for k, v in reply.items()})
 
 
 def settings_problems(config: dict[str, str], durability: Durability) -> list[str]:
