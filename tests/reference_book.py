@@ -13,9 +13,11 @@ Rules followed (see the module docstring of :mod:`matchbox.engine.engine`):
 - price-time priority, trades at the maker's price, trade ids count up from 1 across markets;
 - GTC/GTD remainders rest, IOC remainders are cancelled (UNFILLED), FOK fills whole or is
   rejected, post-only is rejected if it would trade, a market order is an IOC/FOK at the worst tick;
-- self-trade prevention: CANCEL_TAKER stops the taker (or rejects it if its first maker is its
-  own), CANCEL_RESTING cancels the account's resting order and goes on;
+- self-trade prevention, the order's own choice else its market's: CANCEL_TAKER stops the taker
+  (or rejects it if its first maker is its own), CANCEL_RESTING cancels the account's resting
+  order and goes on, CANCEL_BOTH cancels that resting order and stops the taker;
 - reduce keeps queue position, reducing by the whole remainder cancels; cancel-all by order id;
+- cancel by ids: up to 100, each as a single cancel would, in the order given;
 - market lifecycle OPEN <-> SUSPENDED -> CLOSED -> SETTLED; closing/settling cancels the book.
 """
 
@@ -28,6 +30,7 @@ from matchbox.engine.types import (
     AdvanceTime,
     CancelAll,
     CancelOrder,
+    CancelOrders,
     CancelReason,
     CloseMarket,
     Command,
@@ -107,6 +110,8 @@ class ReferenceBook:
             events += self._place(cmd)
         elif isinstance(cmd, CancelOrder):
             events += self._cancel(cmd)
+        elif isinstance(cmd, CancelOrders):
+            events += self._cancel_orders(cmd)
         elif isinstance(cmd, ReduceOrder):
             events += self._reduce(cmd)
         elif isinstance(cmd, CancelAll):
@@ -191,13 +196,14 @@ class ReferenceBook:
         if cmd.kind == OrderKind.MARKET:
             limit = market.max_tick if cmd.side == Side.BUY else market.min_tick
         makers = self._makers_in_priority(market, cmd.side, limit)
+        stp = market.stp if cmd.stp is None else cmd.stp
 
         if makers:  # the order crosses the book
             if cmd.post_only:
                 reason = RejectReason.POST_ONLY_WOULD_TAKE
-            elif makers[0].account == cmd.account and market.stp == SelfTradePrevention.CANCEL_TAKER:
+            elif makers[0].account == cmd.account and stp == SelfTradePrevention.CANCEL_TAKER:
                 reason = RejectReason.SELF_TRADE
-            elif cmd.tif == TimeInForce.FOK and self._could_take(market, makers, cmd.account) < cmd.qty:
+            elif cmd.tif == TimeInForce.FOK and self._could_take(stp, makers, cmd.account) < cmd.qty:
                 reason = RejectReason.FOK_CANNOT_FILL
         elif cmd.tif == TimeInForce.FOK:
             reason = RejectReason.FOK_CANNOT_FILL
@@ -228,10 +234,11 @@ class ReferenceBook:
             if remaining == 0:
                 break
             if maker.account == cmd.account:
-                if market.stp == SelfTradePrevention.CANCEL_TAKER:
+                if stp != SelfTradePrevention.CANCEL_TAKER:
+                    events.append(self._take_off(maker, CancelReason.SELF_TRADE, cmd))
+                if stp != SelfTradePrevention.CANCEL_RESTING:
                     stopped_by_self_trade = True
                     break
-                events.append(self._take_off(maker, CancelReason.SELF_TRADE, cmd))
                 continue
             qty = min(remaining, maker.remaining)
             remaining -= qty
@@ -330,11 +337,11 @@ class ReferenceBook:
         return sorted(bids, key=lambda o: (-o.price, o.arrival))
 
     @staticmethod
-    def _could_take(market: RefMarket, makers: list[RefOrder], account: str) -> int:
+    def _could_take(stp: SelfTradePrevention, makers: list[RefOrder], account: str) -> int:
         total = 0
         for maker in makers:
             if maker.account == account:
-                if market.stp == SelfTradePrevention.CANCEL_TAKER:
+                if stp != SelfTradePrevention.CANCEL_RESTING:
                     break  # the taker would stop here
                 continue  # it would be cancelled, not traded with
             total += maker.remaining
@@ -355,6 +362,18 @@ class ReferenceBook:
         if isinstance(found, RejectReason):
             return [self._rejected(cmd, found, "", cmd.order_id, cmd.account)]
         return [self._take_off(found, CancelReason.USER, cmd)]
+
+    def _cancel_orders(self, cmd: CancelOrders) -> list[Event]:
+        if not 1 <= len(cmd.order_ids) <= 100:
+            return [self._rejected(cmd, RejectReason.INVALID_ORDER_IDS, "", 0, cmd.account)]
+        events: list[Event] = []
+        for order_id in cmd.order_ids:
+            found = self._find_live(order_id, cmd.account)
+            if isinstance(found, RejectReason):
+                events.append(self._rejected(cmd, found, "", order_id, cmd.account))
+            else:
+                events.append(self._take_off(found, CancelReason.USER, cmd))
+        return events
 
     def _reduce(self, cmd: ReduceOrder) -> list[Event]:
         found = self._find_live(cmd.order_id, cmd.account)

@@ -179,6 +179,32 @@ def test_cancel_reduce_and_cancel_all(open_client: TestClient) -> None:
     assert open_client.get(f"/v1/markets/{market}/book").json()["bids"] == []
 
 
+def test_cancel_by_ids_answers_each_order_and_self_trade_is_the_order_s_choice(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    first = place(open_client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
+    other = place(open_client, market_id=market, side="buy", price=29, qty=10, account="bob").json()
+    # ann's sell meets her own bid first: the market would reject it; cancel_both cancels both
+    crossing = place(
+        open_client, market_id=market, side="sell", price=30, qty=3, account="ann", self_trade="cancel_both"
+    )
+    assert (crossing.status_code, crossing.json()["status"]) == (201, "cancelled"), crossing.text
+    assert open_client.get(f"/v1/orders/{first['order_id']}").json()["status"] == "cancelled"
+    second = place(open_client, market_id=market, side="buy", price=28, qty=10, account="ann").json()
+    ids = [second["order_id"], other["order_id"], first["order_id"], second["order_id"] + 10**9]
+    answer = open_client.post("/v1/orders/cancel", json={"order_ids": ids, "account": "ann"})
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [item["order_id"] for item in items] == ids
+    assert [item["status"] for item in items] == [200, 404, 409, 404]
+    assert items[0]["order"]["status"] == "cancelled"
+    assert [item["error"]["code"] for item in items[1:]] == ["UNKNOWN_ORDER", "ORDER_NOT_OPEN", "UNKNOWN_ORDER"]
+    assert open_client.get(f"/v1/orders/{other['order_id']}").json()["status"] == "open"
+    too_many = open_client.post("/v1/orders/cancel", json={"order_ids": list(range(1, 102))})
+    assert (too_many.status_code, too_many.json()["error"]["field"]) == (422, "order_ids")
+    bad_rule = place(open_client, market_id=market, side="buy", price=30, qty=1, self_trade="cancel_nobody")
+    assert (bad_rule.status_code, bad_rule.json()["error"]["field"]) == (422, "self_trade")
+
+
 def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestClient) -> None:
     market = new_market(open_client)
     body = {"market_id": market, "side": "buy", "price": 20, "qty": 2, "account": "ann", "client_order_id": "c-1"}

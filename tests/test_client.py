@@ -157,6 +157,14 @@ def test_results_are_typed_and_errors_are_their_codes(stack: Up) -> None:
         listed = client.wait(every_open())
         assert len(listed) == 4  # page by page, each once
         assert listed == sorted(listed, reverse=True)  # newest first
+        # a collateral market: the cancel releases the reserve, each order has its own answer
+        cancelled = client.cancel_orders([listed[0], order.order_id, order.order_id])
+        assert [(item.order_id, item.status) for item in cancelled.items] == [
+            (listed[0], 200),
+            (order.order_id, 200),
+            (order.order_id, 200),  # named twice: answered twice, cancelled once
+        ]
+        assert client.balance().reserved == 41 + 42
     with Client(stack.url, "mbk_nope_nope") as stranger, pytest.raises(Unauthenticated):
         stranger.balance()
 

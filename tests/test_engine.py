@@ -12,6 +12,7 @@ from matchbox.engine.schemes import BACK, LAY, odds_to_tick
 from matchbox.engine.types import (
     AdvanceTime,
     CancelAll,
+    CancelOrders,
     CancelReason,
     CloseMarket,
     Event,
@@ -352,6 +353,45 @@ def test_fok_counts_only_liquidity_it_may_take() -> None:
     driver.place(SELL, 50, 5, account="x")
     assert rejected(driver.place(BUY, 50, 8, account="a", tif=TimeInForce.FOK)) is RejectReason.FOK_CANNOT_FILL
     assert len(driver.engine.orders) == 2
+
+
+def test_an_order_s_own_self_trade_prevention_overrides_its_market_s(driver: Driver) -> None:
+    """The market cancels the taker; one order asks to cancel the resting order instead and goes
+    on trading, another to cancel both: its own resting order and its remainder go, even when
+    that resting order is the first it meets (where cancel_taker would reject it)."""
+    driver.place(SELL, 50, 5, account="a")  # 1
+    driver.place(SELL, 50, 5, account="x")  # 2
+    events = driver.place(BUY, 50, 5, account="a", stp=SelfTradePrevention.CANCEL_RESTING)  # 3
+    assert kinds(events) == ["OrderAccepted", "OrderCancelled", "TradeExecuted"]
+    assert trades(events) == [(2, 3, 50, 5)]
+    driver.place(SELL, 60, 4, account="a")  # 4
+    events = driver.place(BUY, 60, 6, account="a", stp=SelfTradePrevention.CANCEL_BOTH)  # 5
+    assert kinds(events) == ["OrderAccepted", "OrderCancelled", "OrderCancelled"]
+    cancelled = [(e.order_id, e.cancelled_qty, e.reason) for e in events if isinstance(e, OrderCancelled)]
+    assert cancelled == [(4, 4, CancelReason.SELF_TRADE), (5, 6, CancelReason.SELF_TRADE)]
+    assert driver.engine.orders == {}
+    driver.place(SELL, 70, 4, account="a")  # 6
+    assert rejected(driver.place(BUY, 70, 4, account="a", tif=TimeInForce.FOK, stp=SelfTradePrevention.CANCEL_BOTH))
+    assert 6 in driver.engine.orders  # a FOK that cannot fill cancels nothing
+
+
+def test_cancel_orders_gives_each_id_its_own_outcome(driver: Driver) -> None:
+    driver.place(BUY, 40, 5, account="a")  # 1
+    driver.place(BUY, 41, 5, account="b")  # 2
+    driver.place(BUY, 42, 5, account="a")  # 3
+    events = driver.apply(CancelOrders, order_ids=(3, 2, 1, 1, 99), account="a")
+    outcomes = [(type(e).__name__, getattr(e, "order_id", 0), getattr(e, "reason", None)) for e in events]
+    assert outcomes == [
+        ("OrderCancelled", 3, CancelReason.USER),
+        ("Rejected", 2, RejectReason.UNKNOWN_ORDER),  # another account's: as if it did not exist
+        ("OrderCancelled", 1, CancelReason.USER),
+        ("Rejected", 1, RejectReason.ORDER_NOT_OPEN),  # named twice
+        ("Rejected", 99, RejectReason.UNKNOWN_ORDER),
+    ]
+    assert set(driver.engine.orders) == {2}
+    assert rejected(driver.apply(CancelOrders, order_ids=())) is RejectReason.INVALID_ORDER_IDS
+    assert rejected(driver.apply(CancelOrders, order_ids=tuple(range(1, 102)))) is RejectReason.INVALID_ORDER_IDS
+    assert set(driver.engine.orders) == {2}
 
 
 # ---------------------------------------------------------------------- markets

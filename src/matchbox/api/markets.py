@@ -12,6 +12,7 @@ from matchbox.api.codes import Code
 from matchbox.api.errors import ADMIN_ERRORS, ERRORS, ApiError
 from matchbox.api.models import (
     NS_PER_MS,
+    SELF_TRADE,
     BookOut,
     LevelOut,
     MarketId,
@@ -36,7 +37,6 @@ from matchbox.engine.types import (
     MarketCreated,
     RejectReason,
     ResumeMarket,
-    SelfTradePrevention,
     SettleMarket,
     Side,
     SuspendMarket,
@@ -44,7 +44,6 @@ from matchbox.engine.types import (
 )
 
 SCHEMES = {"binary": TickScheme.BINARY, "odds": TickScheme.ODDS, "ticks": TickScheme.TICKS}
-STP = {"cancel_taker": SelfTradePrevention.CANCEL_TAKER, "cancel_resting": SelfTradePrevention.CANCEL_RESTING}
 _BUY, _SELL = Side.BUY, Side.SELL
 router = APIRouter(tags=["markets"], route_class=EdgeRoute)
 
@@ -105,7 +104,7 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         scheme=scheme,
         max_tick=body.max_tick or 0,
         max_qty=body.max_qty,
-        stp=STP[body.self_trade],
+        stp=SELF_TRADE[body.self_trade],
         collateral=body.collateral,
     )
     events = await engine_outcome(services, command, shard)

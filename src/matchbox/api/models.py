@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from matchbox.api.codes import ALL_CODES
 from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH, MAX_SHARDS
 from matchbox.engine.ledger import INT64_MAX
-from matchbox.engine.types import MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus
+from matchbox.engine.types import MAX_CANCEL_IDS, MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus, SelfTradePrevention
 
 # Numbers are bounded before they are used (JSON numbers as they are parsed: see
 # matchbox.api.routing). Every integer field has a bound within 64 bits, as every integer of a
@@ -38,6 +38,9 @@ Odds = Annotated[Decimal, Field(max_digits=12), BeforeValidator(_short_text)]
 
 # Ids keep the engine's rules (matchbox.engine.ids), in bodies, paths and queries alike: a bad one
 # is a 422 naming its field here, never a command the engine has to refuse.
+# Self-trade prevention: cancel the incoming order (the newest), the resting one (the oldest), or both
+SelfTrade = Literal["cancel_taker", "cancel_resting", "cancel_both"]
+SELF_TRADE = {name.lower(): rule for name, rule in SelfTradePrevention.__members__.items()}
 AccountId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=ACCOUNT_PATTERN)]
 MarketId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=MARKET_ID_PATTERN)]
 
@@ -71,7 +74,9 @@ class MarketIn(BaseModel):
     scheme: Literal["binary", "odds", "ticks"]
     max_tick: int | None = Field(default=None, ge=1, le=100_000, description="ticks markets only: prices 1..max_tick")
     max_qty: int = Field(default=1_000_000_000, ge=1, le=2**62, description="largest order quantity (or stake)")
-    self_trade: Literal["cancel_taker", "cancel_resting"] = "cancel_taker"
+    self_trade: SelfTrade = Field(
+        default="cancel_taker", description="what an order meeting its own account's does, unless it says itself"
+    )
     collateral: bool = Field(
         default=False, description="binary or odds only: orders need funds, settlement pays out (see /account)"
     )
@@ -125,6 +130,11 @@ class OrderIn(BaseModel):
         default=None,
         description="with a key, the key's own (may be left out); open mode: whose (default: a fresh anonymous one)",
     )
+    self_trade: SelfTrade | None = Field(
+        default=None,
+        description="on meeting an order of the same account: cancel this one (cancel_taker), the resting one "
+        "(cancel_resting) or both (cancel_both); default: the market's rule",
+    )
 
 
 class BatchIn(BaseModel):
@@ -139,6 +149,14 @@ class ReduceIn(BaseModel):
         default=None, ge=0, le=INT64_MAX, description="or: the new remaining quantity (lower than now)"
     )
     account: AccountId | None = None
+
+
+class CancelManyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_ids: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] = Field(
+        min_length=1, max_length=MAX_CANCEL_IDS, description="up to 100 orders, cancelled in this order"
+    )
+    account: AccountId | None = Field(default=None, description="open mode: whose they must be")
 
 
 class FillOut(BaseModel):
@@ -227,6 +245,17 @@ class EngineOut(BaseModel):
     state_hash: str | None
     state_hash_at: str | None = Field(default=None, description="the input id the state hash was taken at")
     tail_position: str
+
+
+class CancelItemOut(BaseModel):
+    order_id: int = Field(description=ID_BITS)
+    status: int = Field(description="the HTTP status a cancel of this order alone would have had")
+    order: OrderOut | None = None
+    error: ErrorDetail | None = None
+
+
+class CancelManyOut(BaseModel):
+    items: list[CancelItemOut] = Field(description="one result per order id, in the request's order")
 
 
 class CancelAllOut(BaseModel):

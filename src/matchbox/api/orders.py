@@ -29,11 +29,15 @@ from matchbox.api.errors import (
 )
 from matchbox.api.models import (
     NS_PER_MS,
+    SELF_TRADE,
     AccountId,
     BatchIn,
     BatchItemOut,
     BatchOut,
     CancelAllOut,
+    CancelItemOut,
+    CancelManyIn,
+    CancelManyOut,
     ErrorBody,
     FillOut,
     MarketId,
@@ -46,10 +50,13 @@ from matchbox.api.projection import MarketView, OrderView, Projection
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import (
     Services,
+    ShardLink,
+    engine_events,
     engine_outcome,
     json_response,
     market_of,
     outcome_or_nothing,
+    refusal_status,
     services_of,
     submit_many,
     submit_one,
@@ -57,11 +64,13 @@ from matchbox.api.services import (
 from matchbox.bus.journal import Request as JournalRequest
 from matchbox.bus.journal import Submission
 from matchbox.consumers.queries import AccountOrder
+from matchbox.engine.ids import shard_of
 from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.rules import LIVE_STATUSES, Invalid, check_order
 from matchbox.engine.types import (
     CancelAll,
     CancelOrder,
+    CancelOrders,
     Event,
     MarketCreated,
     MarketState,
@@ -193,6 +202,7 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
         kind=kind,
         post_only=body.post_only,
         expires_at=expires_at,
+        stp=None if body.self_trade is None else SELF_TRADE[body.self_trade],
     )
     invalid = check_order(market, command)
     if invalid is not None:
@@ -514,6 +524,45 @@ async def cancel_order(
         )
     await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
     return order_out(services, services.projection.orders[order_id])
+
+
+@router.post("/orders/cancel", response_model=CancelManyOut, response_model_exclude_none=True, responses=KEY_ERRORS)
+async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) -> CancelManyOut:
+    """Cancel up to 100 orders in one request: one command per shard they are on, each order with its
+    own result (200 and the order, or the status and error a cancel of it alone would have had)."""
+    services = services_of(request)
+    account = acting_as(caller, body.account) if caller is not None else body.account or ""
+    by_shard: dict[int, list[int]] = {}
+    for order_id in dict.fromkeys(body.order_ids):  # each once, in the order given
+        by_shard.setdefault(shard_of(order_id), []).append(order_id)
+    results: dict[int, CancelItemOut] = {}
+    links: list[tuple[ShardLink, list[int]]] = []
+    for number, ids in by_shard.items():
+        link = services.shards.get(number)
+        if link is None:
+            for order_id in ids:
+                error = ApiError(404, RejectReason.UNKNOWN_ORDER, f"unknown order {order_id}", "order_ids")
+                results[order_id] = CancelItemOut(order_id=order_id, status=404, error=error.body.error)
+        else:
+            links.append((link, ids))
+    outcomes = await asyncio.gather(
+        *(
+            engine_events(services, CancelOrders(seq=0, ts=0, order_ids=tuple(ids), account=account), link)
+            for link, ids in links
+        )
+    )
+    for (_, ids), events in zip(links, outcomes, strict=True):
+        cancelled = {e.order_id for e in events if isinstance(e, OrderCancelled)}
+        refused = {e.order_id: e.reason for e in events if isinstance(e, Rejected)}
+        for order_id in ids:
+            view = services.projection.orders.get(order_id)
+            if order_id in cancelled and view is not None:
+                results[order_id] = CancelItemOut(order_id=order_id, status=200, order=order_out(services, view))
+                continue
+            reason = refused.get(order_id, RejectReason.ORDER_NOT_OPEN)
+            error = rejected_by_engine(refusal_status(reason), reason, "order_ids", order_id)
+            results[order_id] = CancelItemOut(order_id=order_id, status=error.status, error=error.body.error)
+    return CancelManyOut(items=[results[order_id] for order_id in body.order_ids])
 
 
 @router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)

@@ -302,18 +302,30 @@ def refusals_as_errors() -> Iterator[None]:
         raise ApiError(503, Code.NOT_DURABLE, str(exc)) from None
 
 
-async def engine_outcome(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
+async def engine_events(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
+    """The events of a command, submitted and answered; a 503 if the engine has not answered in time."""
     submission = await submit_one(services, command, shard=shard)
     events = await outcome_or_nothing(services, submission)
     if events is None:
         raise ApiError(
             503, Code.NOT_ANSWERED, "the engine has not answered yet (failing over?); the outcome will be on the feed"
         )
+    return events
+
+
+async def engine_outcome(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
+    """As :func:`engine_events`, with the engine's refusal of the command as its error."""
+    events = await engine_events(services, command, shard)
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
-        status = 404 if rejected.reason in (RejectReason.UNKNOWN_ORDER, RejectReason.UNKNOWN_MARKET) else 409
-        raise rejected_by_engine(status, rejected.reason)
+        raise rejected_by_engine(refusal_status(rejected.reason), rejected.reason)
     return events
+
+
+def refusal_status(reason: RejectReason) -> int:
+    """The HTTP status of the engine's refusal of a command on something that exists: 404 when
+    what it names does not (for this caller), else 409 (it is not in a state to take it)."""
+    return 404 if reason in (RejectReason.UNKNOWN_ORDER, RejectReason.UNKNOWN_MARKET) else 409
 
 
 COMMITTED_PAGE = 1000  # events read back per XRANGE

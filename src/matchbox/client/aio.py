@@ -30,6 +30,7 @@ from matchbox.api.models import (
     BatchOut,
     BookOut,
     CancelAllOut,
+    CancelManyOut,
     CandlesPage,
     HeartbeatOut,
     HistoryPage,
@@ -40,6 +41,7 @@ from matchbox.api.models import (
     OrdersPage,
     Page,
     PositionsPage,
+    SelfTrade,
     StatsOut,
     TickerOut,
     TradesPage,
@@ -193,12 +195,14 @@ class AsyncClient:
         post_only: bool = False,
         expires_at_ms: int | None = None,
         client_order_id: str | None = None,
+        self_trade: SelfTrade | None = None,
     ) -> OrderOut:
         """Place an order; its state and fills once the engine matched it (``status`` pending if
         the engine was slow: follow it on the feed or with :meth:`order`). Retried under its
-        ``client_order_id`` (made here if not given), so it is placed once whatever happens."""
+        ``client_order_id`` (made here if not given), so it is placed once whatever happens.
+        ``self_trade``: what happens if it meets an order of its own account (default: the market's rule)."""
         body = order_body(
-            market_id, side, price, qty, odds, stake, type, tif, post_only, expires_at_ms, client_order_id
+            market_id, side, price, qty, odds, stake, type, tif, post_only, expires_at_ms, client_order_id, self_trade
         )
         if self.account and not self.api_key:
             body["account"] = self.account
@@ -225,6 +229,14 @@ class AsyncClient:
         if self.account and not self.api_key:
             body["account"] = self.account
         return await self.request("PATCH", f"/orders/{order_id}", OrderOut, json=body)
+
+    async def cancel_orders(self, order_ids: Sequence[int]) -> CancelManyOut:
+        """Cancel up to 100 orders at once; each item has its own status, and order or error.
+        Retried as a whole: a second cancel of an order already cancelled is its 409, nothing more."""
+        body: dict[str, Any] = {"order_ids": list(order_ids)}
+        if self.account and not self.api_key:
+            body["account"] = self.account
+        return await self.request("POST", "/orders/cancel", CancelManyOut, json=body, retry=True)
 
     async def cancel_all(self, market_id: str) -> CancelAllOut:
         return await self.request("DELETE", "/orders", CancelAllOut, params=self._own({"market_id": market_id}))
@@ -382,7 +394,7 @@ class AsyncClient:
         collateral: bool = False,
         shard: int | None = None,
         max_qty: int | None = None,
-        self_trade: Literal["cancel_taker", "cancel_resting"] | None = None,
+        self_trade: SelfTrade | None = None,
     ) -> MarketOut:
         body: dict[str, Any] = {"market_id": market_id, "scheme": scheme, "collateral": collateral}
         optional = {"max_tick": max_tick, "shard": shard, "max_qty": max_qty, "self_trade": self_trade}
@@ -445,6 +457,7 @@ def order_body(
     post_only: bool = False,
     expires_at_ms: int | None = None,
     client_order_id: str | None = None,
+    self_trade: SelfTrade | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /v1/orders``, with a ``client_order_id`` always (a new one if not given)."""
     body: dict[str, Any] = {
@@ -460,6 +473,7 @@ def order_body(
         "stake": stake,
         "tif": tif,
         "expires_at_ms": expires_at_ms,
+        "self_trade": self_trade,
     }
     body |= {k: v for k, v in optional.items() if v is not None}
     if post_only:

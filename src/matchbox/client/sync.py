@@ -73,6 +73,7 @@ class Client:
     order = _blocking(AsyncClient.order)
     cancel_order = _blocking(AsyncClient.cancel_order)
     reduce_order = _blocking(AsyncClient.reduce_order)
+    cancel_orders = _blocking(AsyncClient.cancel_orders)
     cancel_all = _blocking(AsyncClient.cancel_all)
     balance = _blocking(AsyncClient.balance)
     positions = _blocking(AsyncClient.positions)

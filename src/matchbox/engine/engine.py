@@ -21,18 +21,24 @@ Amending
     ReduceOrder lowers an order's remaining quantity and keeps its place in the queue; reducing
     by the whole remainder cancels it. There is no amend up and no price change: that is a
     cancel and a new order, which queues behind everything already at its price.
-Self-trade prevention (per market)
-    An order never trades with an order of the same account. CANCEL_TAKER: on reaching such a
-    resting order, the incoming order's remainder is cancelled (reason SELF_TRADE); if it is the
-    very first order it would meet, the incoming order is rejected (SELF_TRADE) instead.
-    CANCEL_RESTING: the account's resting order is cancelled (reason SELF_TRADE) and matching
-    goes on. A FOK counts only the liquidity it could really take under these rules.
+Self-trade prevention (per order, else per market)
+    An order never trades with an order of the same account. What happens is the incoming
+    order's choice (``PlaceOrder.stp``), else its market's. CANCEL_TAKER ("cancel newest"): on
+    reaching such a resting order, the incoming order's remainder is cancelled (reason
+    SELF_TRADE); if it is the very first order it would meet, the incoming order is rejected
+    (SELF_TRADE) instead. CANCEL_RESTING ("cancel oldest"): the account's resting order is
+    cancelled (reason SELF_TRADE) and matching goes on. CANCEL_BOTH: the resting order is
+    cancelled and so is the incoming order's remainder (both SELF_TRADE), even when it is the
+    first order met. A FOK counts only the liquidity it could really take under these rules.
 Order ids
     Order ids are allocated by the input journal in strictly increasing order. A new order whose
     id is not above every id the engine has accepted is rejected (DUPLICATE_ORDER_ID). A cancel
     or reduce of an id above that mark is UNKNOWN_ORDER; of one at or below it that is not live
     is ORDER_NOT_OPEN. A cancel or reduce naming an account must be that order's account, or it
-    is UNKNOWN_ORDER (one account never learns of another's orders).
+    is UNKNOWN_ORDER (one account never learns of another's orders). ``CancelOrders`` cancels up
+    to ``MAX_CANCEL_IDS`` ids in one command, each in turn as ``CancelOrder`` would, with its own
+    ``OrderCancelled`` or ``Rejected`` (an id named twice: ORDER_NOT_OPEN the second time); none,
+    or more, is INVALID_ORDER_IDS, as is a malformed account (MALFORMED_ID), for the whole.
 Trade ids
     A trade's id is the previous trade's plus one, but never below the command's time in ms
     times ``IDS_PER_MS``: when a journal is rolled back (a restored backup, a lost second) and
@@ -110,12 +116,14 @@ from matchbox.engine.rules import RESTING_TIFS, check_order
 from matchbox.engine.schemes import tick_range
 from matchbox.engine.types import (
     IDS_PER_MS,
+    MAX_CANCEL_IDS,
     MAX_HEARTBEAT_TIMEOUT_MS,
     AdvanceTime,
     BalanceChanged,
     BalanceReason,
     CancelAll,
     CancelOrder,
+    CancelOrders,
     CancelReason,
     CloseMarket,
     Command,
@@ -162,6 +170,7 @@ _MARKET = OrderKind.MARKET
 _FOK = TimeInForce.FOK
 _OPEN = MarketState.OPEN
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+_CANCEL_RESTING = SelfTradePrevention.CANCEL_RESTING
 _INT64_MAX = 2**63 - 1
 _NS_PER_MS = 1_000_000
 
@@ -207,6 +216,7 @@ class Engine:
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
+            CancelOrders: self._cancel_orders,
             ReduceOrder: self._reduce,
             CancelAll: self._cancel_all,
             CreateMarket: self._create_market,
@@ -355,10 +365,11 @@ class Engine:
         """The reason a crossing order is refused before it trades, or None."""
         if cmd.post_only:
             return RejectReason.POST_ONLY_WOULD_TAKE
+        stp = book.stp if cmd.stp is None else cmd.stp
         first = _first_live(book, side)
-        if first.account == cmd.account and book.stp is _CANCEL_TAKER:
+        if first.account == cmd.account and stp is _CANCEL_TAKER:
             return RejectReason.SELF_TRADE
-        if cmd.tif is _FOK and _fillable(book, side, price, cmd.account, cmd.qty) < cmd.qty:
+        if cmd.tif is _FOK and _fillable(book, side, price, cmd.account, cmd.qty, stp) < cmd.qty:
             return RejectReason.FOK_CANNOT_FILL
         return None
 
@@ -397,9 +408,10 @@ class Engine:
             maker = queue[0]  # live: the head of a non-empty level always is
             maker_remaining = maker.remaining
             if maker.account == taker_account:
-                if book.stp is _CANCEL_TAKER:
+                stp = book.stp if cmd.stp is None else cmd.stp
+                if stp is _CANCEL_TAKER:
                     return remaining, True
-                # CANCEL_RESTING: take the account's own order off right here, in the queue
+                # CANCEL_RESTING or CANCEL_BOTH: take the account's own order off right here, in the queue
                 # being walked, rather than through Book.take_off (which may compact it)
                 queue.popleft()
                 maker.remaining = 0
@@ -419,6 +431,8 @@ class Engine:
                         reason=CancelReason.SELF_TRADE,
                     )
                 )
+                if stp is not _CANCEL_RESTING:  # CANCEL_BOTH: the taker's remainder goes too
+                    return remaining, True
                 continue
             qty = remaining if remaining < maker_remaining else maker_remaining
             remaining -= qty
@@ -481,6 +495,21 @@ class Engine:
             events.append(_reject(cmd, found, "", cmd.account, cmd.order_id))
             return
         self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
+
+    def _cancel_orders(self, cmd: CancelOrders, events: list[Event]) -> None:
+        account = cmd.account
+        if account and not _known_account(account):
+            events.append(_reject(cmd, RejectReason.MALFORMED_ID, "", account, 0))
+            return
+        if not 0 < len(cmd.order_ids) <= MAX_CANCEL_IDS:
+            events.append(_reject(cmd, RejectReason.INVALID_ORDER_IDS, "", account, 0))
+            return
+        for order_id in cmd.order_ids:
+            found = self._find_live(order_id, account)
+            if isinstance(found, RejectReason):
+                events.append(_reject(cmd, found, "", account, order_id))
+            else:
+                self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
 
     def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
         found = self._find_live(cmd.order_id, cmd.account)
@@ -852,8 +881,8 @@ def _first_live(book: Book, taker_side: Side) -> Order:
     return level.orders[0]  # the head of a non-empty level is live (see Book.take_off)
 
 
-def _fillable(book: Book, taker_side: Side, limit: int, account: str, wanted: int) -> int:
-    """How much a FOK could take at ``limit`` under self-trade prevention, up to ``wanted``."""
+def _fillable(book: Book, taker_side: Side, limit: int, account: str, wanted: int, stp: SelfTradePrevention) -> int:
+    """How much a FOK could take at ``limit`` under self-trade prevention ``stp``, up to ``wanted``."""
     maker_side = _SELL if taker_side is _BUY else _BUY
     total = 0
     for level in book.side_levels(maker_side):
@@ -861,7 +890,7 @@ def _fillable(book: Book, taker_side: Side, limit: int, account: str, wanted: in
             break
         for order in level.live():
             if order.account == account:
-                if book.stp is _CANCEL_TAKER:
+                if stp is not _CANCEL_RESTING:  # the taker stops there
                     return total
                 continue
             total += order.remaining

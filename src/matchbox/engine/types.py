@@ -52,6 +52,7 @@ class TickScheme(IntEnum):
 class SelfTradePrevention(IntEnum):
     CANCEL_TAKER = 0  # the incoming order's remainder is cancelled
     CANCEL_RESTING = 1  # the account's resting order is cancelled and matching goes on
+    CANCEL_BOTH = 2  # the account's resting order and the incoming order's remainder are both cancelled
 
 
 class MarketState(IntEnum):
@@ -92,6 +93,7 @@ class RejectReason(IntEnum):
     DUPLICATE_ORDER_ID = 203  # not above every order id the engine has accepted
     INVALID_EXPIRY = 204  # GTD without a future expiry, or an expiry on another TIF
     INVALID_ORDER_TYPE = 205  # a market order that is GTC/GTD or post-only
+    INVALID_ORDER_IDS = 206  # a cancel by ids with none, or more than MAX_CANCEL_IDS
     # 3xx: matching
     POST_ONLY_WOULD_TAKE = 300
     FOK_CANNOT_FILL = 301
@@ -188,11 +190,24 @@ class PlaceOrder(Command, frozen=True, gc=False, kw_only=True):
     kind: OrderKind = OrderKind.LIMIT
     post_only: bool = False
     expires_at: Int64 = 0  # engine time (ns) for GTD
+    stp: SelfTradePrevention | None = None  # this order's self-trade prevention; None: its market's
 
 
 class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
     order_id: Int64
     account: Text = ""  # when given, must own the order
+
+
+MAX_CANCEL_IDS = 100  # the most orders one CancelOrders names
+
+
+class CancelOrders(Command, frozen=True, gc=False, kw_only=True):
+    """Cancel several orders at once, each as a ``CancelOrder`` would (in the order given): each
+    is cancelled (``OrderCancelled``, reason USER) or refused on its own (``Rejected`` with its
+    order id). None, or more than ``MAX_CANCEL_IDS``, is refused whole (INVALID_ORDER_IDS)."""
+
+    order_ids: tuple[Int64, ...]
+    account: Text = ""  # when given, must own each order
 
 
 class ReduceOrder(Command, frozen=True, gc=False, kw_only=True):
@@ -442,6 +457,7 @@ AnyCommand = (
     | SettleMarket
     | PlaceOrder
     | CancelOrder
+    | CancelOrders
     | ReduceOrder
     | CancelAll
     | Deposit
