@@ -18,6 +18,8 @@ Rules followed (see the module docstring of :mod:`matchbox.engine.engine`):
   order and goes on, CANCEL_BOTH cancels that resting order and stops the taker;
 - reduce keeps queue position, reducing by the whole remainder cancels; cancel-all by order id;
 - cancel by ids: up to 100, each as a single cancel would, in the order given;
+- amend: the same price and less quantity is a reduce; a new price or more quantity takes the
+  order off and it arrives again (checked, matched and rested as a new order of its kind);
 - market lifecycle OPEN <-> SUSPENDED -> CLOSED -> SETTLED; closing/settling cancels the book.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from matchbox.engine.queries import BookDepth, LiveOrder, PriceLevel
 from matchbox.engine.types import (
     AdvanceTime,
+    AmendOrder,
     CancelAll,
     CancelOrder,
     CancelOrders,
@@ -40,6 +43,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderKind,
     OrderReduced,
@@ -112,6 +116,8 @@ class ReferenceBook:
             events += self._cancel(cmd)
         elif isinstance(cmd, CancelOrders):
             events += self._cancel_orders(cmd)
+        elif isinstance(cmd, AmendOrder):
+            events += self._amend(cmd)
         elif isinstance(cmd, ReduceOrder):
             events += self._reduce(cmd)
         elif isinstance(cmd, CancelAll):
@@ -228,6 +234,21 @@ class ReferenceBook:
             )
         ]
 
+        return events + self._fill_and_rest(cmd, market, makers, limit, stp)
+
+    def _fill_and_rest(
+        self,
+        cmd: PlaceOrder,
+        market: RefMarket,
+        makers: list[RefOrder],
+        limit: int,
+        stp: SelfTradePrevention,
+        spent: int = 0,
+        filled: int = 0,
+    ) -> list[Event]:
+        """An accepted order (or an amended one: ``spent`` of its quantity filled or cancelled
+        before, ``filled`` of it filled) meets the makers, then rests or is cancelled."""
+        events: list[Event] = []
         remaining = cmd.qty
         stopped_by_self_trade = False
         for maker in makers:
@@ -279,9 +300,9 @@ class ReferenceBook:
                 account=cmd.account,
                 side=cmd.side,
                 price=limit,
-                qty=cmd.qty,
+                qty=spent + cmd.qty,
                 remaining=remaining,
-                filled=cmd.qty - remaining,
+                filled=filled + cmd.qty - remaining,
                 tif=cmd.tif,
                 expires_at=cmd.expires_at,
                 arrival=self.arrivals,
@@ -374,6 +395,66 @@ class ReferenceBook:
             else:
                 events.append(self._take_off(found, CancelReason.USER, cmd))
         return events
+
+    def _amend(self, cmd: AmendOrder) -> list[Event]:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason):
+            return [self._rejected(cmd, found, "", cmd.order_id, cmd.account)]
+        market = self.markets[found.market_id]
+        price = cmd.price if cmd.price else found.price
+        remaining = cmd.qty if cmd.qty else found.remaining
+        reason = None
+        if cmd.price and not market.min_tick <= price <= market.max_tick:
+            reason = RejectReason.INVALID_PRICE
+        elif cmd.qty < 0:
+            reason = RejectReason.INVALID_QUANTITY
+        elif found.qty - found.remaining + remaining > market.max_qty:
+            reason = RejectReason.QUANTITY_OVER_MAX
+        elif price == found.price and remaining == found.remaining:
+            return []
+        elif price == found.price and remaining < found.remaining:
+            return self._reduce(
+                ReduceOrder(seq=cmd.seq, ts=cmd.ts, order_id=found.order_id, reduce_by=found.remaining - remaining)
+            )
+        elif market.state != MarketState.OPEN:
+            reason = RejectReason.MARKET_NOT_OPEN
+        makers = self._makers_in_priority(market, found.side, price)
+        stp = market.stp if cmd.stp is None else cmd.stp
+        if reason is None and makers:
+            if cmd.post_only:
+                reason = RejectReason.POST_ONLY_WOULD_TAKE
+            elif makers[0].account == found.account and stp == SelfTradePrevention.CANCEL_TAKER:
+                reason = RejectReason.SELF_TRADE
+        if reason is not None:
+            return [self._rejected(cmd, reason, found.market_id, found.order_id, found.account)]
+        market.resting.remove(found)
+        spent = found.qty - found.remaining
+        arrival = PlaceOrder(
+            seq=cmd.seq,
+            ts=cmd.ts,
+            market_id=found.market_id,
+            order_id=found.order_id,
+            account=found.account,
+            side=found.side,
+            price=price,
+            qty=remaining,
+            tif=found.tif,
+            expires_at=found.expires_at,
+        )
+        amended = OrderAmended(
+            seq=cmd.seq,
+            ts=cmd.ts,
+            market_id=found.market_id,
+            order_id=found.order_id,
+            account=found.account,
+            side=found.side,
+            price=price,
+            remaining=remaining,
+            qty=spent + remaining,
+            old_price=found.price,
+            old_remaining=found.remaining,
+        )
+        return [amended, *self._fill_and_rest(arrival, market, makers, price, stp, spent, found.filled)]
 
     def _reduce(self, cmd: ReduceOrder) -> list[Event]:
         found = self._find_live(cmd.order_id, cmd.account)

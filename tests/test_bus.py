@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 import redis
+from redis.credentials import CredentialProvider
 from redis.typing import EncodableT, FieldT
 
 from conftest import running_leader, wait_until
@@ -509,13 +510,33 @@ def test_a_submission_whose_answer_is_late_is_never_sent_again(valkey_server: Em
     direct.close()
 
 
+class FlakyCredentials(CredentialProvider):
+    """A password from a service that fails the first time it is asked."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.asked = 0
+
+    def get_credentials(self) -> tuple[str]:
+        self.asked += 1
+        if self.asked == 1:
+            raise OSError("the credential service is down")
+        return (self.password,)
+
+    async def get_credentials_async(self) -> tuple[str]:
+        return self.get_credentials()
+
+
 def test_a_line_reads_only_its_own_replies_after_a_timeout_a_cancel_or_a_lost_connection(
     valkey_server: EmbeddedValkey,
 ) -> None:
     """A line (the API's own connection for its submissions and its tail) whose call got no
     reply in time, or whose caller was cancelled while Redis answered, closes its connection: the
     late reply is never read as the next call's. A connection the server closed is opened again by
-    the next call; credentials and the database come from the URL, as the pool's connections'."""
+    the next call; credentials and the database come from the URL, as the pool's connections'. A
+    command that cannot be packed, a reply that means a broken connection (NOAUTH), a credential
+    provider that fails: each is an error of its own call, and the next call reads its own reply.
+    A line is closed with its bus, for good; a URL's ``?protocol=3`` does not change its RESP2."""
     direct = Bus.connect(valkey_server.url)
     direct.client.config_set("requirepass", "secret")
     direct.client.auth("secret")
@@ -553,8 +574,33 @@ def test_a_line_reads_only_its_own_replies_after_a_timeout_a_cancel_or_a_lost_co
                 assert asyncio.get_running_loop().time() < deadline, "the line never saw its connection closed"
                 await asyncio.sleep(0.01)
             assert await run("GET", "k") == b"late"  # a new connection: authenticated, on database 3
+
+            with pytest.raises(redis.DataError):  # a command that cannot be sent leaves nothing waiting
+                await run("SET", "k", "\ud800")
+            assert await run("GET", "k") == b"late"
         finally:
             await bus.close()
+        with pytest.raises(redis.ConnectionError):  # closed with its bus, for good
+            await run("GET", "k")
+
+        # a reply that means the connection is broken (here NOAUTH) is raised, and the line closed
+        stranger = AsyncBus.connect(valkey_server.url.rsplit("/", 1)[0] + "/3?protocol=3", socket_timeout=1)
+        line = stranger.line()
+        with pytest.raises(redis.AuthenticationError):
+            await stranger.run(calls.command("GET", "k"), line)
+        assert not line.connected
+        await stranger.close()
+
+        # a credential provider that fails once: a ConnectionError, and nothing half-made is kept
+        provider = FlakyCredentials("secret")
+        flaky = AsyncBus.connect(
+            valkey_server.url.rsplit("/", 1)[0] + "/3", socket_timeout=1, credential_provider=provider
+        )
+        line = flaky.line()
+        with pytest.raises(redis.ConnectionError):
+            await flaky.run(calls.command("GET", "k"), line)
+        assert await flaky.run(calls.command("GET", "k"), line) == b"late"
+        await flaky.close()
 
     asyncio.run(scenario())
     database3.close()

@@ -22,6 +22,7 @@ from conftest import examples
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     AdvanceTime,
+    AmendOrder,
     CancelAll,
     CancelOrder,
     CancelOrders,
@@ -30,7 +31,9 @@ from matchbox.engine.types import (
     Command,
     CreateMarket,
     Event,
+    MarketState,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderKind,
     OrderReduced,
@@ -84,6 +87,7 @@ ACTIONS = weighted(
     place=30,
     cancel=4,
     cancel_many=2,
+    amend=8,
     reduce=4,
     cancel_all=3,
     advance=2,
@@ -102,6 +106,7 @@ ONE_IN_4, ONE_IN_8, ONE_IN_10, ONE_IN_20, ONE_IN_25 = (chance(n) for n in (4, 8,
 MAX_QTY = st.sampled_from((1_000_000_000, 12))
 STP = st.sampled_from(SelfTradePrevention)
 ORDER_STP = st.sampled_from((None, None, None, *SelfTradePrevention))  # mostly the market's
+AMEND_QTY = st.sampled_from((0, 0, 1, 2, 3, 5, 8, 13, -1))  # 0 keeps it; 13 is over a small max_qty
 CANCEL_COUNT = st.sampled_from((0, 1, 2, 3, 5, 101))  # none and over 100 are refused whole
 ORDER_MARKET = st.sampled_from(ORDER_MARKETS)
 LIFECYCLE_MARKET = st.sampled_from(LIFECYCLE_MARKETS)
@@ -140,6 +145,7 @@ class Journal:
         self.last_order_id = 0
         self.order_ids: list[int] = []
         self.restable_ids: list[int] = []  # ids of GTC/GTD limit orders: the ones likely to be live
+        self.markets: dict[int, str] = {}  # each order id's market
         self.suspended: list[str] = []  # markets it suspended and has not resumed
         self.ended = False  # whether it closed or settled a market (once is enough)
 
@@ -162,6 +168,7 @@ def journals(draw: st.DrawFn) -> list[Command]:
             journal.last_order_id += draw(ID_GAP)
             journal.order_ids.append(journal.last_order_id)
             fields = draw_order_fields(draw, journal.ts)
+            journal.markets[journal.last_order_id] = fields["market_id"]
             if fields["kind"] is OrderKind.LIMIT and fields["tif"] in (TimeInForce.GTC, TimeInForce.GTD):
                 journal.restable_ids.append(journal.last_order_id)
             journal.add(PlaceOrder, order_id=journal.last_order_id, **fields)
@@ -173,6 +180,21 @@ def journals(draw: st.DrawFn) -> list[Command]:
         elif action == "cancel_many":
             ids = tuple(draw_order_id(draw, journal) for _ in range(draw(CANCEL_COUNT)))
             journal.add(CancelOrders, order_ids=ids, account=draw(ACCOUNT_OR_NONE))
+        elif action == "amend":
+            order_id = draw_order_id(draw, journal)
+            low, high, max_tick = BANDS[journal.markets.get(order_id, "bin")]
+            price = draw(st.sampled_from((0, low, high, low + draw(OFFSET) % (high - low + 1))))  # the edges cross
+            if draw(ONE_IN_20):
+                price = max_tick + 1
+            journal.add(
+                AmendOrder,
+                order_id=order_id,
+                account=draw(ACCOUNT_OR_NONE),
+                price=price,
+                qty=draw(AMEND_QTY),
+                post_only=draw(ONE_IN_4),
+                stp=draw(ORDER_STP),
+            )
         elif action == "reduce":
             order_id = draw_order_id(draw, journal)
             journal.add(ReduceOrder, order_id=order_id, account=draw(ACCOUNT_OR_NONE), reduce_by=draw(REDUCE_BY))
@@ -298,6 +320,58 @@ def crowded_journals(draw: st.DrawFn) -> list[Command]:
     return journal.commands
 
 
+AMEND_PRICE = st.integers(0, 7)  # 0 keeps it; 7 is off the ladder
+AMEND_STEPS = st.integers(5, 60)
+TWO_ACCOUNTS = st.sampled_from(("a", "b"))
+AMEND_TIF = st.sampled_from((TimeInForce.GTC,) * 3 + (TimeInForce.GTD, TimeInForce.IOC))
+
+
+@st.composite
+def amend_journals(draw: st.DrawFn) -> list[Command]:
+    """One small market where half the commands amend a live order (the reference, run as the
+    journal is drawn, says which are live): new prices that cross or not, more or less quantity,
+    post-only, self-trade prevention of its own, while the market is now and then suspended."""
+    journal, reference = Journal(), ReferenceBook()
+
+    def add(command_type: type[Command], **fields: Any) -> None:
+        journal.add(command_type, **fields)
+        reference.apply(journal.commands[-1])
+
+    add(CreateMarket, market_id="am", scheme=TickScheme.TICKS, max_tick=6, max_qty=draw(MAX_QTY), stp=draw(STP))
+    for _ in range(draw(AMEND_STEPS)):
+        journal.ts += draw(TICK)
+        live = sorted(order.order_id for order in reference.all_resting())
+        if draw(st.booleans()) and live:
+            add(
+                AmendOrder,
+                order_id=draw(st.sampled_from(live)),
+                account=draw(ACCOUNT_OR_NONE),
+                price=draw(AMEND_PRICE),
+                qty=draw(AMEND_QTY),
+                post_only=draw(ONE_IN_4),
+                stp=draw(ORDER_STP),
+            )
+        elif draw(ONE_IN_20):
+            suspended = reference.markets["am"].state is MarketState.SUSPENDED
+            add(ResumeMarket if suspended else SuspendMarket, market_id="am")
+        else:
+            journal.last_order_id += 1
+            tif = draw(AMEND_TIF)
+            add(
+                PlaceOrder,
+                market_id="am",
+                order_id=journal.last_order_id,
+                account=draw(TWO_ACCOUNTS),
+                side=draw(SIDE),
+                price=draw(st.integers(1, 6)),
+                qty=draw(QTY),
+                tif=tif,
+                expires_at=journal.ts + draw(LIFETIME) if tif is TimeInForce.GTD else 0,
+                stp=draw(ORDER_STP),
+            )
+    return journal.commands
+
+
 # ---------------------------------------------------------------------- helpers
 
 
@@ -327,6 +401,10 @@ class Ledger:
                 assert event.cancelled_qty > 0, event
                 self.cancelled[event.order_id] += event.cancelled_qty
                 assert self.outstanding(event.order_id) == 0, event
+            elif isinstance(event, OrderAmended):
+                assert event.old_remaining == self.outstanding(event.order_id), event
+                self.qty[event.order_id] = event.qty
+                assert event.remaining == self.outstanding(event.order_id) > 0, event
             elif isinstance(event, OrderReduced):
                 self.cancelled[event.order_id] += event.reduced_by
                 assert 0 < event.remaining == self.outstanding(event.order_id), event
@@ -390,7 +468,13 @@ def test_long_queues_with_many_cancels_agree_with_the_reference(commands: list[C
 
 
 @PROFILE
-@given(st.one_of(journals(), crowded_journals()))
+@given(amend_journals())
+def test_amends_agree_with_the_reference(commands: list[Command]) -> None:
+    run_against_reference(commands, ("am",))
+
+
+@PROFILE
+@given(st.one_of(journals(), crowded_journals(), amend_journals()))
 def test_every_accepted_order_conserves_its_quantity(commands: list[Command]) -> None:
     engine, ledger = Engine(), Ledger()
     for command in commands:
@@ -425,7 +509,7 @@ def test_a_rejected_command_changes_nothing(commands: list[Command]) -> None:
 
 
 @PROFILE
-@given(st.one_of(journals(), crowded_journals()), st.integers(0, 200))
+@given(st.one_of(journals(), crowded_journals(), amend_journals()), st.integers(0, 200))
 def test_restoring_a_snapshot_midway_changes_nothing(commands: list[Command], cut: int) -> None:
     cut %= len(commands) + 1
     straight = Engine()

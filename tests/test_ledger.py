@@ -14,10 +14,12 @@ from matchbox.engine import BookIntegrityError, Engine
 from matchbox.engine.schemes import BACK, LAY, ODDS_LADDER
 from matchbox.engine.types import (
     AdvanceTime,
+    AmendOrder,
     BalanceChanged,
     BalanceReason,
     CancelAll,
     CancelOrder,
+    CancelOrders,
     CloseMarket,
     Command,
     CreateMarket,
@@ -377,7 +379,11 @@ MONEY_MARKETS = {"bin": (45, 55), "odds": (96, 104), "bin2": (92, 99)}  # price 
 ALL_MARKETS = (*MONEY_MARKETS, "plain")
 OUTCOMES = {"bin": ("yes", "no", "void"), "bin2": ("yes", "no", "void", "win"), "odds": ("win", "lose", "void")}
 ACTION = st.sampled_from(
-    ["deposit", "withdraw"] + ["place"] * 24 + ["cancel", "reduce"] * 2 + ["cancel_all", "advance", "settle"]
+    ["deposit", "withdraw"]
+    + ["place"] * 24
+    + ["cancel", "reduce"] * 2
+    + ["amend"] * 6
+    + ["cancel_many", "cancel_all", "advance", "settle"]
 )
 TIF = st.sampled_from((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.GTD, TimeInForce.IOC, TimeInForce.FOK))
 
@@ -436,6 +442,17 @@ def money_journals(draw: st.DrawFn) -> list[Command]:
             add(CancelOrder, order_id=draw(st.integers(1, order_id)))
         elif action == "reduce" and order_id:
             add(ReduceOrder, order_id=draw(st.integers(1, order_id)), reduce_by=draw(st.integers(1, 30)))
+        elif action == "amend" and order_id:
+            market_id = draw(st.sampled_from(ALL_MARKETS))  # the order's or not: a price off its ladder is refused
+            low, high = MONEY_MARKETS.get(market_id, (40, 60))
+            add(
+                AmendOrder,
+                order_id=draw(st.integers(max(1, order_id - 6), order_id)),
+                price=draw(st.sampled_from((0, low, high, (low + high) // 2))),
+                qty=draw(st.sampled_from((0, 1, 5, 25, 200))),
+            )
+        elif action == "cancel_many" and order_id:
+            add(CancelOrders, order_ids=tuple(draw(st.lists(st.integers(1, order_id), min_size=1, max_size=4))))
         elif action == "cancel_all":
             add(CancelAll, market_id=draw(st.sampled_from(ALL_MARKETS)), account=account)
         elif action == "advance":

@@ -52,6 +52,7 @@ class AsyncBus:
         # a burst waits for a free connection (up to 5 s) instead of failing with "too many"
         options = {**CONNECT_OPTIONS, **options}
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
+        pool.connection_kwargs["protocol"] = 2  # a URL's ?protocol=3 too: the lines speak RESP2 (CONNECT_OPTIONS)
         return cls(aioredis.Redis(connection_pool=pool), shard, durability)
 
     @property

@@ -78,11 +78,17 @@ class _Replies(asyncio.Protocol):
         self.fail(redis.TimeoutError(f"Redis did not answer in {seconds:g} s"))
 
     def send(self, commands: tuple[Command, ...]) -> asyncio.Future[list[Any]]:
-        """Write ``commands`` in one write; the future gets their replies."""
+        """Write ``commands`` in one write; the future gets their replies. Packed first: a command
+        that cannot be sent leaves nothing behind waiting for replies that are not coming."""
         assert self.transport is not None
+        assert commands, "a call of no commands would wait for nothing"
+        try:
+            data = b"".join([_pack(command) for command in commands])
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise redis.DataError(f"a command Redis cannot be sent: {exc}") from exc
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.waiting.append((len(commands), [], future))
-        self.transport.write(b"".join([_pack(command) for command in commands]))
+        self.transport.write(data)
         return future
 
 
@@ -95,14 +101,24 @@ def _pack(command: Command) -> bytes:
     return packed
 
 
+def _connection_error(reply: Any) -> redis.ConnectionError | None:
+    """An error reply that redis-py takes for a broken connection (LOADING, NOAUTH, too many
+    clients), alone or heading a list: raised, and the connection closed, as on the pool's."""
+    if isinstance(reply, list) and reply:
+        reply = reply[0]
+    return reply if isinstance(reply, redis.ConnectionError) else None
+
+
 class Line:
     """A connection of its own, on whichever client the bus has now (a cluster's new master is
-    a new client: the line follows it); closed with the bus."""
+    a new client: the line follows it); closed with the bus, for good. One call at a time."""
 
     def __init__(self) -> None:
         self.client: aioredis.Redis | None = None
         self._replies: _Replies | None = None
         self._timeout: float | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
 
     @property
     def connected(self) -> bool:
@@ -111,62 +127,97 @@ class Line:
 
     async def exchange(self, client: aioredis.Redis, commands: tuple[Command, ...]) -> list[Any]:
         """Send ``commands`` in one write and read their replies, each as redis-py's client would
-        parse it (an error reply as its exception object)."""
-        replies = await self._call(await self._open(client), commands)
+        parse it (an error reply as its exception object, but one that means the connection is
+        broken, which is raised)."""
+        connection = await self._open(client)
+        replies = await _call(connection, commands, self._timeout)
         callbacks = client.response_callbacks
         parsed = []
         for command, reply in zip(commands, replies, strict=True):
+            broken = _connection_error(reply)
+            if broken is not None:
+                connection.fail(broken)
+                raise broken
             callback = None if isinstance(reply, Exception) else callbacks.get(str(command[0]))
             parsed.append(reply if callback is None else callback(reply))
         return parsed
 
-    async def _call(self, replies: _Replies, commands: tuple[Command, ...]) -> list[Any]:
-        future = replies.send(commands)
-        timer = None
-        if self._timeout:
-            timer = asyncio.get_running_loop().call_later(self._timeout, replies.expire, self._timeout)
-        try:
-            return await future
-        except asyncio.CancelledError:  # its replies would be left unread
-            replies.fail(redis.ConnectionError("a call was cancelled while Redis was answering it"))
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
     async def _open(self, client: aioredis.Redis) -> _Replies:
         if self.client is client and self._replies is not None and not self._replies.closed:
             return self._replies
-        await self.close()
-        settings = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # how the pool connects
-        if settings.protocol != 2:
-            raise ValueError("a line speaks RESP2: connect the bus's client with protocol=2 (CONNECT_OPTIONS)")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(settings.socket_connect_timeout):
-                if isinstance(settings, UnixDomainSocketConnection):
-                    _, replies = await loop.create_unix_connection(_Replies, settings.path)
-                else:
-                    tls = settings.ssl_context.get() if isinstance(settings, SSLConnection) else None
-                    server_hostname = settings.host if tls is not None else None
-                    _, replies = await loop.create_connection(
-                        _Replies, settings.host, settings.port, ssl=tls, server_hostname=server_hostname
-                    )
-        except (OSError, TimeoutError) as exc:
-            raise redis.ConnectionError(f"could not connect to Redis: {exc or type(exc).__name__}") from exc
-        self.client, self._replies, self._timeout = client, replies, settings.socket_timeout
-        hello = await _handshake(settings)
-        if hello:
-            for reply in await self._call(replies, hello):
-                if isinstance(reply, Exception):
-                    replies.fail(redis.ConnectionError("the connection was refused"))
-                    raise reply
-        return replies
+        async with self._opening:  # two callers at once open one connection
+            if self._closed:
+                raise redis.ConnectionError("the line was closed with its bus")
+            if self.client is client and self._replies is not None and not self._replies.closed:
+                return self._replies
+            self._forget()
+            replies, timeout = await _connect(client)
+            self.client, self._replies, self._timeout = client, replies, timeout
+            return replies
 
-    async def close(self) -> None:
+    def _forget(self) -> None:
         if self._replies is not None:
             self._replies.fail(redis.ConnectionError("the line was closed"))
         self.client = self._replies = None
+
+    async def close(self) -> None:
+        """Close its connection, for good: a call after this is a ConnectionError."""
+        self._closed = True
+        self._forget()
+
+
+async def _call(replies: _Replies, commands: tuple[Command, ...], timeout: float | None) -> list[Any]:
+    """One write and its replies; the connection closed if they do not all come. Each reply may
+    take ``timeout``, as on redis-py's connections: the call, that times the commands."""
+    future = replies.send(commands)
+    timer = None
+    if timeout:
+        budget = timeout * len(commands)
+        timer = asyncio.get_running_loop().call_later(budget, replies.expire, budget)
+    try:
+        return await future
+    except asyncio.CancelledError:  # its replies would be left unread
+        replies.fail(redis.ConnectionError("a call was cancelled while Redis was answering it"))
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+async def _connect(client: aioredis.Redis) -> tuple[_Replies, float | None]:
+    """A new connection as the client's pool would make it, credentials and database sent: its
+    replies, and the socket timeout. Nothing half-made is kept: a failure closes it."""
+    settings = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # how the pool connects
+    if settings.protocol != 2:
+        raise redis.ConnectionError("a line speaks RESP2: connect the bus's client with protocol=2 (CONNECT_OPTIONS)")
+    try:
+        hello = await _handshake(settings)  # before connecting: a slow credential provider holds no socket
+    except Exception as exc:
+        if isinstance(exc, redis.RedisError):
+            raise
+        raise redis.ConnectionError(f"could not get the credentials for Redis: {exc}") from exc
+    loop = asyncio.get_running_loop()
+    where = settings.path if isinstance(settings, UnixDomainSocketConnection) else f"{settings.host}:{settings.port}"
+    try:
+        async with asyncio.timeout(settings.socket_connect_timeout):
+            if isinstance(settings, UnixDomainSocketConnection):
+                _, replies = await loop.create_unix_connection(_Replies, settings.path)
+            else:
+                tls = settings.ssl_context.get() if isinstance(settings, SSLConnection) else None
+                server_hostname = settings.host if tls is not None else None
+                _, replies = await loop.create_connection(
+                    _Replies, settings.host, settings.port, ssl=tls, server_hostname=server_hostname
+                )
+    except (OSError, TimeoutError) as exc:
+        raise redis.ConnectionError(f"could not connect to Redis at {where}: {exc or type(exc).__name__}") from exc
+    try:
+        for reply in await _call(replies, hello, settings.socket_timeout) if hello else ():
+            if isinstance(reply, Exception):
+                raise reply
+    except BaseException:
+        replies.fail(redis.ConnectionError(f"the connection to {where} was refused"))
+        raise
+    return replies, settings.socket_timeout
 
 
 async def _handshake(settings: Any) -> tuple[Command, ...]:

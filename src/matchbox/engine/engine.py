@@ -19,8 +19,18 @@ Time in force
     A market order is an IOC or FOK whose limit is the worst tick of the market.
 Amending
     ReduceOrder lowers an order's remaining quantity and keeps its place in the queue; reducing
-    by the whole remainder cancels it. There is no amend up and no price change: that is a
-    cancel and a new order, which queues behind everything already at its price.
+    by the whole remainder cancels it. AmendOrder changes the price and/or the remaining
+    quantity (``qty``) in one step. At the same price and less quantity it is a reduce
+    (``OrderReduced``; it keeps its place, and works on a suspended market too). A new price or
+    more quantity loses the place: the market must be open, and the order is checked as a new
+    arrival at its new price (post-only and self-trade prevention as the amend says, a collateral
+    account's funds with the order's own reserve counted free); a refusal leaves the order as it
+    was. Otherwise ``OrderAmended``, and the order trades as a taker at its new price and rests
+    behind every order already there (``OrderRested``), keeping its id, time in force and expiry.
+    Never both the old and the new order live, never neither. An amend that changes nothing
+    answers nothing. A price off the ladder is INVALID_PRICE, a quantity below zero
+    INVALID_QUANTITY, and a total (filled, cancelled and the new remaining) above the market's
+    largest order QUANTITY_OVER_MAX.
 Self-trade prevention (per order, else per market)
     An order never trades with an order of the same account. What happens is the incoming
     order's choice (``PlaceOrder.stp``), else its market's. CANCEL_TAKER ("cancel newest"): on
@@ -119,6 +129,7 @@ from matchbox.engine.types import (
     MAX_CANCEL_IDS,
     MAX_HEARTBEAT_TIMEOUT_MS,
     AdvanceTime,
+    AmendOrder,
     BalanceChanged,
     BalanceReason,
     CancelAll,
@@ -137,6 +148,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderKind,
     OrderReduced,
@@ -217,6 +229,7 @@ class Engine:
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
             CancelOrders: self._cancel_orders,
+            AmendOrder: self._amend,
             ReduceOrder: self._reduce,
             CancelAll: self._cancel_all,
             CreateMarket: self._create_market,
@@ -511,28 +524,100 @@ class Engine:
             else:
                 self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
 
+    def _amend(self, cmd: AmendOrder, events: list[Event]) -> None:
+        found = self._find_live(cmd.order_id, cmd.account)
+        if isinstance(found, RejectReason):
+            events.append(_reject(cmd, found, "", cmd.account, cmd.order_id))
+            return
+        order, book = found, found.book
+        price = cmd.price or order.price
+        remaining = cmd.qty or order.remaining
+        reason = None
+        if cmd.price and not book.min_tick <= price <= book.max_tick:
+            reason = RejectReason.INVALID_PRICE
+        elif cmd.qty < 0:
+            reason = RejectReason.INVALID_QUANTITY
+        elif order.qty - order.remaining + remaining > book.max_qty:
+            reason = RejectReason.QUANTITY_OVER_MAX
+        if reason is not None:
+            events.append(_reject(cmd, reason, book.market_id, order.account, order.order_id))
+            return
+        if price == order.price and remaining <= order.remaining:  # nothing, or a reduce: it keeps its place
+            if remaining < order.remaining:
+                self._reduce_by(order, order.remaining - remaining, cmd, events)
+            return
+        side, account, order_id, market_id = order.side, order.account, order.order_id, book.market_id
+        arrival = PlaceOrder(
+            seq=cmd.seq,
+            ts=cmd.ts,
+            market_id=market_id,
+            order_id=order_id,
+            account=account,
+            side=side,
+            price=price,
+            qty=remaining,
+            tif=order.tif,
+            post_only=cmd.post_only,
+            expires_at=order.expires_at,
+            stp=cmd.stp,
+        )
+        # its own side of the book: the order itself is never the first order it would meet
+        crosses = price >= book.best_ask if side is _BUY else price <= book.best_bid
+        if book.state is not _OPEN:
+            reason = RejectReason.MARKET_NOT_OPEN
+        elif book.collateral and not self.ledger.affordable(book, account, side, price, remaining, order_id):
+            reason = RejectReason.INSUFFICIENT_FUNDS
+        elif crosses:
+            reason = self._check_taker(arrival, book, side, price)
+        if reason is not None:
+            events.append(_reject(cmd, reason, market_id, account, order_id))
+            return
+        old_price, old_remaining, filled = order.price, order.remaining, order.filled
+        qty = order.qty - old_remaining + remaining
+        book.take_off(order)
+        seq, ts = cmd.seq, cmd.ts
+        events.append(
+            OrderAmended(seq, ts, market_id, order_id, account, side, price, remaining, qty, old_price, old_remaining)
+        )
+        left, stopped = self._match(arrival, book, side, price, events) if crosses else (remaining, False)
+        if not left or stopped:
+            del self.orders[order_id]
+            if left:
+                events.append(OrderCancelled(seq, ts, market_id, order_id, account, left, CancelReason.SELF_TRADE))
+            return
+        moved = Order(
+            order_id, account, side, price, qty, left, filled + remaining - left, order.tif, order.expires_at, book
+        )
+        book.rest(moved)
+        self.orders[order_id] = moved
+        events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, left))
+
     def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
         found = self._find_live(cmd.order_id, cmd.account)
         if isinstance(found, RejectReason) or cmd.reduce_by <= 0:
             reason = found if isinstance(found, RejectReason) else RejectReason.INVALID_QUANTITY
             events.append(_reject(cmd, reason, "", cmd.account, cmd.order_id))
             return
-        if cmd.reduce_by >= found.remaining:
-            self._cancel_resting(found, CancelReason.USER, cmd.seq, cmd.ts, events)
+        self._reduce_by(found, cmd.reduce_by, cmd, events)
+
+    def _reduce_by(self, order: Order, reduce_by: int, cmd: Command, events: list[Event]) -> None:
+        """Lower a live order's remainder by ``reduce_by`` (> 0), keeping its place; all of it cancels it."""
+        if reduce_by >= order.remaining:
+            self._cancel_resting(order, CancelReason.USER, cmd.seq, cmd.ts, events)
             return
-        found.remaining -= cmd.reduce_by
-        level = found.book.levels[found.side][found.price]
+        order.remaining -= reduce_by
+        level = order.book.levels[order.side][order.price]
         assert level is not None
-        level.total -= cmd.reduce_by
+        level.total -= reduce_by
         events.append(
             OrderReduced(
                 seq=cmd.seq,
                 ts=cmd.ts,
-                market_id=found.book.market_id,
-                order_id=found.order_id,
-                account=found.account,
-                reduced_by=cmd.reduce_by,
-                remaining=found.remaining,
+                market_id=order.book.market_id,
+                order_id=order.order_id,
+                account=order.account,
+                reduced_by=reduce_by,
+                remaining=order.remaining,
             )
         )
 

@@ -21,7 +21,10 @@ Reserves
     back (SELL) reserves its stake; a lay (BUY) its liability at its limit odds,
     ``ceil(stake * (odds - 1))``. An order's reserve is always that function of its remaining
     quantity, so a cancel, reduce, expiry or unfilled remainder releases exactly the difference;
-    a cancel or reduce of a partly covered sell releases cash before contracts.
+    a cancel or reduce of a partly covered sell releases cash before contracts. An amend that
+    moves the order (a new price or more quantity) releases all of its reserve and reserves
+    again, as for a new order of its new price and remaining quantity; it was refused
+    (INSUFFICIENT_FUNDS) unless that fits the free balance with the old reserve counted free.
 Trades (at the maker's price ``t``)
     Binary: the buyer pays ``t`` per contract and gets YES contracts; the seller delivers its
     committed YES contracts first (receiving ``t`` each) and for the rest pays ``100 - t`` and
@@ -62,6 +65,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderReduced,
     PositionChanged,
@@ -159,14 +163,17 @@ class Ledger:
         self.net_deposits -= amount
         return balance
 
-    def affordable(self, book: Book, account: str, side: Side, price: int, qty: int) -> bool:
-        """Whether a new order's reserve fits the account's free balance."""
+    def affordable(self, book: Book, account: str, side: Side, price: int, qty: int, instead_of: int = 0) -> bool:
+        """Whether a new order's reserve fits the account's free balance; ``instead_of``, a live
+        order it replaces (an amend), whose own reserve and contracts then count as free."""
+        old = self.orders.get(instead_of) if instead_of else None
         order = Reserve(book.market_id, account, book.scheme is _BINARY, side, price, qty)
         if order.binary and side is _SELL:
-            order.covered = min(qty, self._free_contracts(book.market_id, account))
+            contracts = self._free_contracts(book.market_id, account) + (0 if old is None else old.covered)
+            order.covered = min(qty, contracts)
         balance = self.accounts.get(account)
         free = 0 if balance is None else balance.total - balance.reserved
-        return cash_reserve(order) <= free
+        return cash_reserve(order) <= free + (0 if old is None else cash_reserve(old))
 
     def _free_contracts(self, market_id: str, account: str) -> int:
         position = self.positions.get((market_id, account))
@@ -188,6 +195,9 @@ class Ledger:
                     self._trade(event, out)
                 case OrderAccepted():
                     self._accept(event, out)
+                case OrderAmended(order_id=order_id, old_remaining=old_remaining):
+                    self._release(event, order_id, old_remaining, out)  # all of the old reserve, then the new
+                    self._accept(event, out)
                 case (
                     OrderCancelled(order_id=order_id, cancelled_qty=qty)
                     | OrderReduced(order_id=order_id, reduced_by=qty)
@@ -199,11 +209,10 @@ class Ledger:
             self._settle(event, out)
         return out
 
-    def _accept(self, event: OrderAccepted, out: list[Event]) -> None:
+    def _accept(self, event: OrderAccepted | OrderAmended, out: list[Event]) -> None:
         market_id = event.market_id
-        order = Reserve(
-            market_id, event.account, self.markets[market_id] is _BINARY, event.side, event.price, event.qty
-        )
+        open_qty = event.qty if isinstance(event, OrderAccepted) else event.remaining
+        order = Reserve(market_id, event.account, self.markets[market_id] is _BINARY, event.side, event.price, open_qty)
         self.orders[event.order_id] = order
         if order.binary and order.side is _SELL:
             order.covered = min(order.remaining, self._free_contracts(market_id, order.account))

@@ -198,6 +198,19 @@ class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
     account: Text = ""  # when given, must own the order
 
 
+class AmendOrder(Command, frozen=True, gc=False, kw_only=True):
+    """Change a live order's price and/or its remaining quantity in one step (see the engine's
+    "Amending" rule). ``price`` 0 keeps the price, ``qty`` 0 keeps the remaining quantity; the
+    amended order is checked as a new arrival with ``post_only`` and ``stp`` (its market's if None)."""
+
+    order_id: Int64
+    account: Text = ""  # when given, must own the order
+    price: Int64 = 0
+    qty: Int64 = 0  # the new remaining quantity
+    post_only: bool = False
+    stp: SelfTradePrevention | None = None
+
+
 MAX_CANCEL_IDS = 100  # the most orders one CancelOrders names
 
 
@@ -360,6 +373,23 @@ class OrderReduced(Event, frozen=True, gc=False):
     remaining: int
 
 
+class OrderAmended(Event, frozen=True, gc=False):
+    """A live order was given a new price or more quantity: it left the book, and now trades
+    and rests as a new arrival would (its ``TradeExecuted``, then ``OrderRested`` or
+    ``OrderCancelled``, follow), behind every order already at its price. ``qty`` is its new total
+    (filled, plus cancelled or reduced, plus the new remaining)."""
+
+    market_id: str
+    order_id: int
+    account: str
+    side: Side
+    price: int
+    remaining: int
+    qty: int
+    old_price: int
+    old_remaining: int
+
+
 class BalanceChanged(Event, frozen=True, gc=False):
     """An account's cash after a change, in minor units: ``total`` owned, ``reserved`` of it
     set aside for resting orders (free = total - reserved). Absolute values, so the last one
@@ -458,6 +488,7 @@ AnyCommand = (
     | PlaceOrder
     | CancelOrder
     | CancelOrders
+    | AmendOrder
     | ReduceOrder
     | CancelAll
     | Deposit
@@ -475,6 +506,7 @@ AnyEvent = (
     | TradeExecuted
     | OrderCancelled
     | OrderReduced
+    | OrderAmended
     | BalanceChanged
     | PositionChanged
     | Rejected
