@@ -25,6 +25,7 @@ from matchbox.consumers.db import alembic_config, create_engine, database_url, o
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     AdvanceTime,
+    AmendOrder,
     CancelAll,
     CancelOrder,
     CloseMarket,
@@ -127,9 +128,14 @@ def _random_command(rng: random.Random, stream: Stream, mids: dict[str, int]) ->
     elif roll < 0.62:
         mids[market_id] = max(5, min(95, mids[market_id] + rng.randint(-2, 2)))
         _random_place(rng, stream, market_id, mids[market_id], step_ms)
-    elif roll < 0.77 and live:
+    elif roll < 0.73 and live:
         order_id = rng.choice(live) if rng.random() < 0.9 else rng.randint(1, stream.next_order_id + 3)
         stream.apply(CancelOrder, order_id=order_id, step_ms=step_ms)
+    elif roll < 0.77 and live:  # a new price (it may cross), more or less quantity
+        order = stream.engine.orders[rng.choice(live)]
+        price = order.price + rng.randint(-3, 3) if rng.random() < 0.7 else 0
+        qty = rng.randint(1, 30) if rng.random() < 0.6 else 0
+        stream.apply(AmendOrder, order_id=order.order_id, price=max(0, price), qty=qty, step_ms=step_ms)
     elif roll < 0.88 and live:
         order = stream.engine.orders[rng.choice(live)]
         stream.apply(ReduceOrder, order_id=order.order_id, reduce_by=rng.randint(1, order.remaining), step_ms=step_ms)

@@ -166,8 +166,8 @@ def test_cancel_reduce_and_cancel_all(open_client: TestClient) -> None:
     second = place(open_client, market_id=market, side="buy", price=31, qty=10, account="ann").json()
     reduced = open_client.patch(f"/v1/orders/{first['order_id']}", json={"reduce_by": 4})
     assert (reduced.status_code, reduced.json()["remaining"]) == (200, 6)
-    raise_attempt = open_client.patch(f"/v1/orders/{first['order_id']}", json={"qty": 20})
-    assert (raise_attempt.status_code, raise_attempt.json()["error"]["field"]) == (400, "qty")
+    both = open_client.patch(f"/v1/orders/{first['order_id']}", json={"reduce_by": 1, "qty": 2})
+    assert (both.status_code, both.json()["error"]["field"]) == (400, "reduce_by")
     cancelled = open_client.delete(f"/v1/orders/{second['order_id']}")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     twice = open_client.delete(f"/v1/orders/{second['order_id']}")
@@ -203,6 +203,32 @@ def test_cancel_by_ids_answers_each_order_and_self_trade_is_the_order_s_choice(o
     assert (too_many.status_code, too_many.json()["error"]["field"]) == (422, "order_ids")
     bad_rule = place(open_client, market_id=market, side="buy", price=30, qty=1, self_trade="cancel_nobody")
     assert (bad_rule.status_code, bad_rule.json()["error"]["field"]) == (422, "self_trade")
+
+
+def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    ann = place(open_client, market_id=market, side="buy", price=30, qty=10, account="ann").json()
+    bob = place(open_client, market_id=market, side="buy", price=30, qty=5, account="bob").json()
+    lowered = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 8})  # keeps its place
+    assert (lowered.status_code, lowered.json()["remaining"]) == (200, 8), lowered.text
+    place(open_client, market_id=market, side="sell", price=30, qty=2, account="carl")
+    assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["filled"] == 2  # still first
+    raised = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 9})  # behind bob now
+    # qty: all it was ever given, 2 filled, 2 reduced away, 9 left
+    assert (raised.status_code, raised.json()["remaining"], raised.json()["qty"]) == (200, 9, 13), raised.text
+    place(open_client, market_id=market, side="sell", price=30, qty=5, account="carl")
+    assert open_client.get(f"/v1/orders/{bob['order_id']}").json()["status"] == "filled"
+    assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["remaining"] == 9
+    place(open_client, market_id=market, side="sell", price=34, qty=4, account="carl")
+    refused = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": 35, "post_only": True})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "POST_ONLY_WOULD_TAKE")
+    assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["price"] == 30  # as it was
+    moved = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": 35})  # trades 4@34, rests 5@35
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["price"], moved.json()["remaining"], moved.json()["filled"]) == (35, 5, 6)
+    book = open_client.get(f"/v1/markets/{market}/book").json()
+    assert [(level["price"], level["qty"]) for level in book["bids"]] == [(35, 5)]
+    assert book["asks"] == []
 
 
 def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestClient) -> None:

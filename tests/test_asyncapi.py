@@ -67,6 +67,9 @@ def test_every_message_of_the_feed_matches_the_asyncapi_document(
         reduced = open_client.patch(f"/v1/orders/{sell['order_id']}", json={"reduce_by": 1, "account": ann})
         assert reduced.status_code == 200, reduced.text
         collect(ws, typed("OrderReduced"), seen)
+        moved = open_client.patch(f"/v1/orders/{sell['order_id']}", json={"price": 61, "account": ann})
+        assert moved.status_code == 200, moved.text
+        collect(ws, typed("OrderAmended"), seen)
         refused = open_client.post(
             "/v1/orders",
             json={"market_id": binary, "side": "buy", "price": 60, "qty": 50, "tif": "FOK", "account": bob},

@@ -165,6 +165,9 @@ def test_results_are_typed_and_errors_are_their_codes(stack: Up) -> None:
             (order.order_id, 200),  # named twice: answered twice, cancelled once
         ]
         assert client.balance().reserved == 41 + 42
+        moved = client.amend_order(listed[1], price=45, qty=3)  # the 42 bid, now 3@45: reserves 135
+        assert (moved.price, moved.remaining) == (45, 3)
+        assert client.balance().reserved == 41 + 135
     with Client(stack.url, "mbk_nope_nope") as stranger, pytest.raises(Unauthenticated):
         stranger.balance()
 

@@ -31,10 +31,12 @@ from matchbox.consumers.runner import Poison, Sink
 from matchbox.consumers.schema import CANDLE_INTERVALS_MS, balances, consumer_offsets, metadata
 from matchbox.engine.queries import PriceLevel
 from matchbox.engine.types import (
+    AmendOrder,
     CancelOrder,
     CreateMarket,
     Event,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderReduced,
     ReduceOrder,
@@ -287,6 +289,11 @@ def test_trades_exactly_once_and_orders_as_the_engine_saw_them(database: sa.Engi
         filled[trade.maker_order_id] += trade.qty
         filled[trade.taker_order_id] += trade.qty
     accepted = {event.order_id: event for event in events if isinstance(event, OrderAccepted)}
+    stated = {event.order_id: (event.price, event.qty) for event in events if isinstance(event, OrderAccepted)}
+    for event in events:
+        if isinstance(event, OrderAmended):  # the newest price and quantity stand
+            stated[event.order_id] = (event.price, event.qty)
+    assert any(isinstance(event, OrderAmended) for event in events), "the flow should amend some orders"
     cancelled = {event.order_id: event for event in events if isinstance(event, OrderCancelled)}
     reduced: dict[int, int] = defaultdict(int)
     for event in events:
@@ -306,8 +313,10 @@ def test_trades_exactly_once_and_orders_as_the_engine_saw_them(database: sa.Engi
         elif order_id in cancelled:
             assert (row["status"], row["remaining"]) == ("cancelled", 0)
             assert row["cancelled_qty"] == cancelled[order_id].cancelled_qty
-        elif order_id not in live:
-            done = ("filled", 0, accepted[order_id].qty - reduced[order_id])
+        else:
+            assert (row["price"], row["qty"]) == stated[order_id]
+        if order_id not in rejected | set(cancelled) | set(live):
+            done = ("filled", 0, stated[order_id][1] - reduced[order_id])
             assert (row["status"], row["remaining"], row["filled"]) == done
 
 
@@ -378,6 +387,23 @@ def test_flow_candles_and_book_match_a_plain_computation_and_the_engine(database
         assert found is not None
         assert (found.best_bid, found.best_ask) == FLOW.engine.best_bid_ask(market_id)
     assert FLOW.engine.depth("chess", 5) != FLOW.engine.depth("rain", 5)  # some book is not empty
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_amended_order_is_stored_where_and_as_it_was_moved(database: sa.Engine, reverse: bool) -> None:
+    """An ask rests, is moved up and given more quantity, and moved again: the orders table holds
+    its last price and quantity, the stored book has it at its last price only, whichever batch
+    comes first."""
+    stream = Stream()
+    stream.apply(CreateMarket, market_id="m", scheme=TickScheme.TICKS, max_tick=100)
+    order_id = stream.place("m", "ann", Side.SELL, 55, 10)[0].order_id  # type: ignore[attr-defined]
+    stream.apply(AmendOrder, order_id=order_id, price=57, qty=12)
+    stream.apply(AmendOrder, order_id=order_id, price=58)
+    batches = [[entry] for entry in stream.entries]
+    build(database, batches[::-1] if reverse else batches)
+    row = next(r for r in queries.table_rows(database, "orders") if r["order_id"] == order_id)
+    assert (row["price"], row["qty"], row["remaining"], row["status"]) == (58, 12, 12, "open")
+    assert stored_book(database, "m") == ([], [PriceLevel(58, 12, 1)])
 
 
 def known_trades() -> Stream:

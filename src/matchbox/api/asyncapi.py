@@ -233,7 +233,7 @@ def _event_schema(event: type[msgspec.Struct]) -> dict[str, Any]:
 def _field_schema(name: str, kind: Any) -> dict[str, Any]:
     if name in OPTIONAL_TIMES:
         return {"type": ["integer", "null"], "description": "unix ms; null: none"}
-    if name == "price":
+    if name in ("price", "old_price"):
         return PRICE
     if kind is Side:
         return {"enum": ALL_SIDE_WORDS}

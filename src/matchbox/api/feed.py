@@ -33,6 +33,7 @@ from matchbox.engine.types import (
     Event,
     HeartbeatSet,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderReduced,
     OrderRested,
@@ -165,6 +166,13 @@ def _rested(event: OrderRested, data: dict[str, Any], scheme_of: SchemeOf) -> No
     data["price"] = _price(scheme, event.price)
 
 
+def _amended(event: OrderAmended, data: dict[str, Any], scheme_of: SchemeOf) -> None:
+    scheme = scheme_of(event.market_id)
+    data["side"] = _SIDE_WORDS[scheme][event.side]
+    data["price"] = _price(scheme, event.price)
+    data["old_price"] = _price(scheme, event.old_price)
+
+
 def _reason(
     event: OrderCancelled | Rejected | BalanceChanged | PositionChanged | TransferRefused,
     data: dict[str, Any],
@@ -183,6 +191,7 @@ ORDER_EVENTS: dict[type[Event], Callable[[Any, dict[str, Any], SchemeOf], None]]
     OrderRested: _rested,
     OrderCancelled: _reason,
     OrderReduced: _as_is,
+    OrderAmended: _amended,
     Rejected: _reason,
     BalanceChanged: _reason,
     PositionChanged: _reason,

@@ -142,12 +142,21 @@ class BatchIn(BaseModel):
     orders: list[OrderIn] = Field(min_length=1, max_length=100)
 
 
-class ReduceIn(BaseModel):
+class AmendIn(BaseModel):
+    """A reduce (``reduce_by``, or a lower ``qty`` at the same price: it keeps its place) or an
+    amend (a new ``price``/``odds`` or more ``qty``: it is re-queued as a new arrival)."""
+
     model_config = ConfigDict(extra="forbid")
     reduce_by: Int64 | None = Field(default=None, description="lower the remaining quantity by this much")
     qty: int | None = Field(
-        default=None, ge=0, le=INT64_MAX, description="or: the new remaining quantity (lower than now)"
+        default=None, ge=0, le=INT64_MAX, description="or: the new remaining quantity, contracts or units (0 cancels)"
     )
+    price: Int64 | None = Field(default=None, description="a new price: cents (binary) or ticks (ticks markets)")
+    odds: Odds | None = Field(default=None, description="a new price in decimal odds (odds markets)")
+    post_only: bool | None = Field(
+        default=None, description="refuse the amend if it would trade; default: as the order was placed"
+    )
+    self_trade: SelfTrade | None = Field(default=None, description="as on a new order; default: the market's rule")
     account: AccountId | None = None
 
 

@@ -31,6 +31,7 @@ from matchbox.api.models import (
     NS_PER_MS,
     SELF_TRADE,
     AccountId,
+    AmendIn,
     BatchIn,
     BatchItemOut,
     BatchOut,
@@ -43,7 +44,6 @@ from matchbox.api.models import (
     MarketId,
     OrderIn,
     OrderOut,
-    ReduceIn,
 )
 from matchbox.api.prices import PriceError, price_out, side_of, side_word, tick_of
 from matchbox.api.projection import MarketView, OrderView, Projection
@@ -68,9 +68,11 @@ from matchbox.engine.ids import shard_of
 from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.rules import LIVE_STATUSES, Invalid, check_order
 from matchbox.engine.types import (
+    AmendOrder,
     CancelAll,
     CancelOrder,
     CancelOrders,
+    Command,
     Event,
     MarketCreated,
     MarketState,
@@ -566,27 +568,48 @@ async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) ->
 
 
 @router.patch("/orders/{order_id}", response_model=OrderOut, response_model_exclude_none=True, responses=KEY_ERRORS)
-async def reduce_order(request: Request, order_id: OrderId, body: ReduceIn, caller: Caller) -> OrderOut:
-    """Reduce a resting order's quantity, keeping its place in the queue (raising it is a new order)."""
+async def amend_order(request: Request, order_id: OrderId, body: AmendIn, caller: Caller) -> OrderOut:
+    """Reduce a resting order (``reduce_by``, or a lower ``qty`` at its price: it keeps its place
+    in the queue), or amend it: a new ``price``/``odds`` or more ``qty`` re-queues it as a new
+    arrival, atomically (it may trade at once). A refused amend (409) leaves the order as it was."""
     services = services_of(request)
     order = _own_order(services, order_id, caller, body.account)
     account = caller or body.account
-    if (body.reduce_by is None) == (body.qty is None):
-        raise ApiError(400, Code.MISSING_FIELD, "give reduce_by or qty (the new remaining quantity)", "reduce_by")
-    reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
-    field = "reduce_by" if body.reduce_by is not None else "qty"
-    if reduce_by <= 0:
-        raise ApiError(
-            400,
-            RejectReason.INVALID_QUANTITY,
-            "an order can only be reduced; to raise it, cancel and place a new one",
-            field,
-        )
     if order.status not in LIVE_STATUSES:
         raise ApiError(
-            409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to reduce", "order_id"
+            409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to change", "order_id"
         )
-    command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
+    moving = body.price is not None or body.odds is not None
+    if body.reduce_by is not None and (body.qty is not None or moving):
+        raise ApiError(400, Code.INVALID_FIELD, "give reduce_by alone, or qty and/or price", "reduce_by")
+    if body.reduce_by is not None or (body.qty is not None and not moving and body.qty <= order.remaining):
+        reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
+        if reduce_by <= 0:
+            field = "reduce_by" if body.reduce_by is not None else "qty"
+            raise ApiError(400, RejectReason.INVALID_QUANTITY, "give a quantity to take off (> 0)", field)
+        command: Command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
+    elif body.qty is None and not moving:
+        raise ApiError(400, Code.MISSING_FIELD, "give reduce_by, or qty and/or price (or odds)", "qty")
+    else:
+        market = market_of(services, order.market_id)
+        try:
+            price = tick_of(market.scheme, body.price, body.odds) if moving else 0
+        except PriceError as exc:
+            raise ApiError(400, exc.code, exc.message, exc.field) from None
+        if body.qty == 0:
+            raise ApiError(
+                400, RejectReason.INVALID_QUANTITY, "qty 0 with a new price: cancel the order instead", "qty"
+            )
+        command = AmendOrder(
+            seq=0,
+            ts=0,
+            order_id=order_id,
+            account=account or "",
+            price=price,
+            qty=body.qty or 0,
+            post_only=order.post_only if body.post_only is None else body.post_only,
+            stp=None if body.self_trade is None else SELF_TRADE[body.self_trade],
+        )
     await engine_outcome(services, command)
     return order_out(services, services.projection.orders[order_id])
 

@@ -25,6 +25,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderKind,
     OrderReduced,
@@ -277,6 +278,15 @@ class Projection:
         order.remaining = e.remaining
         return [order, self._level(order.market_id, order.side, order.price, -e.reduced_by, 0)]
 
+    def _amended(self, e: OrderAmended, n: int, entry_id: str) -> list[Update]:
+        """The order left the book; it arrives again: its trades, then OrderRested (or a cancel), follow."""
+        order = self.orders[e.order_id]
+        updates: list[Update] = [order]
+        if order.resting:
+            updates.append(self._level(order.market_id, order.side, order.price, -e.old_remaining, -1))
+        order.resting, order.price, order.qty, order.remaining = False, e.price, e.qty, e.remaining
+        return updates
+
     def _rejected(self, e: Rejected, n: int, entry_id: str) -> list[Update]:
         if e.command != "PlaceOrder" or not e.order_id:
             return []
@@ -355,6 +365,7 @@ _HANDLERS: dict[type[Event], Callable[[Projection, Any, int, str], list[Update]]
     TradeExecuted: Projection._trade,
     OrderCancelled: Projection._cancelled,
     OrderReduced: Projection._reduced,
+    OrderAmended: Projection._amended,
     Rejected: Projection._rejected,
     BalanceChanged: Projection._balance,
     PositionChanged: Projection._position,

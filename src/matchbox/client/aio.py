@@ -230,6 +230,26 @@ class AsyncClient:
             body["account"] = self.account
         return await self.request("PATCH", f"/orders/{order_id}", OrderOut, json=body)
 
+    async def amend_order(
+        self,
+        order_id: int,
+        *,
+        price: int | None = None,
+        odds: Decimal | float | str | None = None,
+        qty: int | None = None,
+        post_only: bool | None = None,
+        self_trade: SelfTrade | None = None,
+    ) -> OrderOut:
+        """Move a resting order to a new ``price`` (or ``odds``) and/or give it a new remaining
+        ``qty``: more quantity or a new price re-queues it as a new arrival (it may trade at once);
+        a lower ``qty`` alone keeps its place. A refused amend leaves the order as it was."""
+        fields = {"price": price, "odds": None if odds is None else str(odds), "qty": qty}
+        fields |= {"post_only": post_only, "self_trade": self_trade}
+        body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        if self.account and not self.api_key:
+            body["account"] = self.account
+        return await self.request("PATCH", f"/orders/{order_id}", OrderOut, json=body)
+
     async def cancel_orders(self, order_ids: Sequence[int]) -> CancelManyOut:
         """Cancel up to 100 orders at once; each item has its own status, and order or error.
         Retried as a whole: a second cancel of an order already cancelled is its 409, nothing more."""

@@ -74,6 +74,7 @@ class Client:
     cancel_order = _blocking(AsyncClient.cancel_order)
     reduce_order = _blocking(AsyncClient.reduce_order)
     cancel_orders = _blocking(AsyncClient.cancel_orders)
+    amend_order = _blocking(AsyncClient.amend_order)
     cancel_all = _blocking(AsyncClient.cancel_all)
     balance = _blocking(AsyncClient.balance)
     positions = _blocking(AsyncClient.positions)

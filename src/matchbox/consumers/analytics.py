@@ -23,8 +23,9 @@ for the additive part:
   maxima and minima: none of these depend on the order in which trades arrive.
 - The last trade is last-writer-wins by trade id.
 - A resting order's remaining quantity is last-writer-wins by the event sequence number ``n``
-  (OrderRested sets it, a fill as maker, a reduction, a cancellation to zero): the newest event
-  wins whatever the order of arrival. Its side and price are set once. So the book tables need
+  (OrderRested sets it, a fill as maker, a reduction, an amend or a cancellation to zero): the
+  newest event wins whatever the order of arrival. Its side is set once; its price by the newest
+  OrderRested (an amended order rests again at its new price), by ``price_n``. So the book tables need
   no de-duplication at all, and there is no in-memory state to lose or reload: each batch reads
   nothing and writes upserts only.
 
@@ -48,6 +49,7 @@ from matchbox.consumers.batch import (
     first_known,
     insert,
     newer,
+    newer_stated,
     write_sorted,
 )
 from matchbox.consumers.schema import (
@@ -60,6 +62,7 @@ from matchbox.consumers.schema import (
 from matchbox.engine.types import (
     CancelReason,
     MarketCreated,
+    OrderAmended,
     OrderCancelled,
     OrderReduced,
     OrderRested,
@@ -87,6 +90,8 @@ class AnalyticsFold:
                 self._book_order(order_id, market_id, n, event.remaining, side, price)
             case OrderReduced(order_id=order_id, market_id=market_id) as event:
                 self._book_order(order_id, market_id, n, event.remaining)
+            case OrderAmended(order_id=order_id, market_id=market_id):  # off the book; it may rest again
+                self._book_order(order_id, market_id, n, 0)
             case OrderCancelled(order_id=order_id, market_id=market_id, reason=reason):
                 if reason is not CancelReason.UNFILLED:  # an unfilled remainder never rested
                     self._book_order(order_id, market_id, n, 0)
@@ -118,15 +123,15 @@ class AnalyticsFold:
                 "market_id": market_id,
                 "side": None,
                 "price": None,
+                "price_n": None,
                 "remaining": remaining,
                 "last_n": n,
             }
         elif n > row["last_n"]:
             row["remaining"] = remaining
             row["last_n"] = n
-        if side is not None and row["side"] is None:
-            row["side"] = int(side)
-            row["price"] = price
+        if side is not None and (row["price_n"] is None or n > row["price_n"]):  # where it rests now
+            row["side"], row["price"], row["price_n"] = int(side), price, n
 
     def trade_rows(self) -> list[Row]:
         return [
@@ -213,7 +218,8 @@ def _book_upsert(statement: Insert) -> Insert:
         index_elements=["order_id"],
         set_={
             "side": first_known(statement, table, "side"),
-            "price": first_known(statement, table, "price"),
+            "price": newer_stated(statement, table, "price"),
+            "price_n": newer_stated(statement, table, "price_n"),
             "remaining": newer(statement, table, "remaining"),
             "last_n": newer(statement, table, "last_n"),
         },

@@ -195,6 +195,14 @@ def newer(statement: Insert, table: sa.Table, column: str, by: str = "last_n") -
     return sa.case((excluded[by] > table.c[by], excluded[column]), else_=table.c[column])
 
 
+def newer_stated(statement: Insert, table: sa.Table, column: str, by: str = "price_n") -> sa.ColumnElement[Any]:
+    """On conflict: the incoming value if its ``by`` is higher than the stored one, a stored null
+    counting as older than any (a row written before the column existed); else the stored one."""
+    excluded = statement.excluded
+    older = sa.func.coalesce(table.c[by], sa.literal_column("-1"))
+    return sa.case((excluded[by] > older, excluded[column]), else_=table.c[column])
+
+
 def first_known(statement: Insert, table: sa.Table, column: str) -> sa.ColumnElement[Any]:
     """On conflict: the stored value unless it is null (a column set once by one event)."""
     return sa.func.coalesce(table.c[column], statement.excluded[column])

@@ -56,6 +56,7 @@ from matchbox.consumers.batch import (
     first_known,
     insert,
     newer,
+    newer_stated,
     write_sorted,
 )
 from matchbox.consumers.schema import (
@@ -75,6 +76,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderReduced,
     OrderRested,
@@ -89,8 +91,6 @@ MARKET_ONCE = ("scheme", "min_tick", "max_tick", "max_qty", "stp", "created_ts")
 MARKET_LATEST = ("state", "outcome", "updated_ts", "last_n")
 ORDER_ONCE = (
     "side",
-    "price",
-    "qty",
     "kind",
     "tif",
     "post_only",
@@ -101,6 +101,7 @@ ORDER_ONCE = (
     "reject_reason",
 )
 ORDER_LATEST = ("remaining", "updated_ts", "last_n")
+ORDER_STATED = ("price", "qty", "price_n")  # by the OrderAccepted, then by each OrderAmended
 BALANCE_LATEST = ("total", "reserved", "updated_ts", "last_n")
 POSITION_LATEST = ("yes", "no", "committed", "stake", "liability", "updated_ts", "last_n")
 
@@ -129,6 +130,10 @@ class Fold:
                 _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
             case OrderReduced(order_id=order_id, market_id=market_id, account=account) as event:
                 _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
+            case OrderAmended(order_id=order_id, market_id=market_id, account=account) as event:
+                row = self._order(order_id, market_id, account)
+                _stated(row, n, event.price, event.qty)
+                _latest(row, n, event.ts, event.remaining)
             case OrderCancelled() as event:
                 self._cancelled(n, event)
             case Rejected() as event:
@@ -154,6 +159,7 @@ class Fold:
                 "side": None,
                 "price": None,
                 "qty": None,
+                "price_n": None,
                 "kind": None,
                 "tif": None,
                 "post_only": None,
@@ -173,8 +179,7 @@ class Fold:
     def _accepted(self, n: int, event: OrderAccepted) -> None:
         row = self._order(event.order_id, event.market_id, event.account)
         row["side"] = int(event.side)
-        row["price"] = event.price
-        row["qty"] = event.qty
+        _stated(row, n, event.price, event.qty)
         row["kind"] = int(event.kind)
         row["tif"] = int(event.tif)
         row["post_only"] = event.post_only
@@ -309,6 +314,11 @@ class Fold:
         return rows
 
 
+def _stated(row: Row, n: int, price: int, qty: int) -> None:
+    if row["price_n"] is None or n > row["price_n"]:
+        row["price"], row["qty"], row["price_n"] = price, qty, n
+
+
 def _latest(row: Row, n: int, ts: int, remaining: int) -> None:
     if n > row["last_n"]:
         row["remaining"] = remaining
@@ -378,6 +388,7 @@ def _orders_upsert(statement: Insert) -> Insert:
     merged: dict[str, sa.ColumnElement[Any]] = {
         **{column: first_known(statement, orders, column) for column in ORDER_ONCE},
         **{column: newer(statement, orders, column) for column in ORDER_LATEST},
+        **{column: newer_stated(statement, orders, column) for column in ORDER_STATED},
         "filled": orders.c.filled + statement.excluded.filled,
     }
     merged["status"] = _status_sql(merged)

@@ -86,8 +86,9 @@ orders = sa.Table(
     sa.Column("account", Name, nullable=False),
     # from OrderAccepted (null until it is folded, and on a rejected order)
     sa.Column("side", sa.SmallInteger),
-    sa.Column("price", sa.BigInteger),  # a market order's worst acceptable tick
-    sa.Column("qty", sa.BigInteger),
+    sa.Column("price", sa.BigInteger),  # a market order's worst acceptable tick; an amend's new price
+    sa.Column("qty", sa.BigInteger),  # as accepted, or as last amended
+    sa.Column("price_n", sa.BigInteger),  # the n of the event that last stated price and qty (0006)
     sa.Column("kind", sa.SmallInteger),
     sa.Column("tif", sa.SmallInteger),
     sa.Column("post_only", sa.Boolean),
@@ -216,7 +217,8 @@ analytics_book_orders = sa.Table(  # every order that rested: where, and how muc
     sa.Column("order_id", Id, primary_key=True, autoincrement=False),
     sa.Column("market_id", Name, nullable=False),
     sa.Column("side", sa.SmallInteger),  # null until the OrderRested (or a fill as maker) is folded
-    sa.Column("price", sa.BigInteger),
+    sa.Column("price", sa.BigInteger),  # where it rests now: an amended order rests again elsewhere
+    sa.Column("price_n", sa.BigInteger),  # the n of the OrderRested that set it (0006)
     sa.Column("remaining", sa.BigInteger, nullable=False),  # last-writer-wins by last_n; 0 once off
     sa.Column("last_n", sa.BigInteger, nullable=False),
     sa.Index(
