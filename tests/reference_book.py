@@ -20,7 +20,8 @@ Rules followed (see the module docstring of :mod:`matchbox.engine.engine`):
 - cancel by ids: up to 100, each as a single cancel would, in the order given;
 - amend: the same price and less quantity is a reduce; a new price or more quantity takes the
   order off and it arrives again (checked, matched and rested as a new order of its kind);
-- market lifecycle OPEN <-> SUSPENDED -> CLOSED -> SETTLED; closing/settling cancels the book.
+- market lifecycle OPEN <-> SUSPENDED -> CLOSED -> SETTLED; closing/settling cancels the book,
+  suspending cancels the orders that lapse (by id).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class RefOrder:
     tif: TimeInForce
     expires_at: int
     arrival: int  # when it started resting: its time priority
+    lapse: bool = False  # cancelled when its market is suspended
 
 
 @dataclass
@@ -231,6 +233,7 @@ class ReferenceBook:
                 kind=cmd.kind,
                 post_only=cmd.post_only,
                 expires_at=cmd.expires_at,
+                lapse=cmd.lapse,
             )
         ]
 
@@ -306,6 +309,7 @@ class ReferenceBook:
                 tif=cmd.tif,
                 expires_at=cmd.expires_at,
                 arrival=self.arrivals,
+                lapse=cmd.lapse,
             )
         )
         events.append(
@@ -440,6 +444,7 @@ class ReferenceBook:
             qty=remaining,
             tif=found.tif,
             expires_at=found.expires_at,
+            lapse=found.lapse,
         )
         amended = OrderAmended(
             seq=cmd.seq,
@@ -526,6 +531,9 @@ class ReferenceBook:
         if target in (MarketState.CLOSED, MarketState.SETTLED):
             for order in sorted(market.resting, key=lambda o: o.order_id):
                 events.append(self._take_off(order, CancelReason.MARKET_CLOSED, cmd))
+        if target == MarketState.SUSPENDED:
+            for order in sorted((o for o in market.resting if o.lapse), key=lambda o: o.order_id):
+                events.append(self._take_off(order, CancelReason.LAPSED, cmd))
         return events
 
     # ------------------------------------------------------------------ helpers

@@ -231,6 +231,20 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
     assert book["asks"] == []
 
 
+def test_a_suspension_cancels_the_orders_that_lapse_and_keeps_the_rest(open_client: TestClient) -> None:
+    market = new_market(open_client)
+    lapsing = place(open_client, market_id=market, side="buy", price=30, qty=5, on_suspend="lapse").json()
+    kept = place(open_client, market_id=market, side="buy", price=31, qty=5).json()
+    assert (lapsing["on_suspend"], kept["on_suspend"]) == ("lapse", "persist")
+    suspended = open_client.post(f"/v1/markets/{market}/suspend", headers=ADMIN)
+    assert suspended.status_code == 200, suspended.text
+    gone = open_client.get(f"/v1/orders/{lapsing['order_id']}").json()
+    assert (gone["status"], gone["cancel_reason"]) == ("cancelled", "LAPSED")
+    assert open_client.get(f"/v1/orders/{kept['order_id']}").json()["status"] == "open"
+    book = open_client.get(f"/v1/markets/{market}/book").json()
+    assert [(level["price"], level["qty"]) for level in book["bids"]] == [(31, 5)]
+
+
 def test_client_order_id_is_idempotent_and_conflicts_are_409(open_client: TestClient) -> None:
     market = new_market(open_client)
     body = {"market_id": market, "side": "buy", "price": 20, "qty": 2, "account": "ann", "client_order_id": "c-1"}

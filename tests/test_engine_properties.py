@@ -32,6 +32,7 @@ from matchbox.engine.types import (
     CreateMarket,
     Event,
     MarketState,
+    MarketStateChanged,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -263,6 +264,7 @@ def draw_order_fields(draw: st.DrawFn, ts: int) -> dict[str, Any]:
         "post_only": draw(ONE_IN_10),
         "expires_at": expires_at,
         "stp": draw(ORDER_STP),
+        "lapse": draw(ONE_IN_4),
     }
 
 
@@ -368,6 +370,7 @@ def amend_journals(draw: st.DrawFn) -> list[Command]:
                 tif=tif,
                 expires_at=journal.ts + draw(LIFETIME) if tif is TimeInForce.GTD else 0,
                 stp=draw(ORDER_STP),
+                lapse=draw(ONE_IN_4),
             )
     return journal.commands
 
@@ -480,6 +483,24 @@ def test_every_accepted_order_conserves_its_quantity(commands: list[Command]) ->
     for command in commands:
         ledger.record(engine.apply(command))
         ledger.check(engine)
+
+
+@PROFILE
+@given(st.one_of(journals(), amend_journals()))
+def test_a_suspension_lapses_exactly_the_lapsing_orders(commands: list[Command]) -> None:
+    """Every live order of the market that said it lapses, and no other, at the suspension only."""
+    engine, lapses = Engine(), dict[int, bool]()
+    for command in commands:
+        live = {order_id: order.book.market_id for order_id, order in engine.orders.items()}
+        events = engine.apply(command)
+        lapses |= {e.order_id: e.lapse for e in events if isinstance(e, OrderAccepted)}
+        lapsed = [e.order_id for e in events if isinstance(e, OrderCancelled) and e.reason is CancelReason.LAPSED]
+        expired = {e.order_id for e in events if isinstance(e, OrderCancelled) and e.reason is CancelReason.EXPIRED}
+        if isinstance(command, SuspendMarket) and any(isinstance(e, MarketStateChanged) for e in events):
+            market = command.market_id
+            assert lapsed == sorted(i for i, m in live.items() if m == market and lapses[i] and i not in expired)
+        else:
+            assert lapsed == [], command
 
 
 @PROFILE

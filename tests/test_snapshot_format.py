@@ -12,6 +12,7 @@ import pytest
 
 from matchbox.engine import Engine, SnapshotError
 from matchbox.engine.types import (
+    CancelReason,
     Command,
     CreateMarket,
     Deposit,
@@ -19,6 +20,7 @@ from matchbox.engine.types import (
     OrderCancelled,
     PlaceOrder,
     Side,
+    SuspendMarket,
     TickScheme,
     TimeInForce,
 )
@@ -61,6 +63,33 @@ def test_every_version_writes_the_same_bytes_and_restores(version: int) -> None:
     assert restored.snapshot() == data
     assert restored.orders.keys() == engine.orders.keys()
     assert restored.next_expiry() == engine.next_expiry()
+
+
+def test_an_order_that_lapses_is_written_as_version_5_and_lapses_after_a_restore() -> None:
+    engine = Engine()
+    engine.apply(CreateMarket(seq=1, ts=1, market_id="m", scheme=TickScheme.TICKS, max_tick=100))
+    for order_id, lapse in ((1, True), (2, False)):
+        seq = 1 + order_id
+        engine.apply(
+            PlaceOrder(
+                seq=seq,
+                ts=seq,
+                market_id="m",
+                order_id=order_id,
+                account="a",
+                side=Side.BUY,
+                price=10,
+                qty=5,
+                lapse=lapse,
+            )
+        )
+    data = engine.snapshot()
+    assert msgspec.msgpack.decode(data)[1] == 5
+    restored = Engine.restore(data)
+    assert restored.snapshot() == data
+    events = restored.apply(SuspendMarket(seq=4, ts=4, market_id="m"))
+    assert [(e.order_id, e.reason) for e in events if isinstance(e, OrderCancelled)] == [(1, CancelReason.LAPSED)]
+    assert msgspec.msgpack.decode(restored.snapshot())[1] == 1  # none lapses now: as before lapsing existed
 
 
 def test_gtd_orders_expire_in_the_same_order_after_a_restore() -> None:

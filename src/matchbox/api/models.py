@@ -135,6 +135,9 @@ class OrderIn(BaseModel):
         description="on meeting an order of the same account: cancel this one (cancel_taker), the resting one "
         "(cancel_resting) or both (cancel_both); default: the market's rule",
     )
+    on_suspend: Literal["persist", "lapse"] = Field(
+        default="persist", description="if its market is suspended: kept on the book, or cancelled (reason LAPSED)"
+    )
 
 
 class BatchIn(BaseModel):
@@ -189,6 +192,9 @@ class OrderOut(BaseModel):
     tif: str | None = None
     type: str | None = None
     post_only: bool = False
+    on_suspend: Literal["persist", "lapse"] = Field(
+        default="persist", description="what becomes of it if its market is suspended: kept, or cancelled (LAPSED)"
+    )
     fills: list[FillOut] = []
     reject_reason: str | None = None
     cancel_reason: str | None = None

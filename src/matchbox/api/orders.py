@@ -109,6 +109,7 @@ def order_out(services: Services, order: OrderView, client_order_id: str | None 
         tif=None if rejected else order.tif.name,
         type=None if rejected else order.kind.name.lower(),
         post_only=order.post_only,
+        on_suspend="lapse" if order.lapse else "persist",
         fills=[
             FillOut(
                 trade_id=f.trade_id, price=price_out(scheme, f.price), qty=f.qty, role=f.role, time_ms=f.ts // NS_PER_MS
@@ -205,6 +206,7 @@ def _place_command(services: Services, body: OrderIn, caller_account: str | None
         post_only=body.post_only,
         expires_at=expires_at,
         stp=None if body.self_trade is None else SELF_TRADE[body.self_trade],
+        lapse=body.on_suspend == "lapse",
     )
     invalid = check_order(market, command)
     if invalid is not None:

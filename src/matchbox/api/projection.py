@@ -85,6 +85,7 @@ class OrderView:
     kind: OrderKind = OrderKind.LIMIT
     post_only: bool = False
     expires_at: int = 0
+    lapse: bool = False
     remaining: int = 0
     filled: int = 0
     resting: bool = False
@@ -220,7 +221,7 @@ class Projection:
 
     def _accepted(self, e: OrderAccepted, n: int, entry_id: str) -> list[Update]:
         order = OrderView(e.order_id, e.market_id, e.account, entry_id, e.ts, e.side, e.price, e.qty, e.tif, e.kind)
-        order.post_only, order.expires_at, order.remaining = e.post_only, e.expires_at, e.qty
+        order.post_only, order.expires_at, order.lapse, order.remaining = e.post_only, e.expires_at, e.lapse, e.qty
         self.orders[e.order_id] = order
         self.live.setdefault(e.account, {})[e.order_id] = None
         return [order]

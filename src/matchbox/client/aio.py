@@ -196,13 +196,27 @@ class AsyncClient:
         expires_at_ms: int | None = None,
         client_order_id: str | None = None,
         self_trade: SelfTrade | None = None,
+        on_suspend: Literal["persist", "lapse"] | None = None,
     ) -> OrderOut:
         """Place an order; its state and fills once the engine matched it (``status`` pending if
         the engine was slow: follow it on the feed or with :meth:`order`). Retried under its
         ``client_order_id`` (made here if not given), so it is placed once whatever happens.
-        ``self_trade``: what happens if it meets an order of its own account (default: the market's rule)."""
+        ``self_trade``: what happens if it meets an order of its own account (default: the market's
+        rule); ``on_suspend``: ``lapse`` cancels it if its market is suspended (default: it persists)."""
         body = order_body(
-            market_id, side, price, qty, odds, stake, type, tif, post_only, expires_at_ms, client_order_id, self_trade
+            market_id,
+            side,
+            price,
+            qty,
+            odds,
+            stake,
+            type,
+            tif,
+            post_only,
+            expires_at_ms,
+            client_order_id,
+            self_trade,
+            on_suspend,
         )
         if self.account and not self.api_key:
             body["account"] = self.account
@@ -478,6 +492,7 @@ def order_body(
     expires_at_ms: int | None = None,
     client_order_id: str | None = None,
     self_trade: SelfTrade | None = None,
+    on_suspend: Literal["persist", "lapse"] | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /v1/orders``, with a ``client_order_id`` always (a new one if not given)."""
     body: dict[str, Any] = {
@@ -494,6 +509,7 @@ def order_body(
         "tif": tif,
         "expires_at_ms": expires_at_ms,
         "self_trade": self_trade,
+        "on_suspend": on_suspend,
     }
     body |= {k: v for k, v in optional.items() if v is not None}
     if post_only:

@@ -59,7 +59,10 @@ Trade ids
 Markets
     OPEN <-> SUSPENDED -> CLOSED -> SETTLED, and OPEN or SUSPENDED -> SETTLED directly. A
     suspended market rejects new orders (MARKET_NOT_OPEN) but keeps its book and accepts
-    cancels and reduces. Closing or settling cancels every resting order (MARKET_CLOSED).
+    cancels and reduces. Each order says what becomes of it at a suspension: it persists (the
+    default), or it lapses (``PlaceOrder.lapse``, Betfair's default in play): right after the
+    ``MarketStateChanged``, every live lapsing order of the market is cancelled, lowest id first
+    (reason LAPSED); an amended order keeps its choice. Closing or settling cancels every resting order (MARKET_CLOSED).
 Money
     A market created with ``collateral=True`` (binary or odds) trades only what accounts can pay
     for: a new order is refused (INSUFFICIENT_FUNDS) if its reserve is above the account's free
@@ -225,6 +228,10 @@ class Engine:
         self._watched: dict[str, _Watch] = {}  # accounts that have armed a switch: their orders
         self.ledger = Ledger()  # money: only collateral markets and deposits reach it
         self.transfers: set[str] = set()  # the transfer ids taken out or paid in here: each once
+        # the ids of orders that lapse at a suspension and rested: every live one, and finished ones
+        # until pruned (when the set has doubled since), so the hot path never removes from it
+        self.lapsing: set[int] = set()
+        self._lapsing_prune_at = 64
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -315,7 +322,19 @@ class Engine:
         # hot path: events built positionally, fields in declared order (see types.py)
         events.append(
             OrderAccepted(
-                seq, ts, market_id, order_id, account, side, price, qty, tif, cmd.kind, cmd.post_only, cmd.expires_at
+                seq,
+                ts,
+                market_id,
+                order_id,
+                account,
+                side,
+                price,
+                qty,
+                tif,
+                cmd.kind,
+                cmd.post_only,
+                cmd.expires_at,
+                cmd.lapse,
             )
         )
         remaining = qty
@@ -352,6 +371,8 @@ class Engine:
                 watch.add(order_id, self.orders)
         if tif is _GTD:
             heappush(self._timers, (cmd.expires_at, order_id, ""))
+        if cmd.lapse:
+            self._note_lapsing(order_id)
         events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
@@ -739,7 +760,21 @@ class Engine:
         )
 
     def _suspend(self, cmd: SuspendMarket, events: list[Event]) -> None:
+        before = len(events)
         self._transition(cmd, cmd.market_id, (MarketState.OPEN,), MarketState.SUSPENDED, "", events)
+        if len(events) == before or isinstance(events[-1], Rejected) or not self.lapsing:
+            return
+        orders = self.orders
+        lapsing = sorted(i for i in self.lapsing if i in orders and orders[i].book.market_id == cmd.market_id)
+        for order_id in lapsing:
+            self._cancel_resting(orders[order_id], CancelReason.LAPSED, cmd.seq, cmd.ts, events)
+
+    def _note_lapsing(self, order_id: int) -> None:
+        lapsing = self.lapsing
+        lapsing.add(order_id)
+        if len(lapsing) >= self._lapsing_prune_at:
+            lapsing.intersection_update(self.orders)  # ids are never reused: a live id is still one
+            self._lapsing_prune_at = max(64, 2 * len(lapsing))
 
     def _resume(self, cmd: ResumeMarket, events: list[Event]) -> None:
         self._transition(cmd, cmd.market_id, (MarketState.SUSPENDED,), MarketState.OPEN, "", events)

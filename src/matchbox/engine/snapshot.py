@@ -17,6 +17,9 @@ before (a disarmed or fired switch leaves nothing behind), so hashes do not chan
 Version 4 adds the ids of the transfers between shards taken out or paid in here, sorted (each
 moves money once), to version 3; written once there is one.
 
+Version 5 adds the ids of the live orders that lapse when their market is suspended, sorted, to
+version 4; written only while there is one.
+
 Speed (``matchbox bench recovery``): a restore must be much faster than replaying the commands
 that built the book (a large book must change leader quickly). So msgspec decodes the rows
 straight into orders, enums and all; each price level is put back in one step rather than order
@@ -47,8 +50,8 @@ if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 4
-VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+VERSIONS = (1, 2, 3, 4, 5)
 
 
 class SnapshotError(ValueError):
@@ -128,6 +131,10 @@ class _SnapshotV4(_SnapshotV3, array_like=True):
     transfers: list[str]  # the transfer ids taken out or paid in here, sorted
 
 
+class _SnapshotV5(_SnapshotV4, array_like=True):
+    lapsing: list[int]  # the live orders that lapse at a suspension, sorted
+
+
 _encoder = msgspec.msgpack.Encoder()
 _header = msgspec.msgpack.Decoder(_Header)
 _START = b"\x90" + _encoder.encode(FORMAT)  # an array's first byte (0x9N: N items), then the format
@@ -138,6 +145,7 @@ _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
     2: msgspec.msgpack.Decoder(_SnapshotV2),
     3: msgspec.msgpack.Decoder(_SnapshotV3),
     4: msgspec.msgpack.Decoder(_SnapshotV4),
+    5: msgspec.msgpack.Decoder(_SnapshotV5),
 }
 
 
@@ -179,17 +187,22 @@ def encode(engine: Engine) -> bytes:
 def _encode(engine: Engine) -> bytes:
     books = [engine.books[market_id] for market_id in sorted(engine.books)]
     deadlines = sorted(engine.deadlines.items())
-    if not engine.ledger and not deadlines:  # no money anywhere: version 1, as before the ledger existed
+    orders = engine.orders
+    lapsing = sorted(i for i in engine.lapsing if i in orders)
+    if not engine.ledger and not deadlines and not lapsing:  # no money anywhere: version 1, as before the ledger
         markets = [_market(book) for book in books]
         return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
     markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
     last_ids = (engine.last_order_id, engine.last_trade_id)
-    if not deadlines and not engine.transfers:  # no switch armed: version 2, as before dead-man switches
+    if not deadlines and not engine.transfers and not lapsing:  # no switch armed: version 2, as before them
         return _encoder.encode(_SnapshotV2(FORMAT, 2, *last_ids, markets_v2, _ledger(engine)))
-    if not engine.transfers:  # no transfer between shards: version 3, as before they existed
+    if not engine.transfers and not lapsing:  # no transfer between shards: version 3, as before they existed
         return _encoder.encode(_SnapshotV3(FORMAT, 3, *last_ids, markets_v2, _ledger(engine), deadlines))
     transfers = sorted(engine.transfers)
-    return _encoder.encode(_SnapshotV4(FORMAT, VERSION, *last_ids, markets_v2, _ledger(engine), deadlines, transfers))
+    if not lapsing:  # no order that lapses: version 4, as before orders could
+        return _encoder.encode(_SnapshotV4(FORMAT, 4, *last_ids, markets_v2, _ledger(engine), deadlines, transfers))
+    ledger = _ledger(engine)
+    return _encoder.encode(_SnapshotV5(FORMAT, VERSION, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing))
 
 
 def _market(book: Book) -> _Market:
@@ -259,6 +272,8 @@ def decode(data: bytes, engine: Engine) -> Engine:
             engine.restore_deadlines(snapshot.deadlines)
         if isinstance(snapshot, _SnapshotV4):
             engine.transfers = set(snapshot.transfers)
+        if isinstance(snapshot, _SnapshotV5):
+            engine.lapsing = set(snapshot.lapsing)
     return engine
 
 

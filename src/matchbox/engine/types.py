@@ -135,6 +135,7 @@ class CancelReason(IntEnum):
     EXPIRED = 4  # a GTD order reached its expiry
     MARKET_CLOSED = 5  # the market was closed or settled
     DEADMAN = 6  # the account's dead-man switch fired: no heartbeat before its deadline
+    LAPSED = 7  # its market was suspended, and the order said it lapses then (PlaceOrder.lapse)
 
 
 # --------------------------------------------------------------------------- commands
@@ -191,6 +192,7 @@ class PlaceOrder(Command, frozen=True, gc=False, kw_only=True):
     post_only: bool = False
     expires_at: Int64 = 0  # engine time (ns) for GTD
     stp: SelfTradePrevention | None = None  # this order's self-trade prevention; None: its market's
+    lapse: bool = False  # cancelled (LAPSED) when its market is suspended; else it persists
 
 
 class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
@@ -330,6 +332,7 @@ class OrderAccepted(Event, frozen=True, gc=False):
     kind: OrderKind
     post_only: bool
     expires_at: int
+    lapse: bool = False  # it is cancelled (LAPSED) if its market is suspended
 
 
 class OrderRested(Event, frozen=True, gc=False):
