@@ -412,7 +412,7 @@ class ReferenceBook:
             reason = RejectReason.INVALID_PRICE
         elif cmd.qty < 0:
             reason = RejectReason.INVALID_QUANTITY
-        elif found.qty - found.remaining + remaining > market.max_qty:
+        elif found.filled + remaining > market.max_qty:
             reason = RejectReason.QUANTITY_OVER_MAX
         elif price == found.price and remaining == found.remaining:
             return []

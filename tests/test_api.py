@@ -220,6 +220,9 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
     assert open_client.get(f"/v1/orders/{bob['order_id']}").json()["status"] == "filled"
     assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["remaining"] == 9
     place(open_client, market_id=market, side="sell", price=34, qty=4, account="carl")
+    for price in (0, -5, 100):  # 0 is no price: never "keep it" on the wire
+        off = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": price, "qty": 50})
+        assert (off.status_code, off.json()["error"]["field"]) == (400, "price"), off.text
     refused = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": 35, "post_only": True})
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "POST_ONLY_WOULD_TAKE")
     assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["price"] == 30  # as it was

@@ -11,6 +11,7 @@ from matchbox.engine import BookIntegrityError
 from matchbox.engine.schemes import BACK, LAY, odds_to_tick
 from matchbox.engine.types import (
     AdvanceTime,
+    AmendOrder,
     CancelAll,
     CancelOrders,
     CancelReason,
@@ -373,6 +374,16 @@ def test_an_order_s_own_self_trade_prevention_overrides_its_market_s(driver: Dri
     driver.place(SELL, 70, 4, account="a")  # 6
     assert rejected(driver.place(BUY, 70, 4, account="a", tif=TimeInForce.FOK, stp=SelfTradePrevention.CANCEL_BOTH))
     assert 6 in driver.engine.orders  # a FOK that cannot fill cancels nothing
+
+
+def test_an_amend_counts_what_it_may_trade_against_the_largest_order_never_what_was_reduced() -> None:
+    driver = Driver()
+    driver.market(max_qty=60)
+    driver.place(SELL, 60, 50)  # 1
+    for _ in range(3):  # a quote lowered and raised again and again: it never has more than 50 live
+        assert kinds(driver.apply(ReduceOrder, order_id=1, reduce_by=10)) == ["OrderReduced"]
+        assert kinds(driver.apply(AmendOrder, order_id=1, qty=50)) == ["OrderAmended", "OrderRested"]
+    assert rejected(driver.apply(AmendOrder, order_id=1, qty=61)) is RejectReason.QUANTITY_OVER_MAX
 
 
 def test_cancel_orders_gives_each_id_its_own_outcome(driver: Driver) -> None:

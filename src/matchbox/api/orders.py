@@ -72,6 +72,7 @@ from matchbox.engine.types import (
     CancelAll,
     CancelOrder,
     CancelOrders,
+    CancelReason,
     Command,
     Event,
     MarketCreated,
@@ -556,7 +557,9 @@ async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) ->
         )
     )
     for (_, ids), events in zip(links, outcomes, strict=True):
-        cancelled = {e.order_id for e in events if isinstance(e, OrderCancelled)}
+        # the command's own cancels: a timer that fired just before it (an expiry, a dead-man
+        # switch) cancelled its order, and the command then found that order no longer open
+        cancelled = {e.order_id for e in events if isinstance(e, OrderCancelled) and e.reason is CancelReason.USER}
         refused = {e.order_id: e.reason for e in events if isinstance(e, Rejected)}
         for order_id in ids:
             view = services.projection.orders.get(order_id)
@@ -598,6 +601,9 @@ async def amend_order(request: Request, order_id: OrderId, body: AmendIn, caller
             price = tick_of(market.scheme, body.price, body.odds) if moving else 0
         except PriceError as exc:
             raise ApiError(400, exc.code, exc.message, exc.field) from None
+        if moving and not market.min_tick <= price <= market.max_tick:  # 0 would mean "keep the price"
+            field = "price" if body.price is not None else "odds"
+            raise ApiError(400, RejectReason.INVALID_PRICE, f"{field} is off this market's ladder", field)
         if body.qty == 0:
             raise ApiError(
                 400, RejectReason.INVALID_QUANTITY, "qty 0 with a new price: cancel the order instead", "qty"

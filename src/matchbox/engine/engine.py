@@ -29,8 +29,8 @@ Amending
     behind every order already there (``OrderRested``), keeping its id, time in force and expiry.
     Never both the old and the new order live, never neither. An amend that changes nothing
     answers nothing. A price off the ladder is INVALID_PRICE, a quantity below zero
-    INVALID_QUANTITY, and a total (filled, cancelled and the new remaining) above the market's
-    largest order QUANTITY_OVER_MAX.
+    INVALID_QUANTITY, and a filled and new remaining quantity above the market's largest order
+    QUANTITY_OVER_MAX (what was reduced or cancelled away never counts).
 Self-trade prevention (per order, else per market)
     An order never trades with an order of the same account. What happens is the incoming
     order's choice (``PlaceOrder.stp``), else its market's. CANCEL_TAKER ("cancel newest"): on
@@ -558,7 +558,7 @@ class Engine:
             reason = RejectReason.INVALID_PRICE
         elif cmd.qty < 0:
             reason = RejectReason.INVALID_QUANTITY
-        elif order.qty - order.remaining + remaining > book.max_qty:
+        elif order.filled + remaining > book.max_qty:  # what it trades in all: reduced quantity never will
             reason = RejectReason.QUANTITY_OVER_MAX
         if reason is not None:
             events.append(_reject(cmd, reason, book.market_id, order.account, order.order_id))
@@ -773,7 +773,8 @@ class Engine:
         lapsing = self.lapsing
         lapsing.add(order_id)
         if len(lapsing) >= self._lapsing_prune_at:
-            lapsing.intersection_update(self.orders)  # ids are never reused: a live id is still one
+            orders = self.orders  # a walk over the set, never over the book: ids are never reused
+            self.lapsing = lapsing = {order_id for order_id in lapsing if order_id in orders}
             self._lapsing_prune_at = max(64, 2 * len(lapsing))
 
     def _resume(self, cmd: ResumeMarket, events: list[Event]) -> None:
