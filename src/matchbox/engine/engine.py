@@ -193,8 +193,9 @@ Timer = tuple[int, int, str]  # (time, order_id, "") for a GTD expiry; (time, 0,
 
 
 class _Watch:
-    """The ids of an account's orders that rested since its first heartbeat: every live one, and
-    finished ones until the list is pruned (when it has doubled since the last pruning)."""
+    """The ids of some orders that rested, found without a walk over the book (an account's since
+    its first heartbeat; those that lapse at a suspension): every live one, and finished ones until
+    the list is pruned (when it has doubled since the last pruning), so the hot path never removes."""
 
     __slots__ = ("ids", "prune_at")
 
@@ -228,10 +229,7 @@ class Engine:
         self._watched: dict[str, _Watch] = {}  # accounts that have armed a switch: their orders
         self.ledger = Ledger()  # money: only collateral markets and deposits reach it
         self.transfers: set[str] = set()  # the transfer ids taken out or paid in here: each once
-        # the ids of orders that lapse at a suspension and rested: every live one, and finished ones
-        # until pruned (when the set has doubled since), so the hot path never removes from it
-        self.lapsing: set[int] = set()
-        self._lapsing_prune_at = 64
+        self.lapsing = _Watch([])  # the orders that rested and lapse at a suspension
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -372,7 +370,7 @@ class Engine:
         if tif is _GTD:
             heappush(self._timers, (cmd.expires_at, order_id, ""))
         if cmd.lapse:
-            self._note_lapsing(order_id)
+            self.lapsing.add(order_id, self.orders)
         events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
@@ -760,22 +758,13 @@ class Engine:
         )
 
     def _suspend(self, cmd: SuspendMarket, events: list[Event]) -> None:
-        before = len(events)
         self._transition(cmd, cmd.market_id, (MarketState.OPEN,), MarketState.SUSPENDED, "", events)
-        if len(events) == before or isinstance(events[-1], Rejected) or not self.lapsing:
+        if isinstance(events[-1], Rejected) or not self.lapsing.ids:
             return
         orders = self.orders
-        lapsing = sorted(i for i in self.lapsing if i in orders and orders[i].book.market_id == cmd.market_id)
+        lapsing = sorted(i for i in self.lapsing.ids if i in orders and orders[i].book.market_id == cmd.market_id)
         for order_id in lapsing:
             self._cancel_resting(orders[order_id], CancelReason.LAPSED, cmd.seq, cmd.ts, events)
-
-    def _note_lapsing(self, order_id: int) -> None:
-        lapsing = self.lapsing
-        lapsing.add(order_id)
-        if len(lapsing) >= self._lapsing_prune_at:
-            orders = self.orders  # a walk over the set, never over the book: ids are never reused
-            self.lapsing = lapsing = {order_id for order_id in lapsing if order_id in orders}
-            self._lapsing_prune_at = max(64, 2 * len(lapsing))
 
     def _resume(self, cmd: ResumeMarket, events: list[Event]) -> None:
         self._transition(cmd, cmd.market_id, (MarketState.SUSPENDED,), MarketState.OPEN, "", events)
@@ -934,6 +923,10 @@ class Engine:
         self.orders = orders
         self._timers += [(order.expires_at, order.order_id, "") for order in orders.values() if order.tif is _GTD]
         heapify(self._timers)  # timers are totally ordered: one heapify pops them as pushes would
+
+    def restore_lapsing(self, order_ids: list[int]) -> None:
+        """The live orders that lapse, while restoring a snapshot."""
+        self.lapsing = _Watch(order_ids)
 
     def restore_deadlines(self, deadlines: list[tuple[str, int]]) -> None:
         """Re-arm dead-man switches while restoring a snapshot, after its orders (one walk over them)."""

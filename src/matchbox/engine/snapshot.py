@@ -188,7 +188,7 @@ def _encode(engine: Engine) -> bytes:
     books = [engine.books[market_id] for market_id in sorted(engine.books)]
     deadlines = sorted(engine.deadlines.items())
     orders = engine.orders
-    lapsing = sorted(i for i in engine.lapsing if i in orders)
+    lapsing = sorted(i for i in engine.lapsing.ids if i in orders)
     if not engine.ledger and not deadlines and not lapsing:  # no money anywhere: version 1, as before the ledger
         markets = [_market(book) for book in books]
         return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
@@ -273,7 +273,7 @@ def decode(data: bytes, engine: Engine) -> Engine:
         if isinstance(snapshot, _SnapshotV4):
             engine.transfers = set(snapshot.transfers)
         if isinstance(snapshot, _SnapshotV5):
-            engine.lapsing = set(snapshot.lapsing)
+            engine.restore_lapsing(snapshot.lapsing)
     return engine
 
 
