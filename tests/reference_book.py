@@ -83,6 +83,7 @@ class RefOrder:
     expires_at: int
     arrival: int  # when it started resting: its time priority
     lapse: bool = False  # cancelled when its market is suspended
+    stp: SelfTradePrevention | None = None  # its own self-trade rule, when it was given one
 
 
 @dataclass
@@ -310,6 +311,7 @@ class ReferenceBook:
                 expires_at=cmd.expires_at,
                 arrival=self.arrivals,
                 lapse=cmd.lapse,
+                stp=cmd.stp,
             )
         )
         events.append(
@@ -406,14 +408,16 @@ class ReferenceBook:
             return [self._rejected(cmd, found, "", cmd.order_id, cmd.account)]
         market = self.markets[found.market_id]
         price = cmd.price if cmd.price else found.price
-        remaining = cmd.qty if cmd.qty else found.remaining
+        remaining = cmd.qty - found.filled if cmd.qty else found.remaining  # qty: filled + remaining
         reason = None
         if cmd.price and not market.min_tick <= price <= market.max_tick:
             reason = RejectReason.INVALID_PRICE
         elif cmd.qty < 0:
             reason = RejectReason.INVALID_QUANTITY
-        elif found.filled + remaining > market.max_qty:
+        elif cmd.qty > market.max_qty:
             reason = RejectReason.QUANTITY_OVER_MAX
+        elif remaining <= 0:
+            return [self._take_off(found, CancelReason.USER, cmd)]
         elif price == found.price and remaining == found.remaining:
             return []
         elif price == found.price and remaining < found.remaining:
@@ -423,7 +427,8 @@ class ReferenceBook:
         elif market.state != MarketState.OPEN:
             reason = RejectReason.MARKET_NOT_OPEN
         makers = self._makers_in_priority(market, found.side, price)
-        stp = market.stp if cmd.stp is None else cmd.stp
+        own = found.stp if cmd.stp is None else cmd.stp  # the amend's rule, else the order's own
+        stp = market.stp if own is None else own
         if reason is None and makers:
             if cmd.post_only:
                 reason = RejectReason.POST_ONLY_WOULD_TAKE
@@ -432,7 +437,7 @@ class ReferenceBook:
         if reason is not None:
             return [self._rejected(cmd, reason, found.market_id, found.order_id, found.account)]
         market.resting.remove(found)
-        spent = found.qty - found.remaining
+        spent = found.filled  # its new quantity: filled + remaining (what was reduced away is gone)
         arrival = PlaceOrder(
             seq=cmd.seq,
             ts=cmd.ts,
@@ -445,6 +450,7 @@ class ReferenceBook:
             tif=found.tif,
             expires_at=found.expires_at,
             lapse=found.lapse,
+            stp=own,
         )
         amended = OrderAmended(
             seq=cmd.seq,

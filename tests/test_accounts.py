@@ -310,7 +310,9 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
     positions = keyed_client.get("/v1/account/positions", headers=alice_key).json()["items"]
     assert [(p["market_id"], p["yes"], p["no"]) for p in positions] == [(market_id, 10, 0)]
     assert keyed_client.get("/v1/account/positions", headers=bob_key).json()["items"][0]["no"] == 10
-    resting = keyed_client.post("/v1/orders", json={**buy, "price": 30, "qty": 5}, headers=alice_key).json()
+    resting = keyed_client.post(
+        "/v1/orders", json={**buy, "price": 30, "qty": 5, "on_suspend": "lapse"}, headers=alice_key
+    ).json()
     assert balance(keyed_client, alice_key) == (9_600, 150, 9_450)
     database = drain_persistence(exchange_url, data_dir)  # the database agrees before settlement too
     try:
@@ -347,9 +349,9 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
             (market_id, 40, 10, "buy", "maker")
         ]
         closed = keyed_client.get("/v1/account/orders", params={"state": "closed"}, headers=alice_key).json()["items"]
-        assert [(o["order_id"], o["status"]) for o in closed[:2]] == [
-            (resting["order_id"], "cancelled"),
-            (bid["order_id"], "filled"),
+        assert [(o["order_id"], o["status"], o["on_suspend"]) for o in closed[:2]] == [
+            (resting["order_id"], "cancelled", "lapse"),  # history keeps what it would do at a suspension
+            (bid["order_id"], "filled", "persist"),
         ]
     finally:
         database.dispose()

@@ -213,9 +213,9 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
     assert (lowered.status_code, lowered.json()["remaining"]) == (200, 8), lowered.text
     place(open_client, market_id=market, side="sell", price=30, qty=2, account="carl")
     assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["filled"] == 2  # still first
-    raised = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 9})  # behind bob now
-    # qty: all it was ever given, 2 filled, 2 reduced away, 9 left
-    assert (raised.status_code, raised.json()["remaining"], raised.json()["qty"]) == (200, 9, 13), raised.text
+    # qty counts what has filled (FIX's OrderQty): 2 filled, so 11 leaves 9 to trade, behind bob now
+    raised = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 11})
+    assert (raised.status_code, raised.json()["remaining"], raised.json()["qty"]) == (200, 9, 11), raised.text
     place(open_client, market_id=market, side="sell", price=30, qty=5, account="carl")
     assert open_client.get(f"/v1/orders/{bob['order_id']}").json()["status"] == "filled"
     assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["remaining"] == 9
@@ -225,6 +225,13 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
         assert (off.status_code, off.json()["error"]["field"]) == (400, "price"), off.text
     refused = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": 35, "post_only": True})
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "POST_ONLY_WOULD_TAKE")
+    assert refused.json()["error"]["field"] == "post_only"
+    too_big = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 10**9 + 1})
+    assert (too_big.status_code, too_big.json()["error"]["code"], too_big.json()["error"]["field"]) == (
+        409,
+        "QUANTITY_OVER_MAX",
+        "qty",
+    )
     assert open_client.get(f"/v1/orders/{ann['order_id']}").json()["price"] == 30  # as it was
     moved = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"price": 35})  # trades 4@34, rests 5@35
     assert moved.status_code == 200, moved.text
@@ -232,6 +239,8 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
     book = open_client.get(f"/v1/markets/{market}/book").json()
     assert [(level["price"], level["qty"]) for level in book["bids"]] == [(35, 5)]
     assert book["asks"] == []
+    done = open_client.patch(f"/v1/orders/{ann['order_id']}", json={"qty": 6})  # no more than has filled
+    assert (done.status_code, done.json()["status"], done.json()["remaining"]) == (200, "cancelled", 0), done.text
 
 
 def test_a_suspension_cancels_the_orders_that_lapse_and_keeps_the_rest(open_client: TestClient) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import Driver, rejected
-from matchbox.engine import BookIntegrityError
+from matchbox.engine import BookIntegrityError, Engine
 from matchbox.engine.schemes import BACK, LAY, odds_to_tick
 from matchbox.engine.types import (
     AdvanceTime,
@@ -20,6 +20,7 @@ from matchbox.engine.types import (
     MarketState,
     MarketStateChanged,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderKind,
     OrderReduced,
@@ -384,6 +385,43 @@ def test_an_amend_counts_what_it_may_trade_against_the_largest_order_never_what_
         assert kinds(driver.apply(ReduceOrder, order_id=1, reduce_by=10)) == ["OrderReduced"]
         assert kinds(driver.apply(AmendOrder, order_id=1, qty=50)) == ["OrderAmended", "OrderRested"]
     assert rejected(driver.apply(AmendOrder, order_id=1, qty=61)) is RejectReason.QUANTITY_OVER_MAX
+
+
+def test_an_amend_s_qty_counts_what_has_filled_so_a_fill_it_had_not_seen_never_trades_twice(driver: Driver) -> None:
+    """qty is FIX's OrderQty: filled plus the new remaining. A trader sees 10 resting, decides on
+    8; meanwhile 4 fill. The amend leaves 4 to trade (8 in all), keeping its place, never 8 more;
+    a qty at or below what has filled cancels what is left."""
+    driver.place(SELL, 50, 10, account="m")  # 1
+    driver.place(BUY, 50, 4, account="t")  # 2: fills 4 of it
+    events = driver.apply(AmendOrder, order_id=1, qty=8)
+    assert kinds(events) == ["OrderReduced"]
+    assert isinstance(events[0], OrderReduced)
+    assert (events[0].reduced_by, events[0].remaining) == (2, 4)
+    events = driver.apply(AmendOrder, order_id=1, qty=9, price=51)  # a new price: 5 more to trade
+    assert kinds(events) == ["OrderAmended", "OrderRested"]
+    assert isinstance(events[0], OrderAmended)
+    assert events[0].remaining == 5
+    events = driver.apply(AmendOrder, order_id=1, qty=4)  # no more than has filled
+    assert kinds(events) == ["OrderCancelled"]
+    assert isinstance(events[0], OrderCancelled)
+    assert (events[0].cancelled_qty, events[0].reason) == (
+        5,
+        CancelReason.USER,
+    )
+
+
+def test_an_amended_order_keeps_its_own_self_trade_rule_through_a_snapshot(driver: Driver) -> None:
+    """The market cancels the taker; the order was placed to cancel the resting order instead.
+    Amended to cross the account's own resting order, after a snapshot and restore, its own rule
+    still applies: the resting order goes and it trades on."""
+    driver.place(SELL, 55, 5, account="a")  # 1
+    driver.place(SELL, 55, 5, account="x")  # 2
+    driver.place(BUY, 50, 5, account="a", stp=SelfTradePrevention.CANCEL_RESTING)  # 3
+    engine = Engine.restore(driver.engine.snapshot())
+    assert engine.state_hash() == driver.engine.state_hash()
+    events = engine.apply(AmendOrder(seq=9, ts=9_000, order_id=3, price=55))
+    assert kinds(events) == ["OrderAmended", "OrderCancelled", "TradeExecuted"]
+    assert trades(events) == [(2, 3, 55, 5)]
 
 
 def test_cancel_orders_gives_each_id_its_own_outcome(driver: Driver) -> None:

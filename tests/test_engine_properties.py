@@ -407,6 +407,7 @@ class Ledger:
             elif isinstance(event, OrderAmended):
                 assert event.old_remaining == self.outstanding(event.order_id), event
                 self.qty[event.order_id] = event.qty
+                self.cancelled[event.order_id] = 0  # its new quantity counts no more what was reduced away
                 assert event.remaining == self.outstanding(event.order_id) > 0, event
             elif isinstance(event, OrderReduced):
                 self.cancelled[event.order_id] += event.reduced_by

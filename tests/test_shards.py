@@ -337,3 +337,27 @@ def test_open_orders_page_through_every_shard_each_once(api: TestClient) -> None
         if cursor is None:
             break
     assert seen == sorted(placed, reverse=True)
+
+
+def test_a_cancel_by_ids_answers_503_only_for_the_orders_of_a_shard_that_does_not_answer(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two shards; shard 1's leader stops. A cancel by ids over both cancels shard 0's order (200)
+    and answers 503 NOT_ANSWERED for shard 1's alone: one silent shard never fails the rest."""
+    with EmbeddedValkey(tmp_path, fsync="everysec") as server, running_leader(server.url, 0):
+        settings = api_settings(server.url, data_dir, shards=2, open_access=True, outcome_timeout=1.0)
+        with running_leader(server.url, 1), TestClient(create_app(settings)) as api:
+            ids = []
+            for shard in (0, 1):
+                market = new_market(api, shard=shard)["market_id"]
+                order = {"market_id": market, "side": "buy", "price": 5, "qty": 1, "account": "q"}
+                placed = api.post("/v1/orders", json=order)
+                assert placed.status_code == 201, placed.text
+                ids.append(placed.json()["order_id"])
+        with TestClient(create_app(settings)) as api:  # shard 1's leader has stopped
+            answer = api.post("/v1/orders/cancel", json={"order_ids": ids, "account": "q"})
+            assert answer.status_code == 200, answer.text
+            items = answer.json()["items"]
+            assert [item["status"] for item in items] == [200, 503]
+            assert items[0]["order"]["status"] == "cancelled"
+            assert items[1]["error"]["code"] == "NOT_ANSWERED"

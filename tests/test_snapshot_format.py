@@ -12,6 +12,7 @@ import pytest
 
 from matchbox.engine import Engine, SnapshotError
 from matchbox.engine.types import (
+    CancelOrder,
     CancelReason,
     Command,
     CreateMarket,
@@ -19,6 +20,7 @@ from matchbox.engine.types import (
     Heartbeat,
     OrderCancelled,
     PlaceOrder,
+    SelfTradePrevention,
     Side,
     SuspendMarket,
     TickScheme,
@@ -90,6 +92,22 @@ def test_an_order_that_lapses_is_written_as_version_5_and_lapses_after_a_restore
     events = restored.apply(SuspendMarket(seq=4, ts=4, market_id="m"))
     assert [(e.order_id, e.reason) for e in events if isinstance(e, OrderCancelled)] == [(1, CancelReason.LAPSED)]
     assert msgspec.msgpack.decode(restored.snapshot())[1] == 1  # none lapses now: as before lapsing existed
+
+
+def test_an_order_with_its_own_self_trade_rule_is_written_as_version_6_while_it_lives() -> None:
+    engine = Engine()
+    engine.apply(CreateMarket(seq=1, ts=1, market_id="m", scheme=TickScheme.TICKS, max_tick=100))
+    rule = SelfTradePrevention.CANCEL_BOTH
+    engine.apply(
+        PlaceOrder(seq=2, ts=2, market_id="m", order_id=1, account="a", side=Side.BUY, price=10, qty=5, stp=rule)
+    )
+    data = engine.snapshot()
+    assert msgspec.msgpack.decode(data)[1] == 6
+    restored = Engine.restore(data)
+    assert restored.snapshot() == data
+    assert restored.own_stp.ids == {1: rule}
+    restored.apply(CancelOrder(seq=3, ts=3, order_id=1))
+    assert msgspec.msgpack.decode(restored.snapshot())[1] == 1  # none has its own rule now: as before
 
 
 def test_gtd_orders_expire_in_the_same_order_after_a_restore() -> None:

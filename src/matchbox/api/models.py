@@ -152,14 +152,22 @@ class AmendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reduce_by: Int64 | None = Field(default=None, description="lower the remaining quantity by this much")
     qty: int | None = Field(
-        default=None, ge=0, le=INT64_MAX, description="or: the new remaining quantity, contracts or units (0 cancels)"
+        default=None,
+        ge=1,
+        le=INT64_MAX,
+        description=(
+            "or: the order's new quantity, contracts or units, counting what has filled (FIX's OrderQty):"
+            " the remaining becomes qty - filled; at or below filled, the rest is cancelled"
+        ),
     )
     price: Int64 | None = Field(default=None, description="a new price: cents (binary) or ticks (ticks markets)")
     odds: Odds | None = Field(default=None, description="a new price in decimal odds (odds markets)")
     post_only: bool | None = Field(
         default=None, description="refuse the amend if it would trade; default: as the order was placed"
     )
-    self_trade: SelfTrade | None = Field(default=None, description="as on a new order; default: the market's rule")
+    self_trade: SelfTrade | None = Field(
+        default=None, description="as on a new order; default: the order's own rule, else its market's"
+    )
     account: AccountId | None = None
 
 

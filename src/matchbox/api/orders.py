@@ -142,6 +142,7 @@ def stored_order_out(services: Services, account: str, row: AccountOrder) -> Ord
         tif=None if row.tif is None else row.tif.name,
         type=None if row.kind is None else row.kind.name.lower(),
         post_only=bool(row.post_only),
+        on_suspend="lapse" if row.lapse else "persist",
         reject_reason=None if row.reject_reason is None else row.reject_reason.name,
         cancel_reason=None if row.cancel_reason is None else row.cancel_reason.name,
     )
@@ -527,7 +528,9 @@ async def cancel_order(
         raise ApiError(
             409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to cancel", "order_id"
         )
-    await engine_outcome(services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""))
+    await engine_outcome(
+        services, CancelOrder(seq=0, ts=0, order_id=order_id, account=account or ""), fields=_ORDER_FIELDS
+    )
     return order_out(services, services.projection.orders[order_id])
 
 
@@ -554,9 +557,16 @@ async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) ->
         *(
             engine_events(services, CancelOrders(seq=0, ts=0, order_ids=tuple(ids), account=account), link)
             for link, ids in links
-        )
+        ),
+        return_exceptions=True,
     )
     for (_, ids), events in zip(links, outcomes, strict=True):
+        if isinstance(events, ApiError):  # that shard has not answered (failing over?): its orders only
+            for order_id in ids:
+                results[order_id] = CancelItemOut(order_id=order_id, status=events.status, error=events.body.error)
+            continue
+        if isinstance(events, BaseException):
+            raise events
         # the command's own cancels: a timer that fired just before it (an expiry, a dead-man
         # switch) cancelled its order, and the command then found that order no longer open
         cancelled = {e.order_id for e in events if isinstance(e, OrderCancelled) and e.reason is CancelReason.USER}
@@ -576,50 +586,66 @@ async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) ->
 async def amend_order(request: Request, order_id: OrderId, body: AmendIn, caller: Caller) -> OrderOut:
     """Reduce a resting order (``reduce_by``, or a lower ``qty`` at its price: it keeps its place
     in the queue), or amend it: a new ``price``/``odds`` or more ``qty`` re-queues it as a new
-    arrival, atomically (it may trade at once). A refused amend (409) leaves the order as it was."""
+    arrival, atomically (it may trade at once). ``qty`` is the order's new quantity counting what
+    has filled (FIX's OrderQty): a fill that lands first is never traded twice, and a ``qty`` at or
+    below what has filled cancels the rest. A refused amend (409) leaves the order as it was."""
     services = services_of(request)
     order = _own_order(services, order_id, caller, body.account)
-    account = caller or body.account
+    account = caller or body.account or ""
     if order.status not in LIVE_STATUSES:
         raise ApiError(
             409, RejectReason.ORDER_NOT_OPEN, f"order {order_id} is {order.status}: nothing to change", "order_id"
         )
     moving = body.price is not None or body.odds is not None
-    if body.reduce_by is not None and (body.qty is not None or moving):
-        raise ApiError(400, Code.INVALID_FIELD, "give reduce_by alone, or qty and/or price", "reduce_by")
-    if body.reduce_by is not None or (body.qty is not None and not moving and body.qty <= order.remaining):
-        reduce_by = body.reduce_by if body.reduce_by is not None else order.remaining - (body.qty or 0)
-        if reduce_by <= 0:
-            field = "reduce_by" if body.reduce_by is not None else "qty"
-            raise ApiError(400, RejectReason.INVALID_QUANTITY, "give a quantity to take off (> 0)", field)
-        command: Command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=reduce_by, account=account or "")
-    elif body.qty is None and not moving:
+    if body.reduce_by is not None:
+        if body.qty is not None or moving:
+            raise ApiError(400, Code.INVALID_FIELD, "give reduce_by alone, or qty and/or price", "reduce_by")
+        if body.reduce_by <= 0:
+            raise ApiError(400, RejectReason.INVALID_QUANTITY, "give a quantity to take off (> 0)", "reduce_by")
+        command: Command = ReduceOrder(seq=0, ts=0, order_id=order_id, reduce_by=body.reduce_by, account=account)
+        await engine_outcome(services, command, fields=_ORDER_FIELDS | {RejectReason.INVALID_QUANTITY: "reduce_by"})
+        return order_out(services, services.projection.orders[order_id])
+    if body.qty is None and not moving:
         raise ApiError(400, Code.MISSING_FIELD, "give reduce_by, or qty and/or price (or odds)", "qty")
-    else:
+    price_field = "price" if body.price is not None else "odds"
+    price = 0
+    if moving:
         market = market_of(services, order.market_id)
         try:
-            price = tick_of(market.scheme, body.price, body.odds) if moving else 0
+            price = tick_of(market.scheme, body.price, body.odds)
         except PriceError as exc:
             raise ApiError(400, exc.code, exc.message, exc.field) from None
-        if moving and not market.min_tick <= price <= market.max_tick:  # 0 would mean "keep the price"
-            field = "price" if body.price is not None else "odds"
-            raise ApiError(400, RejectReason.INVALID_PRICE, f"{field} is off this market's ladder", field)
-        if body.qty == 0:
-            raise ApiError(
-                400, RejectReason.INVALID_QUANTITY, "qty 0 with a new price: cancel the order instead", "qty"
-            )
-        command = AmendOrder(
-            seq=0,
-            ts=0,
-            order_id=order_id,
-            account=account or "",
-            price=price,
-            qty=body.qty or 0,
-            post_only=order.post_only if body.post_only is None else body.post_only,
-            stp=None if body.self_trade is None else SELF_TRADE[body.self_trade],
-        )
-    await engine_outcome(services, command)
+        if not market.min_tick <= price <= market.max_tick:  # 0 would mean "keep the price"
+            raise ApiError(400, RejectReason.INVALID_PRICE, f"{price_field} is off this market's ladder", price_field)
+    command = AmendOrder(
+        seq=0,
+        ts=0,
+        order_id=order_id,
+        account=account,
+        price=price,
+        qty=body.qty or 0,
+        post_only=order.post_only if body.post_only is None else body.post_only,
+        stp=None if body.self_trade is None else SELF_TRADE[body.self_trade],
+    )
+    what_moves = "qty" if body.qty is not None else price_field  # what made it a new arrival
+    fields = _ORDER_FIELDS | {
+        RejectReason.INVALID_PRICE: price_field,
+        RejectReason.MARKET_NOT_OPEN: what_moves,
+        RejectReason.INSUFFICIENT_FUNDS: what_moves,
+    }
+    await engine_outcome(services, command, fields=fields)
     return order_out(services, services.projection.orders[order_id])
+
+
+_ORDER_FIELDS = {  # refusals of a change to an order by the engine, and the request field each names
+    RejectReason.UNKNOWN_ORDER: "order_id",
+    RejectReason.ORDER_NOT_OPEN: "order_id",
+    RejectReason.MALFORMED_ID: "account",
+    RejectReason.INVALID_QUANTITY: "qty",
+    RejectReason.QUANTITY_OVER_MAX: "qty",
+    RejectReason.POST_ONLY_WOULD_TAKE: "post_only",
+    RejectReason.SELF_TRADE: "self_trade",
+}
 
 
 @router.delete("/orders", response_model=CancelAllOut, responses=KEY_ERRORS)

@@ -7,7 +7,7 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -313,12 +313,19 @@ async def engine_events(services: Services, command: Command, shard: ShardLink |
     return events
 
 
-async def engine_outcome(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:
-    """As :func:`engine_events`, with the engine's refusal of the command as its error."""
+async def engine_outcome(
+    services: Services,
+    command: Command,
+    shard: ShardLink | None = None,
+    fields: Mapping[RejectReason, str] | None = None,
+) -> list[Event]:
+    """As :func:`engine_events`, with the engine's refusal of the command as its error, naming the
+    request field that ``fields`` gives for its reason."""
     events = await engine_events(services, command, shard)
     rejected = next((e for e in events if isinstance(e, Rejected)), None)
     if rejected is not None:
-        raise rejected_by_engine(refusal_status(rejected.reason), rejected.reason)
+        field = None if fields is None else fields.get(rejected.reason)
+        raise rejected_by_engine(refusal_status(rejected.reason), rejected.reason, field)
     return events
 
 

@@ -254,9 +254,11 @@ class AsyncClient:
         post_only: bool | None = None,
         self_trade: SelfTrade | None = None,
     ) -> OrderOut:
-        """Move a resting order to a new ``price`` (or ``odds``) and/or give it a new remaining
-        ``qty``: more quantity or a new price re-queues it as a new arrival (it may trade at once);
-        a lower ``qty`` alone keeps its place. A refused amend leaves the order as it was."""
+        """Move a resting order to a new ``price`` (or ``odds``) and/or give it a new ``qty``,
+        counting what has filled (FIX's OrderQty: the remaining becomes ``qty`` minus filled, so a
+        fill that lands first is never traded twice; at or below filled the rest is cancelled).
+        More quantity or a new price re-queues it as a new arrival (it may trade at once); a lower
+        ``qty`` alone keeps its place. A refused amend leaves the order as it was."""
         fields = {"price": price, "odds": None if odds is None else str(odds), "qty": qty}
         fields |= {"post_only": post_only, "self_trade": self_trade}
         body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}

@@ -96,6 +96,7 @@ ORDER_ONCE = (
     "post_only",
     "expires_at",
     "created_ts",
+    "lapse",
     "cancelled_qty",
     "cancel_reason",
     "reject_reason",
@@ -165,6 +166,7 @@ class Fold:
                 "post_only": None,
                 "expires_at": None,
                 "created_ts": None,
+                "lapse": None,
                 "status": OrderStatus.OPEN.value,
                 "filled": 0,
                 "remaining": 0,
@@ -185,6 +187,7 @@ class Fold:
         row["post_only"] = event.post_only
         row["expires_at"] = event.expires_at
         row["created_ts"] = event.ts
+        row["lapse"] = event.lapse
         _latest(row, n, event.ts, event.qty)
 
     def _trade(self, item: Item, event: TradeExecuted) -> None:

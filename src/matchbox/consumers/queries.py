@@ -194,6 +194,7 @@ class AccountOrder:
     tif: TimeInForce | None
     post_only: bool | None
     expires_at: int | None
+    lapse: bool | None  # cancelled at a suspension of its market (null: stored before it was kept)
     cancelled_qty: int | None
     cancel_reason: CancelReason | None
     reject_reason: RejectReason | None
@@ -408,6 +409,7 @@ def account_orders(
         o.tif,
         o.post_only,
         o.expires_at,
+        o.lapse,
         o.cancelled_qty,
         o.cancel_reason,
         o.reject_reason,
@@ -443,6 +445,7 @@ def _account_order(r: sa.RowMapping) -> AccountOrder:
         tif=_enum(TimeInForce, r["tif"]),
         post_only=r["post_only"],
         expires_at=r["expires_at"],
+        lapse=r["lapse"],
         cancelled_qty=r["cancelled_qty"],
         cancel_reason=_enum(CancelReason, r["cancel_reason"]),
         reject_reason=_enum(RejectReason, r["reject_reason"]),

@@ -94,6 +94,7 @@ orders = sa.Table(
     sa.Column("post_only", sa.Boolean),
     sa.Column("expires_at", sa.BigInteger),
     sa.Column("created_ts", sa.BigInteger),
+    sa.Column("lapse", sa.Boolean),  # cancelled at a suspension (else it persists; null before 0007)
     # an OrderStatus value, by matchbox.engine.rules.order_status (persistence states it in SQL too)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("filled", sa.BigInteger, nullable=False),  # the sum of the order's trades

@@ -20,7 +20,10 @@ Time in force
 Amending
     ReduceOrder lowers an order's remaining quantity and keeps its place in the queue; reducing
     by the whole remainder cancels it. AmendOrder changes the price and/or the remaining
-    quantity (``qty``) in one step. At the same price and less quantity it is a reduce
+    quantity in one step. Its ``qty`` is the order's new quantity counted as FIX's OrderQty is:
+    what has filled plus what is to remain, so a fill its sender had not seen yet is never traded
+    twice; at or below what has filled, the order's remainder is cancelled (reason USER).
+    At the same price and less remaining quantity it is a reduce
     (``OrderReduced``; it keeps its place, and works on a suspended market too). A new price or
     more quantity loses the place: the market must be open, and the order is checked as a new
     arrival at its new price (post-only and self-trade prevention as the amend says, a collateral
@@ -29,8 +32,8 @@ Amending
     behind every order already there (``OrderRested``), keeping its id, time in force and expiry.
     Never both the old and the new order live, never neither. An amend that changes nothing
     answers nothing. A price off the ladder is INVALID_PRICE, a quantity below zero
-    INVALID_QUANTITY, and a filled and new remaining quantity above the market's largest order
-    QUANTITY_OVER_MAX (what was reduced or cancelled away never counts).
+    INVALID_QUANTITY, and a ``qty`` above the market's largest order QUANTITY_OVER_MAX (what was
+    reduced or cancelled away never counts).
 Self-trade prevention (per order, else per market)
     An order never trades with an order of the same account. What happens is the incoming
     order's choice (``PlaceOrder.stp``), else its market's. CANCEL_TAKER ("cancel newest"): on
@@ -118,7 +121,7 @@ import hashlib
 from collections.abc import Callable
 from functools import lru_cache
 from heapq import heapify, heappop, heappush
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from matchbox.engine import ledger, queries, snapshot
 from matchbox.engine.book import Book, Level, Order
@@ -189,26 +192,28 @@ _CANCEL_RESTING = SelfTradePrevention.CANCEL_RESTING
 _INT64_MAX = 2**63 - 1
 _NS_PER_MS = 1_000_000
 
+_T = TypeVar("_T")
 Timer = tuple[int, int, str]  # (time, order_id, "") for a GTD expiry; (time, 0, account) for a dead-man switch
 
 
-class _Watch:
-    """The ids of some orders that rested, found without a walk over the book (an account's since
-    its first heartbeat; those that lapse at a suspension): every live one, and finished ones until
-    the list is pruned (when it has doubled since the last pruning), so the hot path never removes."""
+class _Watch(Generic[_T]):
+    """Some orders that rested, by id, each with a value, found without a walk over the book (an
+    account's since its first heartbeat; those that lapse at a suspension; those with their own
+    self-trade rule): every live one, and finished ones until they are pruned (when they have
+    doubled since the last pruning), so the hot path never removes."""
 
     __slots__ = ("ids", "prune_at")
 
-    def __init__(self, ids: list[int]) -> None:
+    def __init__(self, ids: dict[int, _T]) -> None:
         self.ids = ids
         self.prune_at = max(64, 2 * len(ids))
 
-    def add(self, order_id: int, live: dict[int, Order]) -> None:
+    def add(self, order_id: int, value: _T, live: dict[int, Order]) -> None:
         ids = self.ids
-        ids.append(order_id)
-        if len(ids) >= self.prune_at:
-            ids[:] = [i for i in ids if i in live]  # ids are never reused: a live id is still ours
-            self.prune_at = max(64, 2 * len(ids))
+        ids[order_id] = value
+        if len(ids) >= self.prune_at:  # ids are never reused: a live id is still ours
+            self.ids = {i: v for i, v in ids.items() if i in live}
+            self.prune_at = max(64, 2 * len(self.ids))
 
 
 class Engine:
@@ -226,10 +231,11 @@ class Engine:
         self._timers: list[Timer] = []  # heap of GTD expiries and dead-man deadlines; may hold stale ones
         self._stale_timers = 0  # deadlines replaced or disarmed since the heap was last rebuilt
         self.deadlines: dict[str, int] = {}  # armed dead-man switches: account -> deadline (ns)
-        self._watched: dict[str, _Watch] = {}  # accounts that have armed a switch: their orders
+        self._watched: dict[str, _Watch[None]] = {}  # accounts that have armed a switch: their orders
         self.ledger = Ledger()  # money: only collateral markets and deposits reach it
         self.transfers: set[str] = set()  # the transfer ids taken out or paid in here: each once
-        self.lapsing = _Watch([])  # the orders that rested and lapse at a suspension
+        self.lapsing: _Watch[None] = _Watch({})  # the orders that rested and lapse at a suspension
+        self.own_stp: _Watch[SelfTradePrevention] = _Watch({})  # the orders that rested with their own rule
         self._handlers: dict[type[Command], Callable[[Any, list[Event]], None]] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -366,11 +372,13 @@ class Engine:
         if self._watched:  # some account has armed a dead-man switch
             watch = self._watched.get(account)
             if watch is not None:
-                watch.add(order_id, self.orders)
+                watch.add(order_id, None, self.orders)
         if tif is _GTD:
             heappush(self._timers, (cmd.expires_at, order_id, ""))
         if cmd.lapse:
-            self.lapsing.add(order_id, self.orders)
+            self.lapsing.add(order_id, None, self.orders)
+        if cmd.stp is not None:
+            self.own_stp.add(order_id, cmd.stp, self.orders)
         events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, remaining))
 
     def _check_order(self, cmd: PlaceOrder, book: Book | None) -> RejectReason | None:
@@ -550,16 +558,19 @@ class Engine:
             return
         order, book = found, found.book
         price = cmd.price or order.price
-        remaining = cmd.qty or order.remaining
+        remaining = cmd.qty - order.filled if cmd.qty else order.remaining  # a fill it did not see is counted
         reason = None
         if cmd.price and not book.min_tick <= price <= book.max_tick:
             reason = RejectReason.INVALID_PRICE
         elif cmd.qty < 0:
             reason = RejectReason.INVALID_QUANTITY
-        elif order.filled + remaining > book.max_qty:  # what it trades in all: reduced quantity never will
+        elif cmd.qty > book.max_qty:  # what it trades in all: reduced quantity never will
             reason = RejectReason.QUANTITY_OVER_MAX
         if reason is not None:
             events.append(_reject(cmd, reason, book.market_id, order.account, order.order_id))
+            return
+        if remaining <= 0:  # no more than has filled already: nothing is left to trade
+            self._cancel_resting(order, CancelReason.USER, cmd.seq, cmd.ts, events)
             return
         if price == order.price and remaining <= order.remaining:  # nothing, or a reduce: it keeps its place
             if remaining < order.remaining:
@@ -578,7 +589,7 @@ class Engine:
             tif=order.tif,
             post_only=cmd.post_only,
             expires_at=order.expires_at,
-            stp=cmd.stp,
+            stp=self.own_stp.ids.get(order_id) if cmd.stp is None else cmd.stp,  # the amend's, else its own
         )
         # its own side of the book: the order itself is never the first order it would meet
         crosses = price >= book.best_ask if side is _BUY else price <= book.best_bid
@@ -592,7 +603,7 @@ class Engine:
             events.append(_reject(cmd, reason, market_id, account, order_id))
             return
         old_price, old_remaining, filled = order.price, order.remaining, order.filled
-        qty = order.qty - old_remaining + remaining
+        qty = filled + remaining  # as FIX's OrderQty after a replace: what was reduced away is gone
         book.take_off(order)
         seq, ts = cmd.seq, cmd.ts
         events.append(
@@ -609,6 +620,8 @@ class Engine:
         )
         book.rest(moved)
         self.orders[order_id] = moved
+        if cmd.stp is not None:
+            self.own_stp.add(order_id, cmd.stp, self.orders)
         events.append(OrderRested(seq, ts, market_id, order_id, account, side, price, left))
 
     def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
@@ -702,7 +715,7 @@ class Engine:
         self.deadlines[account] = deadline
         heappush(self._timers, (deadline, 0, account))
         if account not in self._watched:  # once per account: from now on its orders are noted as they rest
-            self._watched[account] = _Watch([i for i, o in self.orders.items() if o.account == account])
+            self._watched[account] = _Watch({i: None for i, o in self.orders.items() if o.account == account})
 
     def _rebuild_timers(self) -> None:
         """Drop stale timers (a sorted list is a heap; the set drops duplicates)."""
@@ -926,15 +939,19 @@ class Engine:
 
     def restore_lapsing(self, order_ids: list[int]) -> None:
         """The live orders that lapse, while restoring a snapshot."""
-        self.lapsing = _Watch(order_ids)
+        self.lapsing = _Watch(dict.fromkeys(order_ids))
+
+    def restore_own_stp(self, rules: list[tuple[int, int]]) -> None:
+        """The live orders with their own self-trade rule, while restoring a snapshot."""
+        self.own_stp = _Watch({order_id: SelfTradePrevention(stp) for order_id, stp in rules})
 
     def restore_deadlines(self, deadlines: list[tuple[str, int]]) -> None:
         """Re-arm dead-man switches while restoring a snapshot, after its orders (one walk over them)."""
-        mine: dict[str, list[int]] = {account: [] for account, _ in deadlines}
+        mine: dict[str, dict[int, None]] = {account: {} for account, _ in deadlines}
         for order_id, order in self.orders.items():
             ids = mine.get(order.account)
             if ids is not None:
-                ids.append(order_id)
+                ids[order_id] = None
         for account, ids in mine.items():
             self._watched[account] = _Watch(ids)
         for account, deadline in deadlines:

@@ -20,6 +20,9 @@ moves money once), to version 3; written once there is one.
 Version 5 adds the ids of the live orders that lapse when their market is suspended, sorted, to
 version 4; written only while there is one.
 
+Version 6 adds the live orders placed (or amended) with their own self-trade rule, as (order id,
+rule) sorted by id, to version 5; written only while there is one.
+
 Speed (``matchbox bench recovery``): a restore must be much faster than replaying the commands
 that built the book (a large book must change leader quickly). So msgspec decodes the rows
 straight into orders, enums and all; each price level is put back in one step rather than order
@@ -50,8 +53,8 @@ if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 5
-VERSIONS = (1, 2, 3, 4, 5)
+VERSION = 6
+VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 class SnapshotError(ValueError):
@@ -135,6 +138,10 @@ class _SnapshotV5(_SnapshotV4, array_like=True):
     lapsing: list[int]  # the live orders that lapse at a suspension, sorted
 
 
+class _SnapshotV6(_SnapshotV5, array_like=True):
+    own_stp: list[tuple[int, int]]  # (order id, self-trade rule) of the live orders with their own, sorted
+
+
 _encoder = msgspec.msgpack.Encoder()
 _header = msgspec.msgpack.Decoder(_Header)
 _START = b"\x90" + _encoder.encode(FORMAT)  # an array's first byte (0x9N: N items), then the format
@@ -146,6 +153,7 @@ _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
     3: msgspec.msgpack.Decoder(_SnapshotV3),
     4: msgspec.msgpack.Decoder(_SnapshotV4),
     5: msgspec.msgpack.Decoder(_SnapshotV5),
+    6: msgspec.msgpack.Decoder(_SnapshotV6),
 }
 
 
@@ -189,20 +197,30 @@ def _encode(engine: Engine) -> bytes:
     deadlines = sorted(engine.deadlines.items())
     orders = engine.orders
     lapsing = sorted(i for i in engine.lapsing.ids if i in orders)
-    if not engine.ledger and not deadlines and not lapsing:  # no money anywhere: version 1, as before the ledger
+    own_stp = sorted((i, int(rule)) for i, rule in engine.own_stp.ids.items() if i in orders)
+    if (
+        not engine.ledger and not deadlines and not lapsing and not own_stp
+    ):  # no money anywhere: version 1, as before the ledger
         markets = [_market(book) for book in books]
         return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
     markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
     last_ids = (engine.last_order_id, engine.last_trade_id)
-    if not deadlines and not engine.transfers and not lapsing:  # no switch armed: version 2, as before them
+    if (
+        not deadlines and not engine.transfers and not lapsing and not own_stp
+    ):  # no switch armed: version 2, as before them
         return _encoder.encode(_SnapshotV2(FORMAT, 2, *last_ids, markets_v2, _ledger(engine)))
-    if not engine.transfers and not lapsing:  # no transfer between shards: version 3, as before they existed
+    if (
+        not engine.transfers and not lapsing and not own_stp
+    ):  # no transfer between shards: version 3, as before they existed
         return _encoder.encode(_SnapshotV3(FORMAT, 3, *last_ids, markets_v2, _ledger(engine), deadlines))
     transfers = sorted(engine.transfers)
-    if not lapsing:  # no order that lapses: version 4, as before orders could
+    if not lapsing and not own_stp:  # no order that lapses: version 4, as before orders could
         return _encoder.encode(_SnapshotV4(FORMAT, 4, *last_ids, markets_v2, _ledger(engine), deadlines, transfers))
     ledger = _ledger(engine)
-    return _encoder.encode(_SnapshotV5(FORMAT, VERSION, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing))
+    if not own_stp:  # no order with its own self-trade rule: version 5, as before orders kept one
+        return _encoder.encode(_SnapshotV5(FORMAT, 5, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing))
+    v6 = _SnapshotV6(FORMAT, VERSION, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing, own_stp)
+    return _encoder.encode(v6)
 
 
 def _market(book: Book) -> _Market:
@@ -274,6 +292,8 @@ def decode(data: bytes, engine: Engine) -> Engine:
             engine.transfers = set(snapshot.transfers)
         if isinstance(snapshot, _SnapshotV5):
             engine.restore_lapsing(snapshot.lapsing)
+        if isinstance(snapshot, _SnapshotV6):
+            engine.restore_own_stp(snapshot.own_stp)
     return engine
 
 

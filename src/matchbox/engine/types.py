@@ -201,14 +201,16 @@ class CancelOrder(Command, frozen=True, gc=False, kw_only=True):
 
 
 class AmendOrder(Command, frozen=True, gc=False, kw_only=True):
-    """Change a live order's price and/or its remaining quantity in one step (see the engine's
-    "Amending" rule). ``price`` 0 keeps the price, ``qty`` 0 keeps the remaining quantity; the
-    amended order is checked as a new arrival with ``post_only`` and ``stp`` (its market's if None)."""
+    """Change a live order's price and/or its quantity in one step (see the engine's "Amending"
+    rule). ``price`` 0 keeps the price. ``qty`` is the order's new quantity as FIX's OrderQty:
+    filled plus the new remaining (remaining = qty - filled; at or below filled, the order is
+    cancelled); 0 keeps the remaining quantity. The amended order is checked as a new arrival
+    with ``post_only`` and ``stp`` (None: the order's own, else its market's)."""
 
     order_id: Int64
     account: Text = ""  # when given, must own the order
     price: Int64 = 0
-    qty: Int64 = 0  # the new remaining quantity
+    qty: Int64 = 0  # filled + the new remaining
     post_only: bool = False
     stp: SelfTradePrevention | None = None
 
@@ -379,8 +381,9 @@ class OrderReduced(Event, frozen=True, gc=False):
 class OrderAmended(Event, frozen=True, gc=False):
     """A live order was given a new price or more quantity: it left the book, and now trades
     and rests as a new arrival would (its ``TradeExecuted``, then ``OrderRested`` or
-    ``OrderCancelled``, follow), behind every order already at its price. ``qty`` is its new total
-    (filled, plus cancelled or reduced, plus the new remaining)."""
+    ``OrderCancelled``, follow), behind every order already at its price. ``qty`` is its new
+    quantity, as FIX's OrderQty after a replace: what has filled plus the new remaining (what was
+    reduced away before is no longer counted in it)."""
 
     market_id: str
     order_id: int
