@@ -96,6 +96,8 @@ class RefMarket:
     stp: SelfTradePrevention
     state: MarketState = MarketState.OPEN
     resting: list[RefOrder] = field(default_factory=list)
+    opens_at: int = 0  # while it has not come: suspended, then opened (if still suspended)
+    closes_at: int = 0  # when it comes: closed (if open or suspended)
 
 
 class ReferenceBook:
@@ -189,9 +191,35 @@ class ReferenceBook:
     # ------------------------------------------------------------------ time
 
     def _expire(self, cmd: Command) -> list[Event]:
-        due = [o for o in self.all_resting() if o.tif == TimeInForce.GTD and o.expires_at <= cmd.ts]
-        due.sort(key=lambda o: (o.expires_at, o.order_id))
-        return [self._take_off(order, CancelReason.EXPIRED, cmd) for order in due]
+        """Every timer due by the command's time, earliest first, one at a time: GTD expiries and
+        markets' open and close times (at one instant, the markets' first, opening before closing)."""
+        events: list[Event] = []
+        while True:
+            due: list[tuple[int, int, str]] = [
+                (o.expires_at, o.order_id, "")
+                for o in self.all_resting()
+                if o.tif == TimeInForce.GTD and o.expires_at <= cmd.ts
+            ]
+            for m in self.markets.values():
+                if m.opens_at and m.opens_at <= cmd.ts:
+                    due.append((m.opens_at, -2, m.market_id))
+                if m.closes_at and m.closes_at <= cmd.ts:
+                    due.append((m.closes_at, -1, m.market_id))
+            if not due:
+                return events
+            _, kind, market_id = min(due)
+            if kind == -2:
+                self.markets[market_id].opens_at = 0
+                if self.markets[market_id].state == MarketState.SUSPENDED:
+                    events += self._transition(cmd, market_id, [MarketState.SUSPENDED], MarketState.OPEN)
+            elif kind == -1:
+                self.markets[market_id].closes_at = 0
+                if self.markets[market_id].state in (MarketState.OPEN, MarketState.SUSPENDED):
+                    allowed = [MarketState.OPEN, MarketState.SUSPENDED]
+                    events += self._transition(cmd, market_id, allowed, MarketState.CLOSED)
+            else:
+                order = next(o for o in self.all_resting() if o.order_id == kind)
+                events.append(self._take_off(order, CancelReason.EXPIRED, cmd))
 
     # ------------------------------------------------------------------ orders
 
@@ -506,10 +534,21 @@ class ReferenceBook:
             max_tick = ODDS_TICKS
         else:
             max_tick = cmd.max_tick
-        if not 1 <= max_tick <= TICKS_LIMIT or cmd.market_id == "" or cmd.max_qty <= 0:
+        opens_at = cmd.opens_at if cmd.opens_at > cmd.ts else 0
+        names = {TickScheme.BINARY: (0, 2), TickScheme.ODDS: (0, 1), TickScheme.TICKS: (0,)}[cmd.scheme]
+        if (
+            not 1 <= max_tick <= TICKS_LIMIT
+            or cmd.market_id == ""
+            or cmd.max_qty <= 0
+            or (cmd.info is not None and len(cmd.info.outcomes) not in names)
+            or cmd.opens_at < 0
+            or (cmd.closes_at != 0 and cmd.closes_at <= max(cmd.ts, opens_at))
+        ):
             return [self._rejected(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id)]
-        self.markets[cmd.market_id] = RefMarket(cmd.market_id, cmd.scheme, 1, max_tick, cmd.max_qty, cmd.stp)
-        return [
+        market = RefMarket(cmd.market_id, cmd.scheme, 1, max_tick, cmd.max_qty, cmd.stp)
+        market.opens_at, market.closes_at = opens_at, cmd.closes_at
+        self.markets[cmd.market_id] = market
+        created: list[Event] = [
             MarketCreated(
                 seq=cmd.seq,
                 ts=cmd.ts,
@@ -519,8 +558,19 @@ class ReferenceBook:
                 max_tick=max_tick,
                 max_qty=cmd.max_qty,
                 stp=cmd.stp,
+                info=cmd.info,
+                opens_at=opens_at,
+                closes_at=cmd.closes_at,
             )
         ]
+        if opens_at:
+            market.state = MarketState.SUSPENDED
+            created.append(
+                MarketStateChanged(
+                    seq=cmd.seq, ts=cmd.ts, market_id=cmd.market_id, state=MarketState.SUSPENDED, outcome=""
+                )
+            )
+        return created
 
     def _transition(
         self, cmd: Command, market_id: str, allowed: list[MarketState], target: MarketState, outcome: str = ""
@@ -531,6 +581,8 @@ class ReferenceBook:
         if market.state not in allowed:
             return [self._rejected(cmd, RejectReason.ILLEGAL_TRANSITION, market_id)]
         market.state = target
+        if target != MarketState.SUSPENDED:
+            market.opens_at = 0
         events: list[Event] = [
             MarketStateChanged(seq=cmd.seq, ts=cmd.ts, market_id=market_id, state=target, outcome=outcome)
         ]

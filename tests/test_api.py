@@ -243,6 +243,67 @@ def test_an_amend_keeps_priority_only_when_it_lowers_the_quantity(open_client: T
     assert (done.status_code, done.json()["status"], done.json()["remaining"]) == (200, "cancelled", 0), done.text
 
 
+def test_a_market_says_what_it_is_about_and_closes_itself_at_its_close_time(
+    open_client: TestClient, exchange_url: str, data_dir: Path
+) -> None:
+    """Title, question, rules, category and outcome names travel with the market; GET /markets
+    filters by category and close time and sorts by close time; at its close time the engine
+    closes it on its own (journal time), its resting order cancelled, and the database has it all."""
+    category = fresh("cat")
+    soon_ms = time.time_ns() // 1_000_000 + 1_500
+    terms = {"title": "Rain", "question": "Will it rain?", "rules": "Met Office", "category": category}
+    closing = new_market(open_client, **terms, outcomes=["Rain", "Dry"], closes_at_ms=soon_ms)
+    later = new_market(open_client, category=category, closes_at_ms=soon_ms + 3_600_000)
+    never = new_market(open_client, category=category)
+    shown = open_client.get(f"/v1/markets/{closing}").json()
+    assert {k: shown[k] for k in (*terms, "outcomes", "closes_at_ms")} == {
+        **terms,
+        "outcomes": ["Rain", "Dry"],
+        "closes_at_ms": soon_ms,
+    }
+    assert open_client.get(f"/v1/markets/{never}").json()["outcomes"] == ["YES", "NO"]
+    listed = open_client.get("/v1/markets", params={"category": category, "sort": "closes_at", "limit": 2}).json()
+    assert [m["market_id"] for m in listed["items"]] == [closing, later]
+    rest = open_client.get("/v1/markets", params={"category": category, "sort": "closes_at", "cursor": listed["next"]})
+    assert [m["market_id"] for m in rest.json()["items"]] == [never]
+    soon = open_client.get("/v1/markets", params={"category": category, "closes_before_ms": soon_ms + 1})
+    assert [m["market_id"] for m in soon.json()["items"]] == [closing]
+    bad = open_client.get("/v1/markets", params={"sort": "closes_at", "cursor": "tomorrow"})
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "cursor")
+    past = open_client.post(
+        "/v1/markets",
+        json={"market_id": fresh("m"), "scheme": "binary", "closes_at_ms": soon_ms - 60_000},
+        headers=ADMIN,
+    )
+    assert (past.status_code, past.json()["error"]["field"]) == (400, "closes_at_ms")
+    odd = open_client.post(
+        "/v1/markets", json={"market_id": fresh("m"), "scheme": "odds", "outcomes": ["A", "B"]}, headers=ADMIN
+    )
+    assert (odd.status_code, odd.json()["error"]["field"]) == (400, "outcomes")
+
+    resting = place(open_client, market_id=closing, side="buy", price=30, qty=5, account="ann").json()
+    wait_until(
+        lambda: open_client.get(f"/v1/markets/{closing}").json()["state"] == "closed",
+        message="the engine to close the market at its close time",
+    )
+    assert open_client.get(f"/v1/orders/{resting['order_id']}").json()["cancel_reason"] == "MARKET_CLOSED"
+    late = place(open_client, market_id=closing, side="buy", price=30, qty=5, account="ann")
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "MARKET_NOT_OPEN")
+    database = drain_persistence(exchange_url, data_dir)
+    try:
+        with database.connect() as connection:
+            row = connection.execute(
+                sa.text(
+                    "SELECT title, question, rules, category, outcomes, closes_at, state"
+                    " FROM markets WHERE market_id = :m"
+                ),
+                {"m": closing},
+            ).one()
+        assert tuple(row) == ("Rain", "Will it rain?", "Met Office", category, '["Rain","Dry"]', soon_ms * 1_000_000, 2)
+    finally:
+        database.dispose()
+
+
 def test_a_suspension_cancels_the_orders_that_lapse_and_keeps_the_rest(open_client: TestClient) -> None:
     market = new_market(open_client)
     lapsing = place(open_client, market_id=market, side="buy", price=30, qty=5, on_suspend="lapse").json()

@@ -16,7 +16,10 @@ from matchbox.engine.types import (
     CancelOrders,
     CancelReason,
     CloseMarket,
+    CreateMarket,
     Event,
+    MarketCreated,
+    MarketInfo,
     MarketState,
     MarketStateChanged,
     OrderAccepted,
@@ -25,6 +28,7 @@ from matchbox.engine.types import (
     OrderKind,
     OrderReduced,
     OrderRested,
+    PlaceOrder,
     ReduceOrder,
     Rejected,
     RejectReason,
@@ -422,6 +426,37 @@ def test_an_amended_order_keeps_its_own_self_trade_rule_through_a_snapshot(drive
     events = engine.apply(AmendOrder(seq=9, ts=9_000, order_id=3, price=55))
     assert kinds(events) == ["OrderAmended", "OrderCancelled", "TradeExecuted"]
     assert trades(events) == [(2, 3, 55, 5)]
+
+
+def test_a_market_opens_and_closes_itself_on_journal_time() -> None:
+    """Created to open at 2,000 and close at 3,000 (engine time): suspended until it opens, orders
+    refused; open between; at 3,000 closed by the engine, its book cancelled, before any order of
+    the command that reached it (and after a snapshot and restore, the same)."""
+    driver = Driver()
+    info = MarketInfo(title="Rain", question="Will it rain?", outcomes=("YES", "NO"))
+    events = driver.apply(
+        CreateMarket, market_id="m", scheme=TickScheme.BINARY, info=info, opens_at=2_000, closes_at=3_000
+    )
+    assert kinds(events) == ["MarketCreated", "MarketStateChanged"]
+    assert isinstance(events[0], MarketCreated)
+    assert (events[0].info, events[0].closes_at) == (info, 3_000)
+    assert rejected(driver.place(BUY, 40, 5, market_id="m")) is RejectReason.MARKET_NOT_OPEN
+    events = driver.place(BUY, 40, 5, market_id="m", ts=2_000)
+    assert kinds(events) == ["MarketStateChanged", "OrderAccepted", "OrderRested"]
+    engine = Engine.restore(driver.engine.snapshot())
+    events = engine.apply(
+        PlaceOrder(seq=9, ts=3_000, market_id="m", order_id=99, account="a", side=SELL, price=40, qty=5)
+    )
+    assert kinds(events) == ["MarketStateChanged", "OrderCancelled", "Rejected"]
+    assert isinstance(events[0], MarketStateChanged)
+    assert events[0].state is MarketState.CLOSED
+    assert isinstance(events[1], OrderCancelled)
+    assert events[1].reason is CancelReason.MARKET_CLOSED
+    assert engine.next_expiry() is None
+    for bad in ({"closes_at": 1}, {"opens_at": 5_000, "closes_at": 4_000}, {"info": MarketInfo(outcomes=("A",))}):
+        assert rejected(driver.apply(CreateMarket, market_id="x", scheme=TickScheme.BINARY, **bad)) is (
+            RejectReason.INVALID_MARKET_SPEC
+        )
 
 
 def test_cancel_orders_gives_each_id_its_own_outcome(driver: Driver) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -30,11 +32,14 @@ from matchbox.api.projection import MarketView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, market_of, services_of
 from matchbox.consumers import queries
+from matchbox.engine.ledger import INT64_MAX
 from matchbox.engine.types import (
+    MAX_OUTCOMES,
     CloseMarket,
     Command,
     CreateMarket,
     MarketCreated,
+    MarketInfo,
     RejectReason,
     ResumeMarket,
     SettleMarket,
@@ -51,6 +56,7 @@ router = APIRouter(tags=["markets"], route_class=EdgeRoute)
 def _market_out(services: Services, market: MarketView) -> MarketOut:
     book = services.projection.books[market.market_id]
     bid, ask = book.best(_BUY), book.best(_SELL)
+    info = market.info or _NO_INFO
     return MarketOut(
         market_id=market.market_id,
         scheme=market.scheme.name.lower(),
@@ -64,7 +70,18 @@ def _market_out(services: Services, market: MarketView) -> MarketOut:
         shard=market.shard,
         best_bid=None if bid is None else price_out(market.scheme, bid),
         best_ask=None if ask is None else price_out(market.scheme, ask),
+        title=info.title,
+        question=info.question,
+        rules=info.rules,
+        category=info.category,
+        outcomes=list(info.outcomes or DEFAULT_OUTCOMES.get(market.scheme, ())),
+        opens_at_ms=market.opens_at // NS_PER_MS or None,
+        closes_at_ms=market.closes_at // NS_PER_MS or None,
     )
+
+
+DEFAULT_OUTCOMES = {TickScheme.BINARY: ("YES", "NO")}  # what a binary market's two outcomes are called
+_NO_INFO = MarketInfo()
 
 
 def _book_out(services: Services, market: MarketView, depth: int | None, with_orders: bool = True) -> BookOut:
@@ -96,7 +113,26 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         )
     if body.market_id in services.projection.markets:
         raise ApiError(409, RejectReason.MARKET_EXISTS, f"market {body.market_id!r} exists", "market_id")
+    if body.outcomes is not None and len(body.outcomes) != MAX_OUTCOMES[scheme]:
+        names = {TickScheme.BINARY: "two names (YES, NO)", TickScheme.ODDS: "one name (the selection)"}
+        message = f"a {body.scheme} market's outcomes are {names.get(scheme, 'not named')}"
+        raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "outcomes")
+    now_ms = time.time_ns() // NS_PER_MS
+    opens_ms = body.opens_at_ms if body.opens_at_ms and body.opens_at_ms > now_ms else 0
+    if body.closes_at_ms is not None and body.closes_at_ms <= max(now_ms, opens_ms):
+        message = "closes_at_ms must be in the future, and after opens_at_ms"
+        raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "closes_at_ms")
     shard = await services.place_market(body.market_id, body.shard)
+    given = (body.title, body.question, body.rules, body.category, body.outcomes)
+    info = None
+    if any(given):
+        info = MarketInfo(
+            title=body.title,
+            question=body.question,
+            rules=body.rules,
+            category=body.category,
+            outcomes=tuple(body.outcomes or ()),
+        )
     command = CreateMarket(
         seq=0,
         ts=0,
@@ -106,8 +142,12 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         max_qty=body.max_qty,
         stp=SELF_TRADE[body.self_trade],
         collateral=body.collateral,
+        info=info,
+        opens_at=(body.opens_at_ms or 0) * NS_PER_MS,
+        closes_at=(body.closes_at_ms or 0) * NS_PER_MS,
     )
-    events = await engine_outcome(services, command, shard)
+    # its journal time may run past closes_at_ms after the check above: the engine says so
+    events = await engine_outcome(services, command, shard, {RejectReason.INVALID_MARKET_SPEC: "closes_at_ms"})
     assert any(isinstance(e, MarketCreated) for e in events)
     return _market_out(services, services.projection.markets[body.market_id])
 
@@ -119,21 +159,59 @@ async def list_markets(
     cursor: Cursor = None,
     state: Annotated[Literal["open", "suspended", "closed", "settled"] | None, Query(description="only these")] = None,
     scheme: Annotated[Literal["binary", "odds", "ticks"] | None, Query(description="only these")] = None,
+    category: Annotated[str | None, Query(max_length=256, description="only this category")] = None,
+    closes_before_ms: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX // NS_PER_MS, description="only those closing before this unix ms")
+    ] = None,
+    sort: Annotated[
+        Literal["market_id", "closes_at"],
+        Query(description="by id, or by close time, soonest first (those without one last), then id"),
+    ] = "market_id",
 ) -> MarketsPage:
-    """Markets by id, with their best prices."""
+    """Markets, with their best prices: by id, or by close time."""
     services = services_of(request)
+    key: Callable[[MarketView], tuple[int, str]]
+    key = _by_close if sort == "closes_at" else _by_id
+    after = None if cursor is None else _market_cursor(cursor, sort)
+    before_ns = None if closes_before_ms is None else closes_before_ms * NS_PER_MS
     found = sorted(
         (
             m
             for m in services.projection.markets.values()
-            if (cursor is None or m.market_id > cursor)
+            if (after is None or key(m) > after)
             and (state is None or m.state.name.lower() == state)
             and (scheme is None or m.scheme.name.lower() == scheme)
+            and (category is None or (m.info is not None and m.info.category == category))
+            and (before_ns is None or 0 < m.closes_at < before_ns)
         ),
-        key=lambda m: m.market_id,
+        key=key,
     )
-    items, after = page(found[: limit + 1], limit, lambda m: m.market_id)
-    return MarketsPage(items=[_market_out(services, m) for m in items], next=after)
+    items, next_cursor = page(found[: limit + 1], limit, lambda m: m.market_id if sort == "market_id" else _cursor(m))
+    return MarketsPage(items=[_market_out(services, m) for m in items], next=next_cursor)
+
+
+def _cursor(market: MarketView) -> str:
+    close_ms, market_id = _by_close(market)
+    return f"{close_ms}:{market_id}"
+
+
+def _by_id(market: MarketView) -> tuple[int, str]:
+    return (0, market.market_id)
+
+
+def _by_close(market: MarketView) -> tuple[int, str]:
+    """Soonest close first; those without a close time last; then by id."""
+    return (market.closes_at // NS_PER_MS or INT64_MAX // NS_PER_MS, market.market_id)
+
+
+def _market_cursor(cursor: str, sort: str) -> tuple[int, str]:
+    """The sort key a markets cursor holds: a market id, or ``<close ms>:<market id>``."""
+    if sort == "market_id":
+        return (0, cursor)
+    ms, _, market_id = cursor.partition(":")
+    if not (ms.isascii() and ms.isdigit() and len(ms) <= 19 and market_id):
+        raise ApiError(400, Code.INVALID_CURSOR, "cursor is not one this list gave (pass a page's next)", "cursor")
+    return (int(ms), market_id)
 
 
 @router.get("/markets/{market_id}", response_model=MarketOut, responses=ERRORS)

@@ -83,6 +83,24 @@ class MarketIn(BaseModel):
     shard: int | None = Field(
         default=None, ge=0, lt=MAX_SHARDS, description="the shard that matches it; default: the one with fewest markets"
     )
+    title: str = Field(default="", max_length=256, description="a short name for people")
+    question: str = Field(default="", max_length=8192, description="the question it answers, or its description")
+    rules: str = Field(default="", max_length=8192, description="how it settles")
+    category: str = Field(default="", max_length=256, description="for filtering: GET /markets?category=")
+    outcomes: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=2,
+        description="the outcomes' names: two on a binary market (default YES, NO), one (the selection) on an odds one",
+    )
+    opens_at_ms: int | None = Field(
+        default=None, ge=0, le=INT64_MAX // NS_PER_MS, description="unix ms: suspended until then, then opened"
+    )
+    closes_at_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=INT64_MAX // NS_PER_MS,
+        description="unix ms, in the future: the engine closes it then (journal time): nothing trades at or after it",
+    )
 
 
 class SettleIn(BaseModel):
@@ -103,6 +121,13 @@ class MarketOut(BaseModel):
     shard: int = Field(description="the shard whose engine matches it (its order and trade ids carry it)")
     best_bid: float | int | None = Field(description=PRICE_UNIT)
     best_ask: float | int | None = Field(description=PRICE_UNIT)
+    title: str = ""
+    question: str = ""
+    rules: str = ""
+    category: str = ""
+    outcomes: list[str] = Field(default_factory=list, description="the outcomes' names (binary: YES and NO by default)")
+    opens_at_ms: int | None = Field(default=None, description="unix ms it opens, or opened, at (null: at once)")
+    closes_at_ms: int | None = Field(default=None, description="unix ms the engine closes it at (null: none)")
 
 
 class MarketsPage(Page[MarketOut]):

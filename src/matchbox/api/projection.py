@@ -22,6 +22,7 @@ from matchbox.engine.types import (
     CancelReason,
     Event,
     MarketCreated,
+    MarketInfo,
     MarketState,
     MarketStateChanged,
     OrderAccepted,
@@ -59,6 +60,9 @@ class MarketView:
     outcome: str = ""
     collateral: bool = False
     shard: int = 0  # whose engine matches it
+    info: MarketInfo | None = None
+    opens_at: int = 0  # engine time (ns); 0: none
+    closes_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +211,17 @@ class Projection:
 
     def _market_created(self, e: MarketCreated, n: int, entry_id: str) -> list[Update]:
         market = MarketView(
-            e.market_id, e.scheme, e.min_tick, e.max_tick, e.max_qty, e.stp, collateral=e.collateral, shard=self._shard
+            e.market_id,
+            e.scheme,
+            e.min_tick,
+            e.max_tick,
+            e.max_qty,
+            e.stp,
+            collateral=e.collateral,
+            shard=self._shard,
+            info=e.info,
+            opens_at=e.opens_at,
+            closes_at=e.closes_at,
         )
         self.markets[e.market_id] = market
         self.books[e.market_id] = BookView()

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from matchbox.consumers.batch import (
@@ -87,7 +88,21 @@ from matchbox.engine.types import (
     TradeExecuted,
 )
 
-MARKET_ONCE = ("scheme", "min_tick", "max_tick", "max_qty", "stp", "created_ts")
+MARKET_ONCE = (
+    "scheme",
+    "min_tick",
+    "max_tick",
+    "max_qty",
+    "stp",
+    "created_ts",
+    "title",
+    "question",
+    "rules",
+    "category",
+    "outcomes",
+    "opens_at",
+    "closes_at",
+)
 MARKET_LATEST = ("state", "outcome", "updated_ts", "last_n")
 ORDER_ONCE = (
     "side",
@@ -243,7 +258,15 @@ class Fold:
             max_qty=event.max_qty,
             stp=int(event.stp),
             created_ts=event.ts,
+            opens_at=event.opens_at or None,
+            closes_at=event.closes_at or None,
         )
+        info = event.info
+        if info is not None:
+            outcomes = msgspec.json.encode(list(info.outcomes)).decode()
+            row.update(
+                title=info.title, question=info.question, rules=info.rules, category=info.category, outcomes=outcomes
+            )
         if n > row["last_n"]:
             row.update(state=int(MarketState.OPEN), outcome="", updated_ts=event.ts, last_n=n)
 

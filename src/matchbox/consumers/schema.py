@@ -70,6 +70,14 @@ markets = sa.Table(
     sa.Column("max_qty", sa.BigInteger),
     sa.Column("stp", sa.SmallInteger),
     sa.Column("created_ts", sa.BigInteger),
+    # what it is about, from its MarketCreated too (0007; null on rows written before)
+    sa.Column("title", sa.String(256)),
+    sa.Column("question", sa.Text),
+    sa.Column("rules", sa.Text),
+    sa.Column("category", sa.String(256)),
+    sa.Column("outcomes", sa.Text),  # the outcome names, a JSON list
+    sa.Column("opens_at", sa.BigInteger),  # engine time (ns); null: none
+    sa.Column("closes_at", sa.BigInteger),
     # last-writer-wins by last_n
     sa.Column("state", sa.SmallInteger, nullable=False),
     sa.Column("outcome", Name, nullable=False),

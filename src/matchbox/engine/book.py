@@ -21,6 +21,7 @@ from operator import attrgetter
 import msgspec
 
 from matchbox.engine.types import (
+    MarketInfo,
     MarketState,
     SelfTradePrevention,
     Side,
@@ -96,6 +97,9 @@ class Book:
         "best_ask",
         "occupied",
         "collateral",
+        "info",
+        "opens_at",
+        "closes_at",
     )
 
     def __init__(
@@ -127,6 +131,9 @@ class Book:
         # proportion to the levels there are, not to the width of the ladder (100,000 ticks)
         self.occupied: tuple[set[int], set[int]] = (set(), set())
         self.collateral = collateral  # orders need funds: see matchbox.engine.ledger
+        self.info: MarketInfo | None = None  # for people: the engine passes it on and never reads it
+        self.opens_at = 0  # engine time (ns) it opens at, while it was created to open later and has not
+        self.closes_at = 0  # engine time (ns) the engine closes it at (0: none)
 
     # ------------------------------------------------------------------ resting
 

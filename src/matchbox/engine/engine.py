@@ -65,7 +65,14 @@ Markets
     cancels and reduces. Each order says what becomes of it at a suspension: it persists (the
     default), or it lapses (``PlaceOrder.lapse``, Betfair's default in play): right after the
     ``MarketStateChanged``, every live lapsing order of the market is cancelled, lowest id first
-    (reason LAPSED); an amended order keeps its choice. Closing or settling cancels every resting order (MARKET_CLOSED).
+    (reason LAPSED); an amended order keeps its choice. Closing or settling cancels every resting
+    order (MARKET_CLOSED). A market may be created with an open time (``opens_at``, engine time):
+    it is suspended until then (a ``MarketStateChanged`` follows its ``MarketCreated``), and the
+    engine opens it then if it is still suspended; and with a close time (``closes_at``, after
+    its creation and its open time, else INVALID_MARKET_SPEC), when the engine closes it if it is
+    still open or suspended, so nothing trades at or after it. Both are timers, as GTD expiries
+    are. Its ``MarketInfo`` (title, question, rules, category, outcome names: two on a binary
+    market, one, the selection's, on an odds market, none on a ticks market) is passed on, never read.
 Money
     A market created with ``collateral=True`` (binary or odds) trades only what accounts can pay
     for: a new order is refused (INSUFFICIENT_FUNDS) if its reserve is above the account's free
@@ -83,7 +90,7 @@ Dead-man switch
     it, every resting order of the account, in every market (suspended ones too), is cancelled,
     lowest id first (reason DEADMAN), then ``DeadmanTriggered`` tells how many, and the switch is
     disarmed. Timers fire in time order; at one instant, dead-man switches (by account) come
-    before GTD expiries (by order id).
+    before GTD expiries (by order id), and markets' open and close times before both.
 Ids
     An account is 1 to 64 characters of ``A-Z a-z 0-9 _ . -``, a market id the same and ``:``
     too (:mod:`matchbox.engine.ids`). A command naming an account, or a market that no book has,
@@ -134,6 +141,7 @@ from matchbox.engine.types import (
     IDS_PER_MS,
     MAX_CANCEL_IDS,
     MAX_HEARTBEAT_TIMEOUT_MS,
+    MAX_OUTCOMES,
     AdvanceTime,
     AmendOrder,
     BalanceChanged,
@@ -193,7 +201,10 @@ _INT64_MAX = 2**63 - 1
 _NS_PER_MS = 1_000_000
 
 _T = TypeVar("_T")
-Timer = tuple[int, int, str]  # (time, order_id, "") for a GTD expiry; (time, 0, account) for a dead-man switch
+# (time, order_id, "") for a GTD expiry; (time, 0, account) for a dead-man switch; (time, _OPENS or
+# _CLOSES, market_id) for a market's open or close time: at one instant, markets first
+Timer = tuple[int, int, str]
+_OPENS, _CLOSES = -2, -1
 
 
 class _Watch(Generic[_T]):
@@ -675,19 +686,29 @@ class Engine:
             timer = heappop(timers)
             if not self._is_live(timer):
                 continue
-            _, order_id, account = timer
-            if order_id:
+            _, order_id, name = timer
+            if order_id > 0:
                 self._cancel_resting(self.orders[order_id], CancelReason.EXPIRED, cmd.seq, cmd.ts, events)
+            elif not order_id:
+                self._deadman(name, cmd, events)
+            elif order_id == _OPENS:
+                self._transition(cmd, name, (MarketState.SUSPENDED,), MarketState.OPEN, "", events)
             else:
-                self._deadman(account, cmd, events)
+                self._transition(cmd, name, (MarketState.OPEN, MarketState.SUSPENDED), MarketState.CLOSED, "", events)
 
     def _is_live(self, timer: Timer) -> bool:
-        """Whether a timer still stands: its order is live, or its deadline is the account's."""
-        at, order_id, account = timer
-        if order_id:
+        """Whether a timer still stands: its order is live, its deadline is the account's, or its
+        market is still to be opened (suspended) or closed (open or suspended) then."""
+        at, order_id, name = timer
+        if order_id > 0:
             order = self.orders.get(order_id)
             return order is not None and order.expires_at == at
-        return self.deadlines.get(account) == at
+        if not order_id:
+            return self.deadlines.get(name) == at
+        book = self.books[name]
+        if order_id == _OPENS:
+            return book.opens_at == at and book.state is MarketState.SUSPENDED
+        return book.closes_at == at and book.state in (MarketState.OPEN, MarketState.SUSPENDED)
 
     def _heartbeat(self, cmd: Heartbeat, events: list[Event]) -> None:
         account = cmd.account
@@ -743,16 +764,21 @@ class Engine:
         if cmd.market_id in self.books:
             events.append(_reject(cmd, RejectReason.MARKET_EXISTS, cmd.market_id))
             return
+        opens_at = cmd.opens_at if cmd.opens_at > cmd.ts else 0  # a time already past opens it at once
         if (
             ticks is None
             or not cmd.market_id
             or cmd.max_qty <= 0
             or (cmd.collateral and cmd.scheme is TickScheme.TICKS)
+            or (cmd.info is not None and len(cmd.info.outcomes) not in (0, MAX_OUTCOMES[cmd.scheme]))
+            or cmd.opens_at < 0
+            or (cmd.closes_at and cmd.closes_at <= max(cmd.ts, opens_at))
         ):
             events.append(_reject(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id))
             return
         min_tick, max_tick = ticks
         book = Book(cmd.market_id, cmd.scheme, min_tick, max_tick, cmd.max_qty, cmd.stp, cmd.collateral)
+        book.info, book.opens_at, book.closes_at = cmd.info, opens_at, cmd.closes_at
         self.books[cmd.market_id] = book
         if cmd.collateral:
             self.ledger.markets[cmd.market_id] = cmd.scheme
@@ -767,8 +793,23 @@ class Engine:
                 max_qty=cmd.max_qty,
                 stp=cmd.stp,
                 collateral=cmd.collateral,
+                info=cmd.info,
+                opens_at=opens_at,
+                closes_at=cmd.closes_at,
             )
         )
+        if opens_at:  # suspended until it opens
+            book.state = MarketState.SUSPENDED
+            events.append(MarketStateChanged(cmd.seq, cmd.ts, cmd.market_id, MarketState.SUSPENDED, ""))
+        self.arm_market(book)
+
+    def arm_market(self, book: Book) -> None:
+        """Arm the timers of a market's open and close times, if it has them and they are still to
+        come (when it is created, or restored from a snapshot)."""
+        if book.opens_at and book.state is MarketState.SUSPENDED:
+            heappush(self._timers, (book.opens_at, _OPENS, book.market_id))
+        if book.closes_at and book.state in (MarketState.OPEN, MarketState.SUSPENDED):
+            heappush(self._timers, (book.closes_at, _CLOSES, book.market_id))
 
     def _suspend(self, cmd: SuspendMarket, events: list[Event]) -> None:
         self._transition(cmd, cmd.market_id, (MarketState.OPEN,), MarketState.SUSPENDED, "", events)
@@ -810,6 +851,8 @@ class Engine:
             return
         book.state = target
         book.outcome = outcome
+        if target is not MarketState.SUSPENDED:  # opened, early or on time, or ended: no opening is due
+            book.opens_at = 0
         events.append(MarketStateChanged(seq=cmd.seq, ts=cmd.ts, market_id=market_id, state=target, outcome=outcome))
         if target in (MarketState.CLOSED, MarketState.SETTLED):
             for order in sorted(book.live_orders(), key=_by_id):

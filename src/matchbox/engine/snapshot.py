@@ -23,6 +23,10 @@ version 4; written only while there is one.
 Version 6 adds the live orders placed (or amended) with their own self-trade rule, as (order id,
 rule) sorted by id, to version 5; written only while there is one.
 
+Version 7 adds, to version 6, the markets created with an open time, a close time or their
+information for people (``MarketInfo``), as (market id, opens at, closes at, info) sorted by id;
+written once there is one.
+
 Speed (``matchbox bench recovery``): a restore must be much faster than replaying the commands
 that built the book (a large book must change leader quickly). So msgspec decodes the rows
 straight into orders, enums and all; each price level is put back in one step rather than order
@@ -47,14 +51,14 @@ import msgspec
 from matchbox.engine.book import Book, Order
 from matchbox.engine.ids import shard_of
 from matchbox.engine.ledger import Account, Position, Reserve
-from matchbox.engine.types import MarketState, SelfTradePrevention, Side, TickScheme
+from matchbox.engine.types import MarketInfo, MarketState, SelfTradePrevention, Side, TickScheme
 
 if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
 
 FORMAT = "matchbox.engine"
-VERSION = 6
-VERSIONS = (1, 2, 3, 4, 5, 6)
+VERSION = 7
+VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 class SnapshotError(ValueError):
@@ -142,6 +146,11 @@ class _SnapshotV6(_SnapshotV5, array_like=True):
     own_stp: list[tuple[int, int]]  # (order id, self-trade rule) of the live orders with their own, sorted
 
 
+class _SnapshotV7(_SnapshotV6, array_like=True):
+    # (market id, opens at, closes at, info) of the markets that have any, sorted
+    market_terms: list[tuple[str, int, int, MarketInfo | None]]
+
+
 _encoder = msgspec.msgpack.Encoder()
 _header = msgspec.msgpack.Decoder(_Header)
 _START = b"\x90" + _encoder.encode(FORMAT)  # an array's first byte (0x9N: N items), then the format
@@ -154,6 +163,7 @@ _decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {
     4: msgspec.msgpack.Decoder(_SnapshotV4),
     5: msgspec.msgpack.Decoder(_SnapshotV5),
     6: msgspec.msgpack.Decoder(_SnapshotV6),
+    7: msgspec.msgpack.Decoder(_SnapshotV7),
 }
 
 
@@ -198,29 +208,26 @@ def _encode(engine: Engine) -> bytes:
     orders = engine.orders
     lapsing = sorted(i for i in engine.lapsing.ids if i in orders)
     own_stp = sorted((i, int(rule)) for i, rule in engine.own_stp.ids.items() if i in orders)
-    if (
-        not engine.ledger and not deadlines and not lapsing and not own_stp
-    ):  # no money anywhere: version 1, as before the ledger
-        markets = [_market(book) for book in books]
-        return _encoder.encode(_Snapshot(FORMAT, 1, engine.last_order_id, engine.last_trade_id, markets))
-    markets_v2 = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
+    terms = [(b.market_id, b.opens_at, b.closes_at, b.info) for b in books if b.info or b.opens_at or b.closes_at]
+    # the lowest version that holds the state: one written before a feature existed, byte for byte
+    needs = (bool(engine.ledger), bool(deadlines), bool(engine.transfers), bool(lapsing), bool(own_stp), bool(terms))
+    version = max((v for v, needed in enumerate(needs, start=2) if needed), default=1)
     last_ids = (engine.last_order_id, engine.last_trade_id)
-    if (
-        not deadlines and not engine.transfers and not lapsing and not own_stp
-    ):  # no switch armed: version 2, as before them
-        return _encoder.encode(_SnapshotV2(FORMAT, 2, *last_ids, markets_v2, _ledger(engine)))
-    if (
-        not engine.transfers and not lapsing and not own_stp
-    ):  # no transfer between shards: version 3, as before they existed
-        return _encoder.encode(_SnapshotV3(FORMAT, 3, *last_ids, markets_v2, _ledger(engine), deadlines))
-    transfers = sorted(engine.transfers)
-    if not lapsing and not own_stp:  # no order that lapses: version 4, as before orders could
-        return _encoder.encode(_SnapshotV4(FORMAT, 4, *last_ids, markets_v2, _ledger(engine), deadlines, transfers))
-    ledger = _ledger(engine)
-    if not own_stp:  # no order with its own self-trade rule: version 5, as before orders kept one
-        return _encoder.encode(_SnapshotV5(FORMAT, 5, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing))
-    v6 = _SnapshotV6(FORMAT, VERSION, *last_ids, markets_v2, ledger, deadlines, transfers, lapsing, own_stp)
-    return _encoder.encode(v6)
+    if version == 1:  # no money anywhere: as before the ledger
+        return _encoder.encode(_Snapshot(FORMAT, 1, *last_ids, [_market(book) for book in books]))
+    markets = [_MarketV2(**msgspec.structs.asdict(_market(book)), collateral=book.collateral) for book in books]
+    fields: list[Any] = [_ledger(engine), deadlines, sorted(engine.transfers), lapsing, own_stp, terms]
+    return _encoder.encode(_BY_VERSION[version](FORMAT, version, *last_ids, markets, *fields[: version - 1]))
+
+
+_BY_VERSION: dict[int, type[_SnapshotV2]] = {
+    2: _SnapshotV2,
+    3: _SnapshotV3,
+    4: _SnapshotV4,
+    5: _SnapshotV5,
+    6: _SnapshotV6,
+    7: _SnapshotV7,
+}
 
 
 def _market(book: Book) -> _Market:
@@ -294,6 +301,11 @@ def decode(data: bytes, engine: Engine) -> Engine:
             engine.restore_lapsing(snapshot.lapsing)
         if isinstance(snapshot, _SnapshotV6):
             engine.restore_own_stp(snapshot.own_stp)
+        if isinstance(snapshot, _SnapshotV7):
+            for market_id, opens_at, closes_at, info in snapshot.market_terms:
+                book = engine.books[market_id]
+                book.opens_at, book.closes_at, book.info = opens_at, closes_at, info
+                engine.arm_market(book)
     return engine
 
 

@@ -144,6 +144,20 @@ class CancelReason(IntEnum):
 # every store downstream needs; names and accounts are short texts.
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
+LongText = Annotated[str, msgspec.Meta(max_length=8192)]
+MAX_OUTCOMES = {TickScheme.BINARY: 2, TickScheme.ODDS: 1, TickScheme.TICKS: 0}  # outcome names a market may give
+
+
+class MarketInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What a market is about, for people: the engine keeps it, passes it on in ``MarketCreated``
+    and its snapshots, and never reads it."""
+
+    title: Text = ""
+    question: LongText = ""  # or the description
+    rules: LongText = ""  # how it settles
+    category: Text = ""
+    # the outcomes' names: YES and NO on a binary market, the selection's on an odds market (none: the defaults)
+    outcomes: Annotated[tuple[Text, ...], msgspec.Meta(max_length=2)] = ()
 
 
 class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True):
@@ -158,6 +172,9 @@ class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
     max_qty: Int64 = 1_000_000_000
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     collateral: bool = False  # binary or odds only: orders need funds, settlement pays out
+    info: MarketInfo | None = None
+    opens_at: Int64 = 0  # engine time (ns): until then it is suspended, then the engine opens it
+    closes_at: Int64 = 0  # engine time (ns): then the engine closes it (0: only by command)
 
 
 class SuspendMarket(Command, frozen=True, gc=False, kw_only=True):
@@ -315,6 +332,9 @@ class MarketCreated(Event, frozen=True, gc=False):
     max_qty: int
     stp: SelfTradePrevention
     collateral: bool = False
+    info: MarketInfo | None = None
+    opens_at: int = 0  # engine time (ns); a MarketStateChanged to SUSPENDED follows when it is still to come
+    closes_at: int = 0  # engine time (ns); 0: none
 
 
 class MarketStateChanged(Event, frozen=True, gc=False):
