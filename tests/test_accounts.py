@@ -357,6 +357,43 @@ def test_a_binary_market_trades_settles_and_the_database_agrees(
         database.dispose()
 
 
+def test_fees_are_charged_on_each_fill_shown_on_it_and_paid_to_the_fee_account(
+    keyed_client: TestClient, exchange_url: str, data_dir: Path
+) -> None:
+    """Maker 1 %, taker 2 % and a cent a contract, paid to the house's account: the fills show
+    what each side paid, the balances and the SQL history agree, and money is where it should be."""
+    house, house_key = account(keyed_client)
+    _maker, maker_key = account(keyed_client, deposit=10_000)
+    _, taker_key = account(keyed_client, deposit=10_000)
+    market_id = fresh("fee-")
+    fees = {"maker_bps": 100, "taker_bps": 200, "taker_per_contract": 1, "account": house}
+    body = {"market_id": market_id, "scheme": "binary", "collateral": True, "fees": fees}
+    made = keyed_client.post("/v1/markets", json=body, headers=ADMIN)
+    assert (made.status_code, made.json()["fees"]["taker_bps"], made.json()["fees"]["account"]) == (201, 200, house)
+    plain = {"market_id": fresh("fee-"), "scheme": "binary", "fees": fees}  # no collateral: nothing to charge from
+    refused = keyed_client.post("/v1/markets", json=plain, headers=ADMIN)
+    assert (refused.status_code, refused.json()["error"]["field"]) == (400, "fees")
+    order = {"market_id": market_id, "side": "buy", "price": 40, "qty": 10}
+    bid = keyed_client.post("/v1/orders", json=order, headers=maker_key).json()
+    assert balance(keyed_client, maker_key) == (10_000, 420, 9_580)  # 40 a contract and at most 2 in fees
+    ask = keyed_client.post("/v1/orders", json={**order, "side": "sell"}, headers=taker_key).json()
+    assert [(f["role"], f["fee"]) for f in ask["fills"]] == [("taker", 12 + 10)]  # 2 % of 60 a contract, 1 each
+    fills = keyed_client.get(f"/v1/orders/{bid['order_id']}", headers=maker_key).json()["fills"]
+    assert [(f["role"], f["fee"]) for f in fills] == [("maker", 4)]  # 1 % of 40 a contract
+    assert balance(keyed_client, maker_key) == (10_000 - 400 - 4, 0, 9_596)
+    assert balance(keyed_client, taker_key) == (10_000 - 600 - 22, 0, 9_378)
+    assert balance(keyed_client, house_key) == (26, 0, 26)
+    database = drain_persistence(exchange_url, data_dir)
+    database.dispose()
+    trades = keyed_client.get("/v1/account/trades", headers=maker_key).json()["items"]
+    assert [(t["market_id"], t["role"], t["fee"]) for t in trades[:1]] == [(market_id, "maker", 4)]
+    history = keyed_client.get("/v1/account/history", headers=house_key).json()["items"]
+    assert [(h["reason"], h["change"], h["market_id"]) for h in history] == [
+        ("FEE", 22, market_id),
+        ("FEE", 4, market_id),
+    ]
+
+
 def test_an_odds_market_back_and_lay_then_win(keyed_client: TestClient) -> None:
     market_id = market(keyed_client, "odds")
     _, back_key = account(keyed_client, deposit=5_000)

@@ -24,6 +24,7 @@ from matchbox.bus.server import free_port
 from matchbox.client import (
     AsyncClient,
     Client,
+    FeesIn,
     InsufficientFunds,
     InvalidRequest,
     NotFound,
@@ -170,6 +171,27 @@ def test_results_are_typed_and_errors_are_their_codes(stack: Up) -> None:
         assert client.balance().reserved == 41 + 135
     with Client(stack.url, "mbk_nope_nope") as stranger, pytest.raises(Unauthenticated):
         stranger.balance()
+
+
+@pytest.mark.e2e
+def test_a_market_made_through_the_client_says_what_it_is_and_charges_its_fees(stack: Up) -> None:
+    with admin_client(stack) as admin:
+        made = admin.create_market(
+            fresh("cm"),
+            "binary",
+            collateral=True,
+            title="Rain",
+            question="Will it rain tomorrow?",
+            outcomes=["Rain", "Dry"],
+            fees=FeesIn(taker_bps=100, maker_per_contract=1),
+        )
+    assert (made.title, made.outcomes, made.fees and made.fees.taker_bps) == ("Rain", ["Rain", "Dry"], 100)
+    with Client(stack.url, funded_account(stack)) as maker, Client(stack.url, funded_account(stack)) as taker:
+        resting = maker.place_order(made.market_id, "sell", price=70, qty=10)
+        taken = taker.place_order(made.market_id, "buy", price=70, qty=10)
+        assert [(f.role, f.fee) for f in taken.fills] == [("taker", 7)]  # 1 % of 70 a contract
+        assert [(f.role, f.fee) for f in maker.order(resting.order_id).fills] == [("maker", 10)]  # 1 a contract
+        assert taker.balance().total == 100_000 - 700 - 7
 
 
 @pytest.mark.e2e

@@ -13,6 +13,7 @@ from matchbox.bus.codec import decode_command, decode_event, encode_command, enc
 from matchbox.engine import BookIntegrityError, Engine
 from matchbox.engine.schemes import BACK, LAY, ODDS_LADDER
 from matchbox.engine.types import (
+    MAX_BPS,
     AdvanceTime,
     AmendOrder,
     BalanceChanged,
@@ -25,6 +26,7 @@ from matchbox.engine.types import (
     CreateMarket,
     Deposit,
     Event,
+    FeeSchedule,
     MarketCreated,
     MarketStateChanged,
     OrderKind,
@@ -56,9 +58,9 @@ def position(driver: Driver, account: str, market_id: str = "m") -> tuple[int, i
     return (0, 0, 0) if found is None else (found.yes, found.no, found.committed)
 
 
-def funded(scheme: TickScheme = TickScheme.BINARY, **accounts: int) -> Driver:
+def funded(scheme: TickScheme = TickScheme.BINARY, fees: FeeSchedule | None = None, **accounts: int) -> Driver:
     driver = Driver()
-    driver.market("m", scheme, collateral=True)
+    driver.market("m", scheme, collateral=True, fees=fees)
     for account, amount in accounts.items():
         driver.apply(Deposit, account=account, amount=amount)
     return driver
@@ -284,6 +286,49 @@ def test_odds_trade_fills_the_pot_and_settles_to_the_winner() -> None:
     assert not driver.engine.ledger.positions
 
 
+def test_a_fill_pays_each_side_s_fee_to_the_fee_account_and_the_reserve_covers_it() -> None:
+    """Maker 1 %, taker 2 % plus 1 per contract, each of its own side's price: a buy of YES at 40
+    pays on 40, a sell of YES on 60 (it buys NO). A buy reserves, per contract, the most a fill
+    could cost in fees at its limit: ceil(2 % of 40) + 1 = 2."""
+    fees = FeeSchedule(maker_bps=100, taker_bps=200, taker_per_contract=1, account="house")
+    driver = funded(fees=fees, a=1_000, b=1_000, c=419)
+    driver.place(BUY, 40, 10, account="a")
+    assert balance(driver, "a") == (1_000, 420)
+    assert rejected(driver.place(BUY, 40, 10, account="c")) is RejectReason.INSUFFICIENT_FUNDS  # 400 + its fees
+    events = driver.place(SELL, 40, 10, account="b")
+    trade = next(e for e in events if isinstance(e, TradeExecuted))
+    assert (trade.maker_fee, trade.taker_fee) == (4, 12 + 10)
+    assert balance(driver, "a") == (1_000 - 400 - 4, 0)
+    assert balance(driver, "b") == (1_000 - 600 - 22, 0)
+    assert balance(driver, "house") == (26, 0)
+    fee_lines = [(account, total) for account, total, _, reason in cash_events(events) if reason is BalanceReason.FEE]
+    assert fee_lines == [("a", 596), ("house", 4), ("b", 378), ("house", 26)]
+    driver.apply(SettleMarket, market_id="m", outcome="yes")
+    assert balance(driver, "a") == (596 + 1_000, 0)
+    assert sum(a.total for a in driver.engine.ledger.accounts.values()) == driver.engine.ledger.net_deposits
+    bad = (FeeSchedule(maker_bps=10_001), FeeSchedule(commission_bps=5), FeeSchedule(account="not ok!"))
+    for schedule in bad:  # over 100 %; commission on a binary market; no account
+        spec = {"market_id": "x", "scheme": TickScheme.BINARY, "collateral": True, "fees": schedule}
+        assert rejected(driver.apply(CreateMarket, **spec)) is RejectReason.INVALID_MARKET_SPEC
+    assert rejected(driver.apply(CreateMarket, market_id="x", scheme=TickScheme.BINARY, fees=fees))  # no collateral
+
+
+def test_an_odds_market_takes_commission_on_net_winnings_at_settlement() -> None:
+    driver = funded(TickScheme.ODDS, FeeSchedule(commission_bps=500), a=10_000, b=10_000)
+    driver.place(BACK, 150, 1_000, account="a")  # 10.00 at 3.00: wins 20.00
+    driver.place(LAY, 150, 1_000, account="b")
+    events = driver.apply(SettleMarket, market_id="m", outcome="win")
+    assert balance(driver, "a") == (12_000 - 100, 0)  # 5 % of the 2,000 won
+    assert balance(driver, "b") == (8_000, 0)  # lost: no commission
+    assert balance(driver, "fees") == (100, 0)
+    assert [(account, reason) for account, _, _, reason in cash_events(events)] == [
+        ("a", BalanceReason.SETTLEMENT),
+        ("a", BalanceReason.FEE),
+        ("fees", BalanceReason.FEE),
+        ("b", BalanceReason.SETTLEMENT),
+    ]
+
+
 def test_odds_losing_back_pays_the_layer() -> None:
     driver = funded(TickScheme.ODDS, a=10_000, b=10_000)
     driver.place(BACK, 150, 1_000, account="a")
@@ -385,6 +430,16 @@ ACTION = st.sampled_from(
     + ["amend"] * 6
     + ["cancel_many", "cancel_all", "advance", "settle"]
 )
+BPS = st.sampled_from((0, 1, 7, 50, 100, 333, MAX_BPS))
+FILL_FEES = st.none() | st.builds(
+    FeeSchedule,
+    maker_bps=BPS,
+    taker_bps=BPS,
+    maker_per_contract=st.integers(0, 3),
+    taker_per_contract=st.integers(0, 3),
+    account=st.sampled_from(("fees", "a")),  # the fee account may trade too
+)
+COMMISSION = st.none() | st.builds(FeeSchedule, commission_bps=BPS)
 TIF = st.sampled_from((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.GTD, TimeInForce.IOC, TimeInForce.FOK))
 
 
@@ -397,8 +452,8 @@ def money_journals(draw: st.DrawFn) -> list[Command]:
     def add(command_type: type[Command], **fields: Any) -> None:
         commands.append(command_type(seq=len(commands) + 1, ts=ts, **fields))
 
-    add(CreateMarket, market_id="bin", scheme=TickScheme.BINARY, collateral=True)
-    add(CreateMarket, market_id="odds", scheme=TickScheme.ODDS, collateral=True)
+    add(CreateMarket, market_id="bin", scheme=TickScheme.BINARY, collateral=True, fees=draw(FILL_FEES))
+    add(CreateMarket, market_id="odds", scheme=TickScheme.ODDS, collateral=True, fees=draw(COMMISSION))
     add(
         CreateMarket,
         market_id="bin2",
@@ -603,6 +658,7 @@ def test_final_balances_match_a_reference_made_of_trades_alone(commands: list[Co
     expected: dict[str, int] = {}
     trades: list[TradeExecuted] = []
     outcomes: dict[str, str] = {}
+    schedules = {c.market_id: c.fees for c in commands if isinstance(c, CreateMarket) and c.fees is not None}
     for command in commands:
         events = engine.apply(command)
         if isinstance(command, (Deposit, Withdraw)) and isinstance(events[-1], BalanceChanged):
@@ -610,6 +666,7 @@ def test_final_balances_match_a_reference_made_of_trades_alone(commands: list[Co
             expected[command.account] = expected.get(command.account, 0) + sign * command.amount
         trades += [e for e in events if isinstance(e, TradeExecuted) and e.market_id in MONEY_MARKETS]
         outcomes |= {e.market_id: e.outcome for e in events if isinstance(e, MarketStateChanged) and e.outcome}
+    winnings: dict[tuple[str, str], int] = {}
     for trade in trades:
         made = profit(trade, outcomes[trade.market_id], trade.market_id != "odds")
         buyer, seller = (
@@ -619,4 +676,25 @@ def test_final_balances_match_a_reference_made_of_trades_alone(commands: list[Co
         )
         expected[buyer] += made
         expected[seller] -= made
-    assert expected == {name: account.total for name, account in engine.ledger.accounts.items()}
+        for account, won in ((buyer, made), (seller, -made)):
+            winnings[(trade.market_id, account)] = winnings.get((trade.market_id, account), 0) + won
+        fees = schedules.get(trade.market_id)
+        if fees is not None and trade.market_id != "odds":  # on fills: bps of each side's own price, rounded up
+            maker_price = trade.price if trade.taker_side is Side.SELL else 100 - trade.price
+            maker_fee = -(-fees.maker_bps * maker_price * trade.qty // 10_000) + fees.maker_per_contract * trade.qty
+            taker_price = 100 - maker_price
+            taker_fee = -(-fees.taker_bps * taker_price * trade.qty // 10_000) + fees.taker_per_contract * trade.qty
+            assert (trade.maker_fee, trade.taker_fee) == (maker_fee, taker_fee), trade
+            for account, fee in ((trade.maker_account, maker_fee), (trade.taker_account, taker_fee)):
+                expected[account] = expected.get(account, 0) - fee
+                expected[fees.account] = expected.get(fees.account, 0) + fee
+        else:
+            assert trade.maker_fee == trade.taker_fee == 0, trade
+    odds = schedules.get("odds")
+    for (market_id, account), won in sorted(winnings.items()):  # commission: on net winnings, at settlement
+        if odds is not None and market_id == "odds" and outcomes[market_id] != "void" and won > 0:
+            commission = -(-odds.commission_bps * won // 10_000)
+            expected[account] -= commission
+            expected[odds.account] = expected.get(odds.account, 0) + commission
+    charged = {name: total for name, total in expected.items() if total or name in engine.ledger.accounts}
+    assert charged == {name: account.total for name, account in engine.ledger.accounts.items()}

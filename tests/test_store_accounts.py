@@ -30,6 +30,7 @@ from matchbox.engine.types import (
     CancelOrder,
     CreateMarket,
     Deposit,
+    FeeSchedule,
     OrderAccepted,
     OrderStatus,
     PositionChanged,
@@ -62,7 +63,8 @@ def money_flow(seed: int, commands: int) -> Stream:
     comes from another shard (transfers)."""
     rng = random.Random(seed)
     stream = Stream()
-    stream.apply(CreateMarket, market_id="rain", scheme=TickScheme.BINARY, collateral=True)
+    fees = FeeSchedule(maker_bps=50, taker_bps=100, taker_per_contract=1, account="house")
+    stream.apply(CreateMarket, market_id="rain", scheme=TickScheme.BINARY, collateral=True, fees=fees)
     stream.apply(CreateMarket, market_id="derby", scheme=TickScheme.ODDS, collateral=True)
     stream.apply(CreateMarket, market_id="chess", scheme=TickScheme.TICKS, max_tick=100)
     for account in ACCOUNTS:
@@ -318,6 +320,7 @@ def test_account_trades_page_newest_first_and_only_the_accounts_own(built: sa.En
                 role="taker" if t.taker_account == account else "maker",
                 order_id=t.taker_order_id if t.taker_account == account else t.maker_order_id,
                 ts=t.ts,
+                fee=t.taker_fee if t.taker_account == account else t.maker_fee,
             )
             for _, t in of_type(TradeExecuted)[::-1]
             if account in (t.maker_account, t.taker_account)

@@ -46,6 +46,7 @@ FILL_KEYS = {"channel", "id", "n", "type", "seq", "time_ms", "market_id", "trade
     "order_id",
     "side",
     "remaining",
+    "fee",  # this side's own fee only
 }
 
 

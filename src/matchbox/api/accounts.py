@@ -281,6 +281,7 @@ def my_trades(
                 side=side_word(scheme, row.side),
                 role=row.role,
                 time_ms=row.ts // NS_PER_MS,
+                fee=row.fee or None,
             )
         )
     return AccountTradesPage(items=items, next=after)

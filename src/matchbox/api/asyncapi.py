@@ -177,6 +177,7 @@ class OwnFill(_Numbered):
     order_id: int
     side: str
     remaining: int
+    fee: int = Field(description="what this side paid its market's fee account for the fill: minor units")
 
 
 SENT = (Subscribe, Auth, Heartbeat, Ping)

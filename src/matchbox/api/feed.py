@@ -124,6 +124,7 @@ def _maker(event: TradeExecuted, scheme: TickScheme) -> dict[str, Any]:
         "order_id": event.maker_order_id,
         "side": _SIDE_WORDS[scheme][side],
         "remaining": event.maker_remaining,
+        "fee": event.maker_fee,
     }
 
 
@@ -134,6 +135,7 @@ def _taker(event: TradeExecuted, scheme: TickScheme) -> dict[str, Any]:
         "order_id": event.taker_order_id,
         "side": _SIDE_WORDS[scheme][event.taker_side],
         "remaining": event.taker_remaining,
+        "fee": event.taker_fee,
     }
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import APIRouter, Query, Request
 
 from matchbox.api.auth import Admin
@@ -16,6 +17,7 @@ from matchbox.api.models import (
     NS_PER_MS,
     SELF_TRADE,
     BookOut,
+    FeesOut,
     LevelOut,
     MarketId,
     MarketIn,
@@ -32,12 +34,13 @@ from matchbox.api.projection import MarketView
 from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, market_of, services_of
 from matchbox.consumers import queries
-from matchbox.engine.ledger import INT64_MAX
+from matchbox.engine.ledger import INT64_MAX, valid_fees
 from matchbox.engine.types import (
     MAX_OUTCOMES,
     CloseMarket,
     Command,
     CreateMarket,
+    FeeSchedule,
     MarketCreated,
     MarketInfo,
     RejectReason,
@@ -77,6 +80,7 @@ def _market_out(services: Services, market: MarketView) -> MarketOut:
         outcomes=list(info.outcomes or DEFAULT_OUTCOMES.get(market.scheme, ())),
         opens_at_ms=market.opens_at // NS_PER_MS or None,
         closes_at_ms=market.closes_at // NS_PER_MS or None,
+        fees=None if market.fees is None else FeesOut(**msgspec.structs.asdict(market.fees)),
     )
 
 
@@ -122,6 +126,10 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
     if body.closes_at_ms is not None and body.closes_at_ms <= max(now_ms, opens_ms):
         message = "closes_at_ms must be in the future, and after opens_at_ms"
         raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "closes_at_ms")
+    fees = None if body.fees is None else FeeSchedule(**body.fees.model_dump())
+    if fees is not None and not valid_fees(scheme, body.collateral, fees):  # the engine's rule
+        message = "fees are for collateral markets: per fill on binary ones, a commission on odds ones"
+        raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "fees")
     shard = await services.place_market(body.market_id, body.shard)
     given = (body.title, body.question, body.rules, body.category, body.outcomes)
     info = None
@@ -145,6 +153,7 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         info=info,
         opens_at=(body.opens_at_ms or 0) * NS_PER_MS,
         closes_at=(body.closes_at_ms or 0) * NS_PER_MS,
+        fees=fees,
     )
     # its journal time may run past closes_at_ms after the check above: the engine says so
     events = await engine_outcome(services, command, shard, {RejectReason.INVALID_MARKET_SPEC: "closes_at_ms"})

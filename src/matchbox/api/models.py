@@ -10,7 +10,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from matchbox.api.codes import ALL_CODES
 from matchbox.engine.ids import ACCOUNT_PATTERN, MARKET_ID_PATTERN, MAX_ID_LENGTH, MAX_SHARDS
 from matchbox.engine.ledger import INT64_MAX
-from matchbox.engine.types import MAX_CANCEL_IDS, MAX_HEARTBEAT_TIMEOUT_MS, OrderStatus, SelfTradePrevention
+from matchbox.engine.types import (
+    MAX_BPS,
+    MAX_CANCEL_IDS,
+    MAX_HEARTBEAT_TIMEOUT_MS,
+    OrderStatus,
+    SelfTradePrevention,
+)
 
 # Numbers are bounded before they are used (JSON numbers as they are parsed: see
 # matchbox.api.routing). Every integer field has a bound within 64 bits, as every integer of a
@@ -68,6 +74,28 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+FEE_PAID = "what this side paid its market's fee account for the fill: minor units (cents); absent if nothing"
+
+
+class FeesIn(BaseModel):
+    """A market's fees (collateral markets). Binary: each fill, the maker and the taker at their
+    rates: basis points of their own side's notional (a buy of YES at p pays on p per contract, a
+    sell on 100 - p), rounded up to the cent, plus a fixed amount per contract. Odds: a commission
+    on each account's net winnings in the market at settlement, rounded up."""
+
+    model_config = ConfigDict(extra="forbid")
+    maker_bps: int = Field(default=0, ge=0, le=MAX_BPS, description="binary: basis points of the maker's notional")
+    taker_bps: int = Field(default=0, ge=0, le=MAX_BPS, description="binary: basis points of the taker's notional")
+    maker_per_contract: int = Field(default=0, ge=0, le=100, description="binary: cents per contract the maker pays")
+    taker_per_contract: int = Field(default=0, ge=0, le=100, description="binary: cents per contract the taker pays")
+    commission_bps: int = Field(default=0, ge=0, le=MAX_BPS, description="odds: basis points of net winnings")
+    account: AccountId = Field(default="fees", description="the account the fees are paid to")
+
+
+class FeesOut(FeesIn):
+    """A market's fees, as it was created with them."""
+
+
 class MarketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     market_id: MarketId
@@ -83,6 +111,7 @@ class MarketIn(BaseModel):
     shard: int | None = Field(
         default=None, ge=0, lt=MAX_SHARDS, description="the shard that matches it; default: the one with fewest markets"
     )
+    fees: FeesIn | None = Field(default=None, description="collateral markets only; none: it charges nothing")
     title: str = Field(default="", max_length=256, description="a short name for people")
     question: str = Field(default="", max_length=8192, description="the question it answers, or its description")
     rules: str = Field(default="", max_length=8192, description="how it settles")
@@ -121,6 +150,7 @@ class MarketOut(BaseModel):
     shard: int = Field(description="the shard whose engine matches it (its order and trade ids carry it)")
     best_bid: float | int | None = Field(description=PRICE_UNIT)
     best_ask: float | int | None = Field(description=PRICE_UNIT)
+    fees: FeesOut | None = None
     title: str = ""
     question: str = ""
     rules: str = ""
@@ -210,6 +240,7 @@ class FillOut(BaseModel):
     qty: int = Field(description=QTY_UNIT)
     role: Literal["maker", "taker"]
     time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
+    fee: int | None = Field(default=None, description=FEE_PAID)
 
 
 class OrderOut(BaseModel):
@@ -418,6 +449,7 @@ class AccountTradeOut(BaseModel):
     side: str = Field(description="this account's side: buy/sell, or back/lay on odds markets")
     role: Literal["maker", "taker"]
     time_ms: int = Field(description="when it traded: unix ms, the engine's (journal) time")
+    fee: int | None = Field(default=None, description=FEE_PAID)
 
 
 class AccountTradesPage(Page[AccountTradeOut]):

@@ -113,7 +113,12 @@ def order_out(services: Services, order: OrderView, client_order_id: str | None 
         on_suspend="lapse" if order.lapse else "persist",
         fills=[
             FillOut(
-                trade_id=f.trade_id, price=price_out(scheme, f.price), qty=f.qty, role=f.role, time_ms=f.ts // NS_PER_MS
+                trade_id=f.trade_id,
+                price=price_out(scheme, f.price),
+                qty=f.qty,
+                role=f.role,
+                time_ms=f.ts // NS_PER_MS,
+                fee=f.fee or None,
             )
             for f in order.fills
         ],

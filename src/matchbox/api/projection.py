@@ -21,6 +21,7 @@ from matchbox.engine.types import (
     BalanceChanged,
     CancelReason,
     Event,
+    FeeSchedule,
     MarketCreated,
     MarketInfo,
     MarketState,
@@ -63,6 +64,7 @@ class MarketView:
     info: MarketInfo | None = None
     opens_at: int = 0  # engine time (ns); 0: none
     closes_at: int = 0
+    fees: FeeSchedule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class Fill:
     qty: int
     role: Literal["maker", "taker"]
     ts: int
+    fee: int = 0  # what this side paid its market's fee account for it
 
 
 @dataclass(slots=True)
@@ -222,6 +225,7 @@ class Projection:
             info=e.info,
             opens_at=e.opens_at,
             closes_at=e.closes_at,
+            fees=e.fees,
         )
         self.markets[e.market_id] = market
         self.books[e.market_id] = BookView()
@@ -261,16 +265,16 @@ class Projection:
         updates: list[Update] = [trade]
         maker_side = Side.SELL if e.taker_side is Side.BUY else Side.BUY
         updates.append(self._level(e.market_id, maker_side, e.price, -e.qty, 0 if e.maker_remaining else -1))
-        for order_id, remaining, role in (
-            (e.maker_order_id, e.maker_remaining, "maker"),
-            (e.taker_order_id, e.taker_remaining, "taker"),
+        for order_id, remaining, role, fee in (
+            (e.maker_order_id, e.maker_remaining, "maker", e.maker_fee),
+            (e.taker_order_id, e.taker_remaining, "taker", e.taker_fee),
         ):
             order = self.orders.get(order_id)
             if order is None:  # finished long ago and dropped: cannot happen for a live maker
                 continue
             order.filled += e.qty
             order.remaining = remaining
-            order.fills.append(Fill(e.trade_id, e.price, e.qty, role, e.ts))  # type: ignore[arg-type]
+            order.fills.append(Fill(e.trade_id, e.price, e.qty, role, e.ts, fee))  # type: ignore[arg-type]
             if remaining == 0:
                 order.resting = False
                 self._finish(order_id)

@@ -12,6 +12,7 @@ a local book per market, and a dead-man switch helper. ``examples/market_maker.p
 full; docs/api.md is the contract it speaks.
 """
 
+from matchbox.api.models import FeesIn
 from matchbox.client.aio import AsyncClient, every_item, new_client_order_id, order_body
 from matchbox.client.errors import (
     Conflict,
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Conflict",
+    "FeesIn",
     "Forbidden",
     "InsufficientFunds",
     "InvalidRequest",

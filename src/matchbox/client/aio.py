@@ -32,6 +32,7 @@ from matchbox.api.models import (
     CancelAllOut,
     CancelManyOut,
     CandlesPage,
+    FeesIn,
     HeartbeatOut,
     HistoryPage,
     KeyOut,
@@ -431,9 +432,22 @@ class AsyncClient:
         shard: int | None = None,
         max_qty: int | None = None,
         self_trade: SelfTrade | None = None,
+        title: str | None = None,
+        question: str | None = None,
+        rules: str | None = None,
+        category: str | None = None,
+        outcomes: Sequence[str] | None = None,
+        opens_at_ms: int | None = None,
+        closes_at_ms: int | None = None,
+        fees: FeesIn | None = None,
     ) -> MarketOut:
+        """Create a market (admin): what it is about, when it trades and what it charges are optional
+        (see ``POST /v1/markets``)."""
         body: dict[str, Any] = {"market_id": market_id, "scheme": scheme, "collateral": collateral}
         optional = {"max_tick": max_tick, "shard": shard, "max_qty": max_qty, "self_trade": self_trade}
+        optional |= {"title": title, "question": question, "rules": rules, "category": category}
+        optional |= {"outcomes": None if outcomes is None else list(outcomes), "opens_at_ms": opens_at_ms}
+        optional |= {"closes_at_ms": closes_at_ms, "fees": None if fees is None else fees.model_dump()}
         body |= {k: v for k, v in optional.items() if v is not None}
         return await self.request("POST", "/markets", MarketOut, json=body, admin=True)
 

@@ -102,6 +102,7 @@ MARKET_ONCE = (
     "outcomes",
     "opens_at",
     "closes_at",
+    "fees",
 )
 MARKET_LATEST = ("state", "outcome", "updated_ts", "last_n")
 ORDER_ONCE = (
@@ -217,6 +218,8 @@ class Fold:
             "taker_order_id": event.taker_order_id,
             "maker_account": event.maker_account,
             "taker_account": event.taker_account,
+            "maker_fee": event.maker_fee,
+            "taker_fee": event.taker_fee,
             "ts": event.ts,
             "n": n,
             "stream_id": item.stream_id,
@@ -260,6 +263,7 @@ class Fold:
             created_ts=event.ts,
             opens_at=event.opens_at or None,
             closes_at=event.closes_at or None,
+            fees=None if event.fees is None else msgspec.json.encode(event.fees).decode(),
         )
         info = event.info
         if info is not None:

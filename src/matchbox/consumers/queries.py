@@ -175,6 +175,7 @@ class AccountTrade:
     role: Literal["maker", "taker"]
     order_id: int  # this account's order
     ts: int
+    fee: int = 0  # what this account paid for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,9 +280,9 @@ def account_trades(
     _check_limit(limit)
     t = trades.c
     sides = []
-    for role, mine, order_id in (
-        ("maker", t.maker_account, t.maker_order_id),
-        ("taker", t.taker_account, t.taker_order_id),
+    for role, mine, order_id, fee in (
+        ("maker", t.maker_account, t.maker_order_id, t.maker_fee),
+        ("taker", t.taker_account, t.taker_order_id, t.taker_fee),
     ):
         query = sa.select(
             t.trade_id,
@@ -292,6 +293,7 @@ def account_trades(
             sa.literal(role).label("role"),
             order_id.label("order_id"),
             t.ts,
+            fee.label("fee"),
         ).where(mine == account, *_trade_filters(before, market_id, since))
         sides.append(query.order_by(t.trade_id.desc()).limit(limit).subquery())
     merged = sa.union_all(*(sa.select(side) for side in sides)).subquery()
@@ -308,8 +310,9 @@ def account_trades(
             role=role,
             order_id=order_id,
             ts=ts,
+            fee=fee or 0,
         )
-        for trade_id, market_id, price, qty, taker_side, role, order_id, ts in rows
+        for trade_id, market_id, price, qty, taker_side, role, order_id, ts, fee in rows
     ]
 
 

@@ -78,6 +78,7 @@ markets = sa.Table(
     sa.Column("outcomes", sa.Text),  # the outcome names, a JSON list
     sa.Column("opens_at", sa.BigInteger),  # engine time (ns); null: none
     sa.Column("closes_at", sa.BigInteger),
+    sa.Column("fees", sa.Text),  # its fee schedule, a JSON object (null: it charges nothing)
     # last-writer-wins by last_n
     sa.Column("state", sa.SmallInteger, nullable=False),
     sa.Column("outcome", Name, nullable=False),
@@ -129,6 +130,8 @@ trades = sa.Table(
     sa.Column("taker_order_id", sa.BigInteger, nullable=False),
     sa.Column("maker_account", Name, nullable=False),
     sa.Column("taker_account", Name, nullable=False),
+    sa.Column("maker_fee", sa.BigInteger),  # what each side paid (0007; null on rows written before: none)
+    sa.Column("taker_fee", sa.BigInteger),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("n", sa.BigInteger, nullable=False),
     sa.Column("stream_id", StreamId, nullable=False),

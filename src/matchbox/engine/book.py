@@ -21,6 +21,7 @@ from operator import attrgetter
 import msgspec
 
 from matchbox.engine.types import (
+    FeeSchedule,
     MarketInfo,
     MarketState,
     SelfTradePrevention,
@@ -100,6 +101,7 @@ class Book:
         "info",
         "opens_at",
         "closes_at",
+        "fees",
     )
 
     def __init__(
@@ -134,6 +136,7 @@ class Book:
         self.info: MarketInfo | None = None  # for people: the engine passes it on and never reads it
         self.opens_at = 0  # engine time (ns) it opens at, while it was created to open later and has not
         self.closes_at = 0  # engine time (ns) the engine closes it at (0: none)
+        self.fees: FeeSchedule | None = None  # what it charges (the ledger's rules)
 
     # ------------------------------------------------------------------ resting
 

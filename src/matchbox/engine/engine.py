@@ -773,15 +773,18 @@ class Engine:
             or (cmd.info is not None and len(cmd.info.outcomes) not in (0, MAX_OUTCOMES[cmd.scheme]))
             or cmd.opens_at < 0
             or (cmd.closes_at and cmd.closes_at <= max(cmd.ts, opens_at))
+            or (cmd.fees is not None and not ledger.valid_fees(cmd.scheme, cmd.collateral, cmd.fees))
         ):
             events.append(_reject(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id))
             return
         min_tick, max_tick = ticks
         book = Book(cmd.market_id, cmd.scheme, min_tick, max_tick, cmd.max_qty, cmd.stp, cmd.collateral)
-        book.info, book.opens_at, book.closes_at = cmd.info, opens_at, cmd.closes_at
+        book.info, book.opens_at, book.closes_at, book.fees = cmd.info, opens_at, cmd.closes_at, cmd.fees
         self.books[cmd.market_id] = book
         if cmd.collateral:
             self.ledger.markets[cmd.market_id] = cmd.scheme
+        if cmd.fees is not None:
+            self.ledger.set_fees(cmd.market_id, cmd.fees)
         events.append(
             MarketCreated(
                 seq=cmd.seq,
@@ -796,6 +799,7 @@ class Engine:
                 info=cmd.info,
                 opens_at=opens_at,
                 closes_at=cmd.closes_at,
+                fees=cmd.fees,
             )
         )
         if opens_at:  # suspended until it opens

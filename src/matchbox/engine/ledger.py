@@ -45,6 +45,16 @@ Settlement (``SettleMarket`` on a collateral market; resting orders are cancelle
     contract, YES or NO (the pair's 100 split evenly: once contracts have changed hands a full
     reversal could take back profit already withdrawn, so binary void settles at the neutral
     price, as prediction markets resolve an ambiguous question 50-50). Positions are cleared.
+Fees (a market's ``FeeSchedule``; a market without one charges nothing)
+    Binary: on each fill, the maker pays its rates and the taker its: ``bps`` of its side's
+    notional (a buyer's is ``t`` per contract, a seller's ``100 - t``: selling YES is buying NO),
+    rounded up to the minor unit, plus a fixed amount per contract; it goes to the schedule's fee
+    account (``BalanceChanged`` with reason FEE for both) and is shown on the fill
+    (``TradeExecuted.maker_fee``/``taker_fee``). An order reserves, for each contract, the most a
+    fill of it could cost in fees (at its limit price and the higher of the two rates), so a fee
+    is always covered: ``ceil(rate * n * q) <= q * ceil(rate * n)``. Odds: at settlement (not a
+    void), each account with net winnings in the market (its payout less the stakes and
+    liabilities it put in) pays the commission rate of them, rounded up, to the fee account.
 Invariant
     Sum over accounts of total cash, plus every collateral market's pot (money locked in open
     positions), equals deposits minus withdrawals; no total or reserve is ever negative, and
@@ -57,11 +67,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from matchbox.engine.ids import valid_account
 from matchbox.engine.schemes import ODDS_LADDER
 from matchbox.engine.types import (
+    MAX_BPS,
     BalanceChanged,
     BalanceReason,
     Event,
+    FeeSchedule,
     MarketState,
     MarketStateChanged,
     OrderAccepted,
@@ -113,6 +126,7 @@ class Reserve(msgspec.Struct):
     price: int  # the limit tick the reserve is priced at
     remaining: int
     covered: int = 0  # binary sells: remaining contracts backed by committed YES contracts
+    fee: int = 0  # the most a fill may cost in fees per contract (the market's schedule, at this price)
 
 
 def cash_reserve(order: Reserve) -> int:
@@ -120,8 +134,8 @@ def cash_reserve(order: Reserve) -> int:
     remaining = order.remaining
     if order.binary:
         if order.side is _BUY:
-            return order.price * remaining
-        return (CONTRACT - order.price) * (remaining - order.covered)
+            return (order.price + order.fee) * remaining
+        return (CONTRACT - order.price) * (remaining - order.covered) + order.fee * remaining
     if order.side is _SELL:
         return remaining
     return -(-remaining * (ODDS_LADDER[order.price - 1] - 100) // 100)
@@ -136,6 +150,23 @@ class Ledger:
         self.positions: dict[tuple[str, str], Position] = {}  # (market_id, account)
         self.orders: dict[int, Reserve] = {}
         self.net_deposits = 0  # deposits and transfers in, minus withdrawals and transfers out
+        self.fees: dict[str, FeeSchedule] = {}  # the collateral markets that charge fees
+
+    def set_fees(self, market_id: str, fees: FeeSchedule) -> None:
+        """A market's fee schedule (at its creation, or while restoring: its orders' reserves then)."""
+        self.fees[market_id] = fees
+        for order in self.orders.values():
+            if order.market_id == market_id:
+                order.fee = self._fee_cap(market_id, order.side, order.price)
+
+    def _fee_cap(self, market_id: str, side: Side, price: int) -> int:
+        """The most one contract of an order at ``price`` may pay in fees on a fill (0: no fees)."""
+        fees = self.fees.get(market_id)
+        if fees is None or self.markets[market_id] is not _BINARY:
+            return 0
+        unit = price if side is _BUY else CONTRACT - price
+        maker = _fee(fees.maker_bps, fees.maker_per_contract, unit, 1)
+        return max(maker, _fee(fees.taker_bps, fees.taker_per_contract, unit, 1))
 
     def __bool__(self) -> bool:
         return bool(self.markets or self.accounts)
@@ -167,7 +198,8 @@ class Ledger:
         """Whether a new order's reserve fits the account's free balance; ``instead_of``, a live
         order it replaces (an amend), whose own reserve and contracts then count as free."""
         old = self.orders.get(instead_of) if instead_of else None
-        order = Reserve(book.market_id, account, book.scheme is _BINARY, side, price, qty)
+        fee = self._fee_cap(book.market_id, side, price) if self.fees else 0
+        order = Reserve(book.market_id, account, book.scheme is _BINARY, side, price, qty, 0, fee)
         if order.binary and side is _SELL:
             contracts = self._free_contracts(book.market_id, account) + (0 if old is None else old.covered)
             order.covered = min(qty, contracts)
@@ -212,7 +244,9 @@ class Ledger:
     def _accept(self, event: OrderAccepted | OrderAmended, out: list[Event]) -> None:
         market_id = event.market_id
         open_qty = event.qty if isinstance(event, OrderAccepted) else event.remaining
-        order = Reserve(market_id, event.account, self.markets[market_id] is _BINARY, event.side, event.price, open_qty)
+        binary = self.markets[market_id] is _BINARY
+        fee = self._fee_cap(market_id, event.side, event.price) if self.fees else 0
+        order = Reserve(market_id, event.account, binary, event.side, event.price, open_qty, 0, fee)
         self.orders[event.order_id] = order
         if order.binary and order.side is _SELL:
             order.covered = min(order.remaining, self._free_contracts(market_id, order.account))
@@ -249,6 +283,7 @@ class Ledger:
             self._emit_position(event, order.market_id, account, BalanceReason.RELEASE, out)
 
     def _trade(self, event: TradeExecuted, out: list[Event]) -> None:
+        at = len(out) - 1  # where follow() put the event
         maker = self.orders[event.maker_order_id]
         taker = self.orders[event.taker_order_id]
         buyer, seller = (taker, maker) if event.taker_side is _BUY else (maker, taker)
@@ -272,6 +307,14 @@ class Ledger:
                 self._balance_event(event, account, self.accounts[account], BalanceReason.TRADE, order.market_id)
             )
             self._emit_position(event, order.market_id, account, BalanceReason.TRADE, out)
+        fees = self.fees.get(event.market_id) if self.fees else None
+        if fees is not None and buyer.binary:
+            maker_unit = price if event.taker_side is _SELL else CONTRACT - price  # the maker bought, or sold
+            maker_fee = _fee(fees.maker_bps, fees.maker_per_contract, maker_unit, qty)
+            taker_fee = _fee(fees.taker_bps, fees.taker_per_contract, CONTRACT - maker_unit, qty)
+            out[at] = msgspec.structs.replace(event, maker_fee=maker_fee, taker_fee=taker_fee)
+            for order, fee in ((maker, maker_fee), (taker, taker_fee)):
+                self._charge(out[at], order.account, fee, fees.account, out)
 
     def _binary_fill(self, buyer: Reserve, seller: Reserve, qty: int, price: int) -> None:
         market_id = buyer.market_id
@@ -359,6 +402,24 @@ class Ledger:
             balance.total += payout
             out.append(self._balance_event(event, account, balance, reason, market_id))
             out.append(self._position_event(event, market_id, account, Position(), reason))
+            fees = self.fees.get(market_id)
+            winnings = payout - position.stake - position.liability
+            if fees is not None and not binary and winnings > 0:  # a void returns what was put in: none
+                self._charge(event, account, _fee(fees.commission_bps, 0, winnings, 1), fees.account, out)
+
+    def _charge(self, cause: Event, account: str, fee: int, to: str, out: list[Event]) -> None:
+        """``account`` pays ``fee`` (covered by what it just released or was paid) to the fee account ``to``."""
+        if not fee:
+            return
+        market_id = getattr(cause, "market_id", "")
+        balance = self.accounts[account]
+        balance.total -= fee
+        out.append(self._balance_event(cause, account, balance, BalanceReason.FEE, market_id))
+        receiver = self.accounts.get(to)
+        if receiver is None:
+            receiver = self.accounts[to] = Account()
+        receiver.total += fee
+        out.append(self._balance_event(cause, to, receiver, BalanceReason.FEE, market_id))
 
     # ------------------------------------------------------------------ events and totals
 
@@ -414,6 +475,28 @@ def _payout(position: Position, binary: bool, outcome: str) -> int:
     if outcome == "lose":
         return position.no
     return position.stake + position.liability
+
+
+def _fee(bps: int, per_contract: int, unit: int, qty: int) -> int:
+    """A fee: ``bps`` of ``unit * qty``, rounded up to the minor unit, plus ``per_contract * qty``."""
+    return -(-bps * unit * qty // MAX_BPS) + per_contract * qty
+
+
+def valid_fees(scheme: TickScheme, collateral: bool, fees: FeeSchedule) -> bool:
+    """Whether a market may charge these fees: only a collateral market, rates from 0 to 100 %,
+    at most a contract's worth per contract; fills only on a binary market, commission only on
+    an odds one; and a fee account that is an account."""
+    rates = (fees.maker_bps, fees.taker_bps, fees.commission_bps)
+    fixed = (fees.maker_per_contract, fees.taker_per_contract)
+    on_fills = any(rates[:2]) or any(fixed)
+    return (
+        collateral
+        and all(0 <= rate <= MAX_BPS for rate in rates)
+        and all(0 <= amount <= CONTRACT for amount in fixed)
+        and not (on_fills and scheme is not _BINARY)
+        and not (fees.commission_bps and scheme is not TickScheme.ODDS)
+        and valid_account(fees.account)
+    )
 
 
 def valid_outcome(scheme: TickScheme, outcome: str) -> bool:

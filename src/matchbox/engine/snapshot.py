@@ -23,9 +23,9 @@ version 4; written only while there is one.
 Version 6 adds the live orders placed (or amended) with their own self-trade rule, as (order id,
 rule) sorted by id, to version 5; written only while there is one.
 
-Version 7 adds, to version 6, the markets created with an open time, a close time or their
-information for people (``MarketInfo``), as (market id, opens at, closes at, info) sorted by id;
-written once there is one.
+Version 7 adds, to version 6, the markets created with an open time, a close time, their
+information for people (``MarketInfo``) or a fee schedule, as (market id, opens at, closes at,
+info, fees) sorted by id; written once there is one.
 
 Speed (``matchbox bench recovery``): a restore must be much faster than replaying the commands
 that built the book (a large book must change leader quickly). So msgspec decodes the rows
@@ -51,7 +51,7 @@ import msgspec
 from matchbox.engine.book import Book, Order
 from matchbox.engine.ids import shard_of
 from matchbox.engine.ledger import Account, Position, Reserve
-from matchbox.engine.types import MarketInfo, MarketState, SelfTradePrevention, Side, TickScheme
+from matchbox.engine.types import FeeSchedule, MarketInfo, MarketState, SelfTradePrevention, Side, TickScheme
 
 if TYPE_CHECKING:
     from matchbox.engine.engine import Engine
@@ -147,8 +147,8 @@ class _SnapshotV6(_SnapshotV5, array_like=True):
 
 
 class _SnapshotV7(_SnapshotV6, array_like=True):
-    # (market id, opens at, closes at, info) of the markets that have any, sorted
-    market_terms: list[tuple[str, int, int, MarketInfo | None]]
+    # (market id, opens at, closes at, info, fees) of the markets that have any, sorted
+    market_terms: list[tuple[str, int, int, MarketInfo | None, FeeSchedule | None]]
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -208,7 +208,11 @@ def _encode(engine: Engine) -> bytes:
     orders = engine.orders
     lapsing = sorted(i for i in engine.lapsing.ids if i in orders)
     own_stp = sorted((i, int(rule)) for i, rule in engine.own_stp.ids.items() if i in orders)
-    terms = [(b.market_id, b.opens_at, b.closes_at, b.info) for b in books if b.info or b.opens_at or b.closes_at]
+    terms = [
+        (b.market_id, b.opens_at, b.closes_at, b.info, b.fees)
+        for b in books
+        if b.info or b.opens_at or b.closes_at or b.fees
+    ]
     # the lowest version that holds the state: one written before a feature existed, byte for byte
     needs = (bool(engine.ledger), bool(deadlines), bool(engine.transfers), bool(lapsing), bool(own_stp), bool(terms))
     version = max((v for v, needed in enumerate(needs, start=2) if needed), default=1)
@@ -302,10 +306,12 @@ def decode(data: bytes, engine: Engine) -> Engine:
         if isinstance(snapshot, _SnapshotV6):
             engine.restore_own_stp(snapshot.own_stp)
         if isinstance(snapshot, _SnapshotV7):
-            for market_id, opens_at, closes_at, info in snapshot.market_terms:
+            for market_id, opens_at, closes_at, info, fees in snapshot.market_terms:
                 book = engine.books[market_id]
-                book.opens_at, book.closes_at, book.info = opens_at, closes_at, info
+                book.opens_at, book.closes_at, book.info, book.fees = opens_at, closes_at, info, fees
                 engine.arm_market(book)
+                if fees is not None:
+                    engine.ledger.set_fees(market_id, fees)
     return engine
 
 

@@ -125,6 +125,7 @@ class BalanceReason(IntEnum):
     VOID = 6  # the market was voided: stakes returned
     TRANSFER_OUT = 7  # cash taken out toward another shard (TransferOut)
     TRANSFER_IN = 8  # cash paid in from another shard (TransferIn), or a refused transfer's return
+    FEE = 9  # a fee for a fill, or a commission on winnings, paid by the account or to the fee account
 
 
 class CancelReason(IntEnum):
@@ -165,6 +166,27 @@ class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True):
     ts: Int64
 
 
+MAX_BPS = 10_000  # a fee of 100 %
+
+
+class FeeSchedule(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What a collateral market charges, paid to ``account`` (see the ledger's "Fees" rule).
+
+    Binary markets charge on each fill, the maker at its rates and the taker at its: ``*_bps``
+    basis points of that side's notional (its own price per contract times the quantity: a buy
+    of YES at ``t`` costs ``t``, a sell of YES is a buy of NO at ``100 - t``), rounded up to the
+    minor unit, plus ``*_per_contract`` minor units per contract. Odds markets charge instead
+    ``commission_bps`` of each account's net winnings in the market at settlement (none on a
+    void), rounded up to the minor unit."""
+
+    maker_bps: Int64 = 0
+    taker_bps: Int64 = 0
+    maker_per_contract: Int64 = 0
+    taker_per_contract: Int64 = 0
+    commission_bps: Int64 = 0
+    account: Text = "fees"
+
+
 class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
     market_id: Text
     scheme: TickScheme
@@ -175,6 +197,7 @@ class CreateMarket(Command, frozen=True, gc=False, kw_only=True):
     info: MarketInfo | None = None
     opens_at: Int64 = 0  # engine time (ns): until then it is suspended, then the engine opens it
     closes_at: Int64 = 0  # engine time (ns): then the engine closes it (0: only by command)
+    fees: FeeSchedule | None = None  # collateral markets only; none: it charges nothing
 
 
 class SuspendMarket(Command, frozen=True, gc=False, kw_only=True):
@@ -335,6 +358,7 @@ class MarketCreated(Event, frozen=True, gc=False):
     info: MarketInfo | None = None
     opens_at: int = 0  # engine time (ns); a MarketStateChanged to SUSPENDED follows when it is still to come
     closes_at: int = 0  # engine time (ns); 0: none
+    fees: FeeSchedule | None = None
 
 
 class MarketStateChanged(Event, frozen=True, gc=False):
@@ -380,6 +404,8 @@ class TradeExecuted(Event, frozen=True, gc=False):
     taker_account: str
     maker_remaining: int  # zero: the maker is filled
     taker_remaining: int  # zero: the taker is filled
+    maker_fee: int = 0  # what the maker paid its market's fee account for this fill (see FeeSchedule)
+    taker_fee: int = 0
 
 
 class OrderCancelled(Event, frozen=True, gc=False):

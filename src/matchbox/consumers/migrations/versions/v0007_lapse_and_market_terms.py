@@ -5,7 +5,10 @@ persists (from its ``OrderAccepted``). Rows written before have none: history sh
 persisting, which every order did before orders could lapse.
 
 ``markets``: ``title``, ``question``, ``rules``, ``category``, ``outcomes`` (the outcome names, a
-JSON list), ``opens_at`` and ``closes_at`` (engine time, ns; null: none), from its ``MarketCreated``.
+JSON list), ``opens_at`` and ``closes_at`` (engine time, ns; null: none) and ``fees`` (its fee
+schedule, a JSON object; null: none), from its ``MarketCreated``.
+
+``trades``: ``maker_fee`` and ``taker_fee``, what each side paid for the fill (null before: none).
 
 Revision 0007, after 0006. Keep ``matchbox/consumers/schema.py`` in step with it.
 """
@@ -28,6 +31,7 @@ MARKET_COLUMNS = (
     ("outcomes", sa.Text),
     ("opens_at", sa.BigInteger),
     ("closes_at", sa.BigInteger),
+    ("fees", sa.Text),
 )
 
 
@@ -35,9 +39,13 @@ def upgrade() -> None:
     op.add_column("orders", sa.Column("lapse", sa.Boolean))
     for name, kind in MARKET_COLUMNS:
         op.add_column("markets", sa.Column(name, kind))
+    for name in ("maker_fee", "taker_fee"):
+        op.add_column("trades", sa.Column(name, sa.BigInteger))
 
 
 def downgrade() -> None:
+    for name in ("taker_fee", "maker_fee"):
+        op.drop_column("trades", name)
     for name, _ in reversed(MARKET_COLUMNS):
         op.drop_column("markets", name)
     op.drop_column("orders", "lapse")
