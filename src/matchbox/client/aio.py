@@ -444,7 +444,7 @@ class AsyncClient:
         """Create a market (admin): what it is about, when it trades and what it charges are optional
         (see ``POST /v1/markets``)."""
         body: dict[str, Any] = {"market_id": market_id, "scheme": scheme, "collateral": collateral}
-        optional = {"max_tick": max_tick, "shard": shard, "max_qty": max_qty, "self_trade": self_trade}
+        optional: dict[str, Any] = {"max_tick": max_tick, "shard": shard, "max_qty": max_qty, "self_trade": self_trade}
         optional |= {"title": title, "question": question, "rules": rules, "category": category}
         optional |= {"outcomes": None if outcomes is None else list(outcomes), "opens_at_ms": opens_at_ms}
         optional |= {"closes_at_ms": closes_at_ms, "fees": None if fees is None else fees.model_dump()}
