@@ -6,11 +6,19 @@ link ``up`` prints (``#key=…``): the account panel shows the balance. A sell g
 order ticket and its reserve shows; another account's crossing buy (over HTTP, with its own key)
 fills part of it: the trade must show on the tape, the book must change, a candle must appear on
 the chart, the order its state (from the WebSocket's orders channel, after ``auth``), and the
-account panel the money moved and the position. The same on an odds market (back/lay, odds and
-stake). An order beyond the free balance is refused in words. The feed is then dropped and must
-resume with ``last_id``. The page, with a book and a few seconds of trading on it, is saved to
-``docs/img/dashboard.png`` for the README; last, logging out brings back the login box. With
-``--open`` the page shows a red badge instead of a login box and trades as the account it names.
+account panel the money moved and the position; the market's title and question head the page.
+The same on an odds market (back/lay, odds and stake), made with no terms: the page shows none. An
+order beyond the free balance is refused in words. The feed is then dropped and must
+resume with ``last_id``. Then what traders use every day: "buy NO" through the ticket places the
+sell of YES it is, the ticket saying its cost and payout first; the positions show their P&L
+(realised and marked to the last trade) from the fills table's fills; the YES and NO prices stand
+side by side; post-only and GTD orders go in (a crossing post-only is refused, a GTD one expires);
+cancel-all empties the market of the account's orders. The page, with a book and a few seconds of
+trading on it, is saved to ``docs/img/dashboard.png`` for the README; last, logging out brings
+back the login box. With ``--open`` the page shows a red badge instead of a login box, trades as
+the account it names and cancels all of that account's; and a market's title, question, category,
+open and close times and rules show. The page's arithmetic (NO as YES, cost and payout, P&L) is
+checked on its own, in the browser.
 
 Chromium is ``/usr/bin/chromium`` (``make test`` installs it with apt); Playwright never downloads
 a browser here. Without it the test is skipped, and with ``CI=true`` it fails instead.
@@ -31,7 +39,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 
 from conftest import ADMIN_TOKEN, wait_until
 from matchbox.bus.server import free_port, free_ports
@@ -41,9 +49,18 @@ pytestmark = pytest.mark.e2e  # the browser test: a real system driven by chromi
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard.png"
+STATIC = Path(__file__).resolve().parents[1] / "src" / "matchbox" / "web" / "static"
+STATIC_ORIGIN = "http://dashboard.test/"  # served by the test itself (static_files), never looked up
 STARTUP_TIMEOUT_S = 60.0
 UI_TIMEOUT_MS = 15_000
 CANDLES_IN_PICTURE = 8
+Terms = dict[str, str | int | list[str] | None]  # a market's terms, as POST /v1/markets takes them
+RAIN_TERMS: dict[str, str] = {
+    "title": "Rain in Lisbon",
+    "question": "Will it rain in Lisbon on Friday?",
+    "rules": "YES if the IPMA station at Lisbon records any rain on Friday, local time; NO otherwise.",
+    "category": "weather",
+}
 
 
 def require_chromium() -> None:
@@ -156,8 +173,16 @@ class Desk:
         self.admin = Client(url, admin_token=ADMIN_TOKEN)
         self.clients = [self.admin]
 
-    def create_market(self, market_id: str, scheme: Literal["binary", "odds"], shard: int | None = None) -> None:
-        self.admin.create_market(market_id, scheme, collateral=True, shard=shard)
+    def create_market(
+        self, market_id: str, scheme: Literal["binary", "odds"], shard: int | None = None, terms: Terms | None = None
+    ) -> None:
+        """A collateral market; ``terms``: its title, question, rules, category, outcomes,
+        opens_at_ms and closes_at_ms, as POST /v1/markets takes them."""
+        if not terms:
+            self.admin.create_market(market_id, scheme, collateral=True, shard=shard)
+            return
+        body = {"market_id": market_id, "scheme": scheme, "collateral": True, "shard": shard, **terms}
+        self.admin.wait(self.admin.inner.call("POST", "/markets", json=body, admin=True))
 
     def trader(self, account: str, cents: int = 10_000_000, shards: int = 1) -> Client:
         """A new account with ``cents`` deposited (on each of ``shards``), and a client with its key."""
@@ -166,8 +191,9 @@ class Desk:
             self.admin.deposit(account, cents, shard)
         return self.client(issued.api_key)
 
-    def client(self, key: str) -> Client:
-        made = Client(self.url, key)
+    def client(self, key: str | None = None, account: str | None = None) -> Client:
+        """A client with ``key``, or in open mode one acting for ``account``."""
+        made = Client(self.url, key, account=account)
         self.clients.append(made)
         return made
 
@@ -206,16 +232,34 @@ def walk(desk: Desk, page: Page, candles: int) -> None:
         buyer.place_order("rain", "buy", price=price, qty=qty)
 
 
-def ticket(page: Page, side: str, price: str, qty: str) -> None:
-    """Fill in the order ticket and place the order (as the logged-in account)."""
+def fill_ticket(page: Page, side: str, price: str, qty: str) -> None:
+    """Fill in the order ticket (side: buy, sell, buy-no, sell-no, back or lay)."""
     page.locator(f"#ticket-side-{side}").check()
     page.locator("#ticket-price").fill(price)
     page.locator("#ticket-qty").fill(qty)
+
+
+def ticket(page: Page, side: str, price: str, qty: str) -> None:
+    """Fill in the order ticket and place the order (as the logged-in account)."""
+    fill_ticket(page, side, price, qty)
     page.locator("#ticket-submit").click()
 
 
 def order_row(page: Page, status: str) -> Locator:
     return page.locator(f'#orders tr[data-account="you"][data-status="{status}"]')
+
+
+def position(page: Page, market_id: str) -> Locator:
+    """A row of the account's positions: ``data-yes``/``data-no``, and once the fills account for
+    it, ``data-realised`` and ``data-marked`` (P&L in cents)."""
+    return page.locator(f'#positions tr[data-position="{market_id}"]')
+
+
+def fill_row(page: Page, side: str, price: int, qty: int) -> Locator:
+    """A row of the account's fills table, on ``rain``."""
+    return page.locator(
+        f'#fills tr.fill[data-market="rain"][data-side="{side}"][data-price="{price}"][data-qty="{qty}"]'
+    )
 
 
 def money(page: Page, field: str) -> Locator:
@@ -239,8 +283,9 @@ def new_page(browser: Browser) -> tuple[Page, list[str]]:
 
 
 def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, desk: Desk) -> None:
-    desk.create_market("rain", "binary")
-    desk.create_market("derby", "odds")
+    closes_at_ms = int(time.time() * 1000) + 3 * 86_400_000  # in 3 days: it trades all through the test
+    desk.create_market("rain", "binary", terms={**RAIN_TERMS, "closes_at_ms": closes_at_ms})
+    desk.create_market("derby", "odds")  # no terms: the page shows none
     bob, cat = desk.trader("bob"), desk.trader("cat")
     page, errors = new_page(browser)
     sockets: list[str] = []
@@ -295,9 +340,14 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, d
 
     # an odds market: decimal odds, back/lay, a stake in cents; the feed speaks odds too (as REST)
     page.locator('[data-market-id="derby"]').click()
+    expect(page.locator("#market-heading")).to_have_text("derby")  # a market made with no terms
+    for absent in ("#market-question", "#market-clock", "#market-rules", "#yes-no"):
+        expect(page.locator(absent)).to_be_hidden()
     expect(page.locator("#ticket-price-label")).to_have_text("Odds (decimal)")
     expect(page.locator("#ticket-qty-label")).to_have_text("Stake (¢)")
-    ticket(page, "back", "2.5", "2000")
+    fill_ticket(page, "back", "2.5", "2000")
+    expect(page.locator("#ticket-cost")).to_have_text("Cost $20.00 · pays $50.00 if it wins (profit $30.00)")
+    page.locator("#ticket-submit").click()
     expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "2000")
     expect_money(page, "$998.08", "$20.00", "$978.08")
     bob.place_order(market_id="derby", side="lay", odds="2.5", stake=500)
@@ -318,15 +368,33 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, d
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     assert any("last_id=" in url for url in sockets), sockets
 
+    # the market's terms (the open-mode test looks at them closer)
+    expect(page.locator("#market-heading")).to_have_text(RAIN_TERMS["title"])
+    expect(page.locator("#market-question")).to_have_text(RAIN_TERMS["question"])
+    expect(page.locator("#market-clock")).to_contain_text("Closes ")
+
+    you = desk.client(key)
+    trade_no_and_yes(page, you, bob, cat)
+
     # a livelier market for the picture: a book, and trades until the chart has some candles
     maker = desk.trader("maker")
     for price, qty in ((56, 25), (58, 40), (63, 15), (66, 30)):
         maker.place_order(market_id="rain", side="sell", price=price, qty=qty)
     for price, qty in ((50, 20), (48, 35), (45, 50), (41, 12)):
         maker.place_order(market_id="rain", side="buy", price=price, qty=qty)
+    # YES and NO side by side: NO's bid is 100 - YES's ask, its ask 100 - YES's bid; its button
+    # fills the ticket with a buy of NO at its ask
+    quotes = {"yes": ("50¢", "56¢"), "no": ("44¢", "50¢")}
+    for outcome, prices in quotes.items():
+        for which, shown in zip(("bid", "ask"), prices, strict=True):
+            expect(page.locator(f'#yes-no [data-outcome="{outcome}"] [data-quote="{which}"]')).to_have_text(shown)
+    page.locator('#yes-no [data-outcome="no"] button').click()
+    expect(page.locator("#ticket-side-buy-no")).to_be_checked()
+    expect(page.locator("#ticket-price")).to_have_value("50")
     walk(desk, page, CANDLES_IN_PICTURE)
     expect(page.locator('#book .level.ask[data-price="56"]')).to_have_attribute("data-qty", "25")
     expect(page.locator('#book .level.bid[data-price="41"]')).to_have_count(1)
+    post_only_gtd_and_cancel_all(page, you)
     ticket(page, "buy", "47", "10")
     expect(order_row(page, "open")).to_have_count(1)
     expect(money(page, "reserved").locator("dd")).to_have_text("$19.70")  # 47 x 10 cents, and the back's 1500
@@ -342,21 +410,134 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, d
     assert not errors, errors
 
 
+def trade_no_and_yes(page: Page, you: Client, bob: Client, cat: Client) -> None:
+    """On ``rain``, where ``you`` hold NO 4 sold at 52: buy NO at 40 for 4 through the ticket (it
+    is a sell of YES at 60), bob takes it, then buy YES 3 at 50 from cat; the ticket says each
+    order's cost and payout before it goes, and the position its P&L from the fills."""
+    fill_ticket(page, "buy-no", "40", "4")
+    expect(page.locator("#ticket-price-label")).to_have_text("NO price (¢)")
+    expect(page.locator("#ticket-cost")).to_have_text("Cost $1.60 · pays $4.00 if NO (profit $2.40)")
+    page.locator("#ticket-submit").click()
+    expect(order_row(page, "open")).to_have_count(1)
+    assert [(o.side, o.price, o.qty) for o in you.orders(market_id="rain").items] == [("sell", 60, 4)]
+
+    # NO 8 at an average of 56 (in YES: (4 x 52 + 4 x 60) / 8), marked at 60: 8 x -4 cents
+    bob.place_order(market_id="rain", side="buy", price=60, qty=4)
+    expect(position(page, "rain")).to_have_attribute("data-no", "8")
+    expect(fill_row(page, "sell", 60, 4)).to_have_count(1)
+    expect(fill_row(page, "sell", 52, 4)).to_have_count(1)
+    expect(position(page, "rain")).to_have_attribute("data-marked", "-32")
+    expect(position(page, "rain")).to_have_attribute("data-realised", "0")
+    expect(position(page, "rain")).to_contain_text("NO 8 @ 44¢")
+    expect(position(page, "rain").locator(".pnl").nth(1)).to_have_text("-$0.32")
+
+    # buying 3 YES at 50 closes 3 NO sold at 56: 18 cents realised; the 5 left, marked at 50, +30
+    cat.place_order(market_id="rain", side="sell", price=50, qty=3)
+    expect(page.locator('#book .level.ask[data-price="50"]')).to_have_attribute("data-qty", "3")
+    fill_ticket(page, "buy", "50", "3")
+    expect(page.locator("#ticket-cost")).to_have_text("Cost $1.50 · pays $3.00 if YES (profit $1.50)")
+    page.locator("#ticket-submit").click()
+    expect(fill_row(page, "buy", 50, 3)).to_have_count(1)
+    expect(position(page, "rain")).to_have_attribute("data-no", "5")
+    expect(position(page, "rain")).to_have_attribute("data-realised", "18")
+    expect(position(page, "rain")).to_have_attribute("data-marked", "30")
+    expect(position(page, "rain").locator(".pnl")).to_have_text(["+$0.18", "+$0.30"])
+
+
+def post_only_gtd_and_cancel_all(page: Page, you: Client) -> None:
+    """On ``rain`` (asks from 56): a post-only buy at the ask is refused in words; a post-only GTD
+    buy rests, as the API shows, and expires by itself; cancel-all takes the market's resting
+    orders of the account, and only that market's."""
+    page.locator("#ticket-post-only").check()
+    ticket(page, "buy", "56", "1")
+    expect(page.locator("#ticket-message")).to_contain_text("Post only: this order would trade at once")
+    expect(order_row(page, "open")).to_have_count(0)
+
+    page.locator("#ticket-tif").select_option("GTD")
+    expect(page.locator("#ticket-expires")).to_be_visible()
+    soon = page.evaluate(  # 4 s ahead, as a datetime-local input reads it (the browser's local time)
+        "() => { const at = new Date(Date.now() + 4000);"
+        " return new Date(at - at.getTimezoneOffset() * 60000).toISOString().slice(0, 19); }"
+    )
+    page.locator("#ticket-expires").fill(soon)
+    ticket(page, "buy", "30", "1")
+    expect(order_row(page, "open")).to_have_count(1)
+    order_id = int(order_row(page, "open").get_attribute("data-order-id") or 0)
+    placed = you.order(order_id)
+    assert (placed.tif, placed.post_only, placed.price) == ("GTD", True, 30)
+    expired = page.locator(f'#orders tr[data-order-id="{order_id}"]')
+    expect(expired).to_have_attribute("data-status", "cancelled")
+    expect(expired.locator(".status")).to_have_attribute("title", "EXPIRED")
+    page.locator("#ticket-post-only").uncheck()
+    page.locator("#ticket-tif").select_option("GTC")
+    expect(page.locator("#ticket-expires")).to_be_hidden()
+
+    ticket(page, "buy", "45", "2")
+    expect(order_row(page, "open")).to_have_count(1)
+    ticket(page, "buy", "44", "2")
+    expect(order_row(page, "open")).to_have_count(2)
+    page.locator("#cancel-all").click()
+    expect(page.locator("#ticket-message")).to_have_text("Cancelled 2 orders in rain.")
+    expect(order_row(page, "open")).to_have_count(0)
+    expect(order_row(page, "partially_filled")).to_have_count(1)  # derby's back stays
+    assert you.orders(market_id="rain").items == []
+
+
 def test_dashboard_in_open_mode(browser: Browser, tmp_path: Path) -> None:
     """``matchbox up --open``: a red badge, no login, the ticket names its account, whose balance
-    the account panel shows."""
+    the account panel shows and whose orders cancel-all cancels (it names the account, as open
+    mode asks). A market's title, question, category, outcomes, close time (a local date-time and
+    a countdown) and rules (folded) show; one not open yet says when it opens."""
     with running_system(tmp_path, "--open") as system, desk_of(system) as desk:
-        desk.create_market("rain", "binary")
+        now_ms = int(time.time() * 1000)
+        closes_at_ms = now_ms + 3 * 86_400_000 + 90 * 60_000  # in 3 days and 1.5 hours
+        desk.create_market("rain", "binary", terms={**RAIN_TERMS, "closes_at_ms": closes_at_ms})
+        opens_at_ms = now_ms + 2 * 86_400_000 + 30 * 60_000  # in 2 days and half an hour
+        desk.create_market("snow", "binary", terms={"title": "Snow in Lisbon", "opens_at_ms": opens_at_ms})
         desk.admin.deposit("ann", 50_000)
         page, errors = new_page(browser)
         page.goto(f"{system.url}/#market=rain")
         expect(page.locator("#auth-badge")).to_have_text("OPEN MODE — no authentication")
         expect(page.locator("#login")).to_be_hidden()
+
+        expect(page.locator("#market-heading")).to_have_text(RAIN_TERMS["title"])
+        expect(page.locator("#market-question")).to_have_text(RAIN_TERMS["question"])
+        expect(page.locator("#market-facts .tag")).to_have_text("weather")
+        expect(page.locator("#market-facts .outcomes")).to_have_text("YES / NO")
+        clock = page.locator("#market-clock")
+        expect(clock).to_have_attribute("data-closes-at-ms", str(closes_at_ms))
+        expect(clock).to_contain_text("in 3d 01h")
+        local = page.evaluate(
+            "(ms) => new Date(ms).toLocaleString([], {dateStyle: 'medium', timeStyle: 'short', hour12: false})",
+            closes_at_ms,
+        )
+        expect(clock).to_contain_text(f"Closes {local}")
+        expect(page.locator("#market-rules .rules-text")).to_be_hidden()  # folded
+        page.locator("#market-rules summary").click()
+        expect(page.locator("#market-rules .rules-text")).to_have_text(RAIN_TERMS["rules"])
+        expect(page.locator("#yes-no")).to_be_visible()
+
         page.locator("#ticket-account").fill("ann")
         ticket(page, "buy", "40", "10")
-        expect(page.locator('#orders tr[data-account="ann"][data-status="open"]')).to_have_count(1)
+        ann_open = page.locator('#orders tr[data-account="ann"][data-status="open"]')
+        expect(ann_open).to_have_count(1)
         expect(page.locator("#account-name")).to_have_text("ann")
         expect_money(page, "$500.00", "$4.00", "$496.00")
+        ticket(page, "buy", "39", "5")
+        expect(ann_open).to_have_count(2)
+        page.locator("#cancel-all").click()
+        expect(page.locator("#ticket-message")).to_have_text("Cancelled 2 orders in rain.")
+        expect(ann_open).to_have_count(0)
+        expect_money(page, "$500.00", "$0.00", "$500.00")
+        assert desk.client(account="ann").orders(market_id="rain").items == []
+
+        page.locator('[data-market-id="snow"]').click()
+        expect(page.locator("#market-heading")).to_have_text("Snow in Lisbon")
+        expect(page.locator("#market-clock")).to_contain_text("Opens ")
+        expect(page.locator("#market-clock")).to_contain_text("in 2d 00h")
+        expect(page.locator("#market-question")).to_be_hidden()
+        expect(page.locator("#market-rules")).to_be_hidden()
+        expect(page.locator("#ticket-note")).to_have_text("This market is suspended: it takes no orders.")
         assert not errors, errors
 
 
@@ -404,3 +585,72 @@ def test_dashboard_on_a_cluster_trades_on_shards_whose_ids_pass_2_to_the_53(brow
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
         expect(page.locator('#book .level.ask[data-price="2.5"]')).to_have_attribute("data-qty", "1500")
         assert not errors, errors
+
+
+def static_files(route: Route) -> None:
+    """The dashboard's static files from the source tree, for a page at ``STATIC_ORIGIN`` (modules
+    load from an origin, not from file:), and a blank page at its root."""
+    name = route.request.url.removeprefix(STATIC_ORIGIN)
+    if name:
+        route.fulfill(path=STATIC / name)
+    else:
+        route.fulfill(content_type="text/html", body="<!doctype html><title>the dashboard's modules</title>")
+
+
+def call(page: Page, module: str, function: str, *args: object) -> Any:
+    """``function(...args)`` of one of the page's modules, run in the browser."""
+    script = "async ([module, name, args]) => (await import(module))[name](...args)"
+    return page.evaluate(script, [module, function, list(args)])
+
+
+def fill(side: str, price: float, qty: int) -> dict[str, Any]:
+    """One of the account's fills as GET /account/trades gives it (what the P&L reads of it)."""
+    return {"side": side, "price": price, "qty": qty}
+
+
+def test_dashboard_arithmetic(browser: Browser) -> None:
+    """The page's own arithmetic, in the browser that runs it: a NO order is the YES order it is,
+    NO's prices mirror YES's, what a ticket costs and pays, and the P&L of a position."""
+    page, errors = new_page(browser)
+    page.route(f"{STATIC_ORIGIN}**", static_files)
+    page.goto(STATIC_ORIGIN)
+    contracts = "./contracts.js"
+    assert call(page, contracts, "asYesOrder", "buy", 40, 3) == {"side": "sell", "price": 60, "qty": 3}
+    assert call(page, contracts, "asYesOrder", "sell", 30, 2) == {"side": "buy", "price": 70, "qty": 2}
+    assert call(page, contracts, "asYesOrder", "buy", None, 5) == {"side": "sell", "price": None, "qty": 5}
+    assert call(page, contracts, "noQuote", 50, 56) == {"bid": 44, "ask": 50}
+    assert call(page, contracts, "noQuote", None, 56) == {"bid": 44, "ask": None}
+
+    def cost(scheme: str, side: str, price: object, qty: int) -> Any:
+        return call(page, contracts, "orderCost", scheme, side, price, qty)
+
+    assert cost("binary", "buy", 40, 3) == {"cost": 120, "payout": 300, "when": "YES"}
+    assert cost("binary", "sell", 60, 3) == {"cost": 120, "payout": 300, "when": "NO"}  # buy NO at 40
+    assert cost("odds", "back", "2.5", 2000) == {"cost": 2000, "payout": 5000, "when": "it wins"}
+    assert cost("odds", "lay", "2.5", 500) == {"cost": 750, "payout": 1250, "when": "it loses"}
+    assert cost("odds", "lay", "1.33", 10) == {"cost": 4, "payout": 14, "when": "it loses"}  # 3.3 up
+    assert cost("odds", "back", "1.33", 10) == {"cost": 10, "payout": 13, "when": "it wins"}  # 3.3 down
+    assert cost("binary", "buy", None, 3) is None  # a market order: the book decides
+    assert cost("ticks", "buy", 40, 3) is None
+
+    def pnl(scheme: str, held: dict[str, int], fills: list[dict[str, Any]], last: float | None) -> Any:
+        position = {"scheme": scheme, "yes": 0, "no": 0, "stake": 0, "liability": 0, **held}
+        return call(page, "./pnl.js", "positionPnl", position, fills, last)
+
+    short = [fill("sell", 52, 4), fill("sell", 60, 4)]  # NO 8, at 56 on average (in YES)
+    assert pnl("binary", {"no": 8}, short, 60) == {"held": -8, "average": 56, "realised": 0, "marked": -32}
+    closing = [*short, fill("buy", 50, 3)]  # 3 of them bought back at 50: 6 cents each
+    assert pnl("binary", {"no": 5}, closing, 50) == {"held": -5, "average": 56, "realised": 18, "marked": 30}
+    flipped = [*short, fill("buy", 50, 10)]  # through zero: 8 closed, 2 YES at 50
+    assert pnl("binary", {"yes": 2}, flipped, 53) == {"held": 2, "average": 50, "realised": 48, "marked": 6}
+    long = [fill("buy", 40, 2), fill("buy", 46, 1), fill("sell", 50, 3)]  # closed flat
+    assert pnl("binary", {}, long, 50) == {"held": 0, "average": 42, "realised": 24, "marked": 0}
+    assert pnl("binary", {"no": 9}, short, 60) is None  # a fill not read yet: no P&L
+    assert pnl("binary", {"no": 8}, short, None)["marked"] is None  # no last price: nothing to mark to
+
+    back = [fill("back", 2.5, 500)]  # laid off at 2.0 (625), it makes 125 whatever the result
+    assert pnl("odds", {"stake": 500}, back, 2.0) == {"stake": 500, "liability": 0, "realised": 0, "marked": 125}
+    lay = [fill("lay", 2.5, 500)]  # backed off at 2.0: 500 - 625
+    assert pnl("odds", {"liability": 750}, lay, 2.0)["marked"] == -125
+    assert pnl("odds", {"liability": 749}, lay, 2.0) is None  # 750 is what those fills make
+    assert not errors, errors

@@ -1,20 +1,24 @@
-// The Matchbox dashboard: markets, the chosen market's book, trades, candles and stats, and an
-// order ticket, the account's balance, positions and orders. A plain client of the API: REST for
-// snapshots and orders, the WebSocket feed for everything live. Nothing here is built or
-// bundled; the page loads these modules as they are.
+// The Matchbox dashboard: markets, the chosen market's facts, book, trades, candles and stats,
+// and an order ticket, the account's balance, positions with their P&L, orders and fills. A plain
+// client of the API: REST for snapshots and orders, the WebSocket feed for everything live.
+// Nothing here is built or bundled; the page loads these modules as they are.
 
 import { Session, renderSession } from "./account.js";
 import { Book, renderBook } from "./book.js";
 import { CandleChart } from "./chart.js";
+import { asYesOrder, orderCost } from "./contracts.js";
 import { Feed } from "./feed.js";
 import { amount, clock, dollars, orDash, schemeOf } from "./format.js";
 import { api, el } from "./http.js";
+import { renderClock, renderMarketInfo } from "./market.js";
 
 const INTERVALS = { "1s": 1000, "1m": 60_000, "1h": 3_600_000 };
 const STATS_EVERY_MS = 3000;
 const MARKETS_EVERY_MS = 5000;
 const ACCOUNT_EVERY_MS = 2000;
 const HEALTH_RETRY_MS = 2000;
+const CLOCK_EVERY_MS = 1000;
+const GTD_DEFAULT_MS = 3_600_000; // a GTD ticket's first expiry: an hour ahead
 const TAPE_ROWS = 60;
 const MARKETS_SHOWN = 1000; // the most a page of GET /v1/markets holds
 const ORDER_ROWS = 50;
@@ -61,6 +65,7 @@ async function loadMarkets() {
   }
   renderMarkets();
   renderTitle();
+  renderMarketInfo(market(), pickOutcome);
   renderTicketState();
 }
 
@@ -237,6 +242,7 @@ function renderAll() {
   renderTape();
   renderOrders();
   renderTitle();
+  renderMarketInfo(m, pickOutcome);
 }
 
 function renderTape() {
@@ -334,6 +340,69 @@ function setupTicket() {
   else Object.assign(price, { step: "1", min: "1", max: String(m?.max_tick ?? 99) });
   price.value = "";
   renderTicketState();
+  renderTicket();
+}
+
+// What depends on the ticket's fields: the price's label (a NO side is priced in NO), the GTD
+// expiry field, and what the order costs and pays.
+function renderTicket() {
+  const shown = scheme();
+  const gtd = $("#ticket-tif").value === "GTD";
+  $("#ticket-price-label").textContent = noSideChosen() ? "NO price (¢)" : shown.priceLabel;
+  $("#ticket-expires-field").hidden = !gtd;
+  $("#ticket-expires").required = gtd;
+  if (gtd && !$("#ticket-expires").value) $("#ticket-expires").value = localInputValue(Date.now() + GTD_DEFAULT_MS);
+  renderCost();
+}
+
+function renderCost() {
+  const m = market();
+  const order = ticketOrder();
+  const cost = orderCost(m?.scheme, order.side, order.price, order.qty);
+  const node = $("#ticket-cost");
+  node.dataset.cost = cost ? String(cost.cost) : "";
+  node.dataset.payout = cost ? String(cost.payout) : "";
+  if (!cost) {
+    const atMarket = m && m.scheme !== "ticks" && order.price === null && order.qty > 0;
+    node.textContent = atMarket ? "A market order pays the book's prices: its cost shows once it trades." : "";
+    return;
+  }
+  // money on binary and collateral markets; a stake on an odds market without collateral is not
+  const money = m.scheme === "binary" || m.collateral ? dollars : amount;
+  const risk = order.side === "lay" ? "Liability" : "Cost";
+  node.textContent =
+    `${risk} ${money(cost.cost)} · pays ${money(cost.payout)} if ${cost.when}` +
+    ` (profit ${money(cost.payout - cost.cost)})`;
+}
+
+// The order the ticket describes, in the exchange's terms: a NO side is the YES order it is.
+function ticketOrder() {
+  const shown = scheme();
+  const word = $("#ticket-sides input:checked")?.value ?? "";
+  const text = $("#ticket-price").value.trim();
+  const price = text === "" ? null : shown.priceField === "odds" ? text : Number(text);
+  const qty = Number($("#ticket-qty").value);
+  return word.endsWith("-no") ? asYesOrder(word.slice(0, -"-no".length), price, qty) : { side: word, price, qty };
+}
+
+function noSideChosen() {
+  return Boolean($("#ticket-sides input:checked")?.value.endsWith("-no"));
+}
+
+// A button of the YES/NO prices: buy that contract at its ask.
+function pickOutcome(side, price) {
+  const choice = $(`#ticket-side-${side}`);
+  if (!choice) return;
+  choice.checked = true;
+  $("#ticket-price").value = String(price);
+  renderTicket();
+  $("#ticket-qty").focus();
+}
+
+// A datetime-local input's value (local time, to the second) for a unix ms.
+function localInputValue(ms) {
+  const local = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
+  return local.toISOString().slice(0, 19);
 }
 
 function renderTicketState() {
@@ -346,6 +415,8 @@ function renderTicketState() {
   $("#ticket-note").textContent = note;
   $("#ticket-account-field").hidden = !session.open;
   $("#ticket-account").disabled = !session.open;
+  $("#cancel-all").disabled = !m || !session.ready;
+  $("#cancel-all").textContent = m ? `Cancel all in ${m.market_id}` : "Cancel all";
 }
 
 function say(text, kind = "info") {
@@ -358,12 +429,14 @@ async function placeOrder(event) {
   event.preventDefault();
   const shown = scheme();
   const form = new FormData($("#ticket"));
-  const body = {
-    market_id: state.marketId,
-    side: form.get("side"),
-    [shown.qtyField]: Number(form.get("qty")),
-    tif: form.get("tif"),
-  };
+  const order = ticketOrder();
+  const body = { market_id: state.marketId, side: order.side, [shown.qtyField]: order.qty, tif: form.get("tif") };
+  if (form.get("post_only")) body.post_only = true;
+  if (body.tif === "GTD") {
+    const expires = new Date(String(form.get("expires") ?? "")).getTime(); // the input's local time
+    if (!Number.isFinite(expires)) return say("GTD: say when the order expires.", "error");
+    body.expires_at_ms = expires;
+  }
   if (session.open) {
     const account = String(form.get("account") ?? "").trim();
     if (!account) return say("Name an account.", "error");
@@ -374,8 +447,7 @@ async function placeOrder(event) {
   } else if (!session.ready) {
     return say("Log in with your API key to place orders.", "error");
   }
-  const priceText = String(form.get("price") ?? "").trim();
-  if (priceText) body[shown.priceField] = shown.priceField === "odds" ? priceText : Number(priceText);
+  if (order.price !== null) body[shown.priceField] = order.price;
   else body.type = "market";
   $("#ticket-submit").disabled = true;
   try {
@@ -409,6 +481,7 @@ function refusal(status, answer, headers) {
     const free = session.balance ? ` (free: ${dollars(session.balance.free)})` : "";
     return `Insufficient funds: this order needs more than your free balance${free}.`;
   }
+  if (error?.code === "POST_ONLY_WOULD_TAKE") return "Post only: this order would trade at once, so it was not placed.";
   if (status === 429) {
     const wait = headers?.get("Retry-After");
     return `429: too many requests; try again${wait ? ` in ${wait} s` : " in a moment"}.`;
@@ -484,6 +557,24 @@ async function cancelOrder(order) {
   session.refresh();
 }
 
+// Every resting order of the account in the chosen market, in one request.
+async function cancelAll() {
+  const marketId = state.marketId;
+  if (!marketId || !session.ready) return;
+  const path = session.own(`orders?market_id=${encodeURIComponent(marketId)}`);
+  $("#cancel-all").disabled = true;
+  try {
+    const { ok, status, body, headers } = await session.request(path, { method: "DELETE" });
+    if (!ok) return say(refusal(status, body, headers), "error");
+    for (const id of body.cancelled) state.dirty.add(id);
+    const count = body.cancelled.length;
+    say(`Cancelled ${count} order${count === 1 ? "" : "s"} in ${marketId}.`, "ok");
+  } finally {
+    renderTicketState();
+    session.refresh();
+  }
+}
+
 function renderOrders() {
   const body = $("#orders tbody");
   const ids = [...state.orders.keys()].sort((x, y) => y - x).slice(0, ORDER_ROWS);
@@ -550,7 +641,7 @@ async function setupSession() {
 }
 
 function sessionChanged(what) {
-  renderSession(session);
+  renderSession(session, state.markets);
   renderTicketState();
   if (what === "login" || what === "logout") {
     state.orders.clear();
@@ -625,13 +716,19 @@ function start() {
   session.takeKeyFromUrl(); // before anything rewrites the address's fragment
   $("#ticket-account").value = localStorage.getItem("matchbox.account") ?? `trader-${Math.random().toString(16).slice(2, 6)}`;
   $("#ticket").addEventListener("submit", placeOrder);
+  $("#ticket").addEventListener("input", renderTicket);
+  $("#ticket").addEventListener("change", renderTicket);
+  $("#cancel-all").addEventListener("click", cancelAll);
   $("#login").addEventListener("submit", logInFromForm);
   $("#logout").addEventListener("click", () => session.logOut());
   $("#ticket-account").addEventListener("change", () => session.useName($("#ticket-account").value.trim()));
   // on press, not click: the ladder may be redrawn between press and release
   $("#book").addEventListener("pointerdown", (event) => {
     const level = event.target.closest(".level[data-price]");
-    if (level) $("#ticket-price").value = level.dataset.price;
+    if (!level) return;
+    // a NO side is priced in NO: a level of YES at p is NO at 100 - p
+    $("#ticket-price").value = noSideChosen() ? String(100 - Number(level.dataset.price)) : level.dataset.price;
+    renderTicket();
   });
   window.addEventListener("hashchange", () => {
     // a login link pasted into an open page
@@ -640,7 +737,7 @@ function start() {
   });
   setupIntervals();
   renderAll();
-  renderSession(session);
+  renderSession(session, state.markets);
   renderTicketState();
   setupSession();
   loadMarkets();
@@ -648,6 +745,7 @@ function start() {
   setInterval(refreshStats, STATS_EVERY_MS);
   setInterval(() => state.dirty.size && refreshDirty(), 150);
   setInterval(() => session.refresh(), ACCOUNT_EVERY_MS);
+  setInterval(() => renderClock(market()), CLOCK_EVERY_MS);
 }
 
 // For people poking around in the console, and for the browser test.

@@ -4,7 +4,8 @@
 
 const BINARY = {
   name: "binary",
-  sides: [["buy", "Buy YES"], ["sell", "Sell YES"]],
+  // the exchange trades YES; a NO side is placed as the YES order it is (contracts.js)
+  sides: [["buy", "Buy YES"], ["sell", "Sell YES"], ["buy-no", "Buy NO"], ["sell-no", "Sell NO"]],
   priceField: "price",
   priceLabel: "Price (¢)",
   qtyField: "qty",
@@ -77,4 +78,28 @@ export function dollars(cents) {
   const sign = whole < 0 ? "-" : "";
   const abs = Math.abs(whole);
   return `${sign}$${Math.floor(abs / 100).toLocaleString("en-US")}.${String(abs % 100).padStart(2, "0")}`;
+}
+
+// Signed cents as dollars, rounded to the cent: 18 -> "+$0.18", -32.4 -> "-$0.32".
+export function signedDollars(cents) {
+  if (cents === null || cents === undefined) return "—";
+  const rounded = Math.round(cents);
+  return rounded > 0 ? `+${dollars(rounded)}` : dollars(rounded);
+}
+
+// A unix ms as the reader's local date and time.
+export function dateTime(ms) {
+  return new Date(ms).toLocaleString([], { dateStyle: "medium", timeStyle: "short", hour12: false });
+}
+
+// How long until a time, coarsely: "3d 04h", "2h 05m", "4m 09s", "9s" ("now" once it passed).
+export function countdown(ms) {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds <= 0) return "now";
+  const [d, h, m, s] = [Math.floor(seconds / 86400), Math.floor(seconds / 3600) % 24, Math.floor(seconds / 60) % 60, seconds % 60];
+  const two = (n) => String(n).padStart(2, "0");
+  if (d) return `${d}d ${two(h)}h`;
+  if (h) return `${h}h ${two(m)}m`;
+  if (m) return `${m}m ${two(s)}s`;
+  return `${s}s`;
 }
