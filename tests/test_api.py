@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import ADMIN, data_messages, drain_persistence, fresh, running_leader, wait_until
+from conftest import ADMIN, api_settings, data_messages, drain_persistence, fresh, running_leader, wait_until
 from matchbox.api import projection as projection_module
 from matchbox.api.app import create_app
 from matchbox.api.codes import ALL_CODES
@@ -806,3 +806,39 @@ def stage_counts(client: TestClient) -> dict[str, float]:
     text = client.get("/v1/metrics").text
     found = re.findall(r'^matchbox_order_stage_seconds_count\{stage="(\w+)"\} (\S+)$', text, flags=re.MULTILINE)
     return {stage: float(count) for stage, count in found}
+
+
+def test_a_rolling_upgrade_never_lets_an_engine_misread_the_journal(tmp_path: Path, data_dir: Path) -> None:
+    """The leader records the journal version it reads. While the shard's leader is older than a
+    command (an amend, an order's own self-trade rule, …), the API refuses that command, 503
+    ENGINE_TOO_OLD, and writes nothing; plain orders go on. An engine older than one that has
+    led the shard does not even compete for the lock."""
+    with EmbeddedValkey(tmp_path, fsync="everysec") as server, running_leader(server.url):
+        bus = Bus.connect(server.url)
+        try:
+            wait_until(lambda: bus.client.get(bus.keys.journal_version) == b"2", message="the leader's version")
+            with TestClient(create_app(api_settings(server.url, data_dir, open_access=True))) as api:
+                market = new_market(api)
+                resting = place(api, market_id=market, side="buy", price=30, qty=5, account="ann").json()
+                bus.client.set(bus.keys.journal_version, 1)  # as if an engine from before the amend led it
+                length = bus.client.xlen(bus.keys.input)
+                for refused in (
+                    api.patch(f"/v1/orders/{resting['order_id']}", json={"price": 31}),
+                    place(api, market_id=market, side="buy", price=30, qty=5, account="ann", on_suspend="lapse"),
+                ):
+                    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "ENGINE_TOO_OLD")
+                assert bus.client.xlen(bus.keys.input) == length  # nothing written
+                plain = place(api, market_id=market, side="buy", price=29, qty=5, account="ann")
+                assert plain.status_code == 201, plain.text
+        finally:
+            bus.close()
+    with EmbeddedValkey(tmp_path / "newer", fsync="everysec") as server:
+        bus = Bus.connect(server.url)
+        try:
+            bus.client.set(bus.keys.journal_version, 3)  # an engine newer than this code has led it
+            with running_leader(server.url) as leader:
+                wait_until(lambda: leader._told_too_new, message="the candidate to see the newer journal")
+                assert leader.stats.terms == 0
+                assert bus.client.get(bus.keys.leader) is None
+        finally:
+            bus.close()

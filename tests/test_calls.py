@@ -15,7 +15,16 @@ from redis.exceptions import NoScriptError, ResponseError
 from matchbox.bus import calls
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.calls import CONNECT_OPTIONS, Call
-from matchbox.bus.commit import Batch, CommitRefused, Offset, RollbackAlarm, Uncertified, commit_call, offset_call
+from matchbox.bus.commit import (
+    Batch,
+    CommitRefused,
+    EngineTooOld,
+    Offset,
+    RollbackAlarm,
+    Uncertified,
+    commit_call,
+    offset_call,
+)
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability, DurabilityError
 from matchbox.bus.journal import Request, Submission, submit_call
@@ -83,6 +92,7 @@ def test_waitaof_refused_on_a_server_without_aof_says_how_to_fix_it() -> None:
     [
         ("ALARM Redis went back in time", RollbackAlarm),
         ("UNCERTIFIED this Redis restarted", Uncertified),
+        ("OLDENGINE these commands need journal version 2", EngineTooOld),
         ("FENCED epoch is 3, committer has 2", CommitRefused),
         ("something else", ResponseError),
     ],

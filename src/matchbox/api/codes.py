@@ -38,6 +38,7 @@ class Code(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"  # 503: Redis or the database does not answer; retry shortly
     HALTED = "HALTED"  # 503: the rollback alarm holds the exchange until an operator acts
     UNCERTIFIED = "UNCERTIFIED"  # 503: Redis restarted and no leader has checked it yet; see Retry-After
+    ENGINE_TOO_OLD = "ENGINE_TOO_OLD"  # 503: the shard's engine leader is older than the command
     NOT_DURABLE = "NOT_DURABLE"  # 503: the journal's durability could not be confirmed
     NOT_READY = "NOT_READY"  # 503 from /ready: the reason this instance should not be sent traffic
     INTERNAL = "INTERNAL"  # 500: a bug of the server's, logged with its traceback (never one a request may cause)

@@ -36,7 +36,7 @@ from matchbox.bus.accounts import AccountStore
 from matchbox.bus.aio import AsyncBus
 from matchbox.bus.cluster import connect_bus
 from matchbox.bus.codec import CodecError, decode_event
-from matchbox.bus.commit import RollbackAlarm, Uncertified
+from matchbox.bus.commit import EngineTooOld, RollbackAlarm, Uncertified
 from matchbox.bus.connection import Bus, id_order
 from matchbox.bus.durability import DurabilityError
 from matchbox.bus.journal import Request as JournalRequest
@@ -300,6 +300,8 @@ def refusals_as_errors() -> Iterator[None]:
         raise ApiError(503, Code.UNCERTIFIED, f"{exc}; retry in a second", headers={"Retry-After": "1"}) from None
     except DurabilityError as exc:  # the AOF is off, or did not confirm the fsync in time
         raise ApiError(503, Code.NOT_DURABLE, str(exc)) from None
+    except EngineTooOld as exc:  # a rolling upgrade half done: the engines go first
+        raise ApiError(503, Code.ENGINE_TOO_OLD, str(exc)) from None
 
 
 async def engine_events(services: Services, command: Command, shard: ShardLink | None = None) -> list[Event]:

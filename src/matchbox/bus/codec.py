@@ -16,10 +16,26 @@ from typing import Any
 
 import msgspec
 
-from matchbox.engine.types import AnyCommand, AnyEvent, Command, Event, PlaceOrder
+from matchbox.engine.types import (
+    AmendOrder,
+    AnyCommand,
+    AnyEvent,
+    CancelOrders,
+    Command,
+    CreateMarket,
+    Event,
+    PlaceOrder,
+)
 
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024
+# The journal version this code reads and writes. 2: AmendOrder and CancelOrders; PlaceOrder's
+# stp and lapse; CreateMarket's info, opens_at, closes_at and fees. An engine older than a command
+# would refuse it or drop a field it does not know, and then disagree with a newer engine replaying
+# the same entry: so a leader records the version it reads (Keys.journal_version), never leads a
+# journal a newer engine has led, and submit.lua refuses a command that needs a newer version
+# than the shard's leader has recorded (see docs/events.md, "Upgrades").
+JOURNAL_VERSION = 2
 
 _json_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
@@ -50,6 +66,21 @@ _envelope_decoder = msgspec.json.Decoder(EventEnvelope)
 
 def encode_command(command: Command) -> bytes:
     return _json_encoder.encode(command)
+
+
+def needs_version(command: Command) -> int:
+    """The journal version an engine needs to read ``command`` as it means: 2 for what version 2
+    added (see :data:`JOURNAL_VERSION`), else 1."""
+    match command:
+        case AmendOrder() | CancelOrders():
+            return 2
+        case PlaceOrder(stp=stp, lapse=lapse) if stp is not None or lapse:
+            return 2
+        case CreateMarket(info=info, opens_at=opens_at, closes_at=closes_at, fees=fees) if (
+            info is not None or opens_at or closes_at or fees is not None
+        ):
+            return 2
+    return 1
 
 
 def decode_command(raw: bytes, *, seq: int, ts: int, order_id: int | None = None) -> Command:

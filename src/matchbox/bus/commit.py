@@ -39,6 +39,11 @@ class Uncertified(CommitRefused):
     :mod:`matchbox.bus.rollback`): a leader steps down and checks it; a submitter retries shortly."""
 
 
+class EngineTooOld(RuntimeError):
+    """A command needs a newer journal version than this shard's engine leader has recorded: its
+    engines are to be upgraded first (nothing was appended)."""
+
+
 class RollbackAlarm(RuntimeError):
     """The exchange is halted: Redis holds less than a witness saw (see :mod:`matchbox.bus.rollback`)."""
 
@@ -53,6 +58,8 @@ def script_refusal(exc: redis.ResponseError) -> Exception:
         return Uncertified(rest)
     if word in ("FENCED", "STALE"):
         return CommitRefused(message)
+    if word == "OLDENGINE":
+        return EngineTooOld(rest)
     return exc
 
 

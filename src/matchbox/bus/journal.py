@@ -24,7 +24,7 @@ import redis
 
 from matchbox.bus import calls
 from matchbox.bus.calls import Call, Persistence, as_text
-from matchbox.bus.codec import encode_command
+from matchbox.bus.codec import encode_command, needs_version
 from matchbox.bus.commit import script_refusal
 from matchbox.bus.connection import Bus
 from matchbox.bus.durability import Durability, DurabilityError, durability_problem
@@ -59,8 +59,9 @@ class Request:
 
 def submit_arguments(keys: Keys, requests: Sequence[Request], seen_events: int = 0) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV for ``submit.lua``; ``seen_events``: the most events the caller saw committed."""
-    script_keys = [keys.input, keys.order_id, keys.alarm, keys.certified, keys.offset]
-    args: list[Any] = [len(requests), CLIENT_ORDER_ID_TTL_MS, seen_events, IDS_PER_MS]
+    script_keys = [keys.input, keys.order_id, keys.alarm, keys.certified, keys.offset, keys.journal_version]
+    needed = max((needs_version(request.command) for request in requests), default=1)
+    args: list[Any] = [len(requests), CLIENT_ORDER_ID_TTL_MS, seen_events, IDS_PER_MS, needed]
     for request in requests:
         command = request.command
         payload = encode_command(command)

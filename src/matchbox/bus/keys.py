@@ -39,6 +39,12 @@ class Keys:
         return f"{self.prefix}epoch"
 
     @property
+    def journal_version(self) -> str:
+        """String: the newest journal version an engine leader of this shard has read (see
+        :data:`matchbox.bus.codec.JOURNAL_VERSION`); absent: 1, before versions were kept."""
+        return f"{self.prefix}journal:version"
+
+    @property
     def leader(self) -> str:
         """String with a TTL: the current leader's token (SET NX PX)."""
         return f"{self.prefix}leader"

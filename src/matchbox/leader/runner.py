@@ -38,7 +38,7 @@ from typing import Generic, TypeVar
 import redis
 
 from matchbox.bus import calls
-from matchbox.bus.codec import encode_command, encode_event
+from matchbox.bus.codec import JOURNAL_VERSION, encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
     CommitRefused,
@@ -125,6 +125,7 @@ class EngineLeader:
         self._clock_ticked = 0.0
         self._hash, self._hash_at, self._hashed = "", "", 0.0  # the last state hash taken, where, when
         self._hash_seconds = 0.0  # how long it took
+        self._told_too_new = False  # whether it has said a newer engine led this shard
 
     # ------------------------------------------------------------------ candidate
 
@@ -133,7 +134,9 @@ class EngineLeader:
         backoff = Backoff()
         while not self.stop.is_set():
             try:
-                if self.lease.acquire():
+                if self._journal_too_new():  # a newer engine has led: never compete for the lock
+                    self.stop.wait(self.config.poll_seconds)
+                elif self.lease.acquire():
                     self.stats.terms += 1
                     try:
                         self._lead()
@@ -151,6 +154,20 @@ class EngineLeader:
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
                 self.stop.wait(delay)
                 self.bus.reconnect()
+
+    def _journal_too_new(self) -> bool:
+        """Whether an engine newer than this one has led the shard (its journal may hold commands
+        this engine would misread): said once, then this candidate waits for an upgrade."""
+        led = int(self.bus.client.get(self.bus.keys.journal_version) or 1)
+        if led > JOURNAL_VERSION and not self._told_too_new:
+            log.error(
+                "this engine reads journal version %d, and an engine of version %d has led this shard: "
+                "it will not lead or stand by until it is upgraded",
+                JOURNAL_VERSION,
+                led,
+            )
+        self._told_too_new = led > JOURNAL_VERSION
+        return self._told_too_new
 
     def _stand_by(self) -> None:
         """Until the next try of the lock, keep the standby engine warm. The next try comes as
@@ -185,6 +202,10 @@ class EngineLeader:
             engine, replayed = self.standby.take(offset) or recover(self.bus, offset, snapshot)
         if not self.lease.held:
             raise LeadershipLost(f"while recovering: {self.lease.why_lost()}")
+        if self._journal_too_new():  # a newer engine led between the check and the lock
+            raise LeadershipLost("an engine of a newer journal version has led this shard")
+        if int(client.get(keys.journal_version) or 1) < JOURNAL_VERSION:  # the API may send what it reads now
+            client.set(keys.journal_version, JOURNAL_VERSION)
         certify(self.bus, epoch)  # only now may this server hand out ids (see matchbox.bus.rollback)
         self.seen = offset
         self.stats.replayed += replayed

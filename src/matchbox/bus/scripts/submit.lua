@@ -3,11 +3,13 @@
 -- KEYS[1]      the input stream
 -- KEYS[2]      the order id counter
 -- KEYS[3]      the rollback alarm, KEYS[4] the certified run id, KEYS[5] the committed offset
--- KEYS[6..]    client order id keys, one per command that carries a client order id
+-- KEYS[6]      the journal version the shard's engine leader recorded (absent: 1)
+-- KEYS[7..]    client order id keys, one per command that carries a client order id
 -- ARGV[1]      how many commands
 -- ARGV[2]      how long a client order id is remembered, in ms
 -- ARGV[3]      the highest event number the caller has seen (0 for none): a witness
 -- ARGV[4]      ids per millisecond (engine.types.IDS_PER_MS)
+-- ARGV[5]      the journal version the commands need (matchbox.bus.codec.needs_version)
 -- then, per command, four arguments:
 --   new order?  "1" allocates an order id and stores it in the entry's "oid" field
 --   cid key     index into KEYS of its client order id key, "0" for none
@@ -21,7 +23,8 @@
 --
 -- Refuses everything (an error, nothing written) when the caller has seen more events than the
 -- committed offset holds (Redis went back in time under it: that sets the alarm), while the
--- alarm is set, and on a server no leader has certified since it last restarted.
+-- alarm is set, on a server no leader has certified since it last restarted, and when the
+-- commands need a newer journal version than the engine leader recorded (OLDENGINE).
 --
 -- An order id is the counter's next value, but never below the server's time in ms x ARGV[4]:
 -- ids handed out and then lost with a rollback (an everysec loss nobody else saw) are never
@@ -38,6 +41,13 @@ local refused = refuse(KEYS[3], KEYS[4], false)
 if refused then
     return refused
 end
+local needed = tonumber(ARGV[5])
+local led = tonumber(redis.call("GET", KEYS[6]) or "1")
+if needed > led then
+    return redis.error_reply(string.format(
+        "OLDENGINE these commands need journal version %d; this shard's engine leader reads %d: upgrade its engines",
+        needed, led))
+end
 local now = redis.call("TIME")
 local per_ms = tonumber(ARGV[4])
 local floor = (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) * per_ms
@@ -45,7 +55,7 @@ local n = tonumber(ARGV[1])
 local ttl = ARGV[2]
 local results = {}
 for i = 0, n - 1 do
-    local base = 5 + i * 4
+    local base = 6 + i * 4
     local new_order = ARGV[base] == "1"
     local cid_index = tonumber(ARGV[base + 1])
     local digest = ARGV[base + 2]
