@@ -51,16 +51,17 @@ def test_a_submission_is_one_evalsha_and_in_always_durability_a_waitaof_after_it
     everysec = submit_call(KEYS, requests, Durability.EVERYSEC, seen_events=12)
     always = submit_call(KEYS, requests, Durability.ALWAYS)
     (evalsha,) = everysec.commands
-    assert evalsha[:3] == ("EVALSHA", hashlib.sha1(SUBMIT.source.encode()).hexdigest(), 6)
-    assert evalsha[3:9] == (
+    assert evalsha[:3] == ("EVALSHA", hashlib.sha1(SUBMIT.source.encode()).hexdigest(), 7)
+    assert evalsha[3:10] == (
         KEYS.input,
         KEYS.order_id,
         KEYS.alarm,
         KEYS.certified,
         KEYS.offset,
+        KEYS.journal_version,
         KEYS.client_order("a", "c-1"),
     )
-    assert evalsha[9:13] == (2, 24 * 3600 * 1000, 12, IDS_PER_MS)  # count, TTL, seen events
+    assert evalsha[10:15] == (2, 24 * 3600 * 1000, 12, IDS_PER_MS, 1)  # count, TTL, seen events, version needed
     assert always.commands[1:] == (("WAITAOF", 1, 0, 5000),)
     assert everysec.script == always.script == SUBMIT
 
