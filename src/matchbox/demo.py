@@ -31,13 +31,13 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 
 from matchbox.api.models import ErrorDetail
-from matchbox.client import AsyncClient, Conflict, MatchboxError, Rejected, order_body
+from matchbox.client import AsyncClient, Conflict, FeesIn, MatchboxError, Rejected, order_body
 from matchbox.engine.schemes import ODDS_MAX_TICK, tick_to_odds
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class DemoMarket:
     low: int
     high: int
     unit: int = 1  # quantity per demo lot: a contract, or on odds markets a stake of one dollar in cents
+    terms: dict[str, Any] = field(default_factory=dict)  # what it is about and what it charges (create_market)
 
     def drift(self, rng: random.Random) -> None:
         self.fair = min(self.high, max(self.low, self.fair + rng.choice((-1, 0, 0, 1))))
@@ -78,8 +79,36 @@ class DemoMarket:
 
 
 MARKETS = (
-    DemoMarket("will-it-rain-tomorrow", "binary", fair=55, low=8, high=92),
-    DemoMarket("cup-final-home-win", "odds", fair=110, low=60, high=min(200, ODDS_MAX_TICK - LEVELS - 2), unit=100),
+    DemoMarket(
+        "will-it-rain-tomorrow",
+        "binary",
+        fair=55,
+        low=8,
+        high=92,
+        terms={
+            "title": "Rain tomorrow",
+            "question": "Will it rain tomorrow in the demo's city?",
+            "rules": "YES if the weather service records more than 0.2 mm of rain tomorrow; NO otherwise.",
+            "category": "weather",
+            "fees": FeesIn(taker_bps=100),
+        },
+    ),
+    DemoMarket(
+        "cup-final-home-win",
+        "odds",
+        fair=110,
+        low=60,
+        high=min(200, ODDS_MAX_TICK - LEVELS - 2),
+        unit=100,
+        terms={
+            "title": "Cup final",
+            "question": "Will the home side win the cup final?",
+            "rules": "Win if the home side wins after extra time and penalties; lose otherwise.",
+            "category": "football",
+            "outcomes": ["Home win"],
+            "fees": FeesIn(commission_bps=500),
+        },
+    ),
 )
 
 
@@ -97,9 +126,7 @@ class Bot:
 async def create_markets(admin: AsyncClient) -> None:
     for market in MARKETS:
         with contextlib.suppress(Conflict):  # there already, as after a restart; an old folder's has no collateral
-            await admin.create_market(
-                market.market_id, "binary" if market.scheme == "binary" else "odds", collateral=True
-            )
+            await admin.create_market(market.market_id, market.scheme, collateral=True, **market.terms)
 
 
 async def enlist(admin: AsyncClient, account: str, funds_cents: int, open_mode: bool) -> Bot:
