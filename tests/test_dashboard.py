@@ -11,14 +11,16 @@ The same on an odds market (back/lay, odds and stake), made with no terms: the p
 order beyond the free balance is refused in words. The feed is then dropped and must
 resume with ``last_id``. Then what traders use every day: "buy NO" through the ticket places the
 sell of YES it is, the ticket saying its cost and payout first; the positions show their P&L
-(realised and marked to the last trade) from the fills table's fills; the YES and NO prices stand
+(realised and marked to the last trade) from the fills table's fills; on a market with fees the
+panel says them, the ticket the most an order could pay in them, the fills table each fill's fee,
+and the realised P&L is net of them; the YES and NO prices stand
 side by side; post-only and GTD orders go in (a crossing post-only is refused, a GTD one expires);
 cancel-all empties the market of the account's orders. The page, with a book and a few seconds of
 trading on it, is saved to ``docs/img/dashboard.png`` for the README; last, logging out brings
 back the login box. With ``--open`` the page shows a red badge instead of a login box, trades as
 the account it names and cancels all of that account's; and a market's title, question, category,
-open and close times and rules show. The page's arithmetic (NO as YES, cost and payout, P&L) is
-checked on its own, in the browser.
+open and close times and rules show. The page's arithmetic (NO as YES, cost and payout, fees,
+P&L) is checked on its own, in the browser.
 
 Chromium is ``/usr/bin/chromium`` (``make test`` installs it with apt); Playwright never downloads
 a browser here. Without it the test is skipped, and with ``CI=true`` it fails instead.
@@ -174,14 +176,22 @@ class Desk:
         self.clients = [self.admin]
 
     def create_market(
-        self, market_id: str, scheme: Literal["binary", "odds"], shard: int | None = None, terms: Terms | None = None
+        self,
+        market_id: str,
+        scheme: Literal["binary", "odds"],
+        shard: int | None = None,
+        terms: Terms | None = None,
+        fees: dict[str, int] | None = None,
     ) -> None:
         """A collateral market; ``terms``: its title, question, rules, category, outcomes,
-        opens_at_ms and closes_at_ms, as POST /v1/markets takes them."""
-        if not terms:
+        opens_at_ms and closes_at_ms, and ``fees`` its fee schedule, as POST /v1/markets takes them."""
+        if not terms and not fees:
             self.admin.create_market(market_id, scheme, collateral=True, shard=shard)
             return
-        body = {"market_id": market_id, "scheme": scheme, "collateral": True, "shard": shard, **terms}
+        body: dict[str, object] = {"market_id": market_id, "scheme": scheme, "collateral": True, "shard": shard}
+        body |= terms or {}
+        if fees:
+            body["fees"] = fees
         self.admin.wait(self.admin.inner.call("POST", "/markets", json=body, admin=True))
 
     def trader(self, account: str, cents: int = 10_000_000, shards: int = 1) -> Client:
@@ -255,10 +265,10 @@ def position(page: Page, market_id: str) -> Locator:
     return page.locator(f'#positions tr[data-position="{market_id}"]')
 
 
-def fill_row(page: Page, side: str, price: int, qty: int) -> Locator:
-    """A row of the account's fills table, on ``rain``."""
+def fill_row(page: Page, side: str, price: int, qty: int, market_id: str = "rain") -> Locator:
+    """A row of the account's fills table (``data-fee``: the fee it paid, in cents)."""
     return page.locator(
-        f'#fills tr.fill[data-market="rain"][data-side="{side}"][data-price="{price}"][data-qty="{qty}"]'
+        f'#fills tr.fill[data-market="{market_id}"][data-side="{side}"][data-price="{price}"][data-qty="{qty}"]'
     )
 
 
@@ -375,6 +385,7 @@ def test_dashboard_trades_through_the_ticket(browser: Browser, system: System, d
 
     you = desk.client(key)
     trade_no_and_yes(page, you, bob, cat)
+    trade_with_fees(page, desk, you, bob, cat)
 
     # a livelier market for the picture: a book, and trades until the chart has some candles
     maker = desk.trader("maker")
@@ -442,6 +453,57 @@ def trade_no_and_yes(page: Page, you: Client, bob: Client, cat: Client) -> None:
     expect(position(page, "rain")).to_have_attribute("data-realised", "18")
     expect(position(page, "rain")).to_have_attribute("data-marked", "30")
     expect(position(page, "rain").locator(".pnl")).to_have_text(["+$0.18", "+$0.30"])
+
+
+HAIL_FEES = {"maker_bps": 50, "taker_bps": 100, "taker_per_contract": 1}  # maker 0.5 %, taker 1 % + 1¢
+
+
+def trade_with_fees(page: Page, desk: Desk, you: Client, bob: Client, cat: Client) -> None:
+    """On ``hail``, a binary market with fees: the panel says the schedule; the ticket says the
+    most a buy of 10 YES at 47 could cost in fees before it goes (each contract a fill at the
+    taker's rate: ceil(1 % of 47) + 1 = 2 cents, x 10); bob's resting sell fills it as one fill,
+    which costs ceil(1 % x 470) + 10 = 15 cents, and the fills table says so; selling 4 back at 55
+    to cat costs ceil(1 % x 4 x 45) + 4 = 6, and realises 4 x 8 = 32 less the 21 paid: 11. On
+    ``sleet``, an odds market with a commission, the panel and the ticket say it. Back to ``rain``."""
+    desk.create_market("hail", "binary", fees=HAIL_FEES)
+    desk.create_market("sleet", "odds", fees={"commission_bps": 500})
+    total = you.balance().total
+    bob.place_order(market_id="hail", side="sell", price=47, qty=10)
+    page.locator('[data-market-id="hail"]').click()
+    expect(page.locator("#market-fees")).to_have_text("Fees: maker 0.5 %, taker 1 % + 1¢/contract")
+    expect(page.locator('#book .level.ask[data-price="47"]')).to_have_attribute("data-qty", "10")
+    fill_ticket(page, "buy", "47", "10")
+    cost = page.locator("#ticket-cost")
+    expect(cost).to_have_text("Cost $4.70 + fees up to $0.20 · pays $10.00 if YES (profit at least $5.10)")
+    expect(cost).to_have_attribute("data-fee", "20")
+    page.locator("#ticket-submit").click()
+    bought = fill_row(page, "buy", 47, 10, "hail")
+    expect(bought).to_have_attribute("data-fee", "15")
+    expect(bought.locator(".fee")).to_have_text("$0.15")
+    expect(position(page, "hail")).to_have_attribute("data-yes", "10")
+    expect(position(page, "hail")).to_have_attribute("data-realised", "-15")  # the fee, nothing closed yet
+
+    cat.place_order(market_id="hail", side="buy", price=55, qty=4)
+    expect(page.locator('#book .level.bid[data-price="55"]')).to_have_attribute("data-qty", "4")
+    fill_ticket(page, "sell", "55", "4")
+    expect(cost).to_have_text("Cost $1.80 + fees up to $0.08 · pays $4.00 if NO (profit at least $2.12)")
+    page.locator("#ticket-submit").click()
+    sold = fill_row(page, "sell", 55, 4, "hail")
+    expect(sold).to_have_attribute("data-fee", "6")
+    expect(sold.locator(".fee")).to_have_text("$0.06")
+    expect(position(page, "hail")).to_have_attribute("data-yes", "6")
+    expect(position(page, "hail")).to_have_attribute("data-realised", "11")  # 32 made, 21 paid in fees
+    expect(position(page, "hail")).to_have_attribute("data-marked", "48")  # 6 x (55 - 47): fees not in it
+    expect(position(page, "hail").locator(".pnl")).to_have_text(["+$0.11", "+$0.48"])
+    expect(position(page, "hail")).to_contain_text("YES 6 @ 47¢")
+    expect(money(page, "total")).to_have_attribute("data-cents", str(total - 470 - 15 + 220 - 6))
+
+    page.locator('[data-market-id="sleet"]').click()
+    expect(page.locator("#market-fees")).to_have_text("Commission 5 % on net winnings")
+    fill_ticket(page, "back", "2.5", "2000")
+    expect(cost).to_have_text("Cost $20.00 · pays $50.00 if it wins (profit $30.00) · commission 5 % of net winnings")
+    page.locator('[data-market-id="rain"]').click()
+    expect(page.locator("#market-fees")).to_be_hidden()  # rain charges nothing
 
 
 def post_only_gtd_and_cancel_all(page: Page, you: Client) -> None:
@@ -603,14 +665,16 @@ def call(page: Page, module: str, function: str, *args: object) -> Any:
     return page.evaluate(script, [module, function, list(args)])
 
 
-def fill(side: str, price: float, qty: int) -> dict[str, Any]:
+def fill(side: str, price: float, qty: int, fee: int | None = None) -> dict[str, Any]:
     """One of the account's fills as GET /account/trades gives it (what the P&L reads of it)."""
-    return {"side": side, "price": price, "qty": qty}
+    return {"side": side, "price": price, "qty": qty, "fee": fee}
 
 
 def test_dashboard_arithmetic(browser: Browser) -> None:
     """The page's own arithmetic, in the browser that runs it: a NO order is the YES order it is,
-    NO's prices mirror YES's, what a ticket costs and pays, and the P&L of a position."""
+    NO's prices mirror YES's, what a ticket costs and pays, the fees of a fill (rounded up per
+    fill, as the engine does) and the most an order could pay in them, a fee schedule in words,
+    and the P&L of a position, net of the fees its fills paid."""
     page, errors = new_page(browser)
     page.route(f"{STATIC_ORIGIN}**", static_files)
     page.goto(STATIC_ORIGIN)
@@ -633,6 +697,44 @@ def test_dashboard_arithmetic(browser: Browser) -> None:
     assert cost("binary", "buy", None, 3) is None  # a market order: the book decides
     assert cost("ticks", "buy", 40, 3) is None
 
+    schedule = {"maker_bps": 50, "taker_bps": 100, "maker_per_contract": 0, "taker_per_contract": 1}
+
+    def fee(fees: dict[str, int] | None, role: str, side: str, price: int, qty: int) -> Any:
+        return call(page, contracts, "fillFee", fees, role, side, price, qty)
+
+    assert fee(schedule, "taker", "buy", 47, 10) == 15  # ceil(1 % of 470) = 5, + 10 x 1
+    assert fee(schedule, "maker", "sell", 47, 10) == 3  # on 53 a contract: ceil(0.5 % of 530)
+    assert fee(schedule, "taker", "sell", 55, 4) == 6  # on 45: ceil(1.8) + 4
+    assert fee(schedule, "maker", "buy", 55, 4) == 2  # ceil(0.5 % of 220) = ceil(1.1)
+    assert fee(schedule, "taker", "buy", 50, 100) == 150  # 1 % of 5000 is 50 exactly: no rounding up
+    assert fee(schedule, "taker", "buy", 47, 1) == 2  # ceil(0.47) + 1: a fill per contract rounds each up
+    assert fee({**schedule, "taker_bps": 10_000}, "taker", "buy", 99, 10**9) == 99 * 10**9 + 10**9  # past 2**53
+    assert fee(None, "taker", "buy", 47, 10) == 0
+
+    def fees_of(fees: dict[str, int] | None, scheme: str, side: str, price: int | None, qty: float) -> Any:
+        return call(page, contracts, "orderFees", fees, scheme, side, price, qty)
+
+    # at most ceil(1 % of 47) + 1 = 2 cents a contract (the maker's would be 1): 10 fills of one
+    assert fees_of(schedule, "binary", "buy", 47, 10) == {"fee": 20, "upTo": True}
+    assert fees_of(schedule, "binary", "sell", 55, 4) == {"fee": 8, "upTo": True}  # on 45 a contract
+    flat = {"maker_bps": 0, "taker_bps": 0, "maker_per_contract": 2, "taker_per_contract": 2}
+    assert fees_of(flat, "binary", "sell", 60, 5) == {"fee": 10, "upTo": False}  # exact: 2 cents a contract
+    maker_dearer = {**flat, "maker_per_contract": 3}  # the higher rate: what the order reserves
+    assert fees_of(maker_dearer, "binary", "buy", 60, 5) == {"fee": 15, "upTo": True}
+    assert fees_of(schedule, "binary", "buy", None, 10) is None  # a market order
+    assert fees_of(schedule, "binary", "buy", 47, 1.5) is None
+    assert fees_of(None, "binary", "buy", 47, 10) is None
+    commission = {"maker_bps": 0, "taker_bps": 0, "maker_per_contract": 0, "taker_per_contract": 0}
+    commission |= {"commission_bps": 500}
+    assert fees_of(commission, "binary", "buy", 47, 10) is None  # nothing charged on fills
+    assert call(page, "./format.js", "feeSchedule", schedule) == "Fees: maker 0.5 %, taker 1 % + 1¢/contract"
+    assert call(page, "./format.js", "feeSchedule", flat) == "Fees: maker 2¢/contract, taker 2¢/contract"
+    assert call(page, "./format.js", "feeSchedule", {**flat, "maker_per_contract": 0}) == (
+        "Fees: maker free, taker 2¢/contract"
+    )
+    assert call(page, "./format.js", "feeSchedule", commission) == "Commission 5 % on net winnings"
+    assert call(page, "./format.js", "feeSchedule", None) == ""
+
     def pnl(scheme: str, held: dict[str, int], fills: list[dict[str, Any]], last: float | None) -> Any:
         position = {"scheme": scheme, "yes": 0, "no": 0, "stake": 0, "liability": 0, **held}
         return call(page, "./pnl.js", "positionPnl", position, fills, last)
@@ -647,6 +749,9 @@ def test_dashboard_arithmetic(browser: Browser) -> None:
     assert pnl("binary", {}, long, 50) == {"held": 0, "average": 42, "realised": 24, "marked": 0}
     assert pnl("binary", {"no": 9}, short, 60) is None  # a fill not read yet: no P&L
     assert pnl("binary", {"no": 8}, short, None)["marked"] is None  # no last price: nothing to mark to
+    with_fees = [fill("buy", 47, 10, 15), fill("sell", 55, 4, 6)]  # 32 made, 21 paid in fees
+    assert pnl("binary", {"yes": 6}, with_fees, 55) == {"held": 6, "average": 47, "realised": 11, "marked": 48}
+    assert pnl("binary", {"yes": 10}, with_fees[:1], 47)["realised"] == -15  # the opening fill's fee
 
     back = [fill("back", 2.5, 500)]  # laid off at 2.0 (625), it makes 125 whatever the result
     assert pnl("odds", {"stake": 500}, back, 2.0) == {"stake": 500, "liability": 0, "realised": 0, "marked": 125}

@@ -5,7 +5,7 @@
 //
 // Beside the balance and positions it reads the account's fills (GET /account/trades, from the
 // database, so a moment behind the positions) and each held market's last trade price (its
-// ticker), for the fills table and the P&L of each position (pnl.js).
+// ticker), for the fills table (with the fee each fill paid) and the P&L of each position (pnl.js).
 
 import { amount, clock, dollars, schemeOf, signedDollars } from "./format.js";
 import { api, el } from "./http.js";
@@ -220,16 +220,20 @@ function renderFills(session, markets) {
     const shown = schemeOf(markets.get(f.market_id));
     return el(
       "tr",
-      { class: `fill ${f.side}`, dataset: { tradeId: f.trade_id, market: f.market_id, side: f.side, price: f.price, qty: f.qty } },
+      {
+        class: `fill ${f.side}`,
+        dataset: { tradeId: f.trade_id, market: f.market_id, side: f.side, price: f.price, qty: f.qty, fee: f.fee ?? 0 },
+      },
       el("td", { class: "time" }, clock(f.time_ms)),
       el("td", { class: "market-name" }, f.market_id),
       el("td", { class: "side" }, f.side),
       el("td", { class: "num price" }, shown.price(f.price)),
       el("td", { class: "num" }, amount(f.qty)),
+      el("td", { class: "num fee" }, f.fee ? dollars(f.fee) : "—"), // cents, paid to the market's fee account
       el("td", {}, f.role),
     );
   });
-  $("#fills tbody").replaceChildren(...(rows.length ? rows : [emptyRow(6, "your trades show up here")]));
+  $("#fills tbody").replaceChildren(...(rows.length ? rows : [emptyRow(7, "your trades show up here")]));
   $("#fills").dataset.fills = String(rows.length);
   $("#fills-message").textContent = session.fillsProblem;
 }

@@ -6,9 +6,9 @@
 import { Session, renderSession } from "./account.js";
 import { Book, renderBook } from "./book.js";
 import { CandleChart } from "./chart.js";
-import { asYesOrder, orderCost } from "./contracts.js";
+import { asYesOrder, chargesOnFills, orderCost, orderFees } from "./contracts.js";
 import { Feed } from "./feed.js";
-import { amount, clock, dollars, orDash, schemeOf } from "./format.js";
+import { amount, clock, dollars, orDash, percent, schemeOf } from "./format.js";
 import { api, el } from "./http.js";
 import { renderClock, renderMarketInfo } from "./market.js";
 
@@ -344,7 +344,7 @@ function setupTicket() {
 }
 
 // What depends on the ticket's fields: the price's label (a NO side is priced in NO), the GTD
-// expiry field, and what the order costs and pays.
+// expiry field, and what the order costs and pays, fees included.
 function renderTicket() {
   const shown = scheme();
   const gtd = $("#ticket-tif").value === "GTD";
@@ -355,24 +355,32 @@ function renderTicket() {
   renderCost();
 }
 
+// Binary with fees: the most the fills could cost in fees (contracts.js orderFees: "up to" unless
+// exact), and the profit left after them; odds with a commission: its rate, taken at settlement.
 function renderCost() {
   const m = market();
   const order = ticketOrder();
   const cost = orderCost(m?.scheme, order.side, order.price, order.qty);
+  const fees = orderFees(m?.fees, m?.scheme, order.side, order.price, order.qty);
   const node = $("#ticket-cost");
   node.dataset.cost = cost ? String(cost.cost) : "";
   node.dataset.payout = cost ? String(cost.payout) : "";
+  node.dataset.fee = fees ? String(fees.fee) : "";
   if (!cost) {
     const atMarket = m && m.scheme !== "ticks" && order.price === null && order.qty > 0;
-    node.textContent = atMarket ? "A market order pays the book's prices: its cost shows once it trades." : "";
+    const plus = atMarket && chargesOnFills(m.fees) ? " and its fees" : "";
+    node.textContent = atMarket ? `A market order pays the book's prices${plus}: its cost shows once it trades.` : "";
     return;
   }
   // money on binary and collateral markets; a stake on an odds market without collateral is not
   const money = m.scheme === "binary" || m.collateral ? dollars : amount;
   const risk = order.side === "lay" ? "Liability" : "Cost";
+  const fee = fees?.fee ?? 0;
+  const upTo = fees?.upTo ? "up to " : "";
+  const commission = m.fees?.commission_bps ? ` · commission ${percent(m.fees.commission_bps)} of net winnings` : "";
   node.textContent =
-    `${risk} ${money(cost.cost)} · pays ${money(cost.payout)} if ${cost.when}` +
-    ` (profit ${money(cost.payout - cost.cost)})`;
+    `${risk} ${money(cost.cost)}${fees ? ` + fees ${upTo}${money(fee)}` : ""} · pays ${money(cost.payout)} if ${cost.when}` +
+    ` (profit ${fees?.upTo ? "at least " : ""}${money(cost.payout - cost.cost - fee)})${commission}`;
 }
 
 // The order the ticket describes, in the exchange's terms: a NO side is the YES order it is.

@@ -37,3 +37,39 @@ export function orderCost(scheme, side, price, qty) {
   const liability = Math.ceil((qty * over) / 100);
   return { cost: liability, payout: liability + qty, when: "it loses" };
 }
+
+// Fees (a market's `fees`, null when it charges nothing). A binary market charges each fill, the
+// maker and the taker at their own rates; an odds market a commission on net winnings at
+// settlement, which no order's figures show in advance.
+export function chargesOnFills(fees) {
+  return Boolean(fees && (fees.maker_bps || fees.taker_bps || fees.maker_per_contract || fees.taker_per_contract));
+}
+
+// What one fill costs one side in fees, in cents, as the engine charges it
+// (matchbox.engine.ledger._fee): the role's ("maker" or "taker") basis points of the side's own
+// notional, rounded up to the cent once for the whole fill, plus cents per contract. A buy of YES
+// at p pays on p a contract, a sell of YES (a buy of NO at 100 - p) on 100 - p. Integers, exact
+// (BigInt: bps x notional passes 2**53 on a large fill).
+export function fillFee(fees, role, side, price, qty) {
+  if (!fees) return 0;
+  const unit = side === "buy" ? price : 100 - price;
+  const rate = BigInt(fees[`${role}_bps`] ?? 0) * BigInt(unit) * BigInt(qty);
+  return Number((rate + 9999n) / 10000n) + (fees[`${role}_per_contract`] ?? 0) * qty;
+}
+
+// The most an order (in YES terms, at its limit) could cost in fees, before it is placed:
+// {fee, upTo} in cents, or null when nothing is known or charged (no fees, not binary, a market
+// order, no whole quantity, a price off the 1..99 cents ladder). A crossing order takes, so it
+// pays the taker's rate on what it fills at once, and the maker's on what rests and fills later;
+// every fill is at its limit or better and rounded up on its own, so the most is a fill per
+// contract at the limit, at the higher of the two rates (the taker's on any usual schedule):
+// q x the fee of one contract, which is what the engine reserves for fees with the order. upTo:
+// it may come out lower (a rate in basis points, or maker and taker rates that differ); false
+// when it is exactly that (no rate in basis points, the same cents per contract for both).
+export function orderFees(fees, scheme, side, price, qty) {
+  const whole = (value, below) => Number.isInteger(value) && value > 0 && value < below;
+  if (scheme !== "binary" || !chargesOnFills(fees) || !whole(price, 100) || !whole(qty, Infinity)) return null;
+  const perContract = Math.max(fillFee(fees, "maker", side, price, 1), fillFee(fees, "taker", side, price, 1));
+  const exact = !fees.maker_bps && !fees.taker_bps && fees.maker_per_contract === fees.taker_per_contract;
+  return { fee: perContract * qty, upTo: !exact };
+}

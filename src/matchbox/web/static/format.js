@@ -1,6 +1,8 @@
 // Words and numbers per tick scheme, as the API uses them (see src/matchbox/api/prices.py):
 // binary markets trade YES contracts in cents, buy/sell; odds markets trade stakes at decimal
-// odds, back/lay; ticks markets trade units at integer ticks, buy/sell.
+// odds, back/lay; ticks markets trade units at integer ticks, buy/sell. And amounts, times and fees.
+
+import { chargesOnFills } from "./contracts.js";
 
 const BINARY = {
   name: "binary",
@@ -102,4 +104,24 @@ export function countdown(ms) {
   if (h) return `${h}h ${two(m)}m`;
   if (m) return `${m}m ${two(s)}s`;
   return `${s}s`;
+}
+
+// Basis points as a percentage: 50 -> "0.5 %", 100 -> "1 %", 125 -> "1.25 %".
+export function percent(bps) {
+  return `${bps / 100} %`;
+}
+
+// A market's fees in words, "" when it charges none: a binary market's on each fill ("Fees: maker
+// 0.5 %, taker 1 % + 1¢/contract"), an odds market's commission ("Commission 5 % on net winnings").
+export function feeSchedule(fees) {
+  if (!fees) return "";
+  const role = (name) => {
+    const [bps, cents] = [fees[`${name}_bps`], fees[`${name}_per_contract`]];
+    const parts = [bps ? percent(bps) : "", cents ? `${cents}¢/contract` : ""].filter(Boolean);
+    return `${name} ${parts.length ? parts.join(" + ") : "free"}`;
+  };
+  const words = [];
+  if (chargesOnFills(fees)) words.push(`Fees: ${role("maker")}, ${role("taker")}`);
+  if (fees.commission_bps) words.push(`Commission ${percent(fees.commission_bps)} on net winnings`);
+  return words.join(" · ");
 }

@@ -1,10 +1,10 @@
 // The chosen market's facts above the chart: its title and question, its category and outcomes,
-// when it opens and closes (a local date-time and a countdown), its rules (folded), and on a
-// binary market the YES and NO prices side by side, each with a button that fills the ticket.
+// when it opens and closes (a local date-time and a countdown), its fees, its rules (folded), and
+// on a binary market the YES and NO prices side by side, each with a button that fills the ticket.
 // A field the API does not send (a market made before it had them) shows nothing.
 
 import { noQuote } from "./contracts.js";
-import { countdown, dateTime, orDash } from "./format.js";
+import { countdown, dateTime, feeSchedule, orDash } from "./format.js";
 import { el } from "./http.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -18,6 +18,7 @@ export function renderMarketInfo(m, onPick) {
   const facts = [m.category && el("span", { class: "tag" }, m.category)];
   if (m.outcomes?.length) facts.push(el("span", { class: "outcomes" }, m.outcomes.join(" / ")));
   $("#market-facts").replaceChildren(...facts.filter(Boolean));
+  showText($("#market-fees"), feeSchedule(m.fees));
   const rules = $("#market-rules");
   rules.hidden = !m.rules;
   setIfChanged(rules.querySelector(".rules-text"), m.rules ?? "");

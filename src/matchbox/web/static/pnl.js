@@ -14,17 +14,24 @@
 // - Odds: positions are not netted (backs and lays stay open until settlement), so nothing is
 //   realised before it; marked is what laying off at the last odds l would lock in whatever the
 //   result: a back of s at o makes s x o / l - s, a lay s - s x o / l.
-// - No fees, and no settlement (a settled market has no position). Amounts in cents, unrounded;
-//   marked is null without a last price.
+// - Fees: realised is net of every fee the fills read paid (`fee`, cents; absent or null: none),
+//   the fills that opened the position as well as those that closed it: a fee is spent whatever
+//   becomes of the position. The average price is the fills' prices alone, and marked leaves out
+//   what closing would cost in fees (unknown until it trades). An odds market's commission is
+//   taken at settlement, from net winnings, so it is in neither.
+// - No settlement (a settled market has no position). Amounts in cents, unrounded; marked is null
+//   without a last price.
 // {realised, marked} in cents (binary: also held, in signed YES contracts, and average, in cents a
 // YES contract), or null if the fills do not account for the position.
 export function positionPnl(position, fills, last) {
-  if (position.scheme === "odds") {
-    const odds = oddsPnl(fills, last);
-    return odds.stake === position.stake && odds.liability === position.liability ? odds : null;
-  }
-  const binary = binaryPnl(fills, last);
-  return binary.held === position.yes - position.no ? binary : null;
+  const pnl = position.scheme === "odds" ? oddsPnl(fills, last) : binaryPnl(fills, last);
+  const accounted =
+    position.scheme === "odds"
+      ? pnl.stake === position.stake && pnl.liability === position.liability
+      : pnl.held === position.yes - position.no;
+  if (!accounted) return null;
+  const fees = fills.reduce((sum, fill) => sum + (fill.fee ?? 0), 0);
+  return { ...pnl, realised: pnl.realised - fees };
 }
 
 function binaryPnl(fills, last) {
