@@ -513,6 +513,8 @@ class ReferenceBook:
                 account=found.account,
                 reduced_by=cmd.reduce_by,
                 remaining=found.remaining,
+                price=found.price,
+                qty=found.filled + found.remaining,
             )
         ]
 

@@ -255,6 +255,8 @@ def test_a_market_says_what_it_is_about_and_closes_itself_at_its_close_time(
     closing = new_market(open_client, **terms, outcomes=["Rain", "Dry"], closes_at_ms=soon_ms)
     later = new_market(open_client, category=category, closes_at_ms=soon_ms + 3_600_000)
     never = new_market(open_client, category=category)
+    also_never = new_market(open_client, category=category)
+    plain = new_market(open_client)  # no terms at all: its category is the empty one
     shown = open_client.get(f"/v1/markets/{closing}").json()
     assert {k: shown[k] for k in (*terms, "outcomes", "closes_at_ms")} == {
         **terms,
@@ -265,7 +267,19 @@ def test_a_market_says_what_it_is_about_and_closes_itself_at_its_close_time(
     listed = open_client.get("/v1/markets", params={"category": category, "sort": "closes_at", "limit": 2}).json()
     assert [m["market_id"] for m in listed["items"]] == [closing, later]
     rest = open_client.get("/v1/markets", params={"category": category, "sort": "closes_at", "cursor": listed["next"]})
-    assert [m["market_id"] for m in rest.json()["items"]] == [never]
+    assert [m["market_id"] for m in rest.json()["items"]] == sorted([never, also_never])
+    paged, cursor = [], None  # one at a time, through those without a close time too
+    while True:
+        params: dict[str, str | int] = {"category": category, "sort": "closes_at", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        got = open_client.get("/v1/markets", params=params).json()
+        paged += [m["market_id"] for m in got["items"]]
+        if not (cursor := got["next"]):
+            break
+    assert paged == [closing, later, *sorted([never, also_never])]
+    uncategorised = open_client.get("/v1/markets", params={"category": "", "limit": 1000}).json()["items"]
+    assert plain in [m["market_id"] for m in uncategorised]
     soon = open_client.get("/v1/markets", params={"category": category, "closes_before_ms": soon_ms + 1})
     assert [m["market_id"] for m in soon.json()["items"]] == [closing]
     bad = open_client.get("/v1/markets", params={"sort": "closes_at", "cursor": "tomorrow"})

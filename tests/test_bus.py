@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import cast
 
+import msgspec
 import pytest
 import redis
 from redis.credentials import CredentialProvider
@@ -15,7 +16,7 @@ from redis.typing import EncodableT, FieldT
 from conftest import running_leader, wait_until
 from matchbox.bus import calls
 from matchbox.bus.aio import AsyncBus
-from matchbox.bus.codec import CodecError, decode_command, decode_event, encode_command, encode_event
+from matchbox.bus.codec import MAX_COMMAND_BYTES, CodecError, decode_command, decode_event, encode_command, encode_event
 from matchbox.bus.commit import (
     Batch,
     CommitRefused,
@@ -34,9 +35,12 @@ from matchbox.bus.server import EmbeddedValkey, free_port
 from matchbox.engine import Engine
 from matchbox.engine.types import (
     IDS_PER_MS,
+    MAX_LONG_TEXT,
     CancelOrder,
     CreateMarket,
+    FeeSchedule,
     MarketCreated,
+    MarketInfo,
     OrderAccepted,
     OrderRested,
     PlaceOrder,
@@ -110,6 +114,44 @@ def test_command_round_trip_takes_seq_ts_and_order_id_from_the_journal() -> None
 def test_malformed_commands_are_codec_errors(raw: bytes) -> None:
     with pytest.raises(CodecError):
         decode_command(raw, seq=1, ts=1)
+
+
+def test_the_largest_market_a_command_may_describe_fits_an_input_entry() -> None:
+    """Every text field of a CreateMarket at its longest, in JSON's costliest character (an
+    escaped control character, six bytes), and the largest fee schedule: the command still fits
+    MAX_COMMAND_BYTES, so the API's field bounds never let through a market the journal refuses."""
+    worst = "\x01"
+    info = MarketInfo(
+        title=worst * 256,
+        question=worst * MAX_LONG_TEXT,
+        rules=worst * MAX_LONG_TEXT,
+        category=worst * 256,
+        outcomes=(worst * 256, worst * 256),
+    )
+    low = -(2**63)  # the longest integer
+    fees = FeeSchedule(
+        maker_bps=low,
+        taker_bps=low,
+        maker_per_contract=low,
+        taker_per_contract=low,
+        commission_bps=low,
+        account=worst * 256,
+    )
+    command = CreateMarket(
+        seq=low,
+        ts=low,
+        market_id=worst * 256,
+        scheme=TickScheme.BINARY,
+        max_tick=low,
+        max_qty=low,
+        opens_at=low,
+        closes_at=low,
+        info=info,
+        fees=fees,
+    )
+    raw = encode_command(command)
+    assert len(raw) <= MAX_COMMAND_BYTES, len(raw)
+    assert decode_command(raw, seq=1, ts=1) == msgspec.structs.replace(command, seq=1, ts=1)
 
 
 def test_event_envelope_round_trip() -> None:

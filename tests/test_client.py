@@ -169,6 +169,8 @@ def test_results_are_typed_and_errors_are_their_codes(stack: Up) -> None:
         moved = client.amend_order(listed[1], price=45, qty=3)  # the 42 bid, now 3@45: reserves 135
         assert (moved.price, moved.remaining) == (45, 3)
         assert client.balance().reserved == 41 + 135
+        reduced = client.reduce_order(listed[1], 1)  # by one: it keeps its place
+        assert (reduced.remaining, reduced.qty, client.balance().reserved) == (2, 2, 41 + 90)
     with Client(stack.url, "mbk_nope_nope") as stranger, pytest.raises(Unauthenticated):
         stranger.balance()
 

@@ -418,6 +418,7 @@ class Ledger:
                 assert event.remaining == self.outstanding(event.order_id) > 0, event
             elif isinstance(event, OrderReduced):
                 self.cancelled[event.order_id] += event.reduced_by
+                assert event.qty == self.filled[event.order_id] + event.remaining, event  # as an amend states it
                 assert 0 < event.remaining == self.outstanding(event.order_id), event
             elif isinstance(event, OrderRested):
                 assert 0 < event.remaining == self.outstanding(event.order_id), event

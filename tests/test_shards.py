@@ -348,12 +348,15 @@ def test_a_cancel_by_ids_answers_503_only_for_the_orders_of_a_shard_that_does_no
         settings = api_settings(server.url, data_dir, shards=2, open_access=True, outcome_timeout=1.0)
         with running_leader(server.url, 1), TestClient(create_app(settings)) as api:
             ids = []
+            markets = []
             for shard in (0, 1):
                 market = new_market(api, shard=shard)["market_id"]
+                markets.append(market)
                 order = {"market_id": market, "side": "buy", "price": 5, "qty": 1, "account": "q"}
                 placed = api.post("/v1/orders", json=order)
                 assert placed.status_code == 201, placed.text
                 ids.append(placed.json()["order_id"])
+        market_zero = markets[0]
         with TestClient(create_app(settings)) as api:  # shard 1's leader has stopped
             answer = api.post("/v1/orders/cancel", json={"order_ids": ids, "account": "q"})
             assert answer.status_code == 200, answer.text
@@ -361,3 +364,20 @@ def test_a_cancel_by_ids_answers_503_only_for_the_orders_of_a_shard_that_does_no
             assert [item["status"] for item in items] == [200, 503]
             assert items[0]["order"]["status"] == "cancelled"
             assert items[1]["error"]["code"] == "NOT_ANSWERED"
+            # shard 1's Redis now refuses the command itself (its journal is not a stream any more)
+            again = api.post("/v1/orders", json={**order, "market_id": market_zero})
+            bus = Bus.connect(server.url, 1)
+            try:
+                bus.client.delete(bus.keys.input)
+                bus.client.set(bus.keys.input, "not a stream")
+            finally:
+                bus.close()
+            answer = api.post(
+                "/v1/orders/cancel", json={"order_ids": [again.json()["order_id"], ids[1]], "account": "q"}
+            )
+            assert answer.status_code == 200, answer.text
+            items = answer.json()["items"]
+            assert [(item["status"], item.get("error", {}).get("code")) for item in items] == [
+                (200, None),
+                (503, "UNAVAILABLE"),
+            ]

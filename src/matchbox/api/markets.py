@@ -179,7 +179,7 @@ async def list_markets(
 ) -> MarketsPage:
     """Markets, with their best prices: by id, or by close time."""
     services = services_of(request)
-    key: Callable[[MarketView], tuple[int, str]]
+    key: Callable[[MarketView], tuple[int, int, str]]
     key = _by_close if sort == "closes_at" else _by_id
     after = None if cursor is None else _market_cursor(cursor, sort)
     before_ns = None if closes_before_ms is None else closes_before_ms * NS_PER_MS
@@ -190,7 +190,7 @@ async def list_markets(
             if (after is None or key(m) > after)
             and (state is None or m.state.name.lower() == state)
             and (scheme is None or m.scheme.name.lower() == scheme)
-            and (category is None or (m.info is not None and m.info.category == category))
+            and (category is None or (m.info.category if m.info else "") == category)
             and (before_ns is None or 0 < m.closes_at < before_ns)
         ),
         key=key,
@@ -200,27 +200,30 @@ async def list_markets(
 
 
 def _cursor(market: MarketView) -> str:
-    close_ms, market_id = _by_close(market)
-    return f"{close_ms}:{market_id}"
+    """``<close ms>:<market id>``, or ``-:<market id>`` for a market without a close time."""
+    none, close_ms, market_id = _by_close(market)
+    return f"{'-' if none else close_ms}:{market_id}"
 
 
-def _by_id(market: MarketView) -> tuple[int, str]:
-    return (0, market.market_id)
+def _by_id(market: MarketView) -> tuple[int, int, str]:
+    return (0, 0, market.market_id)
 
 
-def _by_close(market: MarketView) -> tuple[int, str]:
+def _by_close(market: MarketView) -> tuple[int, int, str]:
     """Soonest close first; those without a close time last; then by id."""
-    return (market.closes_at // NS_PER_MS or INT64_MAX // NS_PER_MS, market.market_id)
+    return (0 if market.closes_at else 1, market.closes_at // NS_PER_MS, market.market_id)
 
 
-def _market_cursor(cursor: str, sort: str) -> tuple[int, str]:
-    """The sort key a markets cursor holds: a market id, or ``<close ms>:<market id>``."""
+def _market_cursor(cursor: str, sort: str) -> tuple[int, int, str]:
+    """The sort key a markets cursor holds: a market id, or ``<close ms>:<market id>`` (``-`` for none)."""
     if sort == "market_id":
-        return (0, cursor)
+        return (0, 0, cursor)
     ms, _, market_id = cursor.partition(":")
+    if ms == "-" and market_id:
+        return (1, 0, market_id)
     if not (ms.isascii() and ms.isdigit() and len(ms) <= 19 and market_id):
         raise ApiError(400, Code.INVALID_CURSOR, "cursor is not one this list gave (pass a page's next)", "cursor")
-    return (int(ms), market_id)
+    return (0, int(ms), market_id)
 
 
 @router.get("/markets/{market_id}", response_model=MarketOut, responses=ERRORS)

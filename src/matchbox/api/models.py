@@ -14,6 +14,7 @@ from matchbox.engine.types import (
     MAX_BPS,
     MAX_CANCEL_IDS,
     MAX_HEARTBEAT_TIMEOUT_MS,
+    MAX_LONG_TEXT,
     OrderStatus,
     SelfTradePrevention,
 )
@@ -113,8 +114,10 @@ class MarketIn(BaseModel):
     )
     fees: FeesIn | None = Field(default=None, description="collateral markets only; none: it charges nothing")
     title: str = Field(default="", max_length=256, description="a short name for people")
-    question: str = Field(default="", max_length=8192, description="the question it answers, or its description")
-    rules: str = Field(default="", max_length=8192, description="how it settles")
+    question: str = Field(
+        default="", max_length=MAX_LONG_TEXT, description="the question it answers, or its description"
+    )
+    rules: str = Field(default="", max_length=MAX_LONG_TEXT, description="how it settles")
     category: str = Field(default="", max_length=256, description="for filtering: GET /markets?category=")
     outcomes: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         default=None,

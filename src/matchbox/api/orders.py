@@ -566,9 +566,13 @@ async def cancel_orders(request: Request, body: CancelManyIn, caller: Caller) ->
         return_exceptions=True,
     )
     for (_, ids), events in zip(links, outcomes, strict=True):
-        if isinstance(events, ApiError):  # that shard has not answered (failing over?): its orders only
+        failed = events
+        if isinstance(failed, redis.RedisError):  # its Redis is down: whether the cancels went in is not known
+            message = "this shard's Redis is unavailable; retry shortly (a cancel sent twice cancels once)"
+            failed = ApiError(503, Code.UNAVAILABLE, message, "order_ids")
+        if isinstance(failed, ApiError):  # that shard has not answered (failing over?): its orders only
             for order_id in ids:
-                results[order_id] = CancelItemOut(order_id=order_id, status=events.status, error=events.body.error)
+                results[order_id] = CancelItemOut(order_id=order_id, status=failed.status, error=failed.body.error)
             continue
         if isinstance(events, BaseException):
             raise events

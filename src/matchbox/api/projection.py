@@ -295,6 +295,8 @@ class Projection:
     def _reduced(self, e: OrderReduced, n: int, entry_id: str) -> list[Update]:
         order = self.orders[e.order_id]
         order.remaining = e.remaining
+        if e.qty:  # what it may trade in all now, as an amend says it (FIX's OrderQty)
+            order.qty = e.qty
         return [order, self._level(order.market_id, order.side, order.price, -e.reduced_by, 0)]
 
     def _amended(self, e: OrderAmended, n: int, entry_id: str) -> list[Update]:

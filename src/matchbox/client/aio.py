@@ -238,9 +238,11 @@ class AsyncClient:
     async def cancel_order(self, order_id: int) -> OrderOut:
         return await self.request("DELETE", f"/orders/{order_id}", OrderOut, params=self._own())
 
-    async def reduce_order(self, order_id: int, *, reduce_by: int | None = None, qty: int | None = None) -> OrderOut:
-        """Lower a resting order's quantity by ``reduce_by``, or to ``qty`` remaining; it keeps its place."""
-        body: dict[str, Any] = {"reduce_by": reduce_by} if reduce_by is not None else {"qty": qty}
+    async def reduce_order(self, order_id: int, reduce_by: int) -> OrderOut:
+        """Lower a resting order's remaining quantity by ``reduce_by``; it keeps its place (all of
+        it cancels the order). To set its quantity instead, counting what has filled, use
+        :meth:`amend_order` with ``qty``."""
+        body: dict[str, Any] = {"reduce_by": reduce_by}
         if self.account and not self.api_key:
             body["account"] = self.account
         return await self.request("PATCH", f"/orders/{order_id}", OrderOut, json=body)

@@ -146,7 +146,10 @@ class Fold:
             case OrderRested(order_id=order_id, market_id=market_id, account=account) as event:
                 _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
             case OrderReduced(order_id=order_id, market_id=market_id, account=account) as event:
-                _latest(self._order(order_id, market_id, account), n, event.ts, event.remaining)
+                row = self._order(order_id, market_id, account)
+                if event.qty:  # its quantity now, as an amend states it
+                    _stated(row, n, event.price, event.qty)
+                _latest(row, n, event.ts, event.remaining)
             case OrderAmended(order_id=order_id, market_id=market_id, account=account) as event:
                 row = self._order(order_id, market_id, account)
                 _stated(row, n, event.price, event.qty)

@@ -661,6 +661,8 @@ class Engine:
                 account=order.account,
                 reduced_by=reduce_by,
                 remaining=order.remaining,
+                price=order.price,
+                qty=order.filled + order.remaining,
             )
         )
 

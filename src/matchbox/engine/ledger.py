@@ -52,8 +52,9 @@ Fees (a market's ``FeeSchedule``; a market without one charges nothing)
     account (``BalanceChanged`` with reason FEE for both) and is shown on the fill
     (``TradeExecuted.maker_fee``/``taker_fee``). An order reserves, for each contract, the most a
     fill of it could cost in fees (at its limit price and the higher of the two rates), so a fee
-    is always covered: ``ceil(rate * n * q) <= q * ceil(rate * n)``. Odds: at settlement (not a
-    void), each account with net winnings in the market (its payout less the stakes and
+    is always covered: ``ceil(rate * n * q) <= q * ceil(rate * n)`` (a sell covered by YES
+    contracts too reserves its fees in cash). Fill fees stand whatever the outcome, a void's too:
+    they paid for the matching. Odds: at settlement (a void wins nothing), each account with net winnings in the market (its payout less the stakes and
     liabilities it put in) pays the commission rate of them, rounded up, to the fee account.
 Invariant
     Sum over accounts of total cash, plus every collateral market's pot (money locked in open

@@ -145,7 +145,10 @@ class CancelReason(IntEnum):
 # every store downstream needs; names and accounts are short texts.
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
-LongText = Annotated[str, msgspec.Meta(max_length=8192)]
+# a market's question and rules: at their longest, in the costliest characters JSON has (6 bytes:
+# an escaped control character), a CreateMarket still fits an input entry (MAX_COMMAND_BYTES)
+MAX_LONG_TEXT = 4096
+LongText = Annotated[str, msgspec.Meta(max_length=MAX_LONG_TEXT)]
 MAX_OUTCOMES = {TickScheme.BINARY: 2, TickScheme.ODDS: 1, TickScheme.TICKS: 0}  # outcome names a market may give
 
 
@@ -417,11 +420,17 @@ class OrderCancelled(Event, frozen=True, gc=False):
 
 
 class OrderReduced(Event, frozen=True, gc=False):
+    """A live order's remaining quantity was lowered; it keeps its place. ``price`` and ``qty``
+    say what it is now, as an ``OrderAmended`` would: its price, and filled plus remaining (FIX's
+    OrderQty after the replace; 0 for both from an engine before they were told)."""
+
     market_id: str
     order_id: int
     account: str
     reduced_by: int
     remaining: int
+    price: int = 0
+    qty: int = 0
 
 
 class OrderAmended(Event, frozen=True, gc=False):
