@@ -54,8 +54,9 @@ Fees (a market's ``FeeSchedule``; a market without one charges nothing)
     fill of it could cost in fees (at its limit price and the higher of the two rates), so a fee
     is always covered: ``ceil(rate * n * q) <= q * ceil(rate * n)`` (a sell covered by YES
     contracts too reserves its fees in cash). Fill fees stand whatever the outcome, a void's too:
-    they paid for the matching. Odds: at settlement (a void wins nothing), each account with net winnings in the market (its payout less the stakes and
-    liabilities it put in) pays the commission rate of them, rounded up, to the fee account.
+    they paid for the matching. Odds: at settlement (a void wins nothing), each account with net
+    winnings in the market (its payout less the stakes and liabilities it put in) pays the
+    commission rate of them, rounded up, to the fee account.
 Invariant
     Sum over accounts of total cash, plus every collateral market's pot (money locked in open
     positions), equals deposits minus withdrawals; no total or reserve is ever negative, and
