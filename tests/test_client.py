@@ -188,6 +188,9 @@ def test_a_market_made_through_the_client_says_what_it_is_and_charges_its_fees(s
             fees=FeesIn(taker_bps=100, maker_per_contract=1),
         )
     assert (made.title, made.outcomes, made.fees and made.fees.taker_bps) == ("Rain", ["Rain", "Dry"], 100)
+    with admin_client(stack) as admin:
+        listed = admin.markets(category="", sort="closes_at", limit=1000)  # made without a category
+    assert made.market_id in [m.market_id for m in listed.items]
     with Client(stack.url, funded_account(stack)) as maker, Client(stack.url, funded_account(stack)) as taker:
         resting = maker.place_order(made.market_id, "sell", price=70, qty=10)
         taken = taker.place_order(made.market_id, "buy", price=70, qty=10)

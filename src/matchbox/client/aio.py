@@ -379,10 +379,15 @@ class AsyncClient:
         *,
         state: Literal["open", "suspended", "closed", "settled"] | None = None,
         scheme: Literal["binary", "odds", "ticks"] | None = None,
+        category: str | None = None,
+        closes_before_ms: int | None = None,
+        sort: Literal["market_id", "closes_at"] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> MarketsPage:
-        params = {"state": state, "scheme": scheme, "limit": limit, "cursor": cursor}
+        """Markets, by id or by close time (``sort="closes_at"``: soonest first), filtered as asked."""
+        params = {"state": state, "scheme": scheme, "category": category, "closes_before_ms": closes_before_ms}
+        params |= {"sort": sort, "limit": limit, "cursor": cursor}
         return await self.request("GET", "/markets", MarketsPage, params=params, retry=True)
 
     async def market(self, market_id: str) -> MarketOut:
