@@ -297,6 +297,20 @@ def test_leader_matches_the_journal_and_commits_numbered_events(bus: Bus, redis_
     assert (offset.id, offset.inputs, offset.events, offset.last_event) == (buy.entry_id, 3, 5, stream_ids[-1])
 
 
+def test_a_clean_stop_leaves_a_snapshot_at_the_last_commit(bus: Bus, redis_url: str) -> None:
+    """Stopped cleanly (Ctrl-C, an upgrade), a leader snapshots where it committed last: its
+    successor, perhaps a newer engine, restores there and replays nothing the old one wrote."""
+    journal = Journal(bus, Durability.EVERYSEC)
+    journal.submit(binary_market())
+    last = journal.submit(order(55, qty=10, side=Side.SELL, account="s"))
+    with running_leader(redis_url, snapshot_every=10**6, snapshot_seconds=3600, snapshot_on_stop=True):
+        wait_until(lambda: committed_inputs(bus) == 2, message="2 inputs committed")
+    stored = latest_snapshot(bus)
+    assert stored is not None
+    assert (stored.offset.id, stored.offset.inputs) == (last.entry_id, 2)
+    assert Engine.restore(stored.data).orders.keys() == {last.order_id}
+
+
 def test_poison_input_is_rejected_and_the_leader_goes_on(bus: Bus, redis_url: str) -> None:
     journal = Journal(bus, Durability.EVERYSEC)
     journal.submit(binary_market())

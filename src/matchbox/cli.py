@@ -291,6 +291,7 @@ def engine(
         batch=settings.batch,
         snapshot_every=settings.snapshot_every,
         snapshot_seconds=settings.snapshot_seconds,
+        snapshot_on_stop=settings.snapshot_on_stop,
         snapshots_kept=settings.snapshots_kept,
         trim_input=settings.trim_input,
         name=name,

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     batch: int = Field(default=2000, ge=1, description="Input entries per engine commit, at most.")
     snapshot_every: int = Field(default=50_000, ge=1, description="Input entries between engine snapshots.")
     snapshot_seconds: float = Field(default=60.0, gt=0, description="Seconds between snapshots while busy.")
+    snapshot_on_stop: bool = Field(
+        default=True,
+        description="A leader stopped cleanly snapshots at its last commit: a successor (an upgrade) replays nothing.",
+    )
     snapshots_kept: int = Field(default=3, ge=1)
     trim_input: bool = Field(default=True, description="Trim the journal behind the oldest kept snapshot.")
     database_url: str | None = Field(

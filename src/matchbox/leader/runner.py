@@ -86,6 +86,7 @@ class LeaderConfig:
     snapshot_every: int = 50_000  # input entries between snapshots
     snapshot_seconds: float = 60.0  # and at least this often while anything happens
     snapshots_kept: int = 3
+    snapshot_on_stop: bool = False  # a clean stop snapshots at the last commit (`matchbox engine`: on)
     trim_input: bool = True  # trim the journal behind the oldest kept snapshot
     hash_every_seconds: float = 0.2  # hashing the whole state is throttled to this, and done when idle
     name: str = ""  # how this candidate calls itself; host:pid by default
@@ -283,6 +284,9 @@ class EngineLeader:
                     snapshot_inputs, snapshot_time = offset.inputs, time.monotonic()
                     self._hash, self._hash_at = hashlib.sha256(data).hexdigest(), offset.id  # = state_hash()
             commits.flush()  # a clean stop: everything applied is committed before the lock goes
+            if config.snapshot_on_stop and offset.inputs > snapshot_inputs:  # a successor replays nothing then
+                with kept(self.lease):
+                    snapshots.put((offset, engine.snapshot()))
             snapshots.flush()
         finally:
             commits.close()
