@@ -35,6 +35,7 @@ from matchbox.api.routing import EdgeRoute
 from matchbox.api.services import Services, engine_outcome, market_of, services_of
 from matchbox.consumers import queries
 from matchbox.engine.ledger import INT64_MAX, valid_fees
+from matchbox.engine.rules import valid_times
 from matchbox.engine.types import (
     MAX_OUTCOMES,
     CloseMarket,
@@ -121,9 +122,7 @@ async def create_market(request: Request, body: MarketIn) -> MarketOut:
         names = {TickScheme.BINARY: "two names (YES, NO)", TickScheme.ODDS: "one name (the selection)"}
         message = f"a {body.scheme} market's outcomes are {names.get(scheme, 'not named')}"
         raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "outcomes")
-    now_ms = time.time_ns() // NS_PER_MS
-    opens_ms = body.opens_at_ms if body.opens_at_ms and body.opens_at_ms > now_ms else 0
-    if body.closes_at_ms is not None and body.closes_at_ms <= max(now_ms, opens_ms):
+    if not valid_times(time.time_ns(), (body.opens_at_ms or 0) * NS_PER_MS, (body.closes_at_ms or 0) * NS_PER_MS):
         message = "closes_at_ms must be in the future, and after opens_at_ms"
         raise ApiError(400, RejectReason.INVALID_MARKET_SPEC, message, "closes_at_ms")
     fees = None if body.fees is None else FeeSchedule(**body.fees.model_dump())

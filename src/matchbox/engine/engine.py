@@ -135,7 +135,7 @@ from matchbox.engine.book import Book, Level, Order
 from matchbox.engine.ids import MAX_SHARDS, shard_id, valid_account, valid_market_id, valid_transfer_id
 from matchbox.engine.ledger import Account, Ledger
 from matchbox.engine.queries import BookDepth, BookIntegrityError, LiveOrder
-from matchbox.engine.rules import RESTING_TIFS, check_order
+from matchbox.engine.rules import RESTING_TIFS, check_order, opening, valid_times
 from matchbox.engine.schemes import tick_range
 from matchbox.engine.types import (
     IDS_PER_MS,
@@ -766,15 +766,14 @@ class Engine:
         if cmd.market_id in self.books:
             events.append(_reject(cmd, RejectReason.MARKET_EXISTS, cmd.market_id))
             return
-        opens_at = cmd.opens_at if cmd.opens_at > cmd.ts else 0  # a time already past opens it at once
+        opens_at = opening(cmd.ts, cmd.opens_at)
         if (
             ticks is None
             or not cmd.market_id
             or cmd.max_qty <= 0
             or (cmd.collateral and cmd.scheme is TickScheme.TICKS)
             or (cmd.info is not None and len(cmd.info.outcomes) not in (0, MAX_OUTCOMES[cmd.scheme]))
-            or cmd.opens_at < 0
-            or (cmd.closes_at and cmd.closes_at <= max(cmd.ts, opens_at))
+            or not valid_times(cmd.ts, cmd.opens_at, cmd.closes_at)
             or (cmd.fees is not None and not ledger.valid_fees(cmd.scheme, cmd.collateral, cmd.fees))
         ):
             events.append(_reject(cmd, RejectReason.INVALID_MARKET_SPEC, cmd.market_id))

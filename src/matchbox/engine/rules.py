@@ -1,5 +1,5 @@
-"""The order rules every layer shares with the engine, written once: is a new order valid on its
-market, and what is an order's status.
+"""The rules every layer shares with the engine, written once: is a new order valid on its
+market, when does a new market open and may it close then, and what is an order's status.
 
 Both are pure: no clock, no state beyond their arguments. The engine applies :func:`check_order`
 to every new order it has not waved through on its fast path; the API calls the same function to
@@ -13,6 +13,19 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 from matchbox.engine.types import OrderKind, OrderStatus, PlaceOrder, RejectReason, TimeInForce
+
+
+def opening(ts: int, opens_at: int) -> int:
+    """When a market created at ``ts`` (engine time) to open at ``opens_at`` opens: then, or 0 for
+    at once (no open time, or one already past)."""
+    return opens_at if opens_at > ts else 0
+
+
+def valid_times(ts: int, opens_at: int, closes_at: int) -> bool:
+    """Whether a market created at ``ts`` may have these open and close times (0: none): no open
+    time below 0, and a close time after its creation and after its opening."""
+    return opens_at >= 0 and (not closes_at or closes_at > max(ts, opening(ts, opens_at)))
+
 
 RESTING_TIFS = (TimeInForce.GTC, TimeInForce.GTD)  # the times in force whose remainder rests
 LIVE_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)  # resting on the book: can be cancelled or reduced

@@ -135,7 +135,7 @@ class EngineLeader:
         backoff = Backoff()
         while not self.stop.is_set():
             try:
-                if self._journal_too_new():  # a newer engine has led: never compete for the lock
+                if self._led_version() > JOURNAL_VERSION:  # a newer engine has led: never compete for the lock
                     self.stop.wait(self.config.poll_seconds)
                 elif self.lease.acquire():
                     self.stats.terms += 1
@@ -156,9 +156,10 @@ class EngineLeader:
                 self.stop.wait(delay)
                 self.bus.reconnect()
 
-    def _journal_too_new(self) -> bool:
-        """Whether an engine newer than this one has led the shard (its journal may hold commands
-        this engine would misread): said once, then this candidate waits for an upgrade."""
+    def _led_version(self) -> int:
+        """The newest journal version an engine leader of this shard has read. One newer than this
+        engine's (its journal may hold commands this engine would misread) is said once: this
+        candidate then waits for an upgrade."""
         led = int(self.bus.client.get(self.bus.keys.journal_version) or 1)
         if led > JOURNAL_VERSION and not self._told_too_new:
             log.error(
@@ -168,7 +169,7 @@ class EngineLeader:
                 led,
             )
         self._told_too_new = led > JOURNAL_VERSION
-        return self._told_too_new
+        return led
 
     def _stand_by(self) -> None:
         """Until the next try of the lock, keep the standby engine warm. The next try comes as
@@ -203,9 +204,10 @@ class EngineLeader:
             engine, replayed = self.standby.take(offset) or recover(self.bus, offset, snapshot)
         if not self.lease.held:
             raise LeadershipLost(f"while recovering: {self.lease.why_lost()}")
-        if self._journal_too_new():  # a newer engine led between the check and the lock
+        led = self._led_version()
+        if led > JOURNAL_VERSION:  # a newer engine led between the check and the lock
             raise LeadershipLost("an engine of a newer journal version has led this shard")
-        if int(client.get(keys.journal_version) or 1) < JOURNAL_VERSION:  # the API may send what it reads now
+        if led < JOURNAL_VERSION:  # the API may send what it reads now
             client.set(keys.journal_version, JOURNAL_VERSION)
         certify(self.bus, epoch)  # only now may this server hand out ids (see matchbox.bus.rollback)
         self.seen = offset
